@@ -1,0 +1,276 @@
+/*
+ * cs.h - the one public header of libcs, the ClusterStorage core.
+ *
+ * What tools/, tests/ and preload/ may call.  Everything else in libcs/ is
+ * private to it.  Functions return 0 or a negative errno and fill out
+ * parameters; none of them exits, aborts or asserts, because libcs runs inside
+ * other people's processes.
+ */
+#ifndef CS_H
+#define CS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#define CS_MAX_PREFIXES 16
+#define CS_NAME_MAX 64          /* namespace and node names */
+#define CS_PATH_MAX 4096        /* absolute paths, including the NUL */
+#define CS_URL_MAX 512
+#define CS_SECRET_MAX 256
+#define CS_SHA256_LEN 32
+#define CS_SHA256_HEX (2 * CS_SHA256_LEN + 1)
+#define CS_MAX_HOLDERS 32
+
+/* ---- logging (log.c) ------------------------------------------------ */
+
+enum cs_log_level { CS_LOG_ERROR = 0, CS_LOG_WARN, CS_LOG_INFO, CS_LOG_DEBUG };
+
+extern int cs_log_level;        /* set by cs_config_apply */
+
+void cs_log_write(enum cs_log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* One level check, then formatting into a stack buffer and a single write(2). */
+#define cs_log(level, ...)                                                    \
+	do {                                                                  \
+		if ((level) <= cs_log_level)                                  \
+			cs_log_write((level), __VA_ARGS__);                   \
+	} while (0)
+#define cs_error(...) cs_log(CS_LOG_ERROR, __VA_ARGS__)
+#define cs_warn(...) cs_log(CS_LOG_WARN, __VA_ARGS__)
+#define cs_info(...) cs_log(CS_LOG_INFO, __VA_ARGS__)
+#define cs_debug(...) cs_log(CS_LOG_DEBUG, __VA_ARGS__)
+
+/* ---- configuration (config.c: the only file that calls getenv) ------- */
+
+struct cs_prefix {
+	char name[CS_NAME_MAX];         /* cluster-wide namespace */
+	char dir[CS_PATH_MAX];          /* this node's directory, normalised */
+	size_t dirlen;
+	char real[CS_PATH_MAX];         /* dir with symlinks resolved, or "" */
+	size_t reallen;
+};
+
+struct cs_mysql_dsn {
+	char user[128];
+	char pass[256];
+	char host[256];
+	unsigned port;
+	char db[128];
+	char socket[CS_PATH_MAX];
+};
+
+struct cs_config {
+	struct cs_prefix prefix[CS_MAX_PREFIXES];
+	int nprefix;
+	char node[CS_NAME_MAX];
+	char node_url[CS_URL_MAX];
+	char listen[CS_URL_MAX];
+	char memcached[CS_URL_MAX];     /* "" when not configured */
+	char mysql_url[CS_URL_MAX];
+	struct cs_mysql_dsn mysql;
+	unsigned char secret[CS_SECRET_MAX];
+	size_t secret_len;
+	int replicas;
+	char spool[CS_PATH_MAX];
+	char zone[CS_NAME_MAX];
+	enum cs_log_level log_level;
+};
+
+/* Where cs_config_parse reads variables from (getenv in production). */
+typedef const char *(*cs_getenv_fn)(const char *name);
+
+/*
+ * Parse the CS_* variables into *cfg.  Returns 0, -ENOENT when CS_PREFIXES is
+ * unset (the library is simply not wanted), or -EINVAL with one human-readable
+ * sentence in err naming the variable at fault.  need_server also requires
+ * CS_LISTEN and CS_NODE_URL.
+ */
+int cs_config_parse(struct cs_config *cfg, cs_getenv_fn get, bool need_server,
+		    char *err, size_t errlen);
+/* cs_config_parse with the process environment. */
+int cs_config_load(struct cs_config *cfg, bool need_server, char *err,
+		   size_t errlen);
+int cs_mysql_dsn_parse(const char *url, struct cs_mysql_dsn *dsn, char *err,
+		       size_t errlen);
+const struct cs_prefix *cs_config_namespace(const struct cs_config *cfg,
+					    const char *name);
+
+/* The process-wide configuration the core works with. */
+extern struct cs_config cs_cfg;
+
+/* ---- paths (path.c) ------------------------------------------------- */
+
+/*
+ * Make path absolute against base (a directory, itself absolute) and remove
+ * ".", ".." and repeated slashes lexically.  Writes a NUL-terminated path to
+ * out; returns its length or -ENAMETOOLONG / -EINVAL.
+ */
+int cs_path_normalize(const char *base, const char *path, char *out,
+		      size_t outsz);
+/*
+ * Which prefix holds the normalised absolute path abs.  Returns the prefix
+ * and points *rel at the part below its directory (never starting with '/',
+ * never empty), or NULL when abs is outside every prefix or is the prefix
+ * directory itself.
+ */
+const struct cs_prefix *cs_path_match(const struct cs_config *cfg,
+				      const char *abs, const char **rel);
+/*
+ * True when rel is a safe relative path inside a namespace: not empty, no
+ * leading '/', no empty, "." or ".." segment, no NUL or control byte, each
+ * segment at most NAME_MAX and the whole at most CS_PATH_MAX - 1.
+ */
+bool cs_path_rel_valid(const char *rel, size_t len);
+
+/* ---- signatures (sign.c) ------------------------------------------- */
+
+#define CS_SIGN_WINDOW 300      /* seconds a signed request stays valid */
+#define CS_SIGN_HEX CS_SHA256_HEX
+
+/*
+ * HMAC-SHA256 over "method\npath\ntime\nbody_sha256hex" ("-" when there is no
+ * body), as lowercase hex into out[CS_SIGN_HEX].  path is the decoded path.
+ */
+void cs_sign(const unsigned char *secret, size_t secret_len,
+	     const char *method, const char *path, long long when,
+	     const char *body_sha, char out[CS_SIGN_HEX]);
+/* 0 when sig is right and |now - when| <= CS_SIGN_WINDOW; -EACCES otherwise. */
+int cs_sign_verify(const unsigned char *secret, size_t secret_len,
+		   const char *method, const char *path, const char *when,
+		   const char *body_sha, const char *sig, long long now);
+
+void cs_sha256_hex(const unsigned char digest[CS_SHA256_LEN],
+		   char out[CS_SHA256_HEX]);
+int cs_sha256_unhex(const char *hex, unsigned char digest[CS_SHA256_LEN]);
+/* Streaming SHA-256 (libcrypto underneath). */
+struct cs_sha256 {
+	void *ctx;
+};
+int cs_sha256_init(struct cs_sha256 *h);
+void cs_sha256_update(struct cs_sha256 *h, const void *p, size_t n);
+void cs_sha256_final(struct cs_sha256 *h, unsigned char d[CS_SHA256_LEN]);
+void cs_sha256_free(struct cs_sha256 *h);
+/* SHA-256 of a whole open file from offset 0, and its size. */
+int cs_sha256_fd(int fd, unsigned char digest[CS_SHA256_LEN], uint64_t *size);
+
+/* ---- registry (registry.c: memcached in front of MySQL) ------------- */
+
+struct cs_node {
+	uint32_t id;
+	char name[CS_NAME_MAX];
+	char url[CS_URL_MAX];
+	char zone[CS_NAME_MAX];
+	bool up;                /* heartbeat seen recently */
+};
+
+struct cs_file {
+	uint64_t id;
+	uint64_t version;
+	uint64_t size;
+	int64_t mtime_ns;
+	unsigned char sha256[CS_SHA256_LEN];
+	bool deleted;
+	int nholders;
+	uint32_t holder[CS_MAX_HOLDERS];        /* node ids holding version */
+};
+
+/* Memcached key of (namespace, path): "cs1:" + hex of its SHA-256. */
+#define CS_KEY_MAX 72
+void cs_registry_key(const char *ns, const char *rel, char key[CS_KEY_MAX]);
+/* Cache record encoding; encode returns the length or -ENOSPC. */
+int cs_record_encode(const struct cs_file *f, char *out, size_t outsz);
+/* 0 and *f filled, 1 for the "not in the cluster" record, -EINVAL if bad. */
+int cs_record_decode(const char *in, size_t len, struct cs_file *f);
+int cs_record_encode_absent(char *out, size_t outsz);
+
+/*
+ * Look (ns, rel) up: the process's short negative cache, then memcached, then
+ * MySQL (filling memcached).  0 with *f, -ENOENT when not in the cluster (or
+ * deleted), -EAGAIN when the registry cannot be reached now (the circuit
+ * breaker is open or a call failed).
+ */
+int cs_registry_lookup(const char *ns, const char *rel, struct cs_file *f);
+/* This node's id, registering the node by name if needed. */
+int cs_registry_self(uint32_t *id);
+/* Record that node holds version of file; drops the cached record. */
+int cs_registry_add_holder(const char *ns, const char *rel,
+			   const struct cs_file *f, uint32_t node);
+/* The node table (cached for a few seconds); *n in/out. */
+int cs_registry_nodes(struct cs_node *nodes, int *n);
+/* Register or refresh this node (name, url, zone) and its heartbeat. */
+int cs_registry_heartbeat(void);
+/*
+ * Register a file this node already has (import).  Returns 0 when it was
+ * added or already matched, -EEXIST when the registry holds other content.
+ */
+int cs_registry_import(const char *ns, const char *rel, uint64_t size,
+		       int64_t mtime_ns, const unsigned char sha[CS_SHA256_LEN]);
+/* Status listing: per node, how many current files it holds. */
+struct cs_node_status {
+	struct cs_node node;
+	double heartbeat_age;           /* seconds, -1 if never */
+	uint64_t files;
+};
+int cs_registry_status(struct cs_node_status *st, int *n, uint64_t *files);
+/* Drop cached connections; called in a forked child, never frees. */
+void cs_registry_forget(void);
+void cs_registry_shutdown(void);
+
+/* ---- peers (peer.c: libcurl) ---------------------------------------- */
+
+/*
+ * GET /v1/files/<ns>/<rel> from the node at base_url into fd (positioned at
+ * 0, empty), verifying size and SHA-256.  0 or a negative errno: -ENOENT when
+ * the peer lacks it, -EIO for a transfer or verification failure.
+ */
+int cs_peer_fetch(const char *base_url, const char *ns, const char *rel,
+		  int fd, const struct cs_file *want);
+/* Percent-encode rel for a URL path (keeps '/'); returns length or -ENOSPC. */
+int cs_url_encode_path(const char *rel, char *out, size_t outsz);
+void cs_peer_forget(void);
+
+/* ---- local store (store.c: temp file, verify, atomic install) ------- */
+
+struct cs_install {
+	int fd;                 /* temporary file, locked, empty */
+	int dirfd;              /* its directory */
+	char tmpname[64];
+	const char *name;       /* final name within dirfd */
+};
+
+/*
+ * Take the right to install abs (a path under a prefix whose directory is
+ * root): creates missing parent directories and a temporary file beside the
+ * target, locked so that every other process and thread wanting the same path
+ * waits.  Returns 0 with *in ready to fill, 1 when the file appeared while
+ * waiting (nothing to do), or a negative errno (-ETIMEDOUT after deadline_ms).
+ */
+int cs_store_begin(const char *root, const char *abs, struct cs_install *in,
+		   int deadline_ms);
+/* Give the file its mtime and rename it into place. */
+int cs_store_commit(struct cs_install *in, int64_t mtime_ns);
+void cs_store_abort(struct cs_install *in);
+
+/* ---- the miss path (fetch.c) ---------------------------------------- */
+
+/*
+ * Make abs (normalised, under prefix p, rel below it) present locally if the
+ * cluster has it.  0 when it is now there, -ENOENT when the cluster lacks it
+ * (or cannot be asked), another negative errno when installing failed.
+ */
+int cs_fetch(const struct cs_prefix *p, const char *abs, const char *rel);
+
+/* ---- process lifetime (core.c) -------------------------------------- */
+
+/* Load configuration for the preloaded library; false when inert. */
+bool cs_core_init(void);
+/* Reset per-process state in a forked child (pthread_atfork). */
+void cs_core_atfork_child(void);
+
+/* Nonzero while this thread is inside libcs: its own libc calls pass. */
+extern __thread int cs_inside;
+
+#endif

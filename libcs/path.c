@@ -1,0 +1,118 @@
+/*
+ * path.c - from whatever path a program passed to "which namespace, which
+ * file".
+ *
+ * Normalisation is lexical (".", "..", "//"), like the registry's view of a
+ * namespace: a path is a name, not a walk through this node's symlinks.  The
+ * wrappers keep handing the caller's original path to libc, so the kernel's
+ * own resolution still decides what is opened; this file only decides what
+ * to ask the cluster for.  Nothing here touches the filesystem.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+
+#include "cs.h"
+
+/* Append the segments of p to out (which holds olen bytes, starting "/"). */
+static int walk(const char *p, char *out, size_t outsz, size_t olen)
+{
+	while (*p) {
+		const char *seg = p;
+		size_t len;
+
+		while (*p && *p != '/')
+			p++;
+		len = p - seg;
+		while (*p == '/')
+			p++;
+		if (len == 0 || (len == 1 && seg[0] == '.'))
+			continue;
+		if (len == 2 && seg[0] == '.' && seg[1] == '.') {
+			while (olen > 1 && out[olen - 1] != '/')
+				olen--;
+			if (olen > 1)
+				olen--;
+			continue;
+		}
+		size_t need = olen + (olen > 1) + len;
+		if (need + 1 > outsz)
+			return -ENAMETOOLONG;
+		if (olen > 1)
+			out[olen++] = '/';
+		memcpy(out + olen, seg, len);
+		olen += len;
+	}
+	out[olen] = '\0';
+	return (int)olen;
+}
+
+int cs_path_normalize(const char *base, const char *path, char *out,
+		      size_t outsz)
+{
+	int n;
+
+	if (!path || outsz < 2)
+		return -EINVAL;
+	out[0] = '/';
+	out[1] = '\0';
+	n = 1;
+	if (path[0] != '/') {
+		if (!base || base[0] != '/')
+			return -EINVAL;
+		n = walk(base, out, outsz, 1);
+		if (n < 0)
+			return n;
+	}
+	return walk(path, out, outsz, n);
+}
+
+static const char *below(const char *abs, const char *dir, size_t dirlen)
+{
+	if (dirlen == 0 || strncmp(abs, dir, dirlen) != 0 || abs[dirlen] != '/' ||
+	    abs[dirlen + 1] == '\0')
+		return NULL;
+	return abs + dirlen + 1;
+}
+
+const struct cs_prefix *cs_path_match(const struct cs_config *cfg,
+				      const char *abs, const char **rel)
+{
+	for (int i = 0; i < cfg->nprefix; i++) {
+		const struct cs_prefix *p = &cfg->prefix[i];
+		const char *r = below(abs, p->dir, p->dirlen);
+
+		if (!r)
+			r = below(abs, p->real, p->reallen);
+		if (r) {
+			*rel = r;
+			return p;
+		}
+	}
+	return NULL;
+}
+
+bool cs_path_rel_valid(const char *rel, size_t len)
+{
+	size_t seg = 0;
+
+	if (len == 0 || len >= CS_PATH_MAX || rel[0] == '/')
+		return false;
+	for (size_t i = 0; i <= len; i++) {
+		unsigned char c = i < len ? (unsigned char)rel[i] : '/';
+
+		if (c == '/') {
+			const char *s = rel + i - seg;
+			if (seg == 0 || seg > NAME_MAX ||
+			    (seg == 1 && s[0] == '.') ||
+			    (seg == 2 && s[0] == '.' && s[1] == '.'))
+				return false;
+			seg = 0;
+			continue;
+		}
+		if (c < 0x20 || c == 0x7f)
+			return false;
+		seg++;
+	}
+	return true;
+}

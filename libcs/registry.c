@@ -1,0 +1,921 @@
+/*
+ * registry.c - which files the cluster has and who holds them: memcached in
+ * front of MySQL/MariaDB, plus a tiny per-process negative cache.
+ *
+ * The only file that includes libmemcached or MySQL headers.  MySQL is the
+ * truth (sql/schema.sql); memcached holds encoded records of it.  Cache rules,
+ * chosen so that a lookup racing a write cannot pin a stale answer:
+ *   - readers fill memcached with `add` (never overwrite what a writer put);
+ *   - writers `set` the new record, never delete it;
+ *   - "not in the cluster" is cached too: for NEG_LOCAL_MS in the process
+ *     (repeated 404s cost no round trip) and NEG_MC_TTL seconds in memcached,
+ *     where a later create overwrites it at once.
+ * Connections are made lazily, once per process, dropped (not closed: the
+ * socket is the parent's) after fork, re-made after a server restart.  Every
+ * call has a short timeout, and a failure opens a circuit breaker so that
+ * while a server is down a miss fails in microseconds instead of waiting.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <libmemcached/memcached.h>
+#include <mysql.h>
+#include <errmsg.h>
+
+#include <openssl/evp.h>
+
+#include "cs.h"
+
+#define NEG_LOCAL_MS 1000       /* in-process "not in the cluster" */
+#define NEG_MC_TTL 5            /* seconds, memcached "not in the cluster" */
+#define POS_MC_TTL 300          /* seconds, memcached file records */
+#define NODES_LOCAL_MS 2000     /* in-process node table */
+#define NODES_MC_TTL 5
+#define UP_SECONDS 10           /* a heartbeat younger than this: node is up */
+#define BREAKER_MIN_MS 250
+#define BREAKER_MAX_MS 4000
+#define MAX_NODES 256
+
+struct breaker {
+	int64_t open_until;     /* monotonic ms; calls fail fast before it */
+	int64_t backoff;
+	bool reported;
+};
+
+static pthread_mutex_t db_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t mc_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t neg_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t nodes_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
+
+static MYSQL *db;
+static memcached_st *mc;
+static struct breaker db_brk, mc_brk;
+static uint32_t self_id;
+
+static struct cs_node node_tab[MAX_NODES];
+static int node_n;
+static int64_t node_at = -1;
+
+#define NEG_SLOTS 1024
+static struct {
+	uint64_t h;
+	int64_t until;
+} neg[NEG_SLOTS];
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- circuit breaker ---------------------------------------------- */
+
+static bool brk_open(struct breaker *b)
+{
+	return b->open_until && now_ms() < b->open_until;
+}
+
+static void brk_fail(struct breaker *b, const char *what, const char *why)
+{
+	b->backoff = b->backoff ? b->backoff * 2 : BREAKER_MIN_MS;
+	if (b->backoff > BREAKER_MAX_MS)
+		b->backoff = BREAKER_MAX_MS;
+	b->open_until = now_ms() + b->backoff;
+	if (!b->reported)
+		cs_error("%s unreachable (%s); failing fast, retrying every %d ms at most",
+			 what, why, BREAKER_MAX_MS);
+	b->reported = true;
+}
+
+static void brk_ok(struct breaker *b, const char *what)
+{
+	if (b->reported)
+		cs_warn("%s reachable again", what);
+	b->open_until = 0;
+	b->backoff = 0;
+	b->reported = false;
+}
+
+/* ---- keys and records ---------------------------------------------- */
+
+static void path_hash(const char *ns, const char *rel, unsigned char h[CS_SHA256_LEN])
+{
+	unsigned int len = CS_SHA256_LEN;
+	EVP_MD_CTX *c = EVP_MD_CTX_new();
+
+	memset(h, 0, CS_SHA256_LEN);
+	if (!c)
+		return;
+	EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+	EVP_DigestUpdate(c, ns, strlen(ns) + 1);        /* with its NUL */
+	EVP_DigestUpdate(c, rel, strlen(rel));
+	EVP_DigestFinal_ex(c, h, &len);
+	EVP_MD_CTX_free(c);
+}
+
+static void key_of(const unsigned char h[CS_SHA256_LEN], char key[CS_KEY_MAX])
+{
+	memcpy(key, "cs1:", 4);
+	cs_sha256_hex(h, key + 4);
+}
+
+void cs_registry_key(const char *ns, const char *rel, char key[CS_KEY_MAX])
+{
+	unsigned char h[CS_SHA256_LEN];
+
+	path_hash(ns, rel, h);
+	key_of(h, key);
+}
+
+/* "F <id> <version> <size> <mtime_ns> <sha256> <deleted> <h1,h2,...|->" */
+int cs_record_encode(const struct cs_file *f, char *out, size_t outsz)
+{
+	char sha[CS_SHA256_HEX];
+	int n;
+
+	cs_sha256_hex(f->sha256, sha);
+	n = snprintf(out, outsz, "F %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRId64 " %s %d ",
+		     f->id, f->version, f->size, f->mtime_ns, sha, f->deleted ? 1 : 0);
+	if (n < 0 || (size_t)n >= outsz)
+		return -ENOSPC;
+	if (f->nholders == 0) {
+		if ((size_t)n + 2 > outsz)
+			return -ENOSPC;
+		out[n++] = '-';
+	}
+	for (int i = 0; i < f->nholders; i++) {
+		int m = snprintf(out + n, outsz - n, "%s%" PRIu32, i ? "," : "",
+				 f->holder[i]);
+		if (m < 0 || (size_t)(n + m) >= outsz)
+			return -ENOSPC;
+		n += m;
+	}
+	out[n] = '\0';
+	return n;
+}
+
+int cs_record_encode_absent(char *out, size_t outsz)
+{
+	if (outsz < 2)
+		return -ENOSPC;
+	out[0] = 'N';
+	out[1] = '\0';
+	return 1;
+}
+
+int cs_record_decode(const char *in, size_t len, struct cs_file *f)
+{
+	char buf[1024], sha[CS_SHA256_HEX + 1], holders[512];
+	int deleted, used = 0;
+
+	if (len == 1 && in[0] == 'N')
+		return 1;
+	if (len == 0 || len >= sizeof buf)
+		return -EINVAL;
+	memcpy(buf, in, len);
+	buf[len] = '\0';
+	memset(f, 0, sizeof *f);
+	if (sscanf(buf, "F %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNd64 " %64s %d %511s%n",
+		   &f->id, &f->version, &f->size, &f->mtime_ns, sha, &deleted,
+		   holders, &used) != 7 || (size_t)used != len ||
+	    (deleted != 0 && deleted != 1) || cs_sha256_unhex(sha, f->sha256) < 0)
+		return -EINVAL;
+	f->deleted = deleted;
+	if (strcmp(holders, "-") == 0)
+		return 0;
+	for (char *p = holders; *p;) {
+		char *end;
+		unsigned long id = strtoul(p, &end, 10);
+
+		if (end == p || id == 0 || id > UINT32_MAX ||
+		    f->nholders == CS_MAX_HOLDERS || (*end && *end != ','))
+			return -EINVAL;
+		f->holder[f->nholders++] = (uint32_t)id;
+		p = *end ? end + 1 : end;
+	}
+	return 0;
+}
+
+/* ---- negative cache (per process) ---------------------------------- */
+
+static uint64_t h64(const unsigned char h[CS_SHA256_LEN])
+{
+	uint64_t v;
+
+	memcpy(&v, h, sizeof v);
+	return v;
+}
+
+/* trylock: a thread interrupted while holding it must not deadlock itself. */
+static bool neg_hit(uint64_t h)
+{
+	bool hit = false;
+
+	if (pthread_mutex_trylock(&neg_lock) != 0)
+		return false;
+	if (neg[h % NEG_SLOTS].h == h && now_ms() < neg[h % NEG_SLOTS].until)
+		hit = true;
+	pthread_mutex_unlock(&neg_lock);
+	return hit;
+}
+
+static void neg_put(uint64_t h, int64_t until)
+{
+	if (pthread_mutex_trylock(&neg_lock) != 0)
+		return;
+	neg[h % NEG_SLOTS].h = h;
+	neg[h % NEG_SLOTS].until = until;
+	pthread_mutex_unlock(&neg_lock);
+}
+
+/* ---- memcached ----------------------------------------------------- */
+
+static memcached_st *locked_mc(void)
+{
+	if (!cs_cfg.memcached[0] || brk_open(&mc_brk))
+		return NULL;
+	if (mc)
+		return mc;
+	mc = memcached_create(NULL);
+	if (!mc)
+		return NULL;
+	memcached_return_t rc;
+	if (cs_cfg.memcached[0] == '/') {
+		rc = memcached_server_add_unix_socket(mc, cs_cfg.memcached);
+	} else {
+		memcached_server_list_st list = memcached_servers_parse(cs_cfg.memcached);
+		rc = list ? memcached_server_push(mc, list) : MEMCACHED_FAILURE;
+		memcached_server_list_free(list);
+	}
+	if (rc != MEMCACHED_SUCCESS) {
+		cs_error("CS_MEMCACHED: cannot use '%s'; going on without memcached",
+			 cs_cfg.memcached);
+		memcached_free(mc);
+		mc = NULL;
+		cs_cfg.memcached[0] = '\0';
+		return NULL;
+	}
+	memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_NO_BLOCK, 1);
+	memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_TCP_NODELAY, 1);
+	memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, 250);
+	memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, 250);
+	memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_RCV_TIMEOUT, 250000);
+	memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_SND_TIMEOUT, 250000);
+	memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, 1);
+	return mc;
+}
+
+static bool mc_failed(memcached_return_t rc)
+{
+	return rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND &&
+	       rc != MEMCACHED_NOTSTORED && rc != MEMCACHED_DATA_EXISTS &&
+	       rc != MEMCACHED_STORED && rc != MEMCACHED_END;
+}
+
+static void mc_check(memcached_return_t rc)
+{
+	if (mc_failed(rc))
+		brk_fail(&mc_brk, "memcached", memcached_strerror(mc, rc));
+	else
+		brk_ok(&mc_brk, "memcached");
+}
+
+/* Returns the value (malloc'd) or NULL. */
+static char *mc_get(const char *key, size_t *len)
+{
+	char *v = NULL;
+	uint32_t flags;
+	memcached_return_t rc;
+
+	pthread_mutex_lock(&mc_lock);
+	if (locked_mc()) {
+		v = memcached_get(mc, key, strlen(key), len, &flags, &rc);
+		mc_check(rc);
+	}
+	pthread_mutex_unlock(&mc_lock);
+	return v;
+}
+
+static void mc_store(const char *key, const char *val, size_t len, time_t ttl,
+		     bool overwrite)
+{
+	memcached_return_t rc;
+
+	pthread_mutex_lock(&mc_lock);
+	if (locked_mc()) {
+		rc = overwrite ? memcached_set(mc, key, strlen(key), val, len, ttl, 0)
+			       : memcached_add(mc, key, strlen(key), val, len, ttl, 0);
+		mc_check(rc);
+	}
+	pthread_mutex_unlock(&mc_lock);
+}
+
+/* ---- MySQL --------------------------------------------------------- */
+
+static void lib_init(void)
+{
+	mysql_library_init(0, NULL, NULL);
+}
+
+static MYSQL *locked_db(void)
+{
+	const struct cs_mysql_dsn *d = &cs_cfg.mysql;
+	unsigned int timeout = 1, io_timeout = 2;
+	my_bool off = 0;
+
+	if (db)
+		return db;
+	if (brk_open(&db_brk))
+		return NULL;
+	pthread_once(&lib_once, lib_init);
+	db = mysql_init(NULL);
+	if (!db)
+		return NULL;
+	mysql_options(db, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
+	mysql_options(db, MYSQL_OPT_READ_TIMEOUT, &io_timeout);
+	mysql_options(db, MYSQL_OPT_WRITE_TIMEOUT, &io_timeout);
+	mysql_options(db, MYSQL_OPT_RECONNECT, &off);
+	mysql_options(db, MYSQL_SET_CHARSET_NAME, "utf8mb4");
+	if (!mysql_real_connect(db, d->host, d->user, d->pass[0] ? d->pass : NULL,
+				d->db, d->port, d->socket[0] ? d->socket : NULL,
+				CLIENT_FOUND_ROWS)) {
+		brk_fail(&db_brk, "MySQL", mysql_error(db));
+		mysql_close(db);
+		db = NULL;
+		return NULL;
+	}
+	brk_ok(&db_brk, "MySQL");
+	return db;
+}
+
+/*
+ * Run one statement; *res gets its result set when it has one.  A lost
+ * connection is re-made once (the server may have restarted); every
+ * statement here is safe to repeat.  -EAGAIN when MySQL cannot be used.
+ */
+static int locked_query(const char *sql, size_t len, MYSQL_RES **res)
+{
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if (!locked_db())
+			return -EAGAIN;
+		if (mysql_real_query(db, sql, len) == 0) {
+			if (res) {
+				*res = mysql_store_result(db);
+				if (!*res && mysql_field_count(db) != 0)
+					goto failed;
+			}
+			return 0;
+		}
+failed:;
+		unsigned int e = mysql_errno(db);
+		if (e == CR_SERVER_GONE_ERROR || e == CR_SERVER_LOST ||
+		    e == CR_CONNECTION_ERROR || e == CR_CONN_HOST_ERROR ||
+		    e == 4031 /* ER_CLIENT_INTERACTION_TIMEOUT */) {
+			mysql_close(db);
+			db = NULL;
+			if (attempt == 0)
+				continue;
+			brk_fail(&db_brk, "MySQL", "connection lost");
+			return -EAGAIN;
+		}
+		cs_error("MySQL: %s", mysql_error(db));
+		return -EIO;
+	}
+	return -EAGAIN;
+}
+
+/* SQL text builder: a growing malloc'd buffer; the miss path may allocate. */
+struct sql {
+	char *s;
+	size_t len, cap;
+	bool oom;
+};
+
+static void sql_put(struct sql *q, const char *p, size_t n)
+{
+	if (q->oom)
+		return;
+	if (q->len + n + 1 > q->cap) {
+		size_t cap = (q->len + n + 1) * 2;
+		char *s = realloc(q->s, cap);
+		if (!s) {
+			q->oom = true;
+			return;
+		}
+		q->s = s;
+		q->cap = cap;
+	}
+	memcpy(q->s + q->len, p, n);
+	q->len += n;
+	q->s[q->len] = '\0';
+}
+
+static void sql_str(struct sql *q, const char *p)
+{
+	sql_put(q, p, strlen(p));
+}
+
+static void sql_fmt(struct sql *q, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void sql_fmt(struct sql *q, const char *fmt, ...)
+{
+	char buf[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		sql_put(q, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+}
+
+/* A quoted, escaped literal; needs the connection for its charset. */
+static void locked_sql_lit(struct sql *q, const char *p, size_t n)
+{
+	char stack[512], *tmp = 2 * n + 1 <= sizeof stack ? stack : malloc(2 * n + 1);
+
+	if (!tmp) {
+		q->oom = true;
+		return;
+	}
+	unsigned long m = mysql_real_escape_string(db, tmp, p, n);
+	sql_put(q, "'", 1);
+	sql_put(q, tmp, m);
+	sql_put(q, "'", 1);
+	if (tmp != stack)
+		free(tmp);
+}
+
+static void sql_hex(struct sql *q, const unsigned char *p, size_t n)
+{
+	char hex[CS_SHA256_HEX];
+
+	sql_put(q, "X'", 2);
+	for (size_t i = 0; i < n; i += CS_SHA256_LEN) {
+		size_t m = n - i < CS_SHA256_LEN ? n - i : CS_SHA256_LEN;
+		unsigned char block[CS_SHA256_LEN] = { 0 };
+		memcpy(block, p + i, m);
+		cs_sha256_hex(block, hex);
+		sql_put(q, hex, 2 * m);
+	}
+	sql_put(q, "'", 1);
+}
+
+/* "WHERE" clause naming one file exactly. */
+static void locked_sql_where(struct sql *q, const unsigned char h[CS_SHA256_LEN],
+			     const char *ns, const char *rel)
+{
+	sql_str(q, " WHERE f.path_hash=");
+	sql_hex(q, h, CS_SHA256_LEN);
+	sql_str(q, " AND f.namespace=");
+	locked_sql_lit(q, ns, strlen(ns));
+	sql_str(q, " AND f.path=");
+	locked_sql_lit(q, rel, strlen(rel));
+}
+
+static uint64_t u64(const char *s)
+{
+	return s ? strtoull(s, NULL, 10) : 0;
+}
+
+/* Read one files row (id, version, size, mtime, sha, deleted, holders). */
+static int row_to_file(MYSQL_RES *res, struct cs_file *f)
+{
+	MYSQL_ROW row = mysql_fetch_row(res);
+	unsigned long *len;
+
+	if (!row)
+		return -ENOENT;
+	len = mysql_fetch_lengths(res);
+	memset(f, 0, sizeof *f);
+	f->id = u64(row[0]);
+	f->version = u64(row[1]);
+	f->size = u64(row[2]);
+	f->mtime_ns = row[3] ? strtoll(row[3], NULL, 10) : 0;
+	if (!row[4] || len[4] != CS_SHA256_LEN)
+		return -EIO;
+	memcpy(f->sha256, row[4], CS_SHA256_LEN);
+	f->deleted = row[5] && row[5][0] == '1';
+	for (char *p = row[6]; p && *p && f->nholders < CS_MAX_HOLDERS;) {
+		char *end;
+		f->holder[f->nholders++] = (uint32_t)strtoul(p, &end, 10);
+		p = *end ? end + 1 : end;
+	}
+	return 0;
+}
+
+/* The registry's current record of one file, from MySQL. */
+static int locked_db_file(const unsigned char h[CS_SHA256_LEN], const char *ns,
+			  const char *rel, struct cs_file *f)
+{
+	struct sql q = { 0 };
+	MYSQL_RES *res = NULL;
+	int rc;
+
+	if (!locked_db())
+		return -EAGAIN;
+	sql_str(&q, "SELECT f.id, f.version, f.size, f.mtime_ns, f.sha256, f.deleted,"
+		    " (SELECT GROUP_CONCAT(r.node_id ORDER BY r.updated_at)"
+		    "  FROM replicas r WHERE r.file_id=f.id AND r.version=f.version)"
+		    " FROM files f");
+	locked_sql_where(&q, h, ns, rel);
+	if (q.oom) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = locked_query(q.s, q.len, &res);
+	if (rc == 0)
+		rc = row_to_file(res, f);
+out:
+	if (res)
+		mysql_free_result(res);
+	free(q.s);
+	return rc;
+}
+
+static void mc_put_file(const unsigned char h[CS_SHA256_LEN], const struct cs_file *f,
+			bool overwrite)
+{
+	char key[CS_KEY_MAX], rec[1024];
+	int n = f ? cs_record_encode(f, rec, sizeof rec) : cs_record_encode_absent(rec, sizeof rec);
+
+	if (n < 0)
+		return;
+	key_of(h, key);
+	mc_store(key, rec, n, f ? POS_MC_TTL : NEG_MC_TTL, overwrite);
+}
+
+int cs_registry_lookup(const char *ns, const char *rel, struct cs_file *f)
+{
+	unsigned char h[CS_SHA256_LEN];
+	char key[CS_KEY_MAX];
+	size_t len;
+	int rc;
+
+	path_hash(ns, rel, h);
+	if (neg_hit(h64(h)))
+		return -ENOENT;
+
+	key_of(h, key);
+	char *v = mc_get(key, &len);
+	if (v) {
+		rc = cs_record_decode(v, len, f);
+		free(v);
+		if (rc == 1 || (rc == 0 && f->deleted)) {
+			neg_put(h64(h), now_ms() + NEG_LOCAL_MS);
+			return -ENOENT;
+		}
+		if (rc == 0)
+			return 0;
+		cs_warn("memcached: undecodable record at %s; asking MySQL", key);
+	}
+
+	pthread_mutex_lock(&db_lock);
+	rc = locked_db_file(h, ns, rel, f);
+	pthread_mutex_unlock(&db_lock);
+	if (rc == 0 || rc == -ENOENT)
+		mc_put_file(h, rc == 0 ? f : NULL, false);
+	if (rc == -ENOENT || (rc == 0 && f->deleted)) {
+		neg_put(h64(h), now_ms() + NEG_LOCAL_MS);
+		return -ENOENT;
+	}
+	return rc == 0 ? 0 : -EAGAIN;
+}
+
+/* Register (or refresh) this node; heartbeat also stamps heartbeat_at. */
+static int locked_register(bool heartbeat)
+{
+	struct sql q = { 0 };
+	int rc;
+
+	if (!locked_db())
+		return -EAGAIN;
+	sql_str(&q, "INSERT INTO nodes (name, url, zone, heartbeat_at) VALUES (");
+	locked_sql_lit(&q, cs_cfg.node, strlen(cs_cfg.node));
+	sql_str(&q, ",");
+	locked_sql_lit(&q, cs_cfg.node_url, strlen(cs_cfg.node_url));
+	sql_str(&q, ",");
+	locked_sql_lit(&q, cs_cfg.zone, strlen(cs_cfg.zone));
+	sql_str(&q, heartbeat ? ",NOW(3))" : ",NULL)");
+	sql_str(&q, " ON DUPLICATE KEY UPDATE id=LAST_INSERT_ID(id)");
+	if (heartbeat)
+		sql_str(&q, ", url=VALUES(url), zone=VALUES(zone), heartbeat_at=NOW(3)");
+	else if (cs_cfg.node_url[0])
+		sql_str(&q, ", url=VALUES(url)");
+	rc = q.oom ? -ENOMEM : locked_query(q.s, q.len, NULL);
+	if (rc == 0)
+		self_id = (uint32_t)mysql_insert_id(db);
+	free(q.s);
+	return rc;
+}
+
+int cs_registry_self(uint32_t *id)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&db_lock);
+	if (!self_id)
+		rc = locked_register(false);
+	*id = self_id;
+	pthread_mutex_unlock(&db_lock);
+	return self_id ? 0 : (rc ? rc : -EIO);
+}
+
+int cs_registry_heartbeat(void)
+{
+	int rc;
+
+	pthread_mutex_lock(&db_lock);
+	rc = locked_register(true);
+	pthread_mutex_unlock(&db_lock);
+	return rc;
+}
+
+int cs_registry_add_holder(const char *ns, const char *rel,
+			   const struct cs_file *f, uint32_t node)
+{
+	unsigned char h[CS_SHA256_LEN];
+	struct sql q = { 0 };
+	int rc;
+
+	path_hash(ns, rel, h);
+	pthread_mutex_lock(&db_lock);
+	if (!locked_db()) {
+		rc = -EAGAIN;
+		goto out;
+	}
+	sql_fmt(&q, "INSERT INTO replicas (file_id, node_id, version) VALUES"
+		    " (%" PRIu64 ",%" PRIu32 ",%" PRIu64 ")"
+		    " ON DUPLICATE KEY UPDATE version=GREATEST(version, VALUES(version))",
+		f->id, node, f->version);
+	rc = q.oom ? -ENOMEM : locked_query(q.s, q.len, NULL);
+out:
+	pthread_mutex_unlock(&db_lock);
+	free(q.s);
+	if (rc == 0) {
+		/* Writers set: the cached record gains this holder. */
+		struct cs_file g = *f;
+		bool have = false;
+		for (int i = 0; i < g.nholders; i++)
+			have |= g.holder[i] == node;
+		if (!have && g.nholders < CS_MAX_HOLDERS)
+			g.holder[g.nholders++] = node;
+		mc_put_file(h, &g, true);
+	}
+	return rc;
+}
+
+/* ---- nodes --------------------------------------------------------- */
+
+/* "id up name url zone\n" per node; url and zone may be "-" for empty. */
+static int nodes_encode(const struct cs_node *n, int count, char *out, size_t outsz)
+{
+	size_t len = 0;
+
+	for (int i = 0; i < count; i++) {
+		int m = snprintf(out + len, outsz - len, "%" PRIu32 " %d %s %s %s\n",
+				 n[i].id, n[i].up, n[i].name,
+				 n[i].url[0] ? n[i].url : "-",
+				 n[i].zone[0] ? n[i].zone : "-");
+		if (m < 0 || (size_t)m >= outsz - len)
+			return -ENOSPC;
+		len += m;
+	}
+	return (int)len;
+}
+
+static int nodes_decode(char *s, struct cs_node *n, int max)
+{
+	int count = 0;
+
+	for (char *line = strtok(s, "\n"); line && count < max;
+	     line = strtok(NULL, "\n")) {
+		struct cs_node *x = &n[count];
+		int up;
+		if (sscanf(line, "%" SCNu32 " %d %63s %511s %63s", &x->id, &up,
+			   x->name, x->url, x->zone) != 5)
+			return -EINVAL;
+		x->up = up;
+		if (strcmp(x->url, "-") == 0)
+			x->url[0] = '\0';
+		if (strcmp(x->zone, "-") == 0)
+			x->zone[0] = '\0';
+		count++;
+	}
+	return count;
+}
+
+static int locked_db_nodes(struct cs_node *n, int max)
+{
+	static const char sql[] =
+		"SELECT id, name, url, zone, COALESCE(heartbeat_at > NOW(3) - INTERVAL "
+		"10 SECOND, 0) FROM nodes ORDER BY id";
+	MYSQL_RES *res = NULL;
+	MYSQL_ROW row;
+	int count = 0;
+	int rc = locked_query(sql, sizeof sql - 1, &res);
+
+	if (rc < 0)
+		return rc;
+	while ((row = mysql_fetch_row(res)) && count < max) {
+		struct cs_node *x = &n[count++];
+		memset(x, 0, sizeof *x);
+		x->id = (uint32_t)u64(row[0]);
+		snprintf(x->name, sizeof x->name, "%s", row[1] ? row[1] : "");
+		snprintf(x->url, sizeof x->url, "%s", row[2] ? row[2] : "");
+		snprintf(x->zone, sizeof x->zone, "%s", row[3] ? row[3] : "");
+		x->up = row[4] && row[4][0] == '1';
+	}
+	mysql_free_result(res);
+	return count;
+}
+
+int cs_registry_nodes(struct cs_node *out, int *n)
+{
+	static const char key[] = "cs1:nodes";
+	int rc = 0;
+
+	pthread_mutex_lock(&nodes_lock);
+	if (node_at < 0 || now_ms() - node_at > NODES_LOCAL_MS) {
+		struct cs_node *fresh = calloc(MAX_NODES, sizeof *fresh);
+		int count = -EAGAIN;
+		size_t len;
+		char *v = fresh ? mc_get(key, &len) : NULL;
+
+		if (v) {
+			count = nodes_decode(v, fresh, MAX_NODES);
+			free(v);
+		}
+		if (fresh && count <= 0) {
+			pthread_mutex_lock(&db_lock);
+			count = locked_db_nodes(fresh, MAX_NODES);
+			pthread_mutex_unlock(&db_lock);
+			if (count > 0) {
+				char *buf = malloc(64 * 1024);
+				int m = buf ? nodes_encode(fresh, count, buf, 64 * 1024) : -1;
+				if (m > 0)
+					mc_store(key, buf, m, NODES_MC_TTL, true);
+				free(buf);
+			}
+		}
+		if (count > 0) {
+			memcpy(node_tab, fresh, count * sizeof *fresh);
+			node_n = count;
+			node_at = now_ms();
+		} else if (node_n == 0) {
+			rc = count < 0 ? count : -ENOENT;
+		}
+		/* Otherwise keep serving the table we had: better than none. */
+		free(fresh);
+	}
+	int count = node_n < *n ? node_n : *n;
+	memcpy(out, node_tab, count * sizeof *out);
+	*n = count;
+	pthread_mutex_unlock(&nodes_lock);
+	return rc;
+}
+
+/* ---- import and status (cs-replicate) ------------------------------ */
+
+int cs_registry_import(const char *ns, const char *rel, uint64_t size,
+		       int64_t mtime_ns, const unsigned char sha[CS_SHA256_LEN])
+{
+	unsigned char h[CS_SHA256_LEN];
+	struct cs_file f;
+	struct sql q = { 0 };
+	uint32_t self;
+	int rc;
+
+	if ((rc = cs_registry_self(&self)) < 0)
+		return rc;
+	path_hash(ns, rel, h);
+	pthread_mutex_lock(&db_lock);
+	rc = locked_db_file(h, ns, rel, &f);
+	if (rc == 0 && !f.deleted && memcmp(f.sha256, sha, CS_SHA256_LEN) != 0) {
+		rc = -EEXIST;
+		goto out;
+	}
+	if (rc == -ENOENT) {
+		sql_str(&q, "INSERT INTO files (path_hash, namespace, path, version,"
+			    " size, mtime_ns, sha256, deleted) VALUES (");
+		sql_hex(&q, h, CS_SHA256_LEN);
+		sql_str(&q, ",");
+		locked_sql_lit(&q, ns, strlen(ns));
+		sql_str(&q, ",");
+		locked_sql_lit(&q, rel, strlen(rel));
+		sql_fmt(&q, ",1,%" PRIu64 ",%" PRId64 ",", size, mtime_ns);
+		sql_hex(&q, sha, CS_SHA256_LEN);
+		sql_str(&q, ",0)");
+	} else if (rc == 0 && f.deleted) {
+		/* Re-created over a tombstone: a new version. */
+		sql_fmt(&q, "UPDATE files f SET version=version+1, deleted=0,"
+			    " size=%" PRIu64 ", mtime_ns=%" PRId64 ", sha256=",
+			size, mtime_ns);
+		sql_hex(&q, sha, CS_SHA256_LEN);
+		sql_fmt(&q, " WHERE f.id=%" PRIu64 " AND f.version=%" PRIu64,
+			f.id, f.version);
+	} else if (rc < 0) {
+		goto out;
+	}
+	if (q.len) {
+		if (q.oom || (rc = locked_query(q.s, q.len, NULL)) < 0) {
+			rc = q.oom ? -ENOMEM : rc;
+			goto out;
+		}
+	}
+	if ((rc = locked_db_file(h, ns, rel, &f)) < 0)
+		goto out;
+	q.len = 0;
+	sql_fmt(&q, "INSERT INTO replicas (file_id, node_id, version) VALUES"
+		    " (%" PRIu64 ",%" PRIu32 ",%" PRIu64 ") ON DUPLICATE KEY UPDATE"
+		    " version=GREATEST(version, VALUES(version))",
+		f.id, self, f.version);
+	if ((rc = locked_query(q.s, q.len, NULL)) == 0)
+		rc = locked_db_file(h, ns, rel, &f);
+out:
+	pthread_mutex_unlock(&db_lock);
+	free(q.s);
+	if (rc == 0)
+		mc_put_file(h, &f, true);
+	return rc;
+}
+
+int cs_registry_status(struct cs_node_status *st, int *n, uint64_t *files)
+{
+	static const char nodes_sql[] =
+		"SELECT n.id, n.name, n.url, n.zone,"
+		" COALESCE(n.heartbeat_at > NOW(3) - INTERVAL 10 SECOND, 0),"
+		" COALESCE(TIMESTAMPDIFF(MICROSECOND, n.heartbeat_at, NOW(3)), -1000000),"
+		" (SELECT COUNT(*) FROM replicas r JOIN files f ON f.id=r.file_id"
+		"   AND f.version=r.version AND f.deleted=0 WHERE r.node_id=n.id)"
+		" FROM nodes n ORDER BY n.name";
+	static const char files_sql[] = "SELECT COUNT(*) FROM files WHERE deleted=0";
+	MYSQL_RES *res = NULL;
+	MYSQL_ROW row;
+	int count = 0, rc;
+
+	pthread_mutex_lock(&db_lock);
+	rc = locked_query(nodes_sql, sizeof nodes_sql - 1, &res);
+	if (rc < 0)
+		goto out;
+	while ((row = mysql_fetch_row(res)) && count < *n) {
+		struct cs_node_status *x = &st[count++];
+		memset(x, 0, sizeof *x);
+		x->node.id = (uint32_t)u64(row[0]);
+		snprintf(x->node.name, sizeof x->node.name, "%s", row[1] ? row[1] : "");
+		snprintf(x->node.url, sizeof x->node.url, "%s", row[2] ? row[2] : "");
+		snprintf(x->node.zone, sizeof x->node.zone, "%s", row[3] ? row[3] : "");
+		x->node.up = row[4] && row[4][0] == '1';
+		x->heartbeat_age = row[5] ? strtod(row[5], NULL) / 1e6 : -1;
+		x->files = u64(row[6]);
+	}
+	mysql_free_result(res);
+	res = NULL;
+	*n = count;
+	rc = locked_query(files_sql, sizeof files_sql - 1, &res);
+	if (rc == 0) {
+		row = mysql_fetch_row(res);
+		*files = row ? u64(row[0]) : 0;
+		mysql_free_result(res);
+	}
+out:
+	pthread_mutex_unlock(&db_lock);
+	return rc;
+}
+
+/* ---- process lifetime ---------------------------------------------- */
+
+void cs_registry_forget(void)
+{
+	/* The child shares the parent's sockets: closing them politely would
+	 * end the parent's sessions.  Drop the handles; fresh ones come lazily. */
+	pthread_mutex_init(&db_lock, NULL);
+	pthread_mutex_init(&mc_lock, NULL);
+	pthread_mutex_init(&neg_lock, NULL);
+	pthread_mutex_init(&nodes_lock, NULL);
+	db = NULL;
+	mc = NULL;
+}
+
+void cs_registry_shutdown(void)
+{
+	pthread_mutex_lock(&db_lock);
+	if (db)
+		mysql_close(db);
+	db = NULL;
+	pthread_mutex_unlock(&db_lock);
+	pthread_mutex_lock(&mc_lock);
+	if (mc)
+		memcached_free(mc);
+	mc = NULL;
+	pthread_mutex_unlock(&mc_lock);
+}

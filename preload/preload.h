@@ -1,0 +1,47 @@
+/*
+ * preload.h - shared between the two files of the interposition layer:
+ * the table of real libc functions (real.c) and the wrappers (wrap.c).
+ */
+#ifndef CS_PRELOAD_H
+#define CS_PRELOAD_H
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+/* Gone from glibc's headers since 2.33, still exported and still called. */
+int __xstat(int ver, const char *path, struct stat *buf);
+int __xstat64(int ver, const char *path, struct stat64 *buf);
+int __lxstat(int ver, const char *path, struct stat *buf);
+int __lxstat64(int ver, const char *path, struct stat64 *buf);
+int __fxstatat(int ver, int dirfd, const char *path, struct stat *buf, int fl);
+int __fxstatat64(int ver, int dirfd, const char *path, struct stat64 *buf, int fl);
+int __open_2(const char *path, int flags);
+int __open64_2(const char *path, int flags);
+int __openat_2(int dirfd, const char *path, int flags);
+int __openat64_2(int dirfd, const char *path, int flags);
+
+struct cs_real {
+#define W(kind, ret, name, params, ...) ret (*name) params;
+#include "wrap.def"
+#undef W
+};
+
+/* Pointers to the next definition of each symbol (libc's); NULL until
+ * resolved.  Never call dlsym at a call site: use real.<name>. */
+extern struct cs_real real;
+
+/* Resolve every pointer; false while a resolution is already under way
+ * (dlsym re-entered us), when the caller must use its raw fallback. */
+int cs_real_resolve(void);
+
+/* Raw system-call versions for that moment. */
+int sys_open(int dirfd, const char *path, int flags, mode_t mode);
+int sys_stat(int dirfd, const char *path, void *buf, int flags);
+int sys_statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *buf);
+int sys_access(int dirfd, const char *path, int amode, int flags);
+FILE *sys_fopen(const char *path, const char *mode);
+FILE *sys_fail_ptr(void);
+int fopen_flags(const char *mode);
+
+#endif

@@ -1,0 +1,52 @@
+-- ClusterStorage registry schema: the truth about which files exist, at which
+-- version, and which nodes hold them.  Loads into whatever database the client
+-- is using:   mysql cs < sql/schema.sql
+-- Idempotent: safe to load again on an existing registry.
+
+-- One row per node.  `up` is derived from heartbeat_at (cs-replicate serve
+-- refreshes it every few seconds), never stored.
+CREATE TABLE IF NOT EXISTS nodes (
+  id           INT UNSIGNED NOT NULL AUTO_INCREMENT,
+  name         VARCHAR(64) NOT NULL,
+  url          VARCHAR(512) NOT NULL DEFAULT '',
+  zone         VARCHAR(64) NOT NULL DEFAULT '',
+  heartbeat_at DATETIME(3) NULL,
+  created_at   DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+  PRIMARY KEY (id),
+  UNIQUE KEY nodes_name (name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- One row per path ever registered.  path_hash = SHA-256(namespace NUL path)
+-- is the lookup key (paths may be longer than an index allows); namespace and
+-- path are kept verbatim and compared too.  A delete is a tombstone version
+-- (deleted = 1), so versions keep increasing through delete and re-create.
+CREATE TABLE IF NOT EXISTS files (
+  id         BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+  path_hash  BINARY(32) NOT NULL,
+  namespace  VARBINARY(64) NOT NULL,
+  path       VARBINARY(4096) NOT NULL,
+  version    BIGINT UNSIGNED NOT NULL,
+  size       BIGINT UNSIGNED NOT NULL,
+  mtime_ns   BIGINT NOT NULL,
+  sha256     BINARY(32) NOT NULL,
+  deleted    TINYINT(1) NOT NULL DEFAULT 0,
+  updated_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
+             ON UPDATE CURRENT_TIMESTAMP(3),
+  PRIMARY KEY (id),
+  UNIQUE KEY files_path_hash (path_hash),
+  KEY files_namespace (namespace)
+) ENGINE=InnoDB;
+
+-- Which node holds which version of a file.  A holder of an older version is
+-- not a holder of the file.
+CREATE TABLE IF NOT EXISTS replicas (
+  file_id    BIGINT UNSIGNED NOT NULL,
+  node_id    INT UNSIGNED NOT NULL,
+  version    BIGINT UNSIGNED NOT NULL,
+  updated_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
+             ON UPDATE CURRENT_TIMESTAMP(3),
+  PRIMARY KEY (file_id, node_id),
+  KEY replicas_node (node_id),
+  CONSTRAINT replicas_file FOREIGN KEY (file_id) REFERENCES files (id) ON DELETE CASCADE,
+  CONSTRAINT replicas_node FOREIGN KEY (node_id) REFERENCES nodes (id) ON DELETE CASCADE
+) ENGINE=InnoDB;
