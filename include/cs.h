@@ -125,6 +125,29 @@ const struct cs_prefix *cs_path_match(const struct cs_config *cfg,
  */
 bool cs_path_rel_valid(const char *rel, size_t len);
 
+/* ---- peer protocol routes (route.c) --------------------------------- */
+
+enum cs_route_kind { CS_ROUTE_FILES = 1, CS_ROUTE_STATS, CS_ROUTE_HEALTH };
+
+struct cs_route {
+	enum cs_route_kind kind;
+	char ns[CS_NAME_MAX];
+	const char *rel;        /* CS_ROUTE_FILES: points into the parsed path */
+};
+
+/*
+ * Strict in-place percent-decoding of a URL path.  Returns the new length,
+ * or -EINVAL for a malformed escape, an encoded '/' or any NUL or control
+ * byte, encoded or not.
+ */
+int cs_url_decode(char *s);
+/*
+ * Parse a decoded path: "/v1/health", "/v1/stats" or
+ * "/v1/files/<namespace>/<rel>".  -ENOENT for an unknown route, -EINVAL for
+ * a files route whose namespace or path is unsafe (cs_path_rel_valid).
+ */
+int cs_route_parse(const char *path, struct cs_route *r);
+
 /* ---- signatures (sign.c) ------------------------------------------- */
 
 #define CS_SIGN_WINDOW 300      /* seconds a signed request stays valid */

@@ -1,0 +1,235 @@
+/* test_config.c - CS_* parsing: what users type, and the sentence they get
+ * back when it is wrong. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "cs.h"
+
+static const char *const *env;   /* NULL-terminated name, value pairs */
+
+static const char *fake_getenv(const char *name)
+{
+	for (const char *const *p = env; p && p[0]; p += 2)
+		if (strcmp(p[0], name) == 0)
+			return p[1];
+	return NULL;
+}
+
+static struct cs_config cfg;
+static char err[512];
+
+static int parse(const char *const *e, bool server)
+{
+	env = e;
+	return cs_config_parse(&cfg, fake_getenv, server, err, sizeof err);
+}
+
+#define BASE "CS_MYSQL", "mysql://cs:pw@127.0.0.1:3306/cs", "CS_SECRET", "k"
+
+static void unset_prefixes_means_inert(void **state)
+{
+	(void)state;
+	const char *e[] = { BASE, NULL };
+	assert_int_equal(parse(e, false), -ENOENT);
+}
+
+static void full_configuration(void **state)
+{
+	(void)state;
+	const char *e[] = { "CS_PREFIXES", "img=/srv//img/./,css=/srv/css/",
+			    "CS_NODE", "web1", "CS_NODE_URL", "http://10.0.0.1:8081/",
+			    "CS_LISTEN", "0.0.0.0:8081", "CS_MEMCACHED", "127.0.0.1:11211",
+			    "CS_REPLICAS", "3", "CS_ZONE", "rack-a", "CS_LOG", "info",
+			    BASE, NULL };
+	assert_int_equal(parse(e, true), 0);
+	assert_int_equal(cfg.nprefix, 2);
+	assert_string_equal(cfg.prefix[0].name, "img");
+	assert_string_equal(cfg.prefix[0].dir, "/srv/img");
+	assert_int_equal(cfg.prefix[0].dirlen, 8);
+	assert_string_equal(cfg.prefix[1].dir, "/srv/css");
+	assert_string_equal(cfg.node, "web1");
+	assert_string_equal(cfg.node_url, "http://10.0.0.1:8081");
+	assert_int_equal(cfg.replicas, 3);
+	assert_string_equal(cfg.zone, "rack-a");
+	assert_int_equal(cfg.log_level, CS_LOG_INFO);
+	assert_memory_equal(cfg.secret, "k", 1);
+	assert_int_equal(cfg.secret_len, 1);
+	assert_string_equal(cfg.mysql.user, "cs");
+	assert_int_equal(cfg.mysql.port, 3306);
+}
+
+static void defaults(void **state)
+{
+	(void)state;
+	const char *e[] = { "CS_PREFIXES", "img=/srv/img", BASE, NULL };
+	assert_int_equal(parse(e, false), 0);
+	assert_int_equal(cfg.replicas, 2);
+	assert_int_equal(cfg.log_level, CS_LOG_ERROR);
+	assert_true(cfg.node[0] != '\0');       /* hostname */
+	assert_string_equal(cfg.zone, "");
+	assert_string_equal(cfg.memcached, "");
+}
+
+/* Each bad value is refused with a sentence naming its variable. */
+static void refuses(const char *var, const char *const *e, bool server)
+{
+	int rc = parse(e, server);
+	if (rc != -EINVAL || !strstr(err, var))
+		fail_msg("expected -EINVAL naming %s, got %d: '%s'", var, rc, err);
+}
+
+static void bad_prefixes(void **state)
+{
+	(void)state;
+	const char *no_eq[] = { "CS_PREFIXES", "img", BASE, NULL };
+	const char *rel[] = { "CS_PREFIXES", "img=srv/img", BASE, NULL };
+	const char *root[] = { "CS_PREFIXES", "img=/", BASE, NULL };
+	const char *root2[] = { "CS_PREFIXES", "img=/srv/..", BASE, NULL };
+	const char *dup[] = { "CS_PREFIXES", "img=/a,img=/b", BASE, NULL };
+	const char *overlap[] = { "CS_PREFIXES", "a=/srv/x,b=/srv/x/y", BASE, NULL };
+	const char *badname[] = { "CS_PREFIXES", "i m g=/srv/x", BASE, NULL };
+	const char *empty_dir[] = { "CS_PREFIXES", "img=", BASE, NULL };
+
+	refuses("CS_PREFIXES", no_eq, false);
+	refuses("CS_PREFIXES", rel, false);
+	refuses("CS_PREFIXES", root, false);
+	refuses("CS_PREFIXES", root2, false);
+	refuses("CS_PREFIXES", dup, false);
+	refuses("CS_PREFIXES", overlap, false);
+	refuses("CS_PREFIXES", badname, false);
+	refuses("CS_PREFIXES", empty_dir, false);
+}
+
+static void siblings_do_not_overlap(void **state)
+{
+	(void)state;
+	const char *e[] = { "CS_PREFIXES", "a=/srv/img,b=/srv/img2", BASE, NULL };
+	assert_int_equal(parse(e, false), 0);
+	assert_int_equal(cfg.nprefix, 2);
+}
+
+static void bad_other_variables(void **state)
+{
+	(void)state;
+	const char *no_mysql[] = { "CS_PREFIXES", "img=/x", "CS_SECRET", "k", NULL };
+	const char *no_secret[] = { "CS_PREFIXES", "img=/x", "CS_MYSQL", "mysql://u@h/db", NULL };
+	const char *replicas[] = { "CS_PREFIXES", "img=/x", "CS_REPLICAS", "two", BASE, NULL };
+	const char *replicas0[] = { "CS_PREFIXES", "img=/x", "CS_REPLICAS", "0", BASE, NULL };
+	const char *log[] = { "CS_PREFIXES", "img=/x", "CS_LOG", "loud", BASE, NULL };
+	const char *node[] = { "CS_PREFIXES", "img=/x", "CS_NODE", "web 1", BASE, NULL };
+	const char *url[] = { "CS_PREFIXES", "img=/x", "CS_NODE_URL", "ftp://x", BASE, NULL };
+	const char *listen[] = { "CS_PREFIXES", "img=/x", "CS_NODE_URL", "http://x",
+				 "CS_LISTEN", "8081", BASE, NULL };
+	const char *server[] = { "CS_PREFIXES", "img=/x", BASE, NULL };
+	const char *spool[] = { "CS_PREFIXES", "img=/x", "CS_SPOOL", "spool", BASE, NULL };
+	const char *sfile[] = { "CS_PREFIXES", "img=/x", "CS_MYSQL", "mysql://u@h/db",
+				"CS_SECRET_FILE", "/nonexistent/secret", NULL };
+
+	refuses("CS_MYSQL", no_mysql, false);
+	refuses("CS_SECRET", no_secret, false);
+	refuses("CS_REPLICAS", replicas, false);
+	refuses("CS_REPLICAS", replicas0, false);
+	refuses("CS_LOG", log, false);
+	refuses("CS_NODE", node, false);
+	refuses("CS_NODE_URL", url, false);
+	refuses("CS_LISTEN", listen, true);
+	refuses("CS_NODE_URL", server, true);
+	refuses("CS_SPOOL", spool, false);
+	refuses("CS_SECRET_FILE", sfile, false);
+}
+
+static void secret_file_trailing_newline(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/cs-secret-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "hunter2\n", 8), 8);
+	close(fd);
+	const char *e[] = { "CS_PREFIXES", "img=/x", "CS_MYSQL", "mysql://u@h/db",
+			    "CS_SECRET_FILE", path, NULL };
+	assert_int_equal(parse(e, false), 0);
+	unlink(path);
+	assert_int_equal(cfg.secret_len, 7);
+	assert_memory_equal(cfg.secret, "hunter2", 7);
+}
+
+static void symlinked_prefix_remembers_real_dir(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/cs-cfg-XXXXXX";
+	char real[128], link[128];
+	assert_non_null(mkdtemp(dir));
+	snprintf(real, sizeof real, "%s/real", dir);
+	snprintf(link, sizeof link, "%s/link", dir);
+	assert_int_equal(mkdir(real, 0755), 0);
+	assert_int_equal(symlink(real, link), 0);
+	char pfx[200];
+	snprintf(pfx, sizeof pfx, "img=%s", link);
+	const char *e[] = { "CS_PREFIXES", pfx, BASE, NULL };
+	assert_int_equal(parse(e, false), 0);
+	assert_string_equal(cfg.prefix[0].dir, link);
+	assert_string_equal(cfg.prefix[0].real, real);
+	unlink(link);
+	rmdir(real);
+	rmdir(dir);
+}
+
+static void dsn(void **state)
+{
+	(void)state;
+	struct cs_mysql_dsn d;
+
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u:p%40ss@db.example:3307/cs", &d, err, sizeof err), 0);
+	assert_string_equal(d.user, "u");
+	assert_string_equal(d.pass, "p@ss");
+	assert_string_equal(d.host, "db.example");
+	assert_int_equal(d.port, 3307);
+	assert_string_equal(d.db, "cs");
+
+	assert_int_equal(cs_mysql_dsn_parse("mysql://root@localhost/cs?socket=/run/my%20sql.sock", &d, err, sizeof err), 0);
+	assert_string_equal(d.user, "root");
+	assert_string_equal(d.pass, "");
+	assert_string_equal(d.host, "localhost");
+	assert_int_equal(d.port, 0);
+	assert_string_equal(d.socket, "/run/my sql.sock");
+
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u@[::1]:3306/cs", &d, err, sizeof err), 0);
+	assert_string_equal(d.host, "::1");
+	assert_int_equal(d.port, 3306);
+
+	assert_int_equal(cs_mysql_dsn_parse("postgres://u@h/db", &d, err, sizeof err), -EINVAL);
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u@h", &d, err, sizeof err), -EINVAL);
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u@h/", &d, err, sizeof err), -EINVAL);
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u@h:0/db", &d, err, sizeof err), -EINVAL);
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u@h:99999/db", &d, err, sizeof err), -EINVAL);
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u@h:33x/db", &d, err, sizeof err), -EINVAL);
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u:%zz@h/db", &d, err, sizeof err), -EINVAL);
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u:%4@h/db", &d, err, sizeof err), -EINVAL);
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u@h/db?socket=rel", &d, err, sizeof err), -EINVAL);
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u@h/db?ssl=1", &d, err, sizeof err), -EINVAL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(unset_prefixes_means_inert),
+		cmocka_unit_test(full_configuration),
+		cmocka_unit_test(defaults),
+		cmocka_unit_test(bad_prefixes),
+		cmocka_unit_test(siblings_do_not_overlap),
+		cmocka_unit_test(bad_other_variables),
+		cmocka_unit_test(secret_file_trailing_newline),
+		cmocka_unit_test(symlinked_prefix_remembers_real_dir),
+		cmocka_unit_test(dsn),
+	};
+	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
+}
