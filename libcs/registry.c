@@ -38,8 +38,8 @@
 #define NODES_LOCAL_MS 2000     /* in-process node table */
 #define NODES_MC_TTL 5
 #define UP_SECONDS 10           /* a heartbeat younger than this: node is up */
-#define BREAKER_MIN_MS 250
-#define BREAKER_MAX_MS 4000
+#define BREAKER_MIN_MS 1000
+#define BREAKER_MAX_MS 8000
 #define MAX_NODES 256
 
 struct breaker {
