@@ -1,0 +1,250 @@
+/*
+ * cs-replicate.c - the per-node helper: command line and subcommands.
+ *
+ * A subcommand is a function and a row in `commands`.  The work itself is in
+ * libcs (registry, hashing) and serve.c (the HTTP daemon); this file parses
+ * arguments, loads the CS_* configuration and turns results into exit
+ * statuses: 0 done, 1 failed (with the reason on stderr), 2 usage or
+ * configuration error.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cs.h"
+#include "serve.h"
+
+static int cmd_serve(int argc, char **argv);
+static int cmd_import(int argc, char **argv);
+static int cmd_status(int argc, char **argv);
+static int cmd_help(int argc, char **argv);
+
+static const struct command {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	bool server;            /* needs CS_LISTEN and CS_NODE_URL */
+	const char *usage;
+} commands[] = {
+	{ "serve", cmd_serve, true, "serve                 run this node's peer HTTP daemon and heartbeat" },
+	{ "import", cmd_import, false, "import <namespace>    register the files already in this node's directory" },
+	{ "status", cmd_status, false, "status                list nodes, their state and the files they hold" },
+	{ "help", cmd_help, false, "help                  this list" },
+};
+
+#define NCOMMANDS (sizeof commands / sizeof *commands)
+
+static int cmd_help(int argc, char **argv)
+{
+	(void)argc, (void)argv;
+	printf("usage: cs-replicate <command> [args]\n\ncommands:\n");
+	for (size_t i = 0; i < NCOMMANDS; i++)
+		printf("  %s\n", commands[i].usage);
+	printf("\nConfiguration comes from the CS_* environment variables (see README.md).\n");
+	return 0;
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+	(void)argv;
+	if (argc != 1) {
+		fprintf(stderr, "usage: cs-replicate serve\n");
+		return 2;
+	}
+	return serve_main();
+}
+
+/* ---- import --------------------------------------------------------- */
+
+struct import {
+	const char *ns;
+	unsigned long files, added, conflicts, errors;
+};
+
+static void import_file(struct import *im, int dirfd, const char *name,
+			const char *rel)
+{
+	unsigned char sha[CS_SHA256_LEN];
+	uint64_t size;
+	struct stat st;
+	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+	int rc;
+
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		fprintf(stderr, "cs-replicate import: %s: %s\n", rel, strerror(errno));
+		im->errors++;
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	rc = cs_sha256_fd(fd, sha, &size);
+	close(fd);
+	if (rc == 0)
+		rc = cs_registry_import(im->ns, rel, size,
+					(int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec,
+					sha);
+	im->files++;
+	if (rc == 0) {
+		im->added++;
+	} else if (rc == -EEXIST) {
+		fprintf(stderr, "cs-replicate import: %s: the registry holds different "
+				"content for this path; left as it is\n", rel);
+		im->conflicts++;
+	} else {
+		fprintf(stderr, "cs-replicate import: %s: %s\n", rel,
+			rc == -EAGAIN ? "registry unreachable" : strerror(-rc));
+		im->errors++;
+	}
+}
+
+/* Depth-first over dirfd; never follows symlinks, skips libcs temp files. */
+static int import_dir(struct import *im, int fd, const char *prefix)
+{
+	DIR *d = fdopendir(fd);
+	struct dirent *e;
+
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	while ((e = readdir(d))) {
+		char rel[CS_PATH_MAX];
+		struct stat st;
+
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
+		    !strncmp(e->d_name, ".cs-", 4))
+			continue;
+		if (snprintf(rel, sizeof rel, "%s%s%s", prefix, *prefix ? "/" : "",
+			     e->d_name) >= (int)sizeof rel ||
+		    !cs_path_rel_valid(rel, strlen(rel))) {
+			fprintf(stderr, "cs-replicate import: skipping unusable name under '%s'\n",
+				prefix);
+			im->errors++;
+			continue;
+		}
+		if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (S_ISDIR(st.st_mode)) {
+			int sub = openat(dirfd(d), e->d_name,
+					 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub < 0 || import_dir(im, sub, rel) < 0) {
+				fprintf(stderr, "cs-replicate import: %s: %s\n", rel, strerror(errno));
+				im->errors++;
+			}
+		} else if (S_ISREG(st.st_mode)) {
+			import_file(im, dirfd(d), e->d_name, rel);
+		}
+	}
+	closedir(d);
+	return 0;
+}
+
+static int cmd_import(int argc, char **argv)
+{
+	struct import im = { 0 };
+	const struct cs_prefix *p;
+	uint32_t self;
+	int fd, rc;
+
+	if (argc != 2) {
+		fprintf(stderr, "usage: cs-replicate import <namespace>\n");
+		return 2;
+	}
+	p = cs_config_namespace(&cs_cfg, argv[1]);
+	if (!p) {
+		fprintf(stderr, "cs-replicate import: no namespace '%s' in CS_PREFIXES\n",
+			argv[1]);
+		return 2;
+	}
+	if ((rc = cs_registry_self(&self)) < 0) {
+		fprintf(stderr, "cs-replicate import: registry unreachable (%s)\n",
+			strerror(-rc));
+		return 1;
+	}
+	im.ns = p->name;
+	fd = open(p->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || import_dir(&im, fd, "") < 0) {
+		fprintf(stderr, "cs-replicate import: %s: %s\n", p->dir, strerror(errno));
+		return 1;
+	}
+	printf("imported %lu files (%lu registered or already matching, %lu conflicting, %lu errors)\n",
+	       im.files, im.added, im.conflicts, im.errors);
+	return im.conflicts || im.errors ? 1 : 0;
+}
+
+/* ---- status --------------------------------------------------------- */
+
+static int cmd_status(int argc, char **argv)
+{
+	struct cs_node_status *st;
+	int n = 1024, rc;
+	uint64_t files = 0;
+
+	(void)argv;
+	if (argc != 1) {
+		fprintf(stderr, "usage: cs-replicate status\n");
+		return 2;
+	}
+	st = calloc(n, sizeof *st);
+	if (!st)
+		return 1;
+	rc = cs_registry_status(st, &n, &files);
+	if (rc < 0) {
+		fprintf(stderr, "cs-replicate status: registry unreachable (%s)\n",
+			strerror(-rc));
+		free(st);
+		return 1;
+	}
+	printf("%-20s %-5s %-10s %-12s %-30s %s\n", "NODE", "STATE", "ZONE",
+	       "HEARTBEAT", "URL", "FILES");
+	for (int i = 0; i < n; i++) {
+		char age[32];
+		if (st[i].heartbeat_age < 0)
+			snprintf(age, sizeof age, "never");
+		else
+			snprintf(age, sizeof age, "%.1fs ago", st[i].heartbeat_age);
+		printf("%-20s %-5s %-10s %-12s %-30s %" PRIu64 "\n", st[i].node.name,
+		       st[i].node.up ? "up" : "down",
+		       st[i].node.zone[0] ? st[i].node.zone : "-", age,
+		       st[i].node.url[0] ? st[i].node.url : "-", st[i].files);
+	}
+	printf("%d nodes, %" PRIu64 " files\n", n, files);
+	free(st);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	char err[512];
+	const struct command *cmd = NULL;
+
+	if (argc < 2) {
+		cmd_help(0, NULL);
+		return 2;
+	}
+	for (size_t i = 0; i < NCOMMANDS; i++)
+		if (strcmp(argv[1], commands[i].name) == 0)
+			cmd = &commands[i];
+	if (!cmd) {
+		fprintf(stderr, "cs-replicate: unknown command '%s' (try: cs-replicate help)\n",
+			argv[1]);
+		return 2;
+	}
+	if (cmd->run != cmd_help) {
+		int rc = cs_config_load(&cs_cfg, cmd->server, err, sizeof err);
+		if (rc == -ENOENT) {
+			fprintf(stderr, "cs-replicate: CS_PREFIXES: unset; nothing to do\n");
+			return 2;
+		}
+		if (rc < 0) {
+			fprintf(stderr, "cs-replicate: %s\n", err);
+			return 2;
+		}
+	}
+	return cmd->run(argc - 1, argv + 1);
+}
