@@ -1,0 +1,385 @@
+"""cluster.py - a real ClusterStorage cluster on loopback, for the tests,
+the demo and the benchmarks.
+
+Starts, in a fresh temporary directory: memcached, MariaDB (own datadir,
+schema from sql/schema.sql), and N nodes.  Node i has its namespace
+directory (owned by www-data), a `cs-replicate serve` running as www-data,
+and an nginx whose master runs as root under LD_PRELOAD=libcs.so with the
+node's CS_* variables and whose two workers drop to www-data, as in
+production.  Each nginx listens twice: `port` serves files with a plain
+`location` (nginx opens them with open64), `try_port` uses
+`try_files $uri =404` (nginx decides with stat64 first).
+
+Environment: B (build dir, default "build"), CS_TEST_PRELOAD (what to put
+in LD_PRELOAD; default <top>/<B>/libcs.so).  Needs root.
+"""
+import hashlib
+import hmac
+import http.client
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.path.join(TOP, os.environ.get("B", "build"))
+WEB_USER = "www-data"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_for(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if pred():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("timed out waiting for " + what)
+
+
+def as_web_user():
+    pw = pwd.getpwnam(WEB_USER)
+
+    def demote():
+        os.setgroups([])
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+    return demote
+
+
+NGINX_CONF = """
+worker_processes 2;
+master_process on;
+daemon off;
+user {user};
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    open_file_cache off;
+    sendfile on;
+    keepalive_requests 100000;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        location / {{ }}
+    }}
+    server {{
+        listen 127.0.0.1:{try_port};
+        root {root};
+        location / {{ try_files $uri =404; }}
+    }}
+}}
+"""
+
+
+class Node:
+    def __init__(self, cluster, index):
+        self.cluster = cluster
+        self.index = index
+        self.name = "node%d" % index
+        self.home = os.path.join(cluster.tmp, self.name)
+        self.dir = os.path.join(self.home, cluster.namespace)
+        self.serve_port = free_port()
+        self.port = free_port()
+        self.try_port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.serve_port
+        self.serve = None
+        self.nginx = None
+        os.makedirs(os.path.join(self.home, "tmp"))
+        os.makedirs(self.dir)
+        pw = pwd.getpwnam(WEB_USER)
+        os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+
+    def env(self, preload=False, **extra):
+        c = self.cluster
+        e = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "CS_PREFIXES": "%s=%s" % (c.namespace, self.dir),
+            "CS_NODE": self.name,
+            "CS_NODE_URL": self.url,
+            "CS_LISTEN": "127.0.0.1:%d" % self.serve_port,
+            "CS_MYSQL": c.mysql_url,
+            "CS_MEMCACHED": "127.0.0.1:%d" % c.memcached_port,
+            "CS_SECRET": c.secret,
+            "CS_LOG": c.log_level,
+        }
+        for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+            if k in os.environ:
+                e[k] = os.environ[k]
+        if preload:
+            e["LD_PRELOAD"] = c.preload
+        e.update(extra)
+        return e
+
+    def start_serve(self):
+        log = open(os.path.join(self.home, "serve.log"), "ab")
+        self.serve = subprocess.Popen(
+            [os.path.join(BUILD, "cs-replicate"), "serve"], env=self.env(),
+            stdout=log, stderr=log, preexec_fn=as_web_user())
+        wait_for(lambda: self.health() == 200, 10, self.name + " serve")
+
+    def stop_serve(self):
+        if self.serve and self.serve.poll() is None:
+            self.serve.terminate()
+            try:
+                self.serve.wait(5)
+            except subprocess.TimeoutExpired:
+                self.serve.kill()
+                self.serve.wait()
+        self.serve = None
+
+    def health(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.serve_port, timeout=2)
+        try:
+            conn.request("GET", "/v1/health")
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    def start_nginx(self, preload=True):
+        conf = os.path.join(self.home, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX_CONF.format(user=WEB_USER, d=self.home, root=self.dir,
+                                      port=self.port, try_port=self.try_port))
+        log = open(os.path.join(self.home, "nginx.out"), "ab")
+        self.nginx = subprocess.Popen(
+            ["nginx", "-p", self.home, "-c", conf, "-e",
+             os.path.join(self.home, "nginx-error.log")],
+            env=self.env(preload=preload), stdout=log, stderr=log)
+        wait_for(lambda: socket.create_connection(("127.0.0.1", self.port), 1).close() or True,
+                 10, self.name + " nginx")
+
+    def stop_nginx(self):
+        if self.nginx and self.nginx.poll() is None:
+            self.nginx.send_signal(signal.SIGQUIT)
+            try:
+                self.nginx.wait(5)
+            except subprocess.TimeoutExpired:
+                self.nginx.kill()
+                self.nginx.wait()
+        self.nginx = None
+
+    def put(self, rel, data):
+        """Write a file straight into this node's directory (not through
+        the library), owned by the web user."""
+        path = os.path.join(self.dir, rel)
+        pw = pwd.getpwnam(WEB_USER)
+        d = os.path.dirname(path)
+        os.makedirs(d, exist_ok=True)
+        while d != self.dir:
+            os.chown(d, pw.pw_uid, pw.pw_gid)
+            d = os.path.dirname(d)
+        with open(path, "wb") as f:
+            f.write(data)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+        return path
+
+    def cs(self, *args, check=True, preload=False, timeout=120):
+        """Run build/cs-replicate <args> as the web user with this node's env."""
+        p = subprocess.run([os.path.join(BUILD, "cs-replicate")] + list(args),
+                           env=self.env(preload=preload), capture_output=True,
+                           text=True, preexec_fn=as_web_user(), timeout=timeout)
+        if check and p.returncode != 0:
+            raise RuntimeError("cs-replicate %s: exit %d\n%s%s" % (
+                " ".join(args), p.returncode, p.stdout, p.stderr))
+        return p
+
+    def run(self, argv, preload=True, timeout=60, **kw):
+        """Run a program as the web user under the library."""
+        return subprocess.run(argv, env=self.env(preload=preload), capture_output=True,
+                              preexec_fn=as_web_user(), timeout=timeout, **kw)
+
+    def import_ns(self):
+        return self.cs("import", self.cluster.namespace)
+
+    def get(self, path, try_files=False, timeout=30):
+        port = self.try_port if try_files else self.port
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        try:
+            conn.request("GET", urllib.parse.quote(path))
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+
+    def signed(self, method, path, raw=None, when=None, secret=None, sig=None):
+        """A peer request to this node's serve; path is the decoded path that
+        is signed, raw (default: path quoted) what goes on the wire."""
+        when = int(time.time()) if when is None else when
+        secret = self.cluster.secret if secret is None else secret
+        msg = "%s\n%s\n%d\n-" % (method, path, when)
+        if sig is None:
+            sig = hmac.new(secret.encode(), msg.encode("utf-8", "surrogateescape"),
+                           hashlib.sha256).hexdigest()
+        conn = http.client.HTTPConnection("127.0.0.1", self.serve_port, timeout=10)
+        try:
+            conn.putrequest(method, raw if raw is not None else urllib.parse.quote(path),
+                            skip_accept_encoding=True)
+            if sig is not False:
+                conn.putheader("X-CS-Time", str(when))
+                conn.putheader("X-CS-Signature", sig)
+            conn.endheaders()
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+
+    def stats(self):
+        status, body = self.signed("GET", "/v1/stats")
+        if status != 200:
+            raise RuntimeError("stats: HTTP %d %r" % (status, body))
+        return {k: int(v) for k, v in (l.split() for l in body.decode().splitlines())}
+
+    def temp_files(self):
+        found = []
+        for root, dirs, files in os.walk(self.dir):
+            found += [os.path.join(root, f) for f in files if f.startswith(".cs-")]
+        return found
+
+
+class Cluster:
+    def __init__(self, nodes=3, namespace="img", log_level="warn", nginx=True):
+        if os.geteuid() != 0:
+            raise SystemExit("cluster.py: needs root (nginx workers and the daemon run as www-data)")
+        self.namespace = namespace
+        self.log_level = log_level
+        self.secret = hashlib.sha256(os.urandom(16)).hexdigest()
+        self.preload = os.environ.get("CS_TEST_PRELOAD", os.path.join(BUILD, "libcs.so"))
+        self.tmp = tempfile.mkdtemp(prefix="cs-cluster.")
+        os.chmod(self.tmp, 0o755)
+        self.procs = {}
+        self.nodes = []
+        self.want_nginx = nginx
+        self.n = nodes
+
+    # -- lifetime --------------------------------------------------------
+    def __enter__(self):
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def start(self):
+        self.memcached_port = free_port()
+        self.mysql_port = free_port()
+        self.mysql_socket = os.path.join(self.tmp, "mysql.sock")
+        self.mysql_password = hashlib.sha256(os.urandom(8)).hexdigest()[:16]
+        self.mysql_url = "mysql://cs:%s@127.0.0.1:%d/cs" % (self.mysql_password, self.mysql_port)
+        self.start_memcached()
+        self.init_mariadb()
+        self.start_mariadb()
+        self.setup_database()
+        for i in range(1, self.n + 1):
+            node = Node(self, i)
+            self.nodes.append(node)
+            node.start_serve()
+            if self.want_nginx:
+                node.start_nginx()
+        return self
+
+    def stop(self):
+        for node in self.nodes:
+            node.stop_nginx()
+            node.stop_serve()
+        for name in list(self.procs):
+            self.stop_proc(name)
+        if os.environ.get("CS_KEEP_TMP"):
+            print("# kept", self.tmp, file=sys.stderr)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def stop_proc(self, name):
+        p = self.procs.pop(name, None)
+        if p and p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    # -- memcached -------------------------------------------------------
+    def start_memcached(self):
+        log = open(os.path.join(self.tmp, "memcached.log"), "ab")
+        self.procs["memcached"] = subprocess.Popen(
+            ["memcached", "-l", "127.0.0.1", "-p", str(self.memcached_port), "-U", "0",
+             "-u", "nobody", "-m", "64"], stdout=log, stderr=log)
+        wait_for(lambda: socket.create_connection(("127.0.0.1", self.memcached_port), 1).close() or True,
+                 10, "memcached")
+
+    def stop_memcached(self):
+        self.stop_proc("memcached")
+
+    # -- MariaDB ---------------------------------------------------------
+    def init_mariadb(self):
+        self.datadir = os.path.join(self.tmp, "mysql")
+        subprocess.run(["mariadb-install-db", "--no-defaults", "--datadir=" + self.datadir,
+                        "--auth-root-authentication-method=normal", "--user=root",
+                        "--skip-test-db"], check=True, capture_output=True)
+
+    def start_mariadb(self):
+        log = open(os.path.join(self.tmp, "mariadb.log"), "ab")
+        self.procs["mariadb"] = subprocess.Popen(
+            ["mariadbd", "--no-defaults", "--datadir=" + self.datadir,
+             "--socket=" + self.mysql_socket, "--port=%d" % self.mysql_port,
+             "--bind-address=127.0.0.1", "--skip-log-bin", "--user=root",
+             "--innodb-buffer-pool-size=64M", "--innodb-flush-log-at-trx-commit=2",
+             "--max-connections=500", "--skip-name-resolve"],
+            stdout=log, stderr=log)
+        wait_for(lambda: self.sql("SELECT 1", check=False).returncode == 0, 60, "MariaDB")
+
+    def stop_mariadb(self):
+        self.stop_proc("mariadb")
+
+    def sql(self, statement, db=None, check=True):
+        argv = ["mariadb", "--no-defaults", "-uroot", "--socket=" + self.mysql_socket,
+                "-N", "-B", "-e", statement]
+        if db:
+            argv.append(db)
+        p = subprocess.run(argv, capture_output=True, text=True)
+        if check and p.returncode != 0:
+            raise RuntimeError("SQL failed: %s\n%s" % (statement, p.stderr))
+        return p
+
+    def setup_database(self):
+        pw = self.mysql_password
+        self.sql("DELETE FROM mysql.global_priv WHERE User=''; FLUSH PRIVILEGES;"
+                 "CREATE DATABASE cs;"
+                 "CREATE USER 'cs'@'%' IDENTIFIED BY '{0}';"
+                 "CREATE USER 'cs'@'localhost' IDENTIFIED BY '{0}';"
+                 "GRANT SELECT, INSERT, UPDATE, DELETE ON cs.* TO 'cs'@'%';"
+                 "GRANT SELECT, INSERT, UPDATE, DELETE ON cs.* TO 'cs'@'localhost';".format(pw))
+        with open(os.path.join(TOP, "sql", "schema.sql")) as f:
+            p = subprocess.run(["mariadb", "--no-defaults", "-uroot",
+                                "--socket=" + self.mysql_socket, "cs"],
+                               stdin=f, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError("schema: " + p.stderr)
