@@ -286,12 +286,27 @@ void cs_store_abort(struct cs_install *in);
  */
 int cs_fetch(const struct cs_prefix *p, const char *abs, const char *rel);
 
+/* ---- deferred registry writes (deferred.c) -------------------------- */
+
+/*
+ * Record a holder from a background thread (started on first use); the
+ * caller does it itself when the queue is full.  flush waits up to
+ * timeout_ms for the queue to drain and says whether it did.
+ */
+int cs_deferred_add_holder(const char *ns, const char *rel,
+			   const struct cs_file *f, uint32_t node);
+bool cs_deferred_flush(int timeout_ms);
+/* In a forked child: the parent's queue and thread are not ours. */
+void cs_deferred_forget(void);
+
 /* ---- process lifetime (core.c) -------------------------------------- */
 
 /* Load configuration for the preloaded library; false when inert. */
 bool cs_core_init(void);
 /* Reset per-process state in a forked child (pthread_atfork). */
 void cs_core_atfork_child(void);
+/* At exit: give deferred work a bounded chance to finish. */
+void cs_core_exit(void);
 
 /* Nonzero while this thread is inside libcs: its own libc calls pass. */
 extern __thread int cs_inside;

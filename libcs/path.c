@@ -54,6 +54,17 @@ int cs_path_normalize(const char *base, const char *path, char *out,
 
 	if (!path || outsz < 2)
 		return -EINVAL;
+	if (path[0] == '/' && !strstr(path, "//") && !strstr(path, "/.")) {
+		/* Already clean (the usual case): no segment to remove. */
+		size_t len = strlen(path);
+		if (len > 1 && path[len - 1] == '/')
+			len--;
+		if (len + 1 > outsz)
+			return -ENAMETOOLONG;
+		memcpy(out, path, len);
+		out[len] = '\0';
+		return (int)len;
+	}
 	out[0] = '/';
 	out[1] = '\0';
 	n = 1;

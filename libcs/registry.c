@@ -107,19 +107,47 @@ static void brk_ok(struct breaker *b, const char *what)
 
 /* ---- keys and records ---------------------------------------------- */
 
+/* OpenSSL 3 looks an algorithm up on every EVP_sha256() digest unless it
+ * is fetched once and kept. */
+static EVP_MD *sha256_md;
+static pthread_once_t md_once = PTHREAD_ONCE_INIT;
+
+static void md_init(void)
+{
+	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 static void path_hash(const char *ns, const char *rel, unsigned char h[CS_SHA256_LEN])
 {
 	unsigned int len = CS_SHA256_LEN;
-	EVP_MD_CTX *c = EVP_MD_CTX_new();
+	EVP_MD_CTX *c;
 
+	pthread_once(&md_once, md_init);
 	memset(h, 0, CS_SHA256_LEN);
+	c = EVP_MD_CTX_new();
 	if (!c)
 		return;
-	EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+	EVP_DigestInit_ex(c, sha256_md ? sha256_md : EVP_sha256(), NULL);
 	EVP_DigestUpdate(c, ns, strlen(ns) + 1);        /* with its NUL */
 	EVP_DigestUpdate(c, rel, strlen(rel));
 	EVP_DigestFinal_ex(c, h, &len);
 	EVP_MD_CTX_free(c);
+}
+
+/* The negative cache's key: FNV-1a over the same bytes, cheap enough for a
+ * flood of 404s.  A 64-bit collision would at worst hide a file for 1 s. */
+static uint64_t neg_key(const char *ns, const char *rel)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (const char *p = ns;; p++) {
+		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+		if (!*p)
+			break;
+	}
+	for (const char *p = rel; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+	return h;
 }
 
 static void key_of(const unsigned char h[CS_SHA256_LEN], char key[CS_KEY_MAX])
@@ -206,14 +234,6 @@ int cs_record_decode(const char *in, size_t len, struct cs_file *f)
 }
 
 /* ---- negative cache (per process) ---------------------------------- */
-
-static uint64_t h64(const unsigned char h[CS_SHA256_LEN])
-{
-	uint64_t v;
-
-	memcpy(&v, h, sizeof v);
-	return v;
-}
 
 /* trylock: a thread interrupted while holding it must not deadlock itself. */
 static bool neg_hit(uint64_t h)
@@ -558,20 +578,21 @@ int cs_registry_lookup(const char *ns, const char *rel, struct cs_file *f)
 {
 	unsigned char h[CS_SHA256_LEN];
 	char key[CS_KEY_MAX];
+	uint64_t nk = neg_key(ns, rel);
 	size_t len;
 	int rc;
 
-	path_hash(ns, rel, h);
-	if (neg_hit(h64(h)))
+	if (neg_hit(nk))
 		return -ENOENT;
 
+	path_hash(ns, rel, h);
 	key_of(h, key);
 	char *v = mc_get(key, &len);
 	if (v) {
 		rc = cs_record_decode(v, len, f);
 		free(v);
 		if (rc == 1 || (rc == 0 && f->deleted)) {
-			neg_put(h64(h), now_ms() + NEG_LOCAL_MS);
+			neg_put(nk, now_ms() + NEG_LOCAL_MS);
 			return -ENOENT;
 		}
 		if (rc == 0)
@@ -585,7 +606,7 @@ int cs_registry_lookup(const char *ns, const char *rel, struct cs_file *f)
 	if (rc == 0 || rc == -ENOENT)
 		mc_put_file(h, rc == 0 ? f : NULL, false);
 	if (rc == -ENOENT || (rc == 0 && f->deleted)) {
-		neg_put(h64(h), now_ms() + NEG_LOCAL_MS);
+		neg_put(nk, now_ms() + NEG_LOCAL_MS);
 		return -ENOENT;
 	}
 	return rc == 0 ? 0 : -EAGAIN;

@@ -231,19 +231,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 	int rc;
 
 	(void)cls, (void)version, (void)upload;
-	/* A request body (none is expected yet) is read and dropped before
-	 * answering, so the connection stays usable. */
+	/* libmicrohttpd calls once with the headers, then with body data, then
+	 * with none: answering on the first call would make it close the
+	 * connection (it cannot know the body is done), and peers reuse
+	 * connections.  A body (none is expected yet) is read and dropped. */
 	if (*con_cls == NULL) {
 		*con_cls = (void *)1;
-		if (*upload_size == 0)
-			goto answer;
 		return MHD_YES;
 	}
 	if (*upload_size) {
 		*upload_size = 0;
 		return MHD_YES;
 	}
-answer:
 	atomic_fetch_add(&stats.requests, 1);
 	if (strcmp(url, bad_encoding) == 0)
 		return reply_text(c, MHD_HTTP_BAD_REQUEST, "bad percent-encoding in path\n");
