@@ -39,6 +39,19 @@ void cs_log_write(enum cs_log_level level, const char *fmt, ...)
 			cs_log_write((level), __VA_ARGS__);                   \
 	} while (0)
 #define cs_error(...) cs_log(CS_LOG_ERROR, __VA_ARGS__)
+/* For errors a request can hit repeatedly (a peer down, a full disk): at
+ * most one line per call site every `seconds`, so a failing cluster cannot
+ * flood the host's log. */
+#define cs_error_every(seconds, ...)                                          \
+	do {                                                                  \
+		static long long last_;                                       \
+		long long now_ = cs_log_clock();                              \
+		if (now_ - last_ >= (seconds)) {                              \
+			last_ = now_;                                         \
+			cs_error(__VA_ARGS__);                                \
+		}                                                             \
+	} while (0)
+long long cs_log_clock(void);   /* monotonic seconds */
 #define cs_warn(...) cs_log(CS_LOG_WARN, __VA_ARGS__)
 #define cs_info(...) cs_log(CS_LOG_INFO, __VA_ARGS__)
 #define cs_debug(...) cs_log(CS_LOG_DEBUG, __VA_ARGS__)

@@ -79,7 +79,7 @@ int cs_fetch(const struct cs_prefix *p, const char *abs, const char *rel)
 		goto out;
 	}
 	if (rc < 0) {
-		cs_error("%s: cannot install here: %s", abs, strerror(-rc));
+		cs_error_every(10, "%s: cannot install here: %s", abs, strerror(-rc));
 		goto out;
 	}
 	rc = -ENOENT;
@@ -92,13 +92,13 @@ int cs_fetch(const struct cs_prefix *p, const char *abs, const char *rel)
 		}
 	}
 	if (rc < 0) {
-		cs_error("%s/%s: none of %d holders could deliver it", p->name, rel, n);
+		cs_error_every(10, "%s/%s: none of %d holders could deliver it", p->name, rel, n);
 		cs_store_abort(&in);
 		goto out;
 	}
 	rc = cs_store_commit(&in, f.mtime_ns);
 	if (rc < 0) {
-		cs_error("%s: cannot install: %s", abs, strerror(-rc));
+		cs_error_every(10, "%s: cannot install: %s", abs, strerror(-rc));
 		goto out;
 	}
 	cs_info("fetched %s/%s (%llu bytes)", p->name, rel, (unsigned long long)f.size);

@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cs.h"
@@ -39,4 +40,12 @@ void cs_log_write(enum cs_log_level level, const char *fmt, ...)
 	ssize_t w = write(STDERR_FILENO, buf, n);
 	(void)w;
 	errno = saved;
+}
+
+long long cs_log_clock(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec;
 }

@@ -194,7 +194,7 @@ int cs_peer_fetch(const char *base_url, const char *ns, const char *rel, int fd,
 	}
 	cs_sha256_final(&s.sha, digest);
 	if (s.got != want->size || memcmp(digest, want->sha256, CS_SHA256_LEN) != 0) {
-		cs_error("fetch %s: got %" PRIu64 " bytes not matching the registry's "
+		cs_error_every(10, "fetch %s: got %" PRIu64 " bytes not matching the registry's "
 			 "%" PRIu64 "-byte version %" PRIu64 "; discarded",
 			 url, s.got, want->size, want->version);
 		rc = -EIO;

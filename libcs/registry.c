@@ -407,7 +407,7 @@ failed:;
 			brk_fail(&db_brk, "MySQL", "connection lost");
 			return -EAGAIN;
 		}
-		cs_error("MySQL: %s", mysql_error(db));
+		cs_error_every(10, "MySQL: %s", mysql_error(db));
 		return -EIO;
 	}
 	return -EAGAIN;

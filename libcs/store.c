@@ -35,7 +35,7 @@ static uint64_t fnv1a(const char *s)
 
 static void give_to_owner(int dirfd, const char *name, const struct stat *root)
 {
-	if (geteuid() == 0 && root->st_uid != 0) {
+	if (root->st_uid != 0 && geteuid() == 0) {
 		int r = fchownat(dirfd, name, root->st_uid, root->st_gid,
 				 AT_SYMLINK_NOFOLLOW);
 		(void)r;
@@ -113,7 +113,8 @@ int cs_store_begin(const char *root, const char *abs, struct cs_install *in,
 	}
 	if (in->dirfd < 0)
 		return -errno;
-	if (stat(root, &rst) < 0)
+	/* Only root hands new files to the directory's owner. */
+	if (geteuid() != 0 || stat(root, &rst) < 0)
 		memset(&rst, 0, sizeof rst);
 
 	for (;;) {
@@ -138,7 +139,7 @@ int cs_store_begin(const char *root, const char *abs, struct cs_install *in,
 				rc = 1;
 				goto fail;
 			}
-			if (ftruncate(fd, 0) < 0) {
+			if (a.st_size != 0 && ftruncate(fd, 0) < 0) {
 				rc = -errno;
 				unlinkat(in->dirfd, in->tmpname, 0);
 				close(fd);

@@ -8,7 +8,8 @@
  * that succeeds, costs the real call plus a test of its result; nothing is
  * looked up, allocated or locked.  Calls that would create a file without
  * truncating it (O_CREAT without O_TRUNC, fopen "a") are the exception: the
- * cluster's copy is fetched first, or the new file would hide it.
+ * cluster's copy is fetched first, or the new file would hide it.  A
+ * truncating open never fetches: the cluster's copy would be thrown away.
  *
  * The caller's errno is saved on entry and restored whenever the real call's
  * answer is the one returned.  Calls made by libcs itself (cs_inside), before
@@ -120,7 +121,8 @@ static inline bool active(void)
 		errno = saved;                                                  \
 	}                                                                       \
 	ret r = real.name args;                                                 \
-	if (__builtin_expect(FAILED, 0) && errno == ENOENT && active()) {       \
+	if (__builtin_expect(FAILED, 0) && errno == ENOENT &&                   \
+	    !((flags) & O_TRUNC) && active()) {                                 \
 		int e = miss(dirfd, path);                                      \
 		errno = saved;                                                  \
 		if (e == 0)                                                     \

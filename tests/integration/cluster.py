@@ -63,7 +63,7 @@ def as_web_user():
 
 
 NGINX_CONF = """
-worker_processes 2;
+worker_processes {workers};
 master_process on;
 daemon off;
 user {user};
@@ -159,10 +159,10 @@ class Node:
         finally:
             conn.close()
 
-    def start_nginx(self, preload=True):
+    def start_nginx(self, preload=True, workers=2):
         conf = os.path.join(self.home, "nginx.conf")
         with open(conf, "w") as f:
-            f.write(NGINX_CONF.format(user=WEB_USER, d=self.home, root=self.dir,
+            f.write(NGINX_CONF.format(user=WEB_USER, workers=workers, d=self.home, root=self.dir,
                                       port=self.port, try_port=self.try_port))
         log = open(os.path.join(self.home, "nginx.out"), "ab")
         self.nginx = subprocess.Popen(
