@@ -231,7 +231,8 @@ int cs_record_encode_absent(char *out, size_t outsz);
 int cs_registry_lookup(const char *ns, const char *rel, struct cs_file *f);
 /* This node's id, registering the node by name if needed. */
 int cs_registry_self(uint32_t *id);
-/* Record that node holds version of file; drops the cached record. */
+/* Record that node holds version of file, without waiting for MySQL's
+ * reply (read before the connection's next statement). */
 int cs_registry_add_holder(const char *ns, const char *rel,
 			   const struct cs_file *f, uint32_t node);
 /* The node table (cached for a few seconds); *n in/out. */
@@ -299,27 +300,12 @@ void cs_store_abort(struct cs_install *in);
  */
 int cs_fetch(const struct cs_prefix *p, const char *abs, const char *rel);
 
-/* ---- deferred registry writes (deferred.c) -------------------------- */
-
-/*
- * Record a holder from a background thread (started on first use); the
- * caller does it itself when the queue is full.  flush waits up to
- * timeout_ms for the queue to drain and says whether it did.
- */
-int cs_deferred_add_holder(const char *ns, const char *rel,
-			   const struct cs_file *f, uint32_t node);
-bool cs_deferred_flush(int timeout_ms);
-/* In a forked child: the parent's queue and thread are not ours. */
-void cs_deferred_forget(void);
-
 /* ---- process lifetime (core.c) -------------------------------------- */
 
 /* Load configuration for the preloaded library; false when inert. */
 bool cs_core_init(void);
 /* Reset per-process state in a forked child (pthread_atfork). */
 void cs_core_atfork_child(void);
-/* At exit: give deferred work a bounded chance to finish. */
-void cs_core_exit(void);
 
 /* Nonzero while this thread is inside libcs: its own libc calls pass. */
 extern __thread int cs_inside;

@@ -42,13 +42,4 @@ void cs_core_atfork_child(void)
 {
 	cs_registry_forget();
 	cs_peer_forget();
-	cs_deferred_forget();
-}
-
-void cs_core_exit(void)
-{
-	cs_inside++;
-	if (!cs_deferred_flush(1000))
-		cs_warn("exiting with holder records still queued");
-	cs_inside--;
 }

@@ -102,7 +102,7 @@ int cs_fetch(const struct cs_prefix *p, const char *abs, const char *rel)
 		goto out;
 	}
 	cs_info("fetched %s/%s (%llu bytes)", p->name, rel, (unsigned long long)f.size);
-	if (self && cs_deferred_add_holder(p->name, rel, &f, self) < 0)
+	if (self && cs_registry_add_holder(p->name, rel, &f, self) < 0)
 		cs_warn("%s/%s: installed, but not yet recorded as held here", p->name, rel);
 out:
 	free(tab);

@@ -55,6 +55,7 @@ static pthread_mutex_t nodes_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
 
 static MYSQL *db;
+static bool db_pending;         /* a sent statement whose reply is unread */
 static memcached_st *mc;
 static struct breaker db_brk, mc_brk;
 static uint32_t self_id;
@@ -377,6 +378,23 @@ static MYSQL *locked_db(void)
 	return db;
 }
 
+/* Read the reply to a statement sent without waiting (add_holder). */
+static void locked_settle(void)
+{
+	if (!db || !db_pending)
+		return;
+	db_pending = false;
+	if (mysql_read_query_result(db) != 0) {
+		unsigned int e = mysql_errno(db);
+		if (e == CR_SERVER_GONE_ERROR || e == CR_SERVER_LOST) {
+			mysql_close(db);
+			db = NULL;
+		} else {
+			cs_error_every(10, "MySQL: recording a holder: %s", mysql_error(db));
+		}
+	}
+}
+
 /*
  * Run one statement; *res gets its result set when it has one.  A lost
  * connection is re-made once (the server may have restarted); every
@@ -384,6 +402,7 @@ static MYSQL *locked_db(void)
  */
 static int locked_query(const char *sql, size_t len, MYSQL_RES **res)
 {
+	locked_settle();
 	for (int attempt = 0; attempt < 2; attempt++) {
 		if (!locked_db())
 			return -EAGAIN;
@@ -661,38 +680,63 @@ int cs_registry_heartbeat(void)
 	return rc;
 }
 
+/*
+ * The caller's open() does not wait for this record: the statement is sent
+ * and its reply read before the connection's next statement.  Once sent it
+ * survives the process, even _exit() right after (MariaDB commits an
+ * autocommit statement it has received), and so does the memcached update,
+ * sent noreply.  Writers set: the cached record gains this holder.
+ */
 int cs_registry_add_holder(const char *ns, const char *rel,
 			   const struct cs_file *f, uint32_t node)
 {
 	unsigned char h[CS_SHA256_LEN];
-	struct sql q = { 0 };
-	int rc;
+	char sql[256];
+	int n, rc = 0;
 
-	path_hash(ns, rel, h);
+	n = snprintf(sql, sizeof sql,
+		     "INSERT INTO replicas (file_id, node_id, version) VALUES"
+		     " (%" PRIu64 ",%" PRIu32 ",%" PRIu64 ")"
+		     " ON DUPLICATE KEY UPDATE version=GREATEST(version, VALUES(version))",
+		     f->id, node, f->version);
 	pthread_mutex_lock(&db_lock);
-	if (!locked_db()) {
+	locked_settle();
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if (!locked_db()) {
+			rc = -EAGAIN;
+			break;
+		}
+		if (mysql_send_query(db, sql, n) == 0) {
+			db_pending = true;
+			rc = 0;
+			break;
+		}
+		mysql_close(db);        /* the connection was dead: once more */
+		db = NULL;
 		rc = -EAGAIN;
-		goto out;
 	}
-	sql_fmt(&q, "INSERT INTO replicas (file_id, node_id, version) VALUES"
-		    " (%" PRIu64 ",%" PRIu32 ",%" PRIu64 ")"
-		    " ON DUPLICATE KEY UPDATE version=GREATEST(version, VALUES(version))",
-		f->id, node, f->version);
-	rc = q.oom ? -ENOMEM : locked_query(q.s, q.len, NULL);
-out:
 	pthread_mutex_unlock(&db_lock);
-	free(q.s);
-	if (rc == 0) {
-		/* Writers set: the cached record gains this holder. */
-		struct cs_file g = *f;
-		bool have = false;
-		for (int i = 0; i < g.nholders; i++)
-			have |= g.holder[i] == node;
-		if (!have && g.nholders < CS_MAX_HOLDERS)
-			g.holder[g.nholders++] = node;
-		mc_put_file(h, &g, true);
+	if (rc < 0)
+		return rc;
+
+	struct cs_file g = *f;
+	bool have = false;
+	for (int i = 0; i < g.nholders; i++)
+		have |= g.holder[i] == node;
+	if (!have && g.nholders < CS_MAX_HOLDERS)
+		g.holder[g.nholders++] = node;
+	char key[CS_KEY_MAX], rec[1024];
+	int len = cs_record_encode(&g, rec, sizeof rec);
+	path_hash(ns, rel, h);
+	key_of(h, key);
+	pthread_mutex_lock(&mc_lock);
+	if (len > 0 && locked_mc()) {
+		memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_NOREPLY, 1);
+		mc_check(memcached_set(mc, key, strlen(key), rec, len, POS_MC_TTL, 0));
+		memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_NOREPLY, 0);
 	}
-	return rc;
+	pthread_mutex_unlock(&mc_lock);
+	return 0;
 }
 
 /* ---- nodes --------------------------------------------------------- */
@@ -924,12 +968,14 @@ void cs_registry_forget(void)
 	pthread_mutex_init(&neg_lock, NULL);
 	pthread_mutex_init(&nodes_lock, NULL);
 	db = NULL;
+	db_pending = false;
 	mc = NULL;
 }
 
 void cs_registry_shutdown(void)
 {
 	pthread_mutex_lock(&db_lock);
+	locked_settle();
 	if (db)
 		mysql_close(db);
 	db = NULL;

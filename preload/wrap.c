@@ -176,12 +176,3 @@ __attribute__((constructor)) static void cs_preload_init(void)
 	}
 	errno = saved;
 }
-
-__attribute__((destructor)) static void cs_preload_fini(void)
-{
-	int saved = errno;
-
-	if (state > 0)
-		cs_core_exit();
-	errno = saved;
-}

@@ -275,6 +275,31 @@ def test_plain_programs_every_entry_point(c):
                "sha256sum reads a file its node never had", sha(data), p.stdout)
 
 
+def test_fork_after_connecting(c):
+    """A host that forks after the library connected (nginx master, Apache
+    prefork): children make their own connections, the parent keeps its."""
+    n1, n3 = c.nodes[0], c.nodes[2]
+    names = ["fork/%s.bin" % w for w in ("before", "child", "after", "child2")]
+    blobs = {}
+    for name in names:
+        blobs[name] = os.urandom(4096)
+        n1.put(name, blobs[name])
+    n1.import_ns()
+    p = n3.run([os.path.join(BUILD, "tests/preload/forkmiss")]
+               + [os.path.join(n3.dir, n) for n in names])
+    out = p.stdout.decode() + p.stderr.decode()
+    expect(p.returncode == 0, "parent, children and parent again all fetch:\n" + out)
+    for name in names:
+        with open(os.path.join(n3.dir, name), "rb") as f:
+            expect(f.read() == blobs[name], "%s has the right bytes" % name)
+    time.sleep(0.5)         # holder records are written in the background
+    rows = c.sql("SELECT COUNT(*) FROM replicas r JOIN nodes n ON n.id=r.node_id "
+                 "JOIN files f ON f.id=r.file_id WHERE n.name='node3' AND f.path LIKE 'fork/%'",
+                 db="cs").stdout.strip()
+    expect(rows == "4", "every fetch recorded node3 as a holder, from parent and children",
+           "4", rows)
+
+
 def test_status_and_import_report(c):
     n1 = c.nodes[0]
     p = n1.cs("status")
@@ -304,6 +329,7 @@ TESTS = [
     test_peer_requests_refused,
     test_range,
     test_plain_programs_every_entry_point,
+    test_fork_after_connecting,
     test_status_and_import_report,
     test_registry_down,
 ]
