@@ -16,7 +16,6 @@
 #include "cs.h"
 
 #define FETCH_WAIT_MS 30000     /* how long to wait for another fetcher */
-#define MAX_NODES 256
 
 static int rank(const struct cs_node *n)
 {
@@ -29,29 +28,34 @@ static int rank(const struct cs_node *n)
 	return r;
 }
 
-/* Holders of f to try, best first; returns how many. */
-static int choose(const struct cs_file *f, uint32_t self, struct cs_node *tab,
-		  int ntab, const struct cs_node **out)
+/* Sort the holders best first (stable: registry order within a rank),
+ * leaving out this node and nodes without a URL; returns how many remain. */
+static int choose(struct cs_node *h, int n, uint32_t self)
 {
-	int n = 0;
+	int kept = 0;
 
-	for (int best = 0; best < 4; best++)
-		for (int i = 0; i < f->nholders; i++)
-			for (int j = 0; j < ntab; j++)
-				if (tab[j].id == f->holder[i] && tab[j].id != self &&
-				    tab[j].url[0] && rank(&tab[j]) == best)
-					out[n++] = &tab[j];
-	return n;
+	for (int i = 0; i < n; i++)
+		if (h[i].id != self && h[i].url[0])
+			h[kept++] = h[i];
+	for (int i = 1; i < kept; i++) {
+		struct cs_node x = h[i];
+		int j = i;
+		while (j > 0 && rank(&h[j - 1]) > rank(&x)) {
+			h[j] = h[j - 1];
+			j--;
+		}
+		h[j] = x;
+	}
+	return kept;
 }
 
 int cs_fetch(const struct cs_prefix *p, const char *abs, const char *rel)
 {
 	struct cs_file f;
 	struct cs_install in;
-	const struct cs_node *order[CS_MAX_HOLDERS];
-	struct cs_node *tab = NULL;
+	struct cs_node *order = NULL;
 	uint32_t self = 0;
-	int ntab = MAX_NODES, n, rc;
+	int n, rc;
 	const char *root = strncmp(abs, p->dir, p->dirlen) == 0 ? p->dir : p->real;
 
 	if (!cs_path_rel_valid(rel, strlen(rel)))
@@ -60,13 +64,13 @@ int cs_fetch(const struct cs_prefix *p, const char *abs, const char *rel)
 	if (rc < 0)
 		return -ENOENT;         /* absent, or the registry is down */
 
-	tab = malloc(MAX_NODES * sizeof *tab);
-	if (!tab)
+	/* up to CS_MAX_HOLDERS nodes of ~650 bytes: off the caller's stack */
+	order = malloc(CS_MAX_HOLDERS * sizeof *order);
+	if (!order)
 		return -ENOMEM;
-	if (cs_registry_nodes(tab, &ntab) < 0)
-		ntab = 0;
+	n = cs_registry_holders(&f, order, CS_MAX_HOLDERS);
 	cs_registry_self(&self);
-	n = choose(&f, self, tab, ntab, order);
+	n = n < 0 ? 0 : choose(order, n, self);
 	if (n == 0) {
 		cs_warn("%s/%s: registered, but no other node holds it", p->name, rel);
 		rc = -ENOENT;
@@ -86,7 +90,7 @@ int cs_fetch(const struct cs_prefix *p, const char *abs, const char *rel)
 	for (int i = 0; i < n; i++) {
 		if (i > 0 && (lseek(in.fd, 0, SEEK_SET) < 0 || ftruncate(in.fd, 0) < 0))
 			break;
-		if (cs_peer_fetch(order[i]->url, p->name, rel, in.fd, &f) == 0) {
+		if (cs_peer_fetch(order[i].url, p->name, rel, in.fd, &f) == 0) {
 			rc = 0;
 			break;
 		}
@@ -105,6 +109,6 @@ int cs_fetch(const struct cs_prefix *p, const char *abs, const char *rel)
 	if (self && cs_registry_add_holder(p->name, rel, &f, self) < 0)
 		cs_warn("%s/%s: installed, but not yet recorded as held here", p->name, rel);
 out:
-	free(tab);
+	free(order);
 	return rc;
 }

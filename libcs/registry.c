@@ -804,49 +804,62 @@ static int locked_db_nodes(struct cs_node *n, int max)
 	return count;
 }
 
-int cs_registry_nodes(struct cs_node *out, int *n)
+/* Refresh node_tab if it is older than NODES_LOCAL_MS; caller holds
+ * nodes_lock.  Keeps the old table when neither server answers. */
+static int locked_nodes_refresh(void)
 {
 	static const char key[] = "cs1:nodes";
-	int rc = 0;
+	struct cs_node *fresh;
+	int count = -EAGAIN;
+	size_t len;
+
+	if (node_at >= 0 && now_ms() - node_at <= NODES_LOCAL_MS)
+		return 0;
+	fresh = calloc(MAX_NODES, sizeof *fresh);
+	if (!fresh)
+		return node_n ? 0 : -ENOMEM;
+	char *v = mc_get(key, &len);
+	if (v) {
+		count = nodes_decode(v, fresh, MAX_NODES);
+		free(v);
+	}
+	if (count <= 0) {
+		pthread_mutex_lock(&db_lock);
+		count = locked_db_nodes(fresh, MAX_NODES);
+		pthread_mutex_unlock(&db_lock);
+		if (count > 0) {
+			char *buf = malloc(64 * 1024);
+			int m = buf ? nodes_encode(fresh, count, buf, 64 * 1024) : -1;
+			if (m > 0)
+				mc_store(key, buf, m, NODES_MC_TTL, true);
+			free(buf);
+		}
+	}
+	if (count > 0) {
+		memcpy(node_tab, fresh, count * sizeof *fresh);
+		node_n = count;
+		node_at = now_ms();
+	}
+	free(fresh);
+	if (count > 0 || node_n > 0)
+		return 0;       /* a stale table beats none */
+	return count < 0 ? count : -ENOENT;
+}
+
+int cs_registry_holders(const struct cs_file *f, struct cs_node *out, int max)
+{
+	int n = 0, rc;
 
 	pthread_mutex_lock(&nodes_lock);
-	if (node_at < 0 || now_ms() - node_at > NODES_LOCAL_MS) {
-		struct cs_node *fresh = calloc(MAX_NODES, sizeof *fresh);
-		int count = -EAGAIN;
-		size_t len;
-		char *v = fresh ? mc_get(key, &len) : NULL;
-
-		if (v) {
-			count = nodes_decode(v, fresh, MAX_NODES);
-			free(v);
-		}
-		if (fresh && count <= 0) {
-			pthread_mutex_lock(&db_lock);
-			count = locked_db_nodes(fresh, MAX_NODES);
-			pthread_mutex_unlock(&db_lock);
-			if (count > 0) {
-				char *buf = malloc(64 * 1024);
-				int m = buf ? nodes_encode(fresh, count, buf, 64 * 1024) : -1;
-				if (m > 0)
-					mc_store(key, buf, m, NODES_MC_TTL, true);
-				free(buf);
+	rc = locked_nodes_refresh();
+	for (int i = 0; rc == 0 && i < f->nholders && n < max; i++)
+		for (int j = 0; j < node_n; j++)
+			if (node_tab[j].id == f->holder[i]) {
+				out[n++] = node_tab[j];
+				break;
 			}
-		}
-		if (count > 0) {
-			memcpy(node_tab, fresh, count * sizeof *fresh);
-			node_n = count;
-			node_at = now_ms();
-		} else if (node_n == 0) {
-			rc = count < 0 ? count : -ENOENT;
-		}
-		/* Otherwise keep serving the table we had: better than none. */
-		free(fresh);
-	}
-	int count = node_n < *n ? node_n : *n;
-	memcpy(out, node_tab, count * sizeof *out);
-	*n = count;
 	pthread_mutex_unlock(&nodes_lock);
-	return rc;
+	return rc < 0 ? rc : n;
 }
 
 /* ---- import and status (cs-replicate) ------------------------------ */

@@ -118,18 +118,27 @@ int cs_store_begin(const char *root, const char *abs, struct cs_install *in,
 		memset(&rst, 0, sizeof rst);
 
 	for (;;) {
+		/* Usually nobody else wants this file: creating the temporary
+		 * file exclusively proves it is ours, with no check to make. */
 		int fd = openat(in->dirfd, in->tmpname,
-				O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0666);
+				O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0666);
+		bool fresh = fd >= 0;
+		if (!fresh && errno == EEXIST)
+			fd = openat(in->dirfd, in->tmpname,
+				    O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
 		if (fd < 0) {
+			if (errno == ENOENT)
+				continue;       /* renamed away between the two opens */
 			rc = -errno;
 			goto fail;
 		}
 		if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
 			/* Ours only if the name still points at what we locked:
 			 * a finished fetcher renames its file away while locked. */
-			if (fstat(fd, &a) < 0 ||
-			    fstatat(in->dirfd, in->tmpname, &b, AT_SYMLINK_NOFOLLOW) < 0 ||
-			    a.st_ino != b.st_ino || a.st_dev != b.st_dev) {
+			if (!fresh &&
+			    (fstat(fd, &a) < 0 ||
+			     fstatat(in->dirfd, in->tmpname, &b, AT_SYMLINK_NOFOLLOW) < 0 ||
+			     a.st_ino != b.st_ino || a.st_dev != b.st_dev)) {
 				close(fd);
 				continue;
 			}
@@ -139,7 +148,8 @@ int cs_store_begin(const char *root, const char *abs, struct cs_install *in,
 				rc = 1;
 				goto fail;
 			}
-			if (a.st_size != 0 && ftruncate(fd, 0) < 0) {
+			/* A dead fetcher's leftovers: start over. */
+			if (!fresh && a.st_size != 0 && ftruncate(fd, 0) < 0) {
 				rc = -errno;
 				unlinkat(in->dirfd, in->tmpname, 0);
 				close(fd);
