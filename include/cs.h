@@ -235,8 +235,9 @@ int cs_registry_self(uint32_t *id);
  * reply (read before the connection's next statement). */
 int cs_registry_add_holder(const char *ns, const char *rel,
 			   const struct cs_file *f, uint32_t node);
-/* The node table (cached for a few seconds); *n in/out. */
-int cs_registry_nodes(struct cs_node *nodes, int *n);
+/* The nodes holding f, from the node table (cached for 2 s): how many were
+ * written to out, or a negative errno when no table could be had. */
+int cs_registry_holders(const struct cs_file *f, struct cs_node *out, int max);
 /* Register or refresh this node (name, url, zone) and its heartbeat. */
 int cs_registry_heartbeat(void);
 /*

@@ -112,7 +112,8 @@ static inline bool active(void)
  * (Staleness checks for hits, from the write path, hook in after a success.)
  */
 #define BODY(ret, name, args, FAILED, dirfd, path, flags, fallback)             \
-	if (__builtin_expect(!real.name, 0) && !cs_real_resolve())              \
+	if (__builtin_expect(!real.name, 0) &&                                  \
+	    (!cs_real_resolve() || !real.name))                                 \
 		return fallback;                                                \
 	int saved = errno;                                                      \
 	if (__builtin_expect(((flags) & (O_CREAT | O_TRUNC)) == O_CREAT, 0) &&  \
