@@ -1,17 +1,20 @@
 /*
- * peer.c - fetch a file from another node's cs-replicate serve.
+ * peer.c - talk to another node's cs-replicate serve: fetch a file from it,
+ * push a new version to it, ask it to rename or drop its copy.
  *
  * The only file that includes curl.  One easy handle per thread, kept between
- * fetches so connections to peers are reused; dropped (not cleaned up: its
+ * requests so connections to peers are reused; dropped (not cleaned up: its
  * sockets are the parent's) in a forked child.  Every request is signed
  * (sign.c), has connect and stall timeouts and CURLOPT_NOSIGNAL: this runs in
- * someone else's process.  The body streams into the caller's temporary file
- * while it is hashed, and is rejected unless size and SHA-256 match the
- * registry's record.
+ * someone else's process.  A fetched body streams into the caller's temporary
+ * file while it is hashed, and is rejected unless size and SHA-256 match the
+ * registry's record; a pushed one streams from the caller's fd, and the peer
+ * does the checking (against the signed X-CS-SHA256 and the registry).
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +102,119 @@ int cs_url_encode_path(const char *rel, char *out, size_t outsz)
 	return (int)n;
 }
 
+/* ---- one signed request ---------------------------------------------- */
+
+struct request {
+	CURL *c;
+	char *url;
+	struct curl_slist *headers;
+};
+
+static int add_header(struct request *r, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static int add_header(struct request *r, const char *fmt, ...)
+{
+	struct curl_slist *l = NULL;
+	char *line;
+	va_list ap;
+
+	va_start(ap, fmt);
+	int n = vasprintf(&line, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return -ENOMEM;
+	l = curl_slist_append(r->headers, line);
+	free(line);
+	if (!l)
+		return -ENOMEM;
+	r->headers = l;
+	return 0;
+}
+
+static size_t discard(char *p, size_t size, size_t nmemb, void *arg)
+{
+	(void)p, (void)arg;
+	return size * nmemb;
+}
+
+/*
+ * Set the thread's handle up for `method` on /v1/files/<ns>/<rel> at
+ * base_url, signed over the decoded path and body_sha ("-" for no body,
+ * NULL for f's SHA-256).  With f, the version headers too.  The response body
+ * is discarded unless the caller sets a write function.  0 or -errno; the
+ * caller runs request_end either way.
+ */
+static int request_begin(struct request *r, const char *method, const char *base_url,
+			 const char *ns, const char *rel, const char *body_sha,
+			 const struct cs_file *f)
+{
+	char enc[3 * CS_PATH_MAX], sig[CS_SIGN_HEX], sha[CS_SHA256_HEX], *path = NULL;
+	long long now = (long long)time(NULL);
+	int rc;
+
+	memset(r, 0, sizeof *r);
+	if (f)
+		cs_sha256_hex(f->sha256, sha);
+	if (!(r->c = get_handle()))
+		return -ENOMEM;
+	if (cs_url_encode_path(rel, enc, sizeof enc) < 0)
+		return -ENAMETOOLONG;
+	if (asprintf(&r->url, "%s/v1/files/%s/%s", base_url, ns, enc) < 0) {
+		r->url = NULL;
+		return -ENOMEM;
+	}
+	if (asprintf(&path, "/v1/files/%s/%s", ns, rel) < 0)
+		return -ENOMEM;
+	cs_sign(cs_cfg.secret, cs_cfg.secret_len, method, path, now,
+		body_sha ? body_sha : sha, sig);
+	free(path);
+	if ((rc = add_header(r, "X-CS-Time: %lld", now)) < 0 ||
+	    (rc = add_header(r, "X-CS-Signature: %s", sig)) < 0 ||
+	    (rc = add_header(r, "X-CS-Node: %s", cs_cfg.node)) < 0)
+		return rc;
+	if (f && ((rc = add_header(r, "X-CS-SHA256: %s", sha)) < 0 ||
+		  (rc = add_header(r, "X-CS-Version: %" PRIu64, f->version)) < 0 ||
+		  (rc = add_header(r, "X-CS-Mtime: %" PRId64, f->mtime_ns)) < 0))
+		return rc;
+
+	curl_easy_setopt(r->c, CURLOPT_URL, r->url);
+	curl_easy_setopt(r->c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(r->c, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(r->c, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
+	curl_easy_setopt(r->c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+	curl_easy_setopt(r->c, CURLOPT_LOW_SPEED_TIME, 10L);
+	curl_easy_setopt(r->c, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(r->c, CURLOPT_BUFFERSIZE, 256L * 1024);
+	curl_easy_setopt(r->c, CURLOPT_WRITEFUNCTION, discard);
+	return 0;
+}
+
+/* Run the request: the HTTP status, or -EIO (logged) when there was none. */
+static long request_perform(struct request *r, const char *what)
+{
+	long status = 0;
+
+	curl_easy_setopt(r->c, CURLOPT_HTTPHEADER, r->headers);
+	CURLcode cc = curl_easy_perform(r->c);
+	if (cc != CURLE_OK) {
+		cs_warn("%s %s: %s", what, r->url, curl_easy_strerror(cc));
+		return -EIO;
+	}
+	curl_easy_getinfo(r->c, CURLINFO_RESPONSE_CODE, &status);
+	return status;
+}
+
+static void request_end(struct request *r)
+{
+	if (r->c)       /* the handle outlives us: no pointer into freed memory */
+		curl_easy_setopt(r->c, CURLOPT_HTTPHEADER, NULL);
+	curl_slist_free_all(r->headers);
+	free(r->url);
+}
+
+/* ---- fetch ------------------------------------------------------------ */
+
 struct sink {
 	int fd;
 	uint64_t got, want;
@@ -133,78 +249,153 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *arg)
 int cs_peer_fetch(const char *base_url, const char *ns, const char *rel, int fd,
 		  const struct cs_file *want)
 {
-	char enc[3 * CS_PATH_MAX], sig[CS_SIGN_HEX], hdr[3][160];
-	char *url = NULL, *path = NULL;
-	struct curl_slist *headers = NULL;
+	struct request r;
 	struct sink s = { .fd = fd, .want = want->size };
 	unsigned char digest[CS_SHA256_LEN];
-	long status = 0;
+	long status;
 	int rc;
-	CURL *c = get_handle();
 
-	if (!c)
+	if (cs_sha256_init(&s.sha) < 0)
 		return -ENOMEM;
-	if (cs_url_encode_path(rel, enc, sizeof enc) < 0)
-		return -ENAMETOOLONG;
-	if (asprintf(&url, "%s/v1/files/%s/%s", base_url, ns, enc) < 0)
-		url = NULL;
-	if (asprintf(&path, "/v1/files/%s/%s", ns, rel) < 0)
-		path = NULL;
-	if (!url || !path || cs_sha256_init(&s.sha) < 0) {
-		rc = -ENOMEM;
+	if ((rc = request_begin(&r, "GET", base_url, ns, rel, "-", NULL)) < 0)
 		goto out;
-	}
-	long long now = (long long)time(NULL);
-	cs_sign(cs_cfg.secret, cs_cfg.secret_len, "GET", path, now, "-", sig);
-	snprintf(hdr[0], sizeof hdr[0], "X-CS-Time: %lld", now);
-	snprintf(hdr[1], sizeof hdr[1], "X-CS-Signature: %s", sig);
-	snprintf(hdr[2], sizeof hdr[2], "X-CS-Node: %s", cs_cfg.node);
-	for (int i = 0; i < 3; i++) {
-		struct curl_slist *l = curl_slist_append(headers, hdr[i]);
-		if (!l) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		headers = l;
-	}
-
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 10L);
-	curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
-	curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 256L * 1024);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
-
-	CURLcode cc = curl_easy_perform(c);
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-	if (cc != CURLE_OK) {
-		rc = s.err ? s.err : -EIO;
-		cs_warn("fetch %s: %s", url, s.err ? strerror(-s.err) : curl_easy_strerror(cc));
+	curl_easy_setopt(r.c, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(r.c, CURLOPT_WRITEDATA, &s);
+	status = request_perform(&r, "fetch");
+	if (s.err) {
+		rc = s.err;
+		cs_warn("fetch %s: %s", r.url, strerror(-s.err));
 		goto out;
 	}
 	if (status != 200) {
 		rc = status == 404 ? -ENOENT : -EIO;
-		cs_warn("fetch %s: HTTP %ld", url, status);
+		if (status > 0)
+			cs_warn("fetch %s: HTTP %ld", r.url, status);
 		goto out;
 	}
 	cs_sha256_final(&s.sha, digest);
 	if (s.got != want->size || memcmp(digest, want->sha256, CS_SHA256_LEN) != 0) {
 		cs_error_every(10, "fetch %s: got %" PRIu64 " bytes not matching the registry's "
 			 "%" PRIu64 "-byte version %" PRIu64 "; discarded",
-			 url, s.got, want->size, want->version);
+			 r.url, s.got, want->size, want->version);
 		rc = -EIO;
 		goto out;
 	}
 	rc = 0;
 out:
+	request_end(&r);
 	cs_sha256_free(&s.sha);
-	curl_slist_free_all(headers);
-	free(url);
-	free(path);
 	return rc;
+}
+
+/* ---- push, move, delete ------------------------------------------------ */
+
+struct source {
+	int fd;
+	uint64_t off, size;
+	int err;
+};
+
+static size_t on_read(char *p, size_t size, size_t nitems, void *arg)
+{
+	struct source *s = arg;
+	size_t want = size * nitems;
+
+	if (want > s->size - s->off)
+		want = s->size - s->off;        /* never more than announced */
+	if (want == 0)
+		return 0;
+	for (;;) {
+		ssize_t n = pread(s->fd, p, want, (off_t)s->off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {                   /* shrunk under us: not this version */
+			s->err = n < 0 ? -errno : -EIO;
+			return CURL_READFUNC_ABORT;
+		}
+		s->off += n;
+		return (size_t)n;
+	}
+}
+
+/* Log a push, move or delete that did not simply succeed (the transfer
+ * errors are logged by request_perform); returns rc. */
+static int note(const struct request *r, const char *what, long status, int rc)
+{
+	if (status > 0 && rc == -EIO)
+		cs_warn("%s %s: HTTP %ld", what, r->url, status);
+	else if (status > 0 && rc < 0)
+		cs_info("%s %s: HTTP %ld", what, r->url, status);
+	return rc;
+}
+
+int cs_peer_push(const char *base_url, const char *ns, const char *rel, int fd,
+		 const struct cs_file *f)
+{
+	struct request r;
+	struct source src = { .fd = fd, .size = f->size };
+	long status;
+	int rc;
+
+	if ((rc = request_begin(&r, "PUT", base_url, ns, rel, NULL, f)) < 0 ||
+	    (rc = add_header(&r, "Expect:")) < 0)   /* no 100-continue round trip */
+		goto out;
+	curl_easy_setopt(r.c, CURLOPT_UPLOAD, 1L);
+	curl_easy_setopt(r.c, CURLOPT_READFUNCTION, on_read);
+	curl_easy_setopt(r.c, CURLOPT_READDATA, &src);
+	curl_easy_setopt(r.c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)f->size);
+	status = request_perform(&r, "push");
+	if (src.err)
+		cs_warn("push %s: reading the file: %s", r.url, strerror(-src.err));
+	rc = note(&r, "push", status, status / 100 == 2 ? 0 : status == 409 ? -ESTALE : -EIO);
+out:
+	request_end(&r);
+	return rc;
+}
+
+int cs_peer_move(const char *base_url, const char *ns, const char *from,
+		 const char *to, const struct cs_file *f)
+{
+	char enc[3 * CS_PATH_MAX], hex[CS_SHA256_HEX], *body_sha = NULL;
+	struct request r;
+	long status;
+	int rc;
+
+	cs_sha256_hex(f->sha256, hex);
+	if (cs_url_encode_path(from, enc, sizeof enc) < 0)
+		return -ENAMETOOLONG;
+	/* The signature covers the source path too. */
+	if (asprintf(&body_sha, "%s:%s", hex, from) < 0)
+		return -ENOMEM;
+	if ((rc = request_begin(&r, "POST", base_url, ns, to, body_sha, f)) < 0 ||
+	    (rc = add_header(&r, "X-CS-From: %s", enc)) < 0)
+		goto out;
+	curl_easy_setopt(r.c, CURLOPT_POST, 1L);
+	curl_easy_setopt(r.c, CURLOPT_POSTFIELDS, "");
+	curl_easy_setopt(r.c, CURLOPT_POSTFIELDSIZE, 0L);
+	status = request_perform(&r, "move");
+	/* 404: no copy of `from`; 409: not the right bytes.  Either way the
+	 * caller pushes the file instead. */
+	rc = note(&r, "move", status,
+		  status == 200 ? 0 : status == 404 || status == 409 ? -ENOENT : -EIO);
+out:
+	request_end(&r);
+	free(body_sha);
+	return rc;
+}
+
+int cs_peer_delete(const char *base_url, const char *ns, const char *rel)
+{
+	struct request r;
+	long status;
+	int rc;
+
+	if ((rc = request_begin(&r, "DELETE", base_url, ns, rel, "-", NULL)) < 0)
+		goto out;
+	curl_easy_setopt(r.c, CURLOPT_CUSTOMREQUEST, "DELETE");
+	status = request_perform(&r, "delete");
+	rc = note(&r, "delete", status, status / 100 == 2 || status == 404 ? 0 : -EIO);
+out:
+	request_end(&r);
+	return rc < 0 ? -EIO : 0;
 }

@@ -225,15 +225,21 @@ class Node:
         finally:
             conn.close()
 
-    def signed(self, method, path, raw=None, when=None, secret=None, sig=None):
+    def signed(self, method, path, raw=None, when=None, secret=None, sig=None,
+               headers=None, body=None, body_sha="-"):
         """A peer request to this node's serve; path is the decoded path that
-        is signed, raw (default: path quoted) what goes on the wire."""
+        is signed, raw (default: path quoted) what goes on the wire.  body_sha
+        is what the signature covers as the body's hash; headers go out as
+        given, and a body with its Content-Length unless headers have one."""
         when = int(time.time()) if when is None else when
         secret = self.cluster.secret if secret is None else secret
-        msg = "%s\n%s\n%d\n-" % (method, path, when)
+        msg = "%s\n%s\n%d\n%s" % (method, path, when, body_sha)
         if sig is None:
             sig = hmac.new(secret.encode(), msg.encode("utf-8", "surrogateescape"),
                            hashlib.sha256).hexdigest()
+        headers = dict(headers or {})
+        if body is not None and not any(k.lower() == "content-length" for k in headers):
+            headers["Content-Length"] = str(len(body))
         conn = http.client.HTTPConnection("127.0.0.1", self.serve_port, timeout=10)
         try:
             conn.putrequest(method, raw if raw is not None else urllib.parse.quote(path),
@@ -241,7 +247,12 @@ class Node:
             if sig is not False:
                 conn.putheader("X-CS-Time", str(when))
                 conn.putheader("X-CS-Signature", sig)
-            conn.endheaders()
+            for k, v in headers.items():
+                conn.putheader(k, v)
+            try:
+                conn.endheaders(body or None)       # one send() with the headers
+            except (BrokenPipeError, ConnectionResetError):
+                pass            # refused on its headers: the answer is there
             r = conn.getresponse()
             return r.status, r.read()
         finally:
