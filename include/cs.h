@@ -253,6 +253,38 @@ struct cs_node_status {
 	uint64_t files;
 };
 int cs_registry_status(struct cs_node_status *st, int *n, uint64_t *files);
+/* ---- registry: writes (a new version, a tombstone, where to push) --- */
+
+/* MySQL's record of (ns, rel), bypassing every cache: 0 with *f (which may
+ * be a tombstone, f->deleted), -ENOENT when never registered, -EAGAIN. */
+int cs_registry_lookup_db(const char *ns, const char *rel, struct cs_file *f);
+/*
+ * Register the content this node has at (ns, rel) as the file's newest
+ * version, held by this node, in one transaction (versions strictly increase
+ * per path; the same bytes again make no new version).  Copies of older
+ * versions on other nodes become stale.  *f gets the committed record with
+ * its holders.  0, -EAGAIN (registry down: retry later) or another -errno.
+ */
+int cs_registry_publish(const char *ns, const char *rel, uint64_t size,
+			int64_t mtime_ns, const unsigned char sha[CS_SHA256_LEN],
+			struct cs_file *f);
+/* Write a tombstone version.  *prev gets the record it replaced, whose
+ * holders still have copies to remove.  -ENOENT when nothing to delete. */
+int cs_registry_unpublish(const char *ns, const char *rel, struct cs_file *prev);
+/* Nodes to push a new version of f to: up, not this node, not holding it,
+ * another CS_ZONE first, then the fewest files.  Returns how many. */
+int cs_registry_targets(const struct cs_file *f, struct cs_node *out, int max);
+/* A copy on this node whose version was superseded (or deleted). */
+struct cs_stale {
+	uint64_t file_id, version, size;
+	int64_t mtime_ns;               /* the copy as it was installed */
+	char ns[CS_NAME_MAX];
+	char rel[CS_PATH_MAX];
+};
+int cs_registry_stale(struct cs_stale *out, int max);
+/* This node no longer holds the stale copy (file_id, version). */
+int cs_registry_drop_copy(uint64_t file_id, uint64_t version);
+
 /* Drop cached connections; called in a forked child, never frees. */
 void cs_registry_forget(void);
 void cs_registry_shutdown(void);
@@ -266,6 +298,26 @@ void cs_registry_shutdown(void);
  */
 int cs_peer_fetch(const char *base_url, const char *ns, const char *rel,
 		  int fd, const struct cs_file *want);
+/*
+ * PUT the file open at fd (read from offset 0) to the node at base_url as
+ * version f->version of (ns, rel); the peer verifies size and SHA-256 against
+ * f and the registry, installs it atomically and records itself as holder.
+ * 0 when it holds it now, -ESTALE when the registry has moved past f (the
+ * peer refused with 409), -EIO otherwise.
+ */
+int cs_peer_push(const char *base_url, const char *ns, const char *rel, int fd,
+		 const struct cs_file *f);
+/*
+ * Ask the node at base_url to rename its copy of `from` to `to` (a rename
+ * on the writer's node), which it does only when its copy has exactly the
+ * content of version f of `to`.  0 when done, -ENOENT when it has no such
+ * copy (push the file instead), -EIO otherwise.
+ */
+int cs_peer_move(const char *base_url, const char *ns, const char *from,
+		 const char *to, const struct cs_file *f);
+/* Ask the node at base_url to remove its copy of a deleted (ns, rel) now
+ * rather than at its next sweep.  0 or -EIO. */
+int cs_peer_delete(const char *base_url, const char *ns, const char *rel);
 /* Percent-encode rel for a URL path (keeps '/'); returns length or -ENOSPC. */
 int cs_url_encode_path(const char *rel, char *out, size_t outsz);
 void cs_peer_forget(void);
@@ -288,6 +340,9 @@ struct cs_install {
  */
 int cs_store_begin(const char *root, const char *abs, struct cs_install *in,
 		   int deadline_ms);
+/* The same, for replacing the file with a newer version: never returns 1. */
+int cs_store_begin_replace(const char *root, const char *abs,
+			   struct cs_install *in, int deadline_ms);
 /* Give the file its mtime and rename it into place. */
 int cs_store_commit(struct cs_install *in, int64_t mtime_ns);
 void cs_store_abort(struct cs_install *in);
@@ -300,6 +355,79 @@ void cs_store_abort(struct cs_install *in);
  * (or cannot be asked), another negative errno when installing failed.
  */
 int cs_fetch(const struct cs_prefix *p, const char *abs, const char *rel);
+
+/* ---- stale copies (stale.c) ------------------------------------------ */
+
+/*
+ * Remove this node's copies of files whose registry version moved on (an
+ * overwrite, a delete or a rename elsewhere), so that the next open misses
+ * and fetches the current version; a hit never asks the network.  A copy is
+ * removed only while it is exactly as it was installed (size and mtime): a
+ * local write not yet registered is left alone.  Returns how many copies
+ * were handled, or a negative errno.  Run by cs-replicate serve.
+ */
+int cs_stale_sweep(void);
+
+/* ---- journal (journal.c) ----------------------------------------------- */
+
+/* What happened to a path under a prefix. */
+enum cs_op {
+	CS_OP_WRITE = 'W',      /* written and closed: publish its content */
+	CS_OP_DELETE = 'D',     /* unlinked */
+	CS_OP_RENAME = 'R',     /* rel renamed to rel2, both in namespace ns */
+};
+
+struct cs_entry {
+	char op;
+	uint64_t off;           /* where the entry starts in its journal */
+	char ns[CS_NAME_MAX];
+	char rel[CS_PATH_MAX];
+	char rel2[CS_PATH_MAX];
+};
+
+/*
+ * Append an entry to this process's journal in CS_SPOOL with one write(2):
+ * once it returns 0 the entry survives the process (kill -9 included).
+ * Async-signal-safe: no allocation, no lock.  -ENOSYS when CS_SPOOL is unset.
+ */
+int cs_journal_append(enum cs_op op, const char *ns, const char *rel,
+		      const char *rel2);
+/* Parse one journal line (without its '\n'); 0, 1 for an acknowledgement
+ * (e->off says of what), -EINVAL. */
+int cs_journal_parse(const char *line, size_t len, struct cs_entry *e);
+/* Format an entry line with its '\n'; returns its length, -ENOSPC, or
+ * -EINVAL for a name the cluster refuses (cs_path_rel_valid). */
+int cs_journal_format(enum cs_op op, const char *ns, const char *rel,
+		      const char *rel2, char *out, size_t outsz);
+/* Forget the inherited journal in a forked child (the parent's). */
+void cs_journal_forget(void);
+/* The host is closing fd: if it is our journal, start a new one next time
+ * (daemons close every descriptor they did not open). */
+void cs_journal_closing(int fd);
+
+/* ---- replication (replicator.c) ---------------------------------------- */
+
+/*
+ * Make the cluster reflect one journal entry: publish or tombstone it in the
+ * registry and bring it to CS_REPLICAS nodes.  0 when done (the entry may be
+ * dropped), -EAGAIN to retry later (registry or every target unreachable).
+ * Idempotent: replaying a done entry does nothing new.
+ */
+int cs_replicate_entry(const struct cs_entry *e);
+/* Wake this process's replicator thread; start it first when may_start
+ * (never from close(), which may run in a signal handler). */
+void cs_replicator_kick(bool may_start);
+/* In a forked child: no replicator thread, no queue (both the parent's). */
+void cs_replicator_forget(void);
+/* At exit: give pending entries up to deadline_ms; the rest stay journaled. */
+void cs_replicator_finish(int deadline_ms);
+/*
+ * Replicate the journals of processes that have died (cs-replicate serve
+ * and drain).  Returns the number of entries still pending in journals
+ * (dead ones that failed, and live processes' when count_live), or a
+ * negative errno; *live gets the number of live journals.
+ */
+int cs_replicate_orphans(bool count_live, int *live);
 
 /* ---- process lifetime (core.c) -------------------------------------- */
 

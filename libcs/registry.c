@@ -41,6 +41,15 @@
 #define BREAKER_MIN_MS 1000
 #define BREAKER_MAX_MS 8000
 #define MAX_NODES 256
+#define COUNTS_LOCAL_MS 10000   /* per-node file counts, for choosing targets */
+
+/* A node records a copy; an older version never overwrites a newer one, and
+ * a fresh copy of the current version is no longer stale. */
+#define REPLICA_UPSERT                                                         \
+	" stale=IF(VALUES(version) >= version, 0, stale),"                     \
+	" size=IF(VALUES(version) >= version, VALUES(size), size),"            \
+	" mtime_ns=IF(VALUES(version) >= version, VALUES(mtime_ns), mtime_ns),"\
+	" version=GREATEST(version, VALUES(version))"
 
 struct breaker {
 	int64_t open_until;     /* monotonic ms; calls fail fast before it */
@@ -396,11 +405,13 @@ static void locked_settle(void)
 }
 
 /*
- * Run one statement; *res gets its result set when it has one.  A lost
- * connection is re-made once (the server may have restarted); every
- * statement here is safe to repeat.  -EAGAIN when MySQL cannot be used.
+ * Run one statement; *res gets its result set when it has one.  With retry,
+ * a lost connection is re-made once (the server may have restarted): only
+ * for statements that are safe to repeat outside a transaction.  -EAGAIN
+ * when MySQL cannot be used, -EBUSY for a lost race (duplicate key,
+ * deadlock, lock wait) that the caller should retry whole.
  */
-static int locked_query(const char *sql, size_t len, MYSQL_RES **res)
+static int locked_exec(const char *sql, size_t len, MYSQL_RES **res, bool retry)
 {
 	locked_settle();
 	for (int attempt = 0; attempt < 2; attempt++) {
@@ -421,15 +432,22 @@ failed:;
 		    e == 4031 /* ER_CLIENT_INTERACTION_TIMEOUT */) {
 			mysql_close(db);
 			db = NULL;
-			if (attempt == 0)
+			if (attempt == 0 && retry)
 				continue;
 			brk_fail(&db_brk, "MySQL", "connection lost");
 			return -EAGAIN;
 		}
+		if (e == 1062 || e == 1213 || e == 1205)
+			return -EBUSY;
 		cs_error_every(10, "MySQL: %s", mysql_error(db));
 		return -EIO;
 	}
 	return -EAGAIN;
+}
+
+static int locked_query(const char *sql, size_t len, MYSQL_RES **res)
+{
+	return locked_exec(sql, len, res, true);
 }
 
 /* SQL text builder: a growing malloc'd buffer; the miss path may allocate. */
@@ -467,7 +485,7 @@ static void sql_fmt(struct sql *q, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 static void sql_fmt(struct sql *q, const char *fmt, ...)
 {
-	char buf[256];
+	char buf[1024];        /* every format here is far shorter */
 	va_list ap;
 
 	va_start(ap, fmt);
@@ -554,7 +572,7 @@ static int row_to_file(MYSQL_RES *res, struct cs_file *f)
 
 /* The registry's current record of one file, from MySQL. */
 static int locked_db_file(const unsigned char h[CS_SHA256_LEN], const char *ns,
-			  const char *rel, struct cs_file *f)
+			  const char *rel, struct cs_file *f, bool for_update)
 {
 	struct sql q = { 0 };
 	MYSQL_RES *res = NULL;
@@ -564,14 +582,16 @@ static int locked_db_file(const unsigned char h[CS_SHA256_LEN], const char *ns,
 		return -EAGAIN;
 	sql_str(&q, "SELECT f.id, f.version, f.size, f.mtime_ns, f.sha256, f.deleted,"
 		    " (SELECT GROUP_CONCAT(r.node_id ORDER BY r.updated_at)"
-		    "  FROM replicas r WHERE r.file_id=f.id AND r.version=f.version)"
+		    "  FROM replicas r WHERE r.file_id=f.id AND r.version=f.version AND r.stale=0)"
 		    " FROM files f");
 	locked_sql_where(&q, h, ns, rel);
+	if (for_update)
+		sql_str(&q, " FOR UPDATE");
 	if (q.oom) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = locked_query(q.s, q.len, &res);
+	rc = locked_exec(q.s, q.len, &res, !for_update);
 	if (rc == 0)
 		rc = row_to_file(res, f);
 out:
@@ -620,7 +640,7 @@ int cs_registry_lookup(const char *ns, const char *rel, struct cs_file *f)
 	}
 
 	pthread_mutex_lock(&db_lock);
-	rc = locked_db_file(h, ns, rel, f);
+	rc = locked_db_file(h, ns, rel, f, false);
 	pthread_mutex_unlock(&db_lock);
 	if (rc == 0 || rc == -ENOENT)
 		mc_put_file(h, rc == 0 ? f : NULL, false);
@@ -691,14 +711,14 @@ int cs_registry_add_holder(const char *ns, const char *rel,
 			   const struct cs_file *f, uint32_t node)
 {
 	unsigned char h[CS_SHA256_LEN];
-	char sql[256];
+	char sql[512];
 	int n, rc = 0;
 
 	n = snprintf(sql, sizeof sql,
-		     "INSERT INTO replicas (file_id, node_id, version) VALUES"
-		     " (%" PRIu64 ",%" PRIu32 ",%" PRIu64 ")"
-		     " ON DUPLICATE KEY UPDATE version=GREATEST(version, VALUES(version))",
-		     f->id, node, f->version);
+		     "INSERT INTO replicas (file_id, node_id, version, size, mtime_ns)"
+		     " VALUES (%" PRIu64 ",%" PRIu32 ",%" PRIu64 ",%" PRIu64 ",%" PRId64 ")"
+		     " ON DUPLICATE KEY UPDATE" REPLICA_UPSERT,
+		     f->id, node, f->version, f->size, f->mtime_ns);
 	pthread_mutex_lock(&db_lock);
 	locked_settle();
 	for (int attempt = 0; attempt < 2; attempt++) {
@@ -862,6 +882,332 @@ int cs_registry_holders(const struct cs_file *f, struct cs_node *out, int max)
 	return rc < 0 ? rc : n;
 }
 
+/* ---- writes: new versions, tombstones, push targets ----------------- */
+
+int cs_registry_lookup_db(const char *ns, const char *rel, struct cs_file *f)
+{
+	unsigned char h[CS_SHA256_LEN];
+	int rc;
+
+	path_hash(ns, rel, h);
+	pthread_mutex_lock(&db_lock);
+	rc = locked_db_file(h, ns, rel, f, false);
+	pthread_mutex_unlock(&db_lock);
+	return rc;
+}
+
+static void locked_rollback(void)
+{
+	if (db && mysql_real_query(db, "ROLLBACK", 8) != 0) {
+		mysql_close(db);
+		db = NULL;
+	}
+}
+
+/* Statement n of a transaction: no reconnect-and-repeat halfway through. */
+static int locked_tx_stmt(struct sql *q)
+{
+	if (q->oom)
+		return -ENOMEM;
+	return locked_exec(q->s, q->len, NULL, false);
+}
+
+/* This node's copy of file id: its version, as installed (size, mtime). */
+static void sql_copy(struct sql *q, uint64_t id, uint32_t node, uint64_t version,
+		     uint64_t size, int64_t mtime_ns)
+{
+	q->len = 0;
+	sql_fmt(q, "INSERT INTO replicas (file_id, node_id, version, size, mtime_ns)"
+		   " VALUES (%" PRIu64 ",%" PRIu32 ",%" PRIu64 ",%" PRIu64 ",%" PRId64 ")"
+		   " ON DUPLICATE KEY UPDATE" REPLICA_UPSERT,
+		id, node, version, size, mtime_ns);
+}
+
+/* One attempt at the publish transaction; -EBUSY when it lost a race. */
+static int locked_publish(const unsigned char h[CS_SHA256_LEN], const char *ns,
+			  const char *rel, uint64_t size, int64_t mtime_ns,
+			  const unsigned char sha[CS_SHA256_LEN], uint32_t self)
+{
+	struct cs_file cur;
+	struct sql q = { 0 };
+	uint64_t id, version;
+	int rc;
+
+	if ((rc = locked_query("START TRANSACTION", 17, NULL)) < 0)
+		return rc;
+	rc = locked_db_file(h, ns, rel, &cur, true);
+	if (rc == -ENOENT) {
+		sql_str(&q, "INSERT INTO files (path_hash, namespace, path, version,"
+			    " size, mtime_ns, sha256, deleted) VALUES (");
+		sql_hex(&q, h, CS_SHA256_LEN);
+		sql_str(&q, ",");
+		locked_sql_lit(&q, ns, strlen(ns));
+		sql_str(&q, ",");
+		locked_sql_lit(&q, rel, strlen(rel));
+		sql_fmt(&q, ",1,%" PRIu64 ",%" PRId64 ",", size, mtime_ns);
+		sql_hex(&q, sha, CS_SHA256_LEN);
+		sql_str(&q, ",0)");
+		if ((rc = locked_tx_stmt(&q)) < 0)
+			goto fail;
+		id = mysql_insert_id(db);
+		version = 1;
+	} else if (rc < 0) {
+		goto fail;
+	} else if (!cur.deleted && cur.size == size &&
+		   memcmp(cur.sha256, sha, CS_SHA256_LEN) == 0) {
+		id = cur.id;            /* the same bytes again: no new version */
+		version = cur.version;
+	} else {
+		id = cur.id;
+		version = cur.version + 1;
+		q.len = 0;
+		sql_fmt(&q, "UPDATE files SET version=%" PRIu64 ", deleted=0,"
+			    " size=%" PRIu64 ", mtime_ns=%" PRId64 ", sha256=",
+			version, size, mtime_ns);
+		sql_hex(&q, sha, CS_SHA256_LEN);
+		sql_fmt(&q, " WHERE id=%" PRIu64, id);
+		if ((rc = locked_tx_stmt(&q)) < 0)
+			goto fail;
+		q.len = 0;
+		sql_fmt(&q, "UPDATE replicas SET stale=1 WHERE file_id=%" PRIu64
+			    " AND node_id<>%" PRIu32, id, self);
+		if ((rc = locked_tx_stmt(&q)) < 0)
+			goto fail;
+	}
+	sql_copy(&q, id, self, version, size, mtime_ns);
+	if ((rc = locked_tx_stmt(&q)) < 0)
+		goto fail;
+	rc = locked_exec("COMMIT", 6, NULL, false);
+	if (rc < 0)
+		goto fail;
+	free(q.s);
+	return 0;
+fail:
+	locked_rollback();
+	free(q.s);
+	return rc;
+}
+
+int cs_registry_publish(const char *ns, const char *rel, uint64_t size,
+			int64_t mtime_ns, const unsigned char sha[CS_SHA256_LEN],
+			struct cs_file *f)
+{
+	unsigned char h[CS_SHA256_LEN];
+	uint32_t self;
+	int rc;
+
+	if ((rc = cs_registry_self(&self)) < 0)
+		return rc;
+	path_hash(ns, rel, h);
+	pthread_mutex_lock(&db_lock);
+	for (int attempt = 0; attempt < 4; attempt++) {
+		rc = locked_publish(h, ns, rel, size, mtime_ns, sha, self);
+		if (rc != -EBUSY)
+			break;
+	}
+	if (rc == 0)
+		rc = locked_db_file(h, ns, rel, f, false);
+	pthread_mutex_unlock(&db_lock);
+	if (rc == 0)
+		mc_put_file(h, f, true);
+	return rc == -EBUSY ? -EAGAIN : rc;
+}
+
+static int locked_unpublish(const unsigned char h[CS_SHA256_LEN], const char *ns,
+			    const char *rel, uint32_t self, struct cs_file *prev)
+{
+	struct sql q = { 0 };
+	int rc;
+
+	if ((rc = locked_query("START TRANSACTION", 17, NULL)) < 0)
+		return rc;
+	rc = locked_db_file(h, ns, rel, prev, true);
+	if (rc == 0 && prev->deleted)
+		rc = -ENOENT;
+	if (rc < 0)
+		goto fail;
+	sql_fmt(&q, "UPDATE files SET version=version+1, deleted=1 WHERE id=%" PRIu64,
+		prev->id);
+	if ((rc = locked_tx_stmt(&q)) < 0)
+		goto fail;
+	q.len = 0;
+	sql_fmt(&q, "UPDATE replicas SET stale=1 WHERE file_id=%" PRIu64
+		    " AND node_id<>%" PRIu32, prev->id, self);
+	if ((rc = locked_tx_stmt(&q)) < 0)
+		goto fail;
+	q.len = 0;
+	sql_fmt(&q, "DELETE FROM replicas WHERE file_id=%" PRIu64 " AND node_id=%" PRIu32,
+		prev->id, self);
+	if ((rc = locked_tx_stmt(&q)) < 0)
+		goto fail;
+	rc = locked_exec("COMMIT", 6, NULL, false);
+	if (rc < 0)
+		goto fail;
+	free(q.s);
+	return 0;
+fail:
+	locked_rollback();
+	free(q.s);
+	return rc;
+}
+
+int cs_registry_unpublish(const char *ns, const char *rel, struct cs_file *prev)
+{
+	unsigned char h[CS_SHA256_LEN];
+	struct cs_file now;
+	uint32_t self;
+	int rc;
+
+	if ((rc = cs_registry_self(&self)) < 0)
+		return rc;
+	path_hash(ns, rel, h);
+	pthread_mutex_lock(&db_lock);
+	for (int attempt = 0; attempt < 4; attempt++) {
+		rc = locked_unpublish(h, ns, rel, self, prev);
+		if (rc != -EBUSY)
+			break;
+	}
+	int reread = rc == 0 ? locked_db_file(h, ns, rel, &now, false) : -1;
+	pthread_mutex_unlock(&db_lock);
+	if (reread == 0)
+		mc_put_file(h, &now, true);
+	return rc == -EBUSY ? -EAGAIN : rc;
+}
+
+/* Current files per node, for spreading new copies; refreshed rarely. */
+static struct {
+	uint32_t id;
+	uint64_t files;
+} counts[MAX_NODES];
+static int counts_n;
+static int64_t counts_at = -1;
+
+static uint64_t locked_count_of(uint32_t id)
+{
+	static const char sql[] =
+		"SELECT node_id, COUNT(*) FROM replicas WHERE stale=0 GROUP BY node_id";
+
+	if (counts_at < 0 || now_ms() - counts_at > COUNTS_LOCAL_MS) {
+		MYSQL_RES *res = NULL;
+		MYSQL_ROW row;
+
+		pthread_mutex_lock(&db_lock);
+		if (locked_query(sql, sizeof sql - 1, &res) == 0) {
+			counts_n = 0;
+			while ((row = mysql_fetch_row(res)) && counts_n < MAX_NODES) {
+				counts[counts_n].id = (uint32_t)u64(row[0]);
+				counts[counts_n++].files = u64(row[1]);
+			}
+			mysql_free_result(res);
+		}
+		pthread_mutex_unlock(&db_lock);
+		counts_at = now_ms();
+	}
+	for (int i = 0; i < counts_n; i++)
+		if (counts[i].id == id)
+			return counts[i].files;
+	return 0;
+}
+
+int cs_registry_targets(const struct cs_file *f, struct cs_node *out, int max)
+{
+	uint64_t files[MAX_NODES];
+	uint32_t self = 0;
+	int n = 0, rc;
+
+	cs_registry_self(&self);
+	pthread_mutex_lock(&nodes_lock);
+	rc = locked_nodes_refresh();
+	for (int j = 0; rc == 0 && j < node_n && n < max && n < MAX_NODES; j++) {
+		const struct cs_node *x = &node_tab[j];
+		bool holds = false;
+
+		for (int i = 0; i < f->nholders; i++)
+			holds |= f->holder[i] == x->id;
+		if (holds || x->id == self || !x->up || !x->url[0])
+			continue;
+		out[n] = *x;
+		files[n++] = locked_count_of(x->id);
+	}
+	pthread_mutex_unlock(&nodes_lock);
+	if (rc < 0)
+		return rc;
+	/* Another zone first (a rack can fail whole), then the emptiest. */
+	for (int i = 1; i < n; i++) {
+		struct cs_node x = out[i];
+		uint64_t fx = files[i];
+		bool zx = cs_cfg.zone[0] && strcmp(x.zone, cs_cfg.zone) == 0;
+		int j = i;
+
+		while (j > 0) {
+			bool zp = cs_cfg.zone[0] && strcmp(out[j - 1].zone, cs_cfg.zone) == 0;
+			if (zp < zx || (zp == zx && files[j - 1] <= fx))
+				break;
+			out[j] = out[j - 1];
+			files[j] = files[j - 1];
+			j--;
+		}
+		out[j] = x;
+		files[j] = fx;
+	}
+	return n;
+}
+
+int cs_registry_stale(struct cs_stale *out, int max)
+{
+	char sql[512];
+	MYSQL_RES *res = NULL;
+	MYSQL_ROW row;
+	uint32_t self;
+	int n = 0, rc;
+
+	if ((rc = cs_registry_self(&self)) < 0)
+		return rc;
+	int len = snprintf(sql, sizeof sql,
+			   "SELECT r.file_id, r.version, r.size, r.mtime_ns, f.namespace, f.path"
+			   " FROM replicas r JOIN files f ON f.id=r.file_id"
+			   " WHERE r.node_id=%" PRIu32 " AND r.stale=1 LIMIT %d", self, max);
+	pthread_mutex_lock(&db_lock);
+	rc = locked_query(sql, len, &res);
+	while (rc == 0 && (row = mysql_fetch_row(res)) && n < max) {
+		unsigned long *l = mysql_fetch_lengths(res);
+		struct cs_stale *x = &out[n];
+
+		if (!row[4] || !row[5] || l[4] >= sizeof x->ns || l[5] >= sizeof x->rel)
+			continue;
+		x->file_id = u64(row[0]);
+		x->version = u64(row[1]);
+		x->size = u64(row[2]);
+		x->mtime_ns = row[3] ? strtoll(row[3], NULL, 10) : 0;
+		memcpy(x->ns, row[4], l[4]);
+		x->ns[l[4]] = '\0';
+		memcpy(x->rel, row[5], l[5]);
+		x->rel[l[5]] = '\0';
+		n++;
+	}
+	if (res)
+		mysql_free_result(res);
+	pthread_mutex_unlock(&db_lock);
+	return rc < 0 ? rc : n;
+}
+
+int cs_registry_drop_copy(uint64_t file_id, uint64_t version)
+{
+	char sql[256];
+	uint32_t self;
+	int rc;
+
+	if ((rc = cs_registry_self(&self)) < 0)
+		return rc;
+	int len = snprintf(sql, sizeof sql,
+			   "DELETE FROM replicas WHERE file_id=%" PRIu64 " AND node_id=%" PRIu32
+			   " AND stale=1 AND version=%" PRIu64, file_id, self, version);
+	pthread_mutex_lock(&db_lock);
+	rc = locked_query(sql, len, NULL);
+	pthread_mutex_unlock(&db_lock);
+	return rc;
+}
+
 /* ---- import and status (cs-replicate) ------------------------------ */
 
 int cs_registry_import(const char *ns, const char *rel, uint64_t size,
@@ -877,7 +1223,7 @@ int cs_registry_import(const char *ns, const char *rel, uint64_t size,
 		return rc;
 	path_hash(ns, rel, h);
 	pthread_mutex_lock(&db_lock);
-	rc = locked_db_file(h, ns, rel, &f);
+	rc = locked_db_file(h, ns, rel, &f, false);
 	if (rc == 0 && !f.deleted && memcmp(f.sha256, sha, CS_SHA256_LEN) != 0) {
 		rc = -EEXIST;
 		goto out;
@@ -910,15 +1256,15 @@ int cs_registry_import(const char *ns, const char *rel, uint64_t size,
 			goto out;
 		}
 	}
-	if ((rc = locked_db_file(h, ns, rel, &f)) < 0)
+	if ((rc = locked_db_file(h, ns, rel, &f, false)) < 0)
 		goto out;
 	q.len = 0;
-	sql_fmt(&q, "INSERT INTO replicas (file_id, node_id, version) VALUES"
-		    " (%" PRIu64 ",%" PRIu32 ",%" PRIu64 ") ON DUPLICATE KEY UPDATE"
-		    " version=GREATEST(version, VALUES(version))",
-		f.id, self, f.version);
+	sql_fmt(&q, "INSERT INTO replicas (file_id, node_id, version, size, mtime_ns)"
+		    " VALUES (%" PRIu64 ",%" PRIu32 ",%" PRIu64 ",%" PRIu64 ",%" PRId64 ")"
+		    " ON DUPLICATE KEY UPDATE" REPLICA_UPSERT,
+		f.id, self, f.version, f.size, f.mtime_ns);
 	if ((rc = locked_query(q.s, q.len, NULL)) == 0)
-		rc = locked_db_file(h, ns, rel, &f);
+		rc = locked_db_file(h, ns, rel, &f, false);
 out:
 	pthread_mutex_unlock(&db_lock);
 	free(q.s);

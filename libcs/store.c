@@ -87,8 +87,8 @@ static int64_t mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int cs_store_begin(const char *root, const char *abs, struct cs_install *in,
-		   int deadline_ms)
+static int begin(const char *root, const char *abs, struct cs_install *in,
+		 int deadline_ms, bool replace)
 {
 	char dir[CS_PATH_MAX];
 	const char *slash = strrchr(abs, '/');
@@ -142,7 +142,8 @@ int cs_store_begin(const char *root, const char *abs, struct cs_install *in,
 				close(fd);
 				continue;
 			}
-			if (faccessat(in->dirfd, in->name, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+			if (!replace &&
+			    faccessat(in->dirfd, in->name, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
 				unlinkat(in->dirfd, in->tmpname, 0);
 				close(fd);
 				rc = 1;
@@ -163,7 +164,8 @@ int cs_store_begin(const char *root, const char *abs, struct cs_install *in,
 		close(fd);
 		if (rc < 0)
 			goto fail;
-		if (faccessat(in->dirfd, in->name, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+		if (!replace &&
+		    faccessat(in->dirfd, in->name, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
 			rc = 1;
 			goto fail;
 		}
@@ -179,6 +181,18 @@ fail:
 	close(in->dirfd);
 	in->dirfd = -1;
 	return rc;
+}
+
+int cs_store_begin(const char *root, const char *abs, struct cs_install *in,
+		   int deadline_ms)
+{
+	return begin(root, abs, in, deadline_ms, false);
+}
+
+int cs_store_begin_replace(const char *root, const char *abs,
+			   struct cs_install *in, int deadline_ms)
+{
+	return begin(root, abs, in, deadline_ms, true);
 }
 
 int cs_store_commit(struct cs_install *in, int64_t mtime_ns)

@@ -37,16 +37,22 @@ CREATE TABLE IF NOT EXISTS files (
   KEY files_namespace (namespace)
 ) ENGINE=InnoDB;
 
--- Which node holds which version of a file.  A holder of an older version is
--- not a holder of the file.
+-- Which node holds which version of a file, and what that copy looked like
+-- when it was installed (size, mtime_ns): a copy whose version was
+-- superseded (stale = 1) is removed by its node only while it still looks
+-- like that, so a local write that has not been registered yet is never
+-- thrown away.  A holder of an older version is not a holder of the file.
 CREATE TABLE IF NOT EXISTS replicas (
   file_id    BIGINT UNSIGNED NOT NULL,
   node_id    INT UNSIGNED NOT NULL,
   version    BIGINT UNSIGNED NOT NULL,
+  size       BIGINT UNSIGNED NOT NULL DEFAULT 0,
+  mtime_ns   BIGINT NOT NULL DEFAULT 0,
+  stale      TINYINT(1) NOT NULL DEFAULT 0,
   updated_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
              ON UPDATE CURRENT_TIMESTAMP(3),
   PRIMARY KEY (file_id, node_id),
-  KEY replicas_node (node_id),
+  KEY replicas_node (node_id, stale),
   CONSTRAINT replicas_file FOREIGN KEY (file_id) REFERENCES files (id) ON DELETE CASCADE,
   CONSTRAINT replicas_node FOREIGN KEY (node_id) REFERENCES nodes (id) ON DELETE CASCADE
 ) ENGINE=InnoDB;
