@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
+#include "cs.h"
+
 /* Gone from glibc's headers since 2.33, still exported and still called. */
 int __xstat(int ver, const char *path, struct stat *buf);
 int __xstat64(int ver, const char *path, struct stat64 *buf);
@@ -25,6 +27,9 @@ struct cs_real {
 #define W(kind, ret, name, params, ...) ret (*name) params;
 #include "wrap.def"
 #undef W
+#define T(ret, name, params, ...) ret (*name) params;
+#include "track.def"
+#undef T
 };
 
 /* Pointers to the next definition of each symbol (libc's); NULL until
@@ -42,6 +47,25 @@ int sys_statx(int dirfd, const char *path, int flags, unsigned mask, struct stat
 int sys_access(int dirfd, const char *path, int amode, int flags);
 FILE *sys_fopen(const char *path, const char *mode);
 FILE *sys_fail_ptr(void);
+int sys_fail_int(void);
+
+/* 0 before the constructor, 1 active, -1 inert (wrap.c). */
+extern volatile int cs_preload_state;
+static inline int cs_active(void)
+{
+	return cs_preload_state > 0 && !cs_inside;
+}
+
+/* The prefix holding path (relative to dirfd), with abs filled and *rel
+ * pointing into it; NULL when none does.  Call with cs_inside raised. */
+const struct cs_prefix *cs_locate(int dirfd, const char *path, char *abs,
+				  const char **rel);
+
+/* Write tracking (track.c). */
+void cs_track_opened(int dirfd, const char *path, int fd);
+void cs_track_scan(void);
+void cs_track_exit(void);
+void cs_track_atfork_child(void);
 int fopen_flags(const char *mode);
 
 #endif

@@ -30,6 +30,13 @@ int cs_real_resolve(void)
 				 __ATOMIC_RELEASE);
 #include "wrap.def"
 #undef W
+#define T(ret, name, params, ...)                                             \
+	if (!real.name)                                                       \
+		__atomic_store_n(&real.name,                                  \
+				 (ret(*) params)dlsym(RTLD_NEXT, #name),      \
+				 __ATOMIC_RELEASE);
+#include "track.def"
+#undef T
 	__atomic_store_n(&resolving, 0, __ATOMIC_RELEASE);
 	return 1;
 }
@@ -97,6 +104,12 @@ FILE *sys_fopen(const char *path, const char *mode)
 		errno = e;
 	}
 	return f;
+}
+
+int sys_fail_int(void)
+{
+	errno = EAGAIN;
+	return -1;
 }
 
 FILE *sys_fail_ptr(void)

@@ -19,6 +19,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -28,8 +29,7 @@
 
 #define CS_EXPORT __attribute__((visibility("default")))
 
-/* 0 before the constructor, 1 active, -1 inert. */
-static volatile int state;
+volatile int cs_preload_state;
 
 static bool needs_mode(int flags)
 {
@@ -50,9 +50,8 @@ static int base_dir(int dirfd, char *buf, size_t size)
 	return buf[0] == '/' ? 0 : -ENOENT;
 }
 
-/* The prefix holding path, with *abs filled; NULL when none does. */
-static const struct cs_prefix *locate(int dirfd, const char *path, char *abs,
-				      const char **rel)
+const struct cs_prefix *cs_locate(int dirfd, const char *path, char *abs,
+				  const char **rel)
 {
 	char base[CS_PATH_MAX];
 
@@ -77,7 +76,7 @@ static int miss(int dirfd, const char *path)
 	int rc = -ENOENT;
 
 	cs_inside++;
-	p = locate(dirfd, path, abs, &rel);
+	p = cs_locate(dirfd, path, abs, &rel);
 	if (p)
 		rc = cs_fetch(p, abs, rel);
 	cs_inside--;
@@ -94,17 +93,17 @@ static void before_create(int dirfd, const char *path)
 	const struct cs_prefix *p;
 
 	cs_inside++;
-	p = locate(dirfd, path, abs, &rel);
+	p = cs_locate(dirfd, path, abs, &rel);
 	if (p && real.faccessat(AT_FDCWD, abs, F_OK, AT_SYMLINK_NOFOLLOW) < 0 &&
 	    errno == ENOENT)
 		cs_fetch(p, abs, rel);
 	cs_inside--;
 }
 
-static inline bool active(void)
-{
-	return state > 0 && !cs_inside;
-}
+#define active cs_active
+
+/* Flags that make an open a write whose end (the last close) is journaled. */
+#define WRITE_FLAGS (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND)
 
 /*
  * The one wrapper body.  FAILED is the real call's failure test; the second
@@ -131,7 +130,16 @@ static inline bool active(void)
 		else                                                            \
 			errno = e;                                              \
 	}                                                                       \
+	if (__builtin_expect((flags) & WRITE_FLAGS, 0) && !(FAILED) &&          \
+	    ((flags) & O_TMPFILE) != O_TMPFILE && active()) {                   \
+		int e = errno;                                                  \
+		cs_track_opened(dirfd, path, FD_OF(r));                         \
+		errno = e;                                                      \
+	}                                                                       \
 	return r;
+
+/* The descriptor an open returned: an int, or a FILE's. */
+#define FD_OF(r) _Generic((r), FILE *: fileno((FILE *)(uintptr_t)(r)), default: (int)(intptr_t)(r))
 
 #define WRAP_V(ret, name, params, args, dirfd, path, flags, fallback)           \
 	CS_EXPORT ret name params                                               \
@@ -162,6 +170,7 @@ static inline bool active(void)
 static void atfork_child(void)
 {
 	cs_core_atfork_child();
+	cs_track_atfork_child();
 }
 
 __attribute__((constructor)) static void cs_preload_init(void)
@@ -171,9 +180,10 @@ __attribute__((constructor)) static void cs_preload_init(void)
 	cs_real_resolve();
 	if (cs_core_init()) {
 		pthread_atfork(NULL, NULL, atfork_child);
-		state = 1;
+		cs_preload_state = 1;
+		cs_track_scan();
 	} else {
-		state = -1;
+		cs_preload_state = -1;
 	}
 	errno = saved;
 }

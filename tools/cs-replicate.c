@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cs.h"
@@ -23,6 +24,7 @@
 static int cmd_serve(int argc, char **argv);
 static int cmd_import(int argc, char **argv);
 static int cmd_status(int argc, char **argv);
+static int cmd_drain(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
 
 static const struct command {
@@ -34,6 +36,7 @@ static const struct command {
 	{ "serve", cmd_serve, true, "serve                 run this node's peer HTTP daemon and heartbeat" },
 	{ "import", cmd_import, false, "import <namespace>    register the files already in this node's directory" },
 	{ "status", cmd_status, false, "status                list nodes, their state and the files they hold" },
+	{ "drain", cmd_drain, false, "drain [--timeout S]   replicate every pending journal entry now; exit 0 when none is left" },
 	{ "help", cmd_help, false, "help                  this list" },
 };
 
@@ -216,6 +219,52 @@ static int cmd_status(int argc, char **argv)
 	printf("%d nodes, %" PRIu64 " files\n", n, files);
 	free(st);
 	return 0;
+}
+
+/* ---- drain ---------------------------------------------------------- */
+
+static int cmd_drain(int argc, char **argv)
+{
+	long timeout = 60;
+	int live = 0, pending;
+
+	if (argc == 3 && strcmp(argv[1], "--timeout") == 0) {
+		char *end;
+		timeout = strtol(argv[2], &end, 10);
+		if (*end || timeout < 0) {
+			fprintf(stderr, "cs-replicate drain: --timeout wants seconds, not '%s'\n", argv[2]);
+			return 2;
+		}
+	} else if (argc != 1) {
+		fprintf(stderr, "usage: cs-replicate drain [--timeout SECONDS]\n");
+		return 2;
+	}
+	if (!cs_cfg.spool[0]) {
+		printf("CS_SPOOL is unset: nothing is journaled on this node\n");
+		return 0;
+	}
+	time_t deadline = time(NULL) + timeout;
+	for (;;) {
+		/* Dead processes' journals are replicated here; live processes
+		 * replicate their own, and we wait for them. */
+		pending = cs_replicate_orphans(true, &live);
+		if (pending < 0) {
+			fprintf(stderr, "cs-replicate drain: %s: %s\n", cs_cfg.spool,
+				strerror(-pending));
+			return 1;
+		}
+		if (pending == 0) {
+			printf("nothing pending (%d live writer%s)\n", live, live == 1 ? "" : "s");
+			return 0;
+		}
+		if (time(NULL) >= deadline)
+			break;
+		usleep(200000);
+	}
+	fprintf(stderr, "cs-replicate drain: %d entries still pending after %ld s (%d journals of "
+			"live processes); is the registry or every other node down?\n",
+		pending, timeout, live);
+	return 1;
 }
 
 int main(int argc, char **argv)

@@ -1,0 +1,796 @@
+/*
+ * replicator.c - turning journal entries into cluster state.
+ *
+ * For one entry (cs_replicate_entry): a write is checksummed, registered as
+ * a new version (registry.c) and pushed to enough other nodes (peer.c) to
+ * reach CS_REPLICAS copies; a delete becomes a tombstone and holders are told
+ * to drop their copies; a rename registers the new path, asks holders of the
+ * old one to rename their copy (no transfer when they have these bytes), and
+ * tombstones the old path.  Every step reads the current local state, so
+ * replaying an entry is harmless and an entry about a path that has since
+ * gone (a temporary name renamed away) does nothing.
+ *
+ * Who runs entries: a thread in the writing process, started lazily by the
+ * first write and never in the constructor, reading its own journal
+ * (journal.c) as it grows; and cs-replicate, which finishes the journals of
+ * processes that died (cs_replicate_orphans).  The thread blocks every
+ * signal, never holds anything a host thread waits for, retries with backoff
+ * while the registry or every target is down, and acknowledges an entry only
+ * once the registry has committed it and a peer holds the bytes.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cs.h"
+#include "journal.h"
+
+#define SETTLE_MS 5             /* a closed temp file is usually renamed by then */
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define ROTATE_BYTES (1 << 20)
+#define ORPHAN_NEW_SECONDS 60   /* a .new journal older than this was abandoned */
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- one entry ------------------------------------------------------ */
+
+static int local_path(const struct cs_prefix *p, const char *rel, char *abs)
+{
+	if ((size_t)snprintf(abs, CS_PATH_MAX, "%s/%s", p->dir, rel) >= CS_PATH_MAX)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+/* Register the content of rel as its newest version.  *gone when there is
+ * no regular file at rel any more (a later entry says what became of it). */
+static int publish(const struct cs_prefix *p, const char *rel, struct cs_file *f,
+		   bool *gone)
+{
+	char abs[CS_PATH_MAX];
+	unsigned char sha[CS_SHA256_LEN];
+	struct stat a, b;
+	uint64_t size;
+	int fd, rc;
+
+	*gone = false;
+	if ((rc = local_path(p, rel, abs)) < 0)
+		return rc;
+	fd = open(abs, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0 || fstat(fd, &a) < 0 || !S_ISREG(a.st_mode)) {
+		rc = fd < 0 && errno != ENOENT && errno != ELOOP && errno != ENOTDIR ? -errno : 0;
+		if (fd >= 0)
+			close(fd);
+		if (rc < 0) {
+			cs_error_every(10, "%s: cannot read to replicate: %s", abs, strerror(-rc));
+			return -EAGAIN;
+		}
+		*gone = true;
+		return 0;
+	}
+	rc = cs_sha256_fd(fd, sha, &size);
+	/* Written to again while hashed: its next close brings another entry,
+	 * but what is registered must be one state of the file, so hash again. */
+	if (rc == 0 && fstat(fd, &b) == 0 &&
+	    (b.st_mtim.tv_sec != a.st_mtim.tv_sec || b.st_mtim.tv_nsec != a.st_mtim.tv_nsec ||
+	     (uint64_t)b.st_size != size)) {
+		a = b;
+		rc = cs_sha256_fd(fd, sha, &size);
+	}
+	close(fd);
+	if (rc < 0)
+		return -EAGAIN;
+	rc = cs_registry_publish(p->name, rel, size,
+				 (int64_t)a.st_mtim.tv_sec * 1000000000 + a.st_mtim.tv_nsec,
+				 sha, f);
+	if (rc < 0) {
+		cs_debug("%s/%s: registry: %s", p->name, rel, strerror(-rc));
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+/* Push f to other nodes until CS_REPLICAS copies exist; `extra` copies were
+ * made by renames the registry has not shown yet.  Done when the count is
+ * reached, or when at least one other node holds it and none is left to ask. */
+static int spread(const struct cs_prefix *p, const char *rel, const struct cs_file *f,
+		  int extra)
+{
+	struct cs_node *nodes;
+	char abs[CS_PATH_MAX];
+	int have = f->nholders + extra, want = cs_cfg.replicas, n, fd, acks = 0;
+
+	if (have >= want)
+		return 0;
+	if (local_path(p, rel, abs) < 0)
+		return 0;
+	nodes = malloc(CS_MAX_HOLDERS * sizeof *nodes);
+	if (!nodes)
+		return -EAGAIN;
+	n = cs_registry_targets(f, nodes, CS_MAX_HOLDERS);
+	fd = open(abs, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		free(nodes);
+		return 0;       /* gone since it was published: a later entry */
+	}
+	for (int i = 0; i < n && have + acks < want; i++) {
+		int rc = cs_peer_push(nodes[i].url, p->name, rel, fd, f);
+		if (rc == 0)
+			acks++;
+		else if (rc == -ESTALE) {
+			acks = want;    /* a newer version exists: its entry spreads it */
+			break;
+		}
+	}
+	close(fd);
+	free(nodes);
+	if (have + acks >= want || have + acks >= 2)
+		return 0;
+	cs_debug("%s/%s: %d of %d copies; will retry", p->name, rel, have + acks, want);
+	return -EAGAIN;
+}
+
+/* Tombstone rel unless a file is there again; tell its holders. */
+static int unpublish(const struct cs_prefix *p, const char *rel)
+{
+	struct cs_file prev;
+	struct cs_node *nodes;
+	uint32_t self = 0;
+	int n, rc;
+
+	rc = cs_registry_unpublish(p->name, rel, &prev);
+	if (rc == -ENOENT)
+		return 0;
+	if (rc < 0)
+		return -EAGAIN;
+	nodes = malloc(CS_MAX_HOLDERS * sizeof *nodes);
+	if (!nodes)
+		return 0;       /* their sweepers will notice */
+	cs_registry_self(&self);
+	n = cs_registry_holders(&prev, nodes, CS_MAX_HOLDERS);
+	for (int i = 0; i < n; i++)
+		if (nodes[i].id != self && nodes[i].up && nodes[i].url[0])
+			cs_peer_delete(nodes[i].url, p->name, rel);
+	free(nodes);
+	return 0;
+}
+
+static bool exists(const struct cs_prefix *p, const char *rel, mode_t *mode)
+{
+	char abs[CS_PATH_MAX];
+	struct stat st;
+
+	if (local_path(p, rel, abs) < 0 || lstat(abs, &st) < 0)
+		return false;
+	if (mode)
+		*mode = st.st_mode;
+	return true;
+}
+
+static int write_entry(const struct cs_prefix *p, const char *rel)
+{
+	struct cs_file f;
+	bool gone;
+
+	if (publish(p, rel, &f, &gone) < 0)
+		return -EAGAIN;
+	return gone ? 0 : spread(p, rel, &f, 0);
+}
+
+static int delete_entry(const struct cs_prefix *p, const char *rel)
+{
+	mode_t mode;
+
+	if (exists(p, rel, &mode) && S_ISREG(mode))
+		return write_entry(p, rel);     /* created again since */
+	return unpublish(p, rel);
+}
+
+/* One file renamed from -> to within namespace p. */
+static int move_one(const struct cs_prefix *p, const char *from, const char *to)
+{
+	struct cs_file fto, prev;
+	struct cs_node *nodes;
+	uint32_t self = 0;
+	int moved = 0, rc;
+	bool gone;
+
+	if (publish(p, to, &fto, &gone) < 0)
+		return -EAGAIN;
+	if (gone)
+		return delete_entry(p, from);
+	/* Holders of the old name that have these bytes rename their copy. */
+	if (cs_registry_lookup_db(p->name, from, &prev) == 0 && !prev.deleted &&
+	    prev.size == fto.size && memcmp(prev.sha256, fto.sha256, CS_SHA256_LEN) == 0 &&
+	    (nodes = malloc(CS_MAX_HOLDERS * sizeof *nodes))) {
+		int n = cs_registry_holders(&prev, nodes, CS_MAX_HOLDERS);
+		cs_registry_self(&self);
+		for (int i = 0; i < n && fto.nholders + moved < cs_cfg.replicas + 8; i++) {
+			bool holds = nodes[i].id == self;
+			for (int j = 0; j < fto.nholders; j++)
+				holds |= fto.holder[j] == nodes[i].id;
+			if (!holds && nodes[i].up && nodes[i].url[0] &&
+			    cs_peer_move(nodes[i].url, p->name, from, to, &fto) == 0)
+				moved++;
+		}
+		free(nodes);
+	}
+	if (!exists(p, from, NULL) && (rc = unpublish(p, from)) < 0)
+		return rc;
+	return spread(p, to, &fto, moved);
+}
+
+/* A renamed directory: every file below it moved. */
+static int move_tree(const struct cs_prefix *p, const char *from, const char *to,
+		     int depth)
+{
+	char abs[CS_PATH_MAX];
+	struct dirent *d;
+	DIR *dir;
+	int rc = 0;
+
+	if (depth > 64 || local_path(p, to, abs) < 0 || !(dir = opendir(abs)))
+		return 0;
+	while ((d = readdir(dir))) {
+		char f2[CS_PATH_MAX], t2[CS_PATH_MAX];
+		mode_t mode;
+
+		if (d->d_name[0] == '.' && (!d->d_name[1] || (d->d_name[1] == '.' && !d->d_name[2])))
+			continue;
+		if (!strncmp(d->d_name, ".cs-", 4) ||
+		    (size_t)snprintf(f2, sizeof f2, "%s/%s", from, d->d_name) >= sizeof f2 ||
+		    (size_t)snprintf(t2, sizeof t2, "%s/%s", to, d->d_name) >= sizeof t2 ||
+		    !exists(p, t2, &mode))
+			continue;
+		int r = S_ISDIR(mode) ? move_tree(p, f2, t2, depth + 1)
+				      : S_ISREG(mode) ? move_one(p, f2, t2) : 0;
+		if (r < 0)
+			rc = r;
+	}
+	closedir(dir);
+	return rc;
+}
+
+static int rename_entry(const struct cs_prefix *p, const char *from, const char *to)
+{
+	mode_t mode;
+
+	if (!exists(p, to, &mode))
+		return delete_entry(p, from);   /* renamed on or removed since */
+	if (S_ISDIR(mode))
+		return move_tree(p, from, to, 0);
+	return S_ISREG(mode) ? move_one(p, from, to) : 0;
+}
+
+int cs_replicate_entry(const struct cs_entry *e)
+{
+	const struct cs_prefix *p = cs_config_namespace(&cs_cfg, e->ns);
+
+	if (!p) {
+		cs_warn("journal entry for unknown namespace '%s' dropped", e->ns);
+		return 0;
+	}
+	switch (e->op) {
+	case CS_OP_WRITE:
+		return write_entry(p, e->rel);
+	case CS_OP_DELETE:
+		return delete_entry(p, e->rel);
+	case CS_OP_RENAME:
+		return rename_entry(p, e->rel, e->rel2);
+	}
+	return 0;
+}
+
+/* ---- reading a journal ----------------------------------------------- */
+
+struct pend {
+	struct pend *next;
+	uint64_t off;
+	int fd;                 /* the journal to acknowledge it in */
+	int64_t seen;           /* when it was read (ms) */
+	char op;
+	char *ns, *rel, *rel2;
+};
+
+struct queue {
+	struct pend *head, **tail;
+	unsigned long count;
+};
+
+static void pend_free(struct pend *x)
+{
+	free(x->ns);
+	free(x->rel);
+	free(x->rel2);
+	free(x);
+}
+
+static void queue_add(struct queue *q, const struct cs_entry *e, int fd, int64_t seen)
+{
+	struct pend *x = calloc(1, sizeof *x);
+
+	if (!x)
+		return;
+	x->off = e->off;
+	x->fd = fd;
+	x->seen = seen;
+	x->op = e->op;
+	x->ns = strdup(e->ns);
+	x->rel = strdup(e->rel);
+	x->rel2 = strdup(e->rel2);
+	if (!x->ns || !x->rel || !x->rel2) {
+		pend_free(x);
+		return;
+	}
+	*q->tail = x;
+	q->tail = &x->next;
+	q->count++;
+}
+
+static void to_entry(const struct pend *x, struct cs_entry *e)
+{
+	e->op = x->op;
+	e->off = x->off;
+	snprintf(e->ns, sizeof e->ns, "%s", x->ns);
+	snprintf(e->rel, sizeof e->rel, "%s", x->rel);
+	snprintf(e->rel2, sizeof e->rel2, "%s", x->rel2);
+}
+
+/*
+ * Parse the complete lines of buf[0, len) read at file offset base: entries
+ * go to fn, acknowledged offsets to ack.  Returns the bytes consumed (up to
+ * the last '\n').
+ */
+static size_t parse_lines(const char *buf, size_t len, uint64_t base,
+			  void (*fn)(void *arg, struct cs_entry *e), void *arg)
+{
+	struct cs_entry *e = malloc(sizeof *e);
+	size_t pos = 0;
+
+	if (!e)
+		return 0;
+	while (pos < len) {
+		const char *nl = memchr(buf + pos, '\n', len - pos);
+		if (!nl)
+			break;
+		size_t n = nl - (buf + pos);
+		int rc = cs_journal_parse(buf + pos, n, e);
+		if (rc == 0)
+			e->off = base + pos;
+		if (rc >= 0)
+			fn(arg, e);     /* K lines too: e->op == 'K' */
+		else
+			cs_warn("journal: unreadable line at offset %" PRIu64 " skipped", base + pos);
+		pos += n + 1;
+	}
+	free(e);
+	return pos;
+}
+
+/* ---- the thread in a writing process --------------------------------- */
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+/* Held by the thread while it runs entries; the exit handler takes it for
+ * good, so no entry is running when the host tears down its libraries. */
+static pthread_mutex_t busy = PTHREAD_MUTEX_INITIALIZER;
+static int stopping;
+static pthread_cond_t idle_cv = PTHREAD_COND_INITIALIZER;
+static int started;             /* 0 no, 1 starting/running */
+static int efd = -1;            /* eventfd that wakes the thread */
+static unsigned long done;      /* entries finished (acknowledged or dropped) */
+static int failing;             /* the last try failed: backing off */
+static struct queue q = { NULL, &q.head, 0 };
+
+struct reader {
+	int fd;
+	uint64_t off;
+	int64_t now;
+};
+
+static void take(void *arg, struct cs_entry *e)
+{
+	struct reader *r = arg;
+
+	if (e->op == 'K')
+		return;         /* our own acknowledgements */
+	queue_add(&q, e, r->fd, r->now);
+}
+
+/* Read what was appended to journal fd since r->off. */
+static void read_more(struct reader *r)
+{
+	char *buf = malloc(1 << 16);
+	ssize_t n;
+
+	if (!buf)
+		return;
+	r->now = now_ms();
+	for (;;) {
+		n = pread(r->fd, buf, 1 << 16, r->off);
+		if (n <= 0)
+			break;
+		size_t used = parse_lines(buf, n, r->off, take, r);
+		if (used == 0)
+			break;          /* a line still being written */
+		r->off += used;
+	}
+	free(buf);
+}
+
+static void finished(unsigned long k)
+{
+	pthread_mutex_lock(&mu);
+	done += k;
+	pthread_cond_broadcast(&idle_cv);
+	pthread_mutex_unlock(&mu);
+}
+
+/* Run the queue's ripe entries in order.  Returns ms until the next try,
+ * or -1 when the queue is empty. */
+static int run_queue(int *backoff)
+{
+	struct cs_entry *e = malloc(sizeof *e);
+	int64_t now = now_ms();
+	int wait = -1;
+
+	if (!e)
+		return BACKOFF_MIN_MS;
+	while (q.head && !__atomic_load_n(&stopping, __ATOMIC_ACQUIRE)) {
+		struct pend *x = q.head;
+		if (now - x->seen < SETTLE_MS) {
+			wait = (int)(SETTLE_MS - (now - x->seen));
+			break;
+		}
+		to_entry(x, e);
+		if (cs_replicate_entry(e) < 0) {
+			__atomic_store_n(&failing, 1, __ATOMIC_RELEASE);
+			finished(0);    /* wakes an exit waiting for us: no point now */
+			*backoff = *backoff ? *backoff * 2 : BACKOFF_MIN_MS;
+			if (*backoff > BACKOFF_MAX_MS)
+				*backoff = BACKOFF_MAX_MS;
+			wait = *backoff;
+			break;
+		}
+		*backoff = 0;
+		__atomic_store_n(&failing, 0, __ATOMIC_RELEASE);
+		/* Later writes of the same path already read are covered: their
+		 * bytes were on disk before their entries were. */
+		unsigned long k = 1;
+		cs_journal_ack(x->fd, x->off);
+		q.head = x->next;
+		for (struct pend **pp = &q.head; x->op == CS_OP_WRITE && *pp;) {
+			struct pend *y = *pp;
+			if (y->op == CS_OP_WRITE && !strcmp(y->ns, x->ns) && !strcmp(y->rel, x->rel)) {
+				cs_journal_ack(y->fd, y->off);
+				*pp = y->next;
+				pend_free(y);
+				k++;
+			} else {
+				pp = &y->next;
+			}
+		}
+		if (!q.head)
+			q.tail = &q.head;
+		else {
+			q.tail = &q.head;
+			while (*q.tail)
+				q.tail = &(*q.tail)->next;
+		}
+		q.count -= k;
+		pend_free(x);
+		finished(k);
+		now = now_ms();
+	}
+	free(e);
+	return wait;
+}
+
+/* Everything is done and the journal is large: start a fresh one, so a
+ * long-lived worker's journal does not grow without end. */
+static void rotate(struct reader *r)
+{
+	char name[CS_PATH_MAX], old[CS_PATH_MAX];
+	int nfd = cs_journal_create(name, sizeof name);
+
+	if (nfd < 0)
+		return;
+	snprintf(old, sizeof old, "%s", cs_jr.name);
+	snprintf(cs_jr.name, sizeof cs_jr.name, "%s", name);
+	int ofd = __atomic_exchange_n(&cs_jr.fd, nfd, __ATOMIC_ACQ_REL);
+	/* An append that picked up the old fd finishes before we look. */
+	while (__atomic_load_n(&cs_jr.inflight, __ATOMIC_ACQUIRE) > 0)
+		sched_yield();
+	read_more(r);
+	if (q.head) {
+		/* Late entries in the old journal: keep it until they are done. */
+		struct reader rn = { .fd = nfd };
+		*r = rn;
+		return;
+	}
+	unlink(old);
+	close(ofd);
+	r->fd = nfd;
+	r->off = 0;
+}
+
+static void *thread_main(void *arg)
+{
+	struct reader r = { .fd = -1 };
+	int backoff = 0, wait = -1;
+
+	(void)arg;
+	cs_inside = 1;
+	for (;;) {
+		struct pollfd pfd = { .fd = efd, .events = POLLIN };
+		uint64_t v;
+
+		if (poll(&pfd, 1, wait < 0 ? 1000 : wait) > 0) {
+			ssize_t n = read(efd, &v, sizeof v);
+			(void)n;
+		}
+		int fd = __atomic_load_n(&cs_jr.fd, __ATOMIC_ACQUIRE);
+		if (fd < 0)
+			continue;
+		if (fd != r.fd && !q.head) {
+			r.fd = fd;
+			r.off = 0;
+		}
+		pthread_mutex_lock(&busy);
+		read_more(&r);
+		wait = run_queue(&backoff);
+		if (!q.head && r.fd == fd && r.off > ROTATE_BYTES)
+			rotate(&r);
+		pthread_mutex_unlock(&busy);
+	}
+	return NULL;
+}
+
+static void start(void)
+{
+	pthread_attr_t attr;
+	pthread_t th;
+	sigset_t all, old;
+
+	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (efd < 0) {
+		cs_error("replicator: eventfd: %s; writes stay journaled for cs-replicate",
+			 strerror(errno));
+		return;
+	}
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&th, &attr, thread_main, NULL) != 0)
+		cs_error("replicator: cannot start a thread; writes stay journaled for cs-replicate");
+	pthread_attr_destroy(&attr);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+void cs_replicator_kick(bool may_start)
+{
+	uint64_t one = 1;
+
+	if (may_start && !__atomic_load_n(&started, __ATOMIC_ACQUIRE)) {
+		int zero = 0;
+		if (__atomic_compare_exchange_n(&started, &zero, 1, false,
+						__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+			start();
+	}
+	if (efd >= 0) {
+		ssize_t n = write(efd, &one, sizeof one);
+		(void)n;
+	}
+}
+
+void cs_replicator_finish(int deadline_ms)
+{
+	struct timespec until;
+	unsigned long want = __atomic_load_n(&cs_jr.appended, __ATOMIC_ACQUIRE);
+
+	if (cs_jr.fd < 0 || cs_jr.owner != getpid())
+		return;
+	/* While the registry or the peers are failing, waiting would only
+	 * delay the host's exit: the journal keeps the work either way. */
+	if (want > done && !__atomic_load_n(&failing, __ATOMIC_ACQUIRE)) {
+		cs_replicator_kick(true);
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += deadline_ms / 1000;
+		until.tv_nsec += (long)(deadline_ms % 1000) * 1000000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+		pthread_mutex_lock(&mu);
+		while (done < want && !__atomic_load_n(&failing, __ATOMIC_ACQUIRE) &&
+		       pthread_cond_timedwait(&idle_cv, &mu, &until) == 0)
+			;
+		pthread_mutex_unlock(&mu);
+	}
+	/* Fence the thread: after this no entry runs in this process. */
+	__atomic_store_n(&stopping, 1, __ATOMIC_RELEASE);
+	if (__atomic_load_n(&started, __ATOMIC_ACQUIRE)) {
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 1;
+		if (pthread_mutex_timedlock(&busy, &until) != 0)
+			cs_warn("replicator still busy at exit");
+	}
+	if (done >= __atomic_load_n(&cs_jr.appended, __ATOMIC_ACQUIRE) && !q.head)
+		unlink(cs_jr.name);     /* nothing left for anyone */
+	else
+		cs_warn("exiting with %lu writes not yet replicated; cs-replicate will finish them",
+			__atomic_load_n(&cs_jr.appended, __ATOMIC_ACQUIRE) - done);
+}
+
+void cs_replicator_forget(void)
+{
+	/* The child has no replicator thread; the parent's queue is the
+	 * parent's.  Leak it rather than touch memory a lock may cover. */
+	pthread_mutex_init(&mu, NULL);
+	pthread_mutex_init(&busy, NULL);
+	pthread_cond_init(&idle_cv, NULL);
+	started = 0;
+	stopping = 0;
+	if (efd >= 0)
+		close(efd);
+	efd = -1;
+	done = 0;
+	failing = 0;
+	q.head = NULL;
+	q.tail = &q.head;
+	q.count = 0;
+}
+
+/* ---- journals of dead processes (cs-replicate) ------------------------ */
+
+struct orphan {
+	struct queue todo;
+	uint64_t *acked;
+	size_t nacked, capacked;
+};
+
+static void collect(void *arg, struct cs_entry *e)
+{
+	struct orphan *o = arg;
+
+	if (e->op != 'K') {
+		queue_add(&o->todo, e, -1, 0);
+		return;
+	}
+	if (o->nacked == o->capacked) {
+		size_t cap = o->capacked ? 2 * o->capacked : 64;
+		uint64_t *a = realloc(o->acked, cap * sizeof *a);
+		if (!a)
+			return;
+		o->acked = a;
+		o->capacked = cap;
+	}
+	o->acked[o->nacked++] = e->off;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Unacknowledged entries of the journal open at fd, in order; replicated
+ * (and acknowledged) when run.  Returns how many remain undone. */
+static long journal_pending(int fd, bool run)
+{
+	struct orphan o = { .todo = { NULL, &o.todo.head, 0 } };
+	struct cs_entry *e = malloc(sizeof *e);
+	struct stat st;
+	char *buf = NULL;
+	long left = 0;
+
+	if (!e || fstat(fd, &st) < 0 || !(buf = malloc(st.st_size + 1))) {
+		left = -ENOMEM;
+		goto out;
+	}
+	ssize_t n = pread(fd, buf, st.st_size, 0);
+	if (n < 0) {
+		left = -errno;
+		goto out;
+	}
+	parse_lines(buf, n, 0, collect, &o);
+	qsort(o.acked, o.nacked, sizeof *o.acked, cmp_u64);
+	bool stuck = false;
+	for (struct pend *x = o.todo.head; x; x = x->next) {
+		if (o.nacked && bsearch(&x->off, o.acked, o.nacked, sizeof *o.acked, cmp_u64))
+			continue;
+		if (run && !stuck) {
+			to_entry(x, e);
+			if (cs_replicate_entry(e) == 0) {
+				cs_journal_ack(fd, x->off);
+				continue;
+			}
+			stuck = true;   /* keep the order: the rest waits */
+		}
+		left++;
+	}
+out:
+	while (o.todo.head) {
+		struct pend *x = o.todo.head;
+		o.todo.head = x->next;
+		pend_free(x);
+	}
+	free(o.acked);
+	free(buf);
+	free(e);
+	return left;
+}
+
+int cs_replicate_orphans(bool count_live, int *live)
+{
+	DIR *d;
+	struct dirent *de;
+	long pending = 0;
+	int nlive = 0;
+
+	if (live)
+		*live = 0;
+	if (!cs_cfg.spool[0])
+		return 0;
+	d = opendir(cs_cfg.spool);
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((de = readdir(d))) {
+		char path[CS_PATH_MAX];
+		size_t len = strlen(de->d_name);
+		struct stat st;
+
+		if (strncmp(de->d_name, "j.", 2) != 0 ||
+		    (size_t)snprintf(path, sizeof path, "%s/%s", cs_cfg.spool, de->d_name) >= sizeof path)
+			continue;
+		if (len > 4 && strcmp(de->d_name + len - 4, ".new") == 0) {
+			/* Its creator died between creating and publishing it. */
+			if (lstat(path, &st) == 0 && time(NULL) - st.st_mtime > ORPHAN_NEW_SECONDS)
+				unlink(path);
+			continue;
+		}
+		int fd = open(path, O_RDWR | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0)
+			continue;
+		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+			nlive++;        /* its process is alive and replicating it */
+			if (count_live) {
+				long left = journal_pending(fd, false);
+				pending += left > 0 ? left : 0;
+			}
+			close(fd);
+			continue;
+		}
+		long left = journal_pending(fd, true);
+		if (left == 0) {
+			unlink(path);
+			cs_info("finished the journal %s of a process that died", de->d_name);
+		} else if (left > 0) {
+			pending += left;
+		}
+		close(fd);
+	}
+	closedir(d);
+	if (live)
+		*live = nlive;
+	return (int)(pending > 0x7fffffff ? 0x7fffffff : pending);
+}

@@ -1,0 +1,108 @@
+/* test_journal.c - journal lines: what a writer appends is what the
+ * replicator reads back, whatever the path holds, and damaged or hostile
+ * lines are refused rather than replicated. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "cs.h"
+
+static void round_trip(enum cs_op op, const char *rel, const char *rel2)
+{
+	char line[3 * CS_PATH_MAX];
+	struct cs_entry e;
+	int n = cs_journal_format(op, "img", rel, rel2, line, sizeof line);
+
+	assert_true(n > 0);
+	assert_int_equal(line[n - 1], '\n');
+	assert_null(memchr(line, '\n', n - 1));         /* one line, always */
+	assert_int_equal(cs_journal_parse(line, n - 1, &e), 0);
+	assert_int_equal(e.op, op);
+	assert_string_equal(e.ns, "img");
+	assert_string_equal(e.rel, rel);
+	if (op == CS_OP_RENAME)
+		assert_string_equal(e.rel2, rel2);
+}
+
+static void lines_round_trip(void **state)
+{
+	(void)state;
+	round_trip(CS_OP_WRITE, "a/b/c.jpg", NULL);
+	round_trip(CS_OP_DELETE, "with space/and%25 #?.txt", NULL);
+	round_trip(CS_OP_RENAME, "tmp/x.part", "final/caf\xc3\xa9.png");
+}
+
+/* Names the cluster refuses everywhere are refused when journaled, not
+ * written as lines no reader would accept. */
+static void control_bytes(void **state)
+{
+	(void)state;
+	char line[256];
+
+	assert_int_equal(cs_journal_format(CS_OP_WRITE, "img", "new\nline", NULL, line,
+					   sizeof line), -EINVAL);
+	assert_int_equal(cs_journal_format(CS_OP_RENAME, "img", "a", "b\tc", line,
+					   sizeof line), -EINVAL);
+	assert_int_equal(cs_journal_format(CS_OP_WRITE, "img", "../x", NULL, line,
+					   sizeof line), -EINVAL);
+}
+
+static void acknowledgements(void **state)
+{
+	(void)state;
+	struct cs_entry e;
+
+	assert_int_equal(cs_journal_parse("K\t12345", 7, &e), 1);
+	assert_int_equal(e.off, 12345);
+	assert_int_equal(cs_journal_parse("K\t12x", 5, &e), -EINVAL);
+}
+
+static void refused(void **state)
+{
+	(void)state;
+	struct cs_entry e;
+	static const char *const bad[] = {
+		"W\timg\t../etc/passwd",        /* escapes the namespace */
+		"W\timg\ta/%2e%2e/b",            /* the same, encoded */
+		"W\timg\t/abs",                  /* absolute */
+		"W\timg\ta%00b",                 /* NUL */
+		"W\timg\ta%2Fb",                 /* encoded separator */
+		"X\timg\ta",                     /* unknown operation */
+		"R\timg\ta",                     /* rename without target */
+		"W\timg\ta\textra",              /* trailing field */
+		"W\t\ta",                        /* no namespace */
+		"W",                             /* cut short */
+	};
+
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+		assert_int_equal(cs_journal_parse(bad[i], strlen(bad[i]), &e), -EINVAL);
+}
+
+static void too_long(void **state)
+{
+	(void)state;
+	char rel[CS_PATH_MAX], line[64];
+
+	for (size_t i = 0; i < sizeof rel - 1; i++)      /* valid: short segments */
+		rel[i] = i % 8 == 7 ? '/' : 'a';
+	rel[sizeof rel - 2] = 'a';
+	rel[sizeof rel - 1] = '\0';
+	assert_int_equal(cs_journal_format(CS_OP_WRITE, "img", rel, NULL, line, sizeof line),
+			 -ENOSPC);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(lines_round_trip),
+		cmocka_unit_test(control_bytes),
+		cmocka_unit_test(acknowledgements),
+		cmocka_unit_test(refused),
+		cmocka_unit_test(too_long),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
