@@ -108,10 +108,13 @@ class Node:
         self.url = "http://127.0.0.1:%d" % self.serve_port
         self.serve = None
         self.nginx = None
+        self.spool = os.path.join(self.home, "spool")
         os.makedirs(os.path.join(self.home, "tmp"))
         os.makedirs(self.dir)
+        os.makedirs(self.spool)
         pw = pwd.getpwnam(WEB_USER)
         os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        os.chown(self.spool, pw.pw_uid, pw.pw_gid)
 
     def env(self, preload=False, **extra):
         c = self.cluster
@@ -124,6 +127,7 @@ class Node:
             "CS_MYSQL": c.mysql_url,
             "CS_MEMCACHED": "127.0.0.1:%d" % c.memcached_port,
             "CS_SECRET": c.secret,
+            "CS_SPOOL": self.spool,
             "CS_LOG": c.log_level,
         }
         for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
@@ -131,6 +135,7 @@ class Node:
                 e[k] = os.environ[k]
         if preload:
             e["LD_PRELOAD"] = c.preload
+        e.update(c.extra_env)
         e.update(extra)
         return e
 
@@ -272,7 +277,7 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, nodes=3, namespace="img", log_level="warn", nginx=True):
+    def __init__(self, nodes=3, namespace="img", log_level="warn", nginx=True, extra_env=None):
         if os.geteuid() != 0:
             raise SystemExit("cluster.py: needs root (nginx workers and the daemon run as www-data)")
         self.namespace = namespace
@@ -285,6 +290,7 @@ class Cluster:
         self.nodes = []
         self.want_nginx = nginx
         self.n = nodes
+        self.extra_env = extra_env or {}
 
     # -- lifetime --------------------------------------------------------
     def __enter__(self):

@@ -1,0 +1,363 @@
+"""test_write_path.py - the write path as a user sees it: programs under the
+library write, rename and delete files on one node, and every node serves
+the result.  Real memcached, MariaDB, three nodes each with cs-replicate
+serve and nginx under the library (workers as www-data), CS_REPLICAS=2.
+
+Each test uses its own directory; a test that stops a server starts it
+again.  Prints TAP-style lines and ends with "N passed, N failed".
+"""
+import hashlib
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster import Cluster, WEB_USER, as_web_user  # noqa: E402
+
+REPLICAS = 2
+
+
+class Fail(Exception):
+    pass
+
+
+def expect(cond, what, want=None, got=None):
+    if not cond:
+        msg = what
+        if want is not None or got is not None:
+            msg += "\n  expected: %r\n  got:      %r" % (want, got)
+        raise Fail(msg)
+
+
+def sha(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def file_sha(path):
+    try:
+        with open(path, "rb") as f:
+            return sha(f.read())
+    except FileNotFoundError:
+        return None
+
+
+def eventually(pred, timeout=20, step=0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(step)
+
+
+def mkdir_web(node, rel):
+    pw = pwd.getpwnam(WEB_USER)
+    path = os.path.join(node.dir, rel)
+    os.makedirs(path, exist_ok=True)
+    os.chown(path, pw.pw_uid, pw.pw_gid)
+    return path
+
+
+def copies(c, rel):
+    """sha256 of rel on each node's disk (None where absent)."""
+    return [file_sha(os.path.join(n.dir, rel)) for n in c.nodes]
+
+
+def replicated(c, rels, want):
+    """True when each rel is on >= want nodes with one and the same content."""
+    for rel in rels:
+        got = [h for h in copies(c, rel) if h]
+        if len(got) < want or len(set(got)) != 1:
+            return False
+    return True
+
+
+def drain(node, timeout=60):
+    p = node.cs("drain", "--timeout", str(timeout), check=False, timeout=timeout + 30)
+    expect(p.returncode == 0, "cs-replicate drain on %s exits 0" % node.name, 0,
+           (p.returncode, p.stdout, p.stderr))
+
+
+def run_ok(node, argv, **kw):
+    p = node.run(argv, **kw)
+    expect(p.returncode == 0, "%s runs" % argv[0], 0,
+           (p.returncode, p.stdout[-500:], p.stderr[-2000:]))
+    return p
+
+
+# ---- tests -------------------------------------------------------------
+
+def test_thousand_files_four_writers(c):
+    """1,000 files by a shell redirect, cp, Python temp+rename and PHP
+    file_put_contents+rename: each on >= CS_REPLICAS nodes, same bytes."""
+    n1 = c.nodes[0]
+    for d in ("sh", "cp", "py", "php"):
+        mkdir_web(n1, d)
+    src = os.path.join(c.tmp, "cp-src")
+    os.makedirs(src)
+    for i in range(250):
+        with open(os.path.join(src, "c%03d.bin" % i), "wb") as f:
+            f.write(os.urandom(1000 + i))
+    os.chmod(src, 0o755)
+    run_ok(n1, ["sh", "-c", 'cd %s/sh && i=0; while [ $i -lt 250 ]; do '
+                'echo "shell file $i $$" > s$i.txt; i=$((i+1)); done' % n1.dir])
+    run_ok(n1, ["cp", "-r", src + "/.", os.path.join(n1.dir, "cp")])
+    run_ok(n1, ["python3", "-c", """
+import os, tempfile
+d = %r
+for i in range(250):
+    f = tempfile.NamedTemporaryFile(dir=d, prefix="tmp", delete=False)
+    f.write(os.urandom(2000 + i))
+    f.close()
+    os.replace(f.name, os.path.join(d, "p%%03d.bin" %% i))
+""" % os.path.join(n1.dir, "py")])
+    run_ok(n1, ["php", "-r", """
+$d = '%s';
+for ($i = 0; $i < 250; $i++) {
+    file_put_contents("$d/up$i.tmp", random_bytes(3000 + $i));
+    rename("$d/up$i.tmp", "$d/f$i.jpg");
+}""" % os.path.join(n1.dir, "php")])
+    rels = (["sh/s%d.txt" % i for i in range(250)] + ["cp/c%03d.bin" % i for i in range(250)]
+            + ["py/p%03d.bin" % i for i in range(250)] + ["php/f%d.jpg" % i for i in range(250)])
+    drain(n1)
+    ok = eventually(lambda: replicated(c, rels, REPLICAS), 30, 0.5)
+    if not ok:
+        bad = [r for r in rels if not replicated(c, [r], REPLICAS)]
+        expect(False, "every file on >= %d nodes with identical bytes" % REPLICAS,
+               [], bad[:5] + ["... %d in all" % len(bad)])
+    n = c.sql("SELECT COUNT(*) FROM files WHERE deleted=0 AND (path LIKE 'sh/%' OR "
+              "path LIKE 'cp/%' OR path LIKE 'py/%' OR path LIKE 'php/%')", db="cs").stdout.strip()
+    expect(n == "1000", "the registry holds exactly the 1,000 final names", "1000", n)
+    tmp = c.sql("SELECT path FROM files WHERE path LIKE 'py/tmp%' OR path LIKE 'php/%.tmp'",
+                db="cs").stdout.split()
+    expect(tmp == [], "temporary names renamed away were never registered", [], tmp[:5])
+    status, body = c.nodes[2].get("/php/f7.jpg")
+    expect(status == 200 and sha(body) == file_sha(os.path.join(n1.dir, "php/f7.jpg")),
+           "node3 serves a PHP-written file", 200, status)
+
+
+def test_delete_rename_overwrite_propagate(c):
+    n1, n2, n3 = c.nodes
+    mkdir_web(n1, "dro")
+    run_ok(n1, ["sh", "-c", "cd %s/dro && echo one > keep.txt && echo two > gone.txt && "
+                "echo three > old.txt && echo v1 > over.txt" % n1.dir])
+    drain(n1)
+    for n in c.nodes:        # every node has read them (holds a copy)
+        for f in ("keep.txt", "gone.txt", "old.txt", "over.txt"):
+            status, _ = n.get("/dro/" + f)
+            expect(status == 200, "%s serves dro/%s" % (n.name, f), 200, status)
+    run_ok(n1, ["sh", "-c", "cd %s/dro && rm gone.txt && mv old.txt new.txt && "
+                "echo v2-longer > over.txt" % n1.dir])
+    drain(n1)
+
+    def converged():
+        for n in c.nodes:
+            if n.get("/dro/gone.txt")[0] != 404 or n.get("/dro/old.txt")[0] != 404:
+                return False
+            if n.get("/dro/new.txt") != (200, b"three\n"):
+                return False
+            if n.get("/dro/over.txt") != (200, b"v2-longer\n"):
+                return False
+        return True
+    ok = eventually(converged, 10)
+    if not ok:
+        got = {n.name: [n.get("/dro/" + f)[0] for f in ("gone.txt", "old.txt", "new.txt")]
+               + [n.get("/dro/over.txt")[1]] for n in c.nodes}
+        expect(False, "delete, rename and overwrite seen on every node",
+               "gone 404, old 404, new 200, over v2", got)
+    served = n1.stats()["files_served"]
+    expect(n2.get("/dro/keep.txt") == (200, b"one\n"), "untouched file still served")
+    expect(n1.stats()["files_served"] == served, "a hit still costs no transfer")
+
+
+def test_kill9_after_close_loses_nothing(c):
+    n1 = c.nodes[0]
+    d = mkdir_web(n1, "k9")
+    data = os.urandom(50000)
+    src = os.path.join(c.tmp, "k9.bin")
+    with open(src, "wb") as f:
+        f.write(data)
+    os.chmod(src, 0o644)
+    p = n1.run(["python3", "-c", """
+import os, signal
+with open(%r, 'rb') as s, open(%r, 'wb') as f:
+    f.write(s.read())
+os.kill(os.getpid(), signal.SIGKILL)
+""" % (src, os.path.join(d, "victim.bin"))])
+    expect(p.returncode == -signal.SIGKILL, "writer died by SIGKILL", -9, p.returncode)
+    ok = eventually(lambda: replicated(c, ["k9/victim.bin"], REPLICAS), 15)
+    expect(ok, "cs-replicate serve finished the dead writer's journal",
+           "on >= 2 nodes", copies(c, "k9/victim.bin"))
+    expect(c.nodes[2].get("/k9/victim.bin") == (200, data), "node3 serves it")
+
+
+def test_target_down_gets_file_after_return(c):
+    n1, n2, n3 = c.nodes
+    d = mkdir_web(n1, "down")
+    n2.stop_serve()
+    n3.stop_serve()
+    try:
+        # Nodes are "down" after 10 s without heartbeat; pushes fail at once.
+        run_ok(n1, ["sh", "-c", "echo waiting > %s/w.txt" % d])
+        time.sleep(1.5)
+        expect(copies(c, "down/w.txt")[1:] == [None, None], "no copy while targets are down")
+        n2.start_serve()
+        ok = eventually(lambda: replicated(c, ["down/w.txt"], 2), 20)
+        expect(ok, "the file reaches a target once it is back", ">= 2 copies",
+               copies(c, "down/w.txt"))
+    finally:
+        if not n2.serve:
+            n2.start_serve()
+        if not n3.serve:
+            n3.start_serve()
+
+
+def test_mariadb_down_during_writes(c):
+    n1 = c.nodes[0]
+    d = mkdir_web(n1, "nodb")
+    c.stop_mariadb()
+    try:
+        run_ok(n1, ["sh", "-c", "cd %s && for i in 1 2 3 4 5; do echo db-down-$i > f$i.txt; done" % d])
+        for i in range(1, 6):
+            with open(os.path.join(d, "f%d.txt" % i)) as f:
+                expect(f.read() == "db-down-%d\n" % i, "write succeeded locally")
+    finally:
+        c.start_mariadb()
+    rels = ["nodb/f%d.txt" % i for i in range(1, 6)]
+    ok = eventually(lambda: replicated(c, rels, REPLICAS), 40, 0.5)
+    expect(ok, "replicated once MariaDB is back", ">= 2 copies each",
+           [copies(c, r) for r in rels])
+
+
+def test_memcached_cold_restart(c):
+    n1, n2, n3 = c.nodes
+    d = mkdir_web(n1, "mc")
+    run_ok(n1, ["sh", "-c", "echo first > %s/x.txt" % d])
+    drain(n1)
+    expect(n3.get("/mc/x.txt") == (200, b"first\n"), "node3 reads version 1")
+    c.stop_memcached()
+    c.start_memcached()
+    run_ok(n1, ["sh", "-c", "echo second-version > %s/x.txt" % d])
+    drain(n1)
+    ok = eventually(lambda: all(n.get("/mc/x.txt") == (200, b"second-version\n")
+                                for n in c.nodes), 10)
+    expect(ok, "after a cold memcached every node serves the new version",
+           "second-version", [n.get("/mc/x.txt") for n in c.nodes])
+
+
+def test_fork_children_write(c):
+    """A parent that loaded the library forks workers (nginx, Apache prefork,
+    PHP-FPM style); some exit normally, some with _exit."""
+    n1 = c.nodes[0]
+    d = mkdir_web(n1, "fork")
+    run_ok(n1, ["python3", "-c", """
+import os
+d = %r
+open(os.path.join(d, "parent.txt"), "w").write("parent\\n")
+kids = []
+for k in range(4):
+    pid = os.fork()
+    if pid == 0:
+        for i in range(5):
+            with open(os.path.join(d, "k%%d-%%d.txt" %% (k, i)), "w") as f:
+                f.write("child %%d file %%d\\n" %% (k, i))
+        if k %% 2:
+            os._exit(0)
+        raise SystemExit(0)
+    kids.append(pid)
+for pid in kids:
+    os.waitpid(pid, 0)
+""" % d])
+    rels = ["fork/parent.txt"] + ["fork/k%d-%d.txt" % (k, i) for k in range(4) for i in range(5)]
+    ok = eventually(lambda: replicated(c, rels, REPLICAS), 20, 0.3)
+    expect(ok, "every child's files replicated", ">= 2 copies",
+           [r for r in rels if not replicated(c, [r], REPLICAS)])
+
+
+def test_concurrent_writers_last_registered_wins(c):
+    n1, n2, n3 = c.nodes
+    mkdir_web(n1, "race")
+    mkdir_web(n2, "race")
+    procs = [subprocess.Popen(
+        ["sh", "-c", "for i in $(seq 40); do echo %s-$i > %s/race/r.txt; done" % (n.name, n.dir)],
+        env=n.env(preload=True), preexec_fn=as_web_user()) for n in (n1, n2)]
+    codes = [p.wait(60) for p in procs]
+    expect(codes == [0, 0], "both writers ran at once", [0, 0], codes)
+    drain(n1)
+    drain(n2)
+
+    def agreed():
+        row = c.sql("SELECT HEX(sha256) FROM files WHERE path='race/r.txt'", db="cs").stdout.strip()
+        got = [n.get("/race/r.txt") for n in c.nodes]
+        return (all(s == 200 for s, _ in got) and len({b for _, b in got}) == 1
+                and sha(got[0][1]).upper() == row)
+    ok = eventually(agreed, 15)
+    expect(ok, "every node serves the last registered version",
+           "one content everywhere", [n.get("/race/r.txt") for n in c.nodes])
+
+
+def test_drain_reports_failure(c):
+    n1 = c.nodes[0]
+    d = mkdir_web(n1, "drainfail")
+    c.stop_mariadb()
+    try:
+        p = n1.run(["python3", "-c", "import os; f=open(%r,'w'); f.write('x'); f.close(); os._exit(0)"
+                    % os.path.join(d, "a.txt")])
+        expect(p.returncode == 0, "writer ran")
+        p = n1.cs("drain", "--timeout", "2", check=False)
+        expect(p.returncode == 1 and "pending" in p.stderr,
+               "drain exits 1 and says why while MariaDB is down", 1, (p.returncode, p.stderr))
+    finally:
+        c.start_mariadb()
+    drain(n1)
+    expect(replicated(c, ["drainfail/a.txt"], REPLICAS), "and replicates once it is back")
+
+
+TESTS = [
+    test_thousand_files_four_writers,
+    test_delete_rename_overwrite_propagate,
+    test_kill9_after_close_loses_nothing,
+    test_fork_children_write,
+    test_memcached_cold_restart,
+    test_concurrent_writers_last_registered_wins,
+    test_target_down_gets_file_after_return,
+    test_mariadb_down_during_writes,
+    test_drain_reports_failure,
+]
+
+
+def main():
+    only = sys.argv[1:]
+    passed = failed = 0
+    with Cluster(nodes=3, extra_env={"CS_REPLICAS": str(REPLICAS)}) as c:
+        for i, t in enumerate(TESTS, 1):
+            if only and t.__name__ not in only:
+                continue
+            start = time.monotonic()
+            try:
+                t(c)
+                passed += 1
+                print("ok %d - %s (%.1fs)" % (i, t.__name__, time.monotonic() - start), flush=True)
+            except Exception as e:
+                failed += 1
+                print("not ok %d - %s" % (i, t.__name__), flush=True)
+                detail = str(e) if isinstance(e, Fail) else traceback.format_exc()
+                for line in detail.splitlines():
+                    print("#   " + line, flush=True)
+                for node in c.nodes:
+                    for log in ("serve.log", "nginx-error.log"):
+                        path = os.path.join(node.home, log)
+                        if os.path.exists(path):
+                            tail = open(path, errors="replace").read().splitlines()[-5:]
+                            for line in tail:
+                                print("#   %s/%s: %s" % (node.name, log, line))
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
