@@ -71,7 +71,7 @@ struct cs_mysql_dsn {
 	char pass[256];
 	char host[256];
 	unsigned port;
-	char db[128];
+	char database[128];
 	char socket[CS_PATH_MAX];
 };
 
@@ -274,6 +274,9 @@ int cs_registry_unpublish(const char *ns, const char *rel, struct cs_file *prev)
 /* Nodes to push a new version of f to: up, not this node, not holding it,
  * another CS_ZONE first, then the fewest files.  Returns how many. */
 int cs_registry_targets(const struct cs_file *f, struct cs_node *out, int max);
+/* A push to node succeeded: count it until the counts are next read, so a
+ * burst of writes spreads instead of all going to the emptiest node. */
+void cs_registry_note_copy(uint32_t node);
 /* A copy on this node whose version was superseded (or deleted). */
 struct cs_stale {
 	uint64_t file_id, version, size;
@@ -287,6 +290,9 @@ int cs_registry_drop_copy(uint64_t file_id, uint64_t version);
 
 /* Drop cached connections; called in a forked child, never frees. */
 void cs_registry_forget(void);
+/* The calling thread has a descriptor table of its own (unshare): give it
+ * its own MySQL and memcached connections. */
+int cs_registry_own_connections(void);
 void cs_registry_shutdown(void);
 
 /* ---- peers (peer.c: libcurl) ---------------------------------------- */
@@ -414,9 +420,15 @@ void cs_journal_closing(int fd);
  * Idempotent: replaying a done entry does nothing new.
  */
 int cs_replicate_entry(const struct cs_entry *e);
+/* Start this process's replicator thread if it is not running (never from
+ * the constructor, nor from close()). */
+void cs_replicator_start(void);
 /* Wake this process's replicator thread; start it first when may_start
  * (never from close(), which may run in a signal handler). */
 void cs_replicator_kick(bool may_start);
+/* The host is closing (or dup2-ing over) fd: if it is our eventfd, stop
+ * writing to that number. */
+void cs_replicator_closing(int fd);
 /* In a forked child: no replicator thread, no queue (both the parent's). */
 void cs_replicator_forget(void);
 /* At exit: give pending entries up to deadline_ms; the rest stay journaled. */

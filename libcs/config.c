@@ -219,7 +219,7 @@ int cs_mysql_dsn_parse(const char *url, struct cs_mysql_dsn *d, char *err,
 
 	q = strchr(slash, '?');
 	size_t dblen = q ? (size_t)(q - slash - 1) : strlen(slash + 1);
-	if (dblen == 0 || !pct_copy(d->db, sizeof d->db, slash + 1, dblen))
+	if (dblen == 0 || !pct_copy(d->database, sizeof d->database, slash + 1, dblen))
 		return fail(err, errlen, "CS_MYSQL: no database name in '%s'", url);
 	while (q && *q) {
 		const char *k = q + 1, *amp = strchr(k, '&');

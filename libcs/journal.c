@@ -22,7 +22,8 @@
  * only then renamed into view, so nobody can mistake a journal being born for
  * an orphan.  Appending is async-signal-safe: no allocation, no lock, only
  * atomics and system calls; it may run inside close() called from a signal
- * handler.  Reading, acknowledging and rotating are the replicator's.
+ * handler.  Reading, acknowledging and compacting (punching holes in the
+ * done part, so offsets never move) are the replicator's.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -145,8 +146,6 @@ int cs_journal_append(enum cs_op op, const char *ns, const char *rel,
 
 	if (n < 0)
 		return n == -EINVAL ? -EINVAL : -ENAMETOOLONG;
-	/* The replicator swaps journals only when no append is in flight. */
-	__atomic_fetch_add(&cs_jr.inflight, 1, __ATOMIC_ACQ_REL);
 	int fd = journal_fd(&err);
 	if (fd < 0) {
 		rc = err;
@@ -160,7 +159,6 @@ int cs_journal_append(enum cs_op op, const char *ns, const char *rel,
 		else
 			__atomic_fetch_add(&cs_jr.appended, 1, __ATOMIC_ACQ_REL);
 	}
-	__atomic_fetch_sub(&cs_jr.inflight, 1, __ATOMIC_ACQ_REL);
 	return rc;
 }
 
@@ -245,7 +243,6 @@ void cs_journal_forget(void)
 
 	cs_jr.fd = -1;
 	cs_jr.opening = 0;
-	cs_jr.inflight = 0;
 	cs_jr.appended = 0;
 	cs_jr.name[0] = '\0';
 	if (fd >= 0)

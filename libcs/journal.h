@@ -1,6 +1,6 @@
 /*
  * journal.h - shared by journal.c (appending) and replicator.c (reading,
- * acknowledging, rotating, finishing orphans); private to libcs.
+ * acknowledging, compacting, finishing orphans); private to libcs.
  */
 #ifndef CS_JOURNAL_H
 #define CS_JOURNAL_H
@@ -12,7 +12,6 @@
 struct cs_journal_state {
 	int fd;                 /* this process's journal, -1 until first use */
 	int opening;            /* a thread is creating it */
-	int inflight;           /* appends under way (rotation waits for 0) */
 	unsigned long appended; /* entries appended by this process */
 	pid_t owner;
 	char name[CS_PATH_MAX];

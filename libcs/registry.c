@@ -57,16 +57,42 @@ struct breaker {
 	bool reported;
 };
 
-static pthread_mutex_t db_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_mutex_t mc_lock = PTHREAD_MUTEX_INITIALIZER;
+/*
+ * Connections and their breakers.  The host's threads share one set; a
+ * thread with a descriptor table of its own (the replicator: a socket it
+ * opens does not exist for the host, and the other way round) has its own
+ * set, chosen through a thread-local pointer.  The names below stand for the
+ * calling thread's set.
+ */
+struct conn {
+	pthread_mutex_t db_lock_, mc_lock_;
+	MYSQL *db_;
+	bool pending_;          /* a sent statement whose reply is unread */
+	memcached_st *mc_;
+	struct breaker db_brk_, mc_brk_;
+};
+
+static struct conn shared = {
+	.db_lock_ = PTHREAD_MUTEX_INITIALIZER, .mc_lock_ = PTHREAD_MUTEX_INITIALIZER,
+};
+static __thread struct conn *own;
+
+static inline struct conn *conn(void)
+{
+	return own ? own : &shared;
+}
+
+#define db (conn()->db_)
+#define db_pending (conn()->pending_)
+#define mc (conn()->mc_)
+#define db_brk (conn()->db_brk_)
+#define mc_brk (conn()->mc_brk_)
+#define db_lock (conn()->db_lock_)
+#define mc_lock (conn()->mc_lock_)
+
 static pthread_mutex_t neg_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t nodes_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
-
-static MYSQL *db;
-static bool db_pending;         /* a sent statement whose reply is unread */
-static memcached_st *mc;
-static struct breaker db_brk, mc_brk;
 static uint32_t self_id;
 
 static struct cs_node node_tab[MAX_NODES];
@@ -376,7 +402,7 @@ static MYSQL *locked_db(void)
 	mysql_options(db, MYSQL_OPT_RECONNECT, &off);
 	mysql_options(db, MYSQL_SET_CHARSET_NAME, "utf8mb4");
 	if (!mysql_real_connect(db, d->host, d->user, d->pass[0] ? d->pass : NULL,
-				d->db, d->port, d->socket[0] ? d->socket : NULL,
+				d->database, d->port, d->socket[0] ? d->socket : NULL,
 				CLIENT_FOUND_ROWS)) {
 		brk_fail(&db_brk, "MySQL", mysql_error(db));
 		mysql_close(db);
@@ -1109,6 +1135,22 @@ static uint64_t locked_count_of(uint32_t id)
 	return 0;
 }
 
+void cs_registry_note_copy(uint32_t node)
+{
+	pthread_mutex_lock(&nodes_lock);
+	for (int i = 0; i < counts_n; i++)
+		if (counts[i].id == node) {
+			counts[i].files++;
+			goto out;
+		}
+	if (counts_n < MAX_NODES) {
+		counts[counts_n].id = node;
+		counts[counts_n++].files = 1;
+	}
+out:
+	pthread_mutex_unlock(&nodes_lock);
+}
+
 int cs_registry_targets(const struct cs_file *f, struct cs_node *out, int max)
 {
 	uint64_t files[MAX_NODES];
@@ -1321,14 +1363,28 @@ out:
 void cs_registry_forget(void)
 {
 	/* The child shares the parent's sockets: closing them politely would
-	 * end the parent's sessions.  Drop the handles; fresh ones come lazily. */
-	pthread_mutex_init(&db_lock, NULL);
-	pthread_mutex_init(&mc_lock, NULL);
+	 * end the parent's sessions.  Drop the handles; fresh ones come lazily.
+	 * (The replicator's set belonged to a thread the child does not have.) */
+	pthread_mutex_init(&shared.db_lock_, NULL);
+	pthread_mutex_init(&shared.mc_lock_, NULL);
 	pthread_mutex_init(&neg_lock, NULL);
 	pthread_mutex_init(&nodes_lock, NULL);
-	db = NULL;
-	db_pending = false;
-	mc = NULL;
+	shared.db_ = NULL;
+	shared.pending_ = false;
+	shared.mc_ = NULL;
+	own = NULL;
+}
+
+int cs_registry_own_connections(void)
+{
+	struct conn *c = calloc(1, sizeof *c);
+
+	if (!c)
+		return -ENOMEM;
+	pthread_mutex_init(&c->db_lock_, NULL);
+	pthread_mutex_init(&c->mc_lock_, NULL);
+	own = c;
+	return 0;
 }
 
 void cs_registry_shutdown(void)

@@ -29,8 +29,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sched.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -40,7 +42,7 @@
 #define SETTLE_MS 5             /* a closed temp file is usually renamed by then */
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
-#define ROTATE_BYTES (1 << 20)
+#define COMPACT_BYTES (1 << 20)
 #define ORPHAN_NEW_SECONDS 60   /* a .new journal older than this was abandoned */
 
 static int64_t now_ms(void)
@@ -83,6 +85,7 @@ static int publish(const struct cs_prefix *p, const char *rel, struct cs_file *f
 			cs_error_every(10, "%s: cannot read to replicate: %s", abs, strerror(-rc));
 			return -EAGAIN;
 		}
+		cs_debug("%s: gone before it was replicated", abs);
 		*gone = true;
 		return 0;
 	}
@@ -133,8 +136,10 @@ static int spread(const struct cs_prefix *p, const char *rel, const struct cs_fi
 	}
 	for (int i = 0; i < n && have + acks < want; i++) {
 		int rc = cs_peer_push(nodes[i].url, p->name, rel, fd, f);
-		if (rc == 0)
+		if (rc == 0) {
 			acks++;
+			cs_registry_note_copy(nodes[i].id);
+		}
 		else if (rc == -ESTALE) {
 			acks = want;    /* a newer version exists: its entry spreads it */
 			break;
@@ -288,6 +293,8 @@ int cs_replicate_entry(const struct cs_entry *e)
 		cs_warn("journal entry for unknown namespace '%s' dropped", e->ns);
 		return 0;
 	}
+	cs_debug("replicating %c %s/%s%s%s", e->op, e->ns, e->rel, e->rel2[0] ? " -> " : "",
+		 e->rel2);
 	switch (e->op) {
 	case CS_OP_WRITE:
 		return write_entry(p, e->rel);
@@ -394,15 +401,19 @@ static pthread_mutex_t busy = PTHREAD_MUTEX_INITIALIZER;
 static int stopping;
 static pthread_cond_t idle_cv = PTHREAD_COND_INITIALIZER;
 static int started;             /* 0 no, 1 starting/running */
-static int efd = -1;            /* eventfd that wakes the thread */
+static int efd = -1;            /* eventfd that wakes the thread (its number) */
+static int kick_fd = -1;        /* the same, in the host's table; -1 once the
+				 * host closed it (the thread then polls) */
 static unsigned long done;      /* entries finished (acknowledged or dropped) */
 static int failing;             /* the last try failed: backing off */
 static struct queue q = { NULL, &q.head, 0 };
 
 struct reader {
-	int fd;
-	uint64_t off;
+	int fd;                 /* our own descriptor of the journal */
+	uint64_t off;           /* read up to here */
+	uint64_t punched;       /* disk space given back up to here */
 	int64_t now;
+	char name[CS_PATH_MAX];
 };
 
 static void take(void *arg, struct cs_entry *e)
@@ -443,15 +454,33 @@ static void finished(unsigned long k)
 	pthread_mutex_unlock(&mu);
 }
 
+static int backoff;             /* ms, doubling while entries fail */
+static int64_t retry_at;        /* no entry runs before this (backoff) */
+
+/* Drop y, the entry at *pp, from the queue. */
+static void unlink_at(struct pend **pp)
+{
+	struct pend *y = *pp;
+
+	*pp = y->next;
+	if (!*pp)
+		q.tail = pp;
+	q.count--;
+}
+
 /* Run the queue's ripe entries in order.  Returns ms until the next try,
  * or -1 when the queue is empty. */
-static int run_queue(int *backoff)
+static int run_queue(void)
 {
-	struct cs_entry *e = malloc(sizeof *e);
+	struct cs_entry *e;
 	int64_t now = now_ms();
 	int wait = -1;
 
-	if (!e)
+	/* Woken by a new entry while backing off: the registry or the peers
+	 * are no likelier to answer yet. */
+	if (q.head && now < retry_at)
+		return (int)(retry_at - now);
+	if (!(e = malloc(sizeof *e)))
 		return BACKOFF_MIN_MS;
 	while (q.head && !__atomic_load_n(&stopping, __ATOMIC_ACQUIRE)) {
 		struct pend *x = q.head;
@@ -463,38 +492,34 @@ static int run_queue(int *backoff)
 		if (cs_replicate_entry(e) < 0) {
 			__atomic_store_n(&failing, 1, __ATOMIC_RELEASE);
 			finished(0);    /* wakes an exit waiting for us: no point now */
-			*backoff = *backoff ? *backoff * 2 : BACKOFF_MIN_MS;
-			if (*backoff > BACKOFF_MAX_MS)
-				*backoff = BACKOFF_MAX_MS;
-			wait = *backoff;
+			backoff = backoff ? backoff * 2 : BACKOFF_MIN_MS;
+			if (backoff > BACKOFF_MAX_MS)
+				backoff = BACKOFF_MAX_MS;
+			retry_at = now_ms() + backoff;
+			wait = backoff;
 			break;
 		}
-		*backoff = 0;
+		backoff = 0;
 		__atomic_store_n(&failing, 0, __ATOMIC_RELEASE);
-		/* Later writes of the same path already read are covered: their
-		 * bytes were on disk before their entries were. */
 		unsigned long k = 1;
 		cs_journal_ack(x->fd, x->off);
-		q.head = x->next;
-		for (struct pend **pp = &q.head; x->op == CS_OP_WRITE && *pp;) {
+		unlink_at(&q.head);
+		/* Later writes of the same path already read are covered: their
+		 * bytes were on disk before their entries were.  (Looked for
+		 * among the next few only, so a backlog stays linear.) */
+		int looked = 0;
+		for (struct pend **pp = &q.head; x->op == CS_OP_WRITE && *pp && looked < 256;
+		     looked++) {
 			struct pend *y = *pp;
 			if (y->op == CS_OP_WRITE && !strcmp(y->ns, x->ns) && !strcmp(y->rel, x->rel)) {
 				cs_journal_ack(y->fd, y->off);
-				*pp = y->next;
+				unlink_at(pp);
 				pend_free(y);
 				k++;
 			} else {
 				pp = &y->next;
 			}
 		}
-		if (!q.head)
-			q.tail = &q.head;
-		else {
-			q.tail = &q.head;
-			while (*q.tail)
-				q.tail = &(*q.tail)->next;
-		}
-		q.count -= k;
 		pend_free(x);
 		finished(k);
 		now = now_ms();
@@ -503,61 +528,114 @@ static int run_queue(int *backoff)
 	return wait;
 }
 
-/* Everything is done and the journal is large: start a fresh one, so a
- * long-lived worker's journal does not grow without end. */
-static void rotate(struct reader *r)
+/* Everything read so far is done: give the disk space of that part of
+ * the journal back, so a long-lived worker's journal stays small.  Offsets
+ * do not move (the file only gets holes), and appends go on meanwhile. */
+static void compact(struct reader *r)
 {
-	char name[CS_PATH_MAX], old[CS_PATH_MAX];
-	int nfd = cs_journal_create(name, sizeof name);
+	uint64_t end = (r->off - 1) & ~(uint64_t)4095;  /* a block below r->off */
 
-	if (nfd < 0)
+	if (end <= r->punched || end - r->punched < COMPACT_BYTES)
 		return;
-	snprintf(old, sizeof old, "%s", cs_jr.name);
-	snprintf(cs_jr.name, sizeof cs_jr.name, "%s", name);
-	int ofd = __atomic_exchange_n(&cs_jr.fd, nfd, __ATOMIC_ACQ_REL);
-	/* An append that picked up the old fd finishes before we look. */
-	while (__atomic_load_n(&cs_jr.inflight, __ATOMIC_ACQUIRE) > 0)
-		sched_yield();
-	read_more(r);
-	if (q.head) {
-		/* Late entries in the old journal: keep it until they are done. */
-		struct reader rn = { .fd = nfd };
-		*r = rn;
+	if (fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)r->punched,
+		      (off_t)(end - r->punched)) == 0)
+		r->punched = end;
+}
+
+/* Follow this process's journal: the host creates it (and a new one if it
+ * closes ours); we open it by name, in our own descriptor table. */
+static void follow(struct reader *r)
+{
+	if (__atomic_load_n(&cs_jr.fd, __ATOMIC_ACQUIRE) < 0 || q.head ||
+	    strcmp(r->name, cs_jr.name) == 0)
+		return;
+	if (r->fd >= 0)
+		close(r->fd);
+	snprintf(r->name, sizeof r->name, "%s", cs_jr.name);
+	r->fd = open(r->name, O_RDWR | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
+	r->off = r->punched = 0;
+}
+
+/*
+ * The host's descriptors are not ours.  A thread sharing the table takes
+ * whatever number is free: a shell that closes 1 and then dups onto it
+ * would get our MySQL socket as its stdout.  So the thread gets a table of
+ * its own and drops its copies of the host's descriptors at once (a copy
+ * would keep a socket the host closed open), keeping only stderr for its
+ * log and the eventfd that wakes it.
+ */
+static void isolate(void)
+{
+	int null;
+
+	if (unshare(CLONE_FILES) < 0) {
+		cs_error("replicator: unshare(CLONE_FILES): %s; sharing the host's descriptors",
+			 strerror(errno));
 		return;
 	}
-	unlink(old);
-	close(ofd);
-	r->fd = nfd;
-	r->off = 0;
+	if (efd > 3)
+		syscall(SYS_close_range, 3, efd - 1, 0);
+	syscall(SYS_close_range, efd + 1, ~0U, 0);
+	if ((null = open("/dev/null", O_RDWR | O_CLOEXEC)) >= 0) {
+		dup2(null, 0);
+		dup2(null, 1);
+		if (null > 2)
+			close(null);
+	}
+	cs_registry_own_connections();
 }
+
+/* The thread is blocked on the eventfd and a new entry must wake it.  While
+ * entries keep coming it polls every POLL_BUSY_MS instead, so a busy
+ * writer's close() does not pay for waking a thread (~5 us here). */
+static int sleeping;
+#define POLL_BUSY_MS 2
+#define LINGER_MS 1000
 
 static void *thread_main(void *arg)
 {
 	struct reader r = { .fd = -1 };
-	int backoff = 0, wait = -1;
+	int64_t last_entry = 0;
+	int wait = -1;
 
 	(void)arg;
 	cs_inside = 1;
+	isolate();
 	for (;;) {
 		struct pollfd pfd = { .fd = efd, .events = POLLIN };
+		bool linger = now_ms() - last_entry < LINGER_MS;
+		int idle = __atomic_load_n(&kick_fd, __ATOMIC_ACQUIRE) >= 0 ? 10000 : 100;
+		int timeout = wait >= 0 ? wait : linger ? POLL_BUSY_MS : idle;
 		uint64_t v;
 
-		if (poll(&pfd, 1, wait < 0 ? 1000 : wait) > 0) {
+		if (!linger || wait > POLL_BUSY_MS) {
+			/* From here a new entry wakes us; one that came before
+			 * is read now.  (A writer that read sleeping == 0 had
+			 * appended before we set it: read_more sees its line.) */
+			__atomic_store_n(&sleeping, 1, __ATOMIC_SEQ_CST);
+			if (r.fd >= 0) {
+				unsigned long before = q.count;
+				read_more(&r);
+				if (q.count != before)
+					timeout = SETTLE_MS;
+			}
+		}
+		if (poll(&pfd, 1, timeout) > 0) {
 			ssize_t n = read(efd, &v, sizeof v);
 			(void)n;
 		}
-		int fd = __atomic_load_n(&cs_jr.fd, __ATOMIC_ACQUIRE);
-		if (fd < 0)
+		__atomic_store_n(&sleeping, 0, __ATOMIC_SEQ_CST);
+		follow(&r);
+		if (r.fd < 0)
 			continue;
-		if (fd != r.fd && !q.head) {
-			r.fd = fd;
-			r.off = 0;
-		}
 		pthread_mutex_lock(&busy);
+		unsigned long before = q.count;
 		read_more(&r);
-		wait = run_queue(&backoff);
-		if (!q.head && r.fd == fd && r.off > ROTATE_BYTES)
-			rotate(&r);
+		if (q.count != before)
+			last_entry = now_ms();
+		wait = run_queue();
+		if (!q.head)
+			compact(&r);
 		pthread_mutex_unlock(&busy);
 	}
 	return NULL;
@@ -569,7 +647,7 @@ static void start(void)
 	pthread_t th;
 	sigset_t all, old;
 
-	efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	efd = kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (efd < 0) {
 		cs_error("replicator: eventfd: %s; writes stay journaled for cs-replicate",
 			 strerror(errno));
@@ -585,20 +663,36 @@ static void start(void)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
+void cs_replicator_start(void)
+{
+	int zero = 0;
+
+	if (!__atomic_load_n(&started, __ATOMIC_ACQUIRE) &&
+	    __atomic_compare_exchange_n(&started, &zero, 1, false,
+					__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		start();
+}
+
 void cs_replicator_kick(bool may_start)
 {
 	uint64_t one = 1;
 
-	if (may_start && !__atomic_load_n(&started, __ATOMIC_ACQUIRE)) {
-		int zero = 0;
-		if (__atomic_compare_exchange_n(&started, &zero, 1, false,
-						__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-			start();
-	}
-	if (efd >= 0) {
-		ssize_t n = write(efd, &one, sizeof one);
+	if (may_start)
+		cs_replicator_start();
+	int fd = __atomic_load_n(&kick_fd, __ATOMIC_ACQUIRE);
+	if (fd >= 0 && __atomic_load_n(&sleeping, __ATOMIC_SEQ_CST)) {
+		ssize_t n = write(fd, &one, sizeof one);
 		(void)n;
 	}
+}
+
+void cs_replicator_closing(int fd)
+{
+	int cur = fd;
+
+	if (fd >= 0 && __atomic_load_n(&kick_fd, __ATOMIC_RELAXED) == fd)
+		__atomic_compare_exchange_n(&kick_fd, &cur, -1, false,
+					    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
 }
 
 void cs_replicator_finish(int deadline_ms)
@@ -649,11 +743,14 @@ void cs_replicator_forget(void)
 	pthread_cond_init(&idle_cv, NULL);
 	started = 0;
 	stopping = 0;
-	if (efd >= 0)
-		close(efd);
-	efd = -1;
+	if (kick_fd >= 0)
+		close(kick_fd);
+	efd = kick_fd = -1;
 	done = 0;
 	failing = 0;
+	sleeping = 0;
+	backoff = 0;
+	retry_at = 0;
 	q.head = NULL;
 	q.tail = &q.head;
 	q.count = 0;
@@ -703,17 +800,34 @@ static long journal_pending(int fd, bool run)
 	char *buf = NULL;
 	long left = 0;
 
-	if (!e || fstat(fd, &st) < 0 || !(buf = malloc(st.st_size + 1))) {
+	/* A compacted journal starts with a hole; the first line after it may
+	 * be cut, and is done (everything before the end of the hole was). */
+	off_t start = lseek(fd, 0, SEEK_DATA);
+	if (start < 0)
+		start = errno == ENXIO ? -1 : 0;
+	if (!e || fstat(fd, &st) < 0) {
 		left = -ENOMEM;
 		goto out;
 	}
-	ssize_t n = pread(fd, buf, st.st_size, 0);
+	if (start < 0 || start >= st.st_size)
+		goto out;       /* holes only: nothing left */
+	if (!(buf = malloc(st.st_size - start + 1))) {
+		left = -ENOMEM;
+		goto out;
+	}
+	ssize_t n = pread(fd, buf, st.st_size - start, start);
 	if (n < 0) {
 		left = -errno;
 		goto out;
 	}
-	parse_lines(buf, n, 0, collect, &o);
-	qsort(o.acked, o.nacked, sizeof *o.acked, cmp_u64);
+	size_t skip = 0;
+	if (start > 0) {
+		char *nl = memchr(buf, '\n', n);
+		skip = nl ? (size_t)(nl - buf) + 1 : (size_t)n;
+	}
+	parse_lines(buf + skip, n - skip, start + skip, collect, &o);
+	if (o.nacked)
+		qsort(o.acked, o.nacked, sizeof *o.acked, cmp_u64);
 	bool stuck = false;
 	for (struct pend *x = o.todo.head; x; x = x->next) {
 		if (o.nacked && bsearch(&x->off, o.acked, o.nacked, sizeof *o.acked, cmp_u64))

@@ -179,6 +179,9 @@ void cs_track_opened(int dirfd, const char *path, int fd)
 	if (p) {
 		first_write();
 		track(fd, p, rel);
+		/* Its close() may run in a signal handler and must not start
+		 * a thread: the open does, and each forked child's again. */
+		cs_replicator_start();
 	}
 	cs_inside--;
 }
@@ -307,16 +310,34 @@ static void on_rename(int da, const char *a, int db, const char *b, unsigned fla
 	cs_inside--;
 }
 
+/* The host closes a descriptor that may be one of ours (daemons close
+ * every descriptor they did not open): stop using that number. */
+static inline void ours_closing(int fd)
+{
+	cs_journal_closing(fd);
+	cs_replicator_closing(fd);
+}
+
 #define RESOLVE(name, fallback)                                                \
 	if (__builtin_expect(!real.name, 0) && (!cs_real_resolve() || !real.name)) \
 		return fallback;
 
+/* Descriptors libcs itself opens and closes are never the host's tracked
+ * ones, and the replicator's live in a table of their own: its calls must
+ * not touch the host's entries (a dup2 onto 0 in the replicator once stole
+ * the host's write to fd 3). */
+#define OURS() __builtin_expect(cs_inside != 0, 0)
+
 CS_EXPORT int close(int fd)
 {
 	RESOLVE(close, (int)syscall(SYS_close, fd))
+	if (OURS())
+		return real.close(fd);
 	struct slot *s = fd_take(fd);
-	cs_journal_closing(fd);
-	int r = real.close(fd);
+	int r;
+
+	ours_closing(fd);
+	r = real.close(fd);
 	if (__builtin_expect(s != NULL, 0)) {
 		int e = errno;
 		slot_put(s, false);     /* may be a signal handler: no thread start */
@@ -328,6 +349,8 @@ CS_EXPORT int close(int fd)
 CS_EXPORT int fclose(FILE *f)
 {
 	RESOLVE(fclose, sys_fail_int())
+	if (OURS())
+		return real.fclose(f);
 	struct slot *s = f ? fd_take(fileno(f)) : NULL;
 	int r = real.fclose(f);
 	if (s) {
@@ -342,7 +365,7 @@ CS_EXPORT int dup(int fd)
 {
 	RESOLVE(dup, (int)syscall(SYS_dup, fd))
 	int r = real.dup(fd);
-	if (r >= 0) {
+	if (r >= 0 && !OURS()) {
 		int e = errno;
 		fd_share(fd, r);
 		errno = e;
@@ -354,6 +377,10 @@ static int dup_onto(int fd, int fd2, int r)
 {
 	int e = errno;
 
+	if (OURS())
+		return r;
+	if (r >= 0 && fd != fd2)
+		ours_closing(fd2);
 	if (r >= 0 && fd != fd2)
 		fd_share(fd, fd2);
 	errno = e;

@@ -281,7 +281,9 @@ def test_put_client_gone_midway(c):
 
 def test_put_same_path_twice_at_once(c):
     """A push of a path that another push is still writing waits a little,
-    then is told to come back (503); neither blocks the daemon for long."""
+    then is told to come back (503) or, if the first one was dropped
+    meanwhile, is installed; neither blocks the daemon for long, and the
+    file ends complete with no temporary file left."""
     n2 = c.nodes[1]
     rel = "twice/t.bin"
     data = os.urandom(1024 * 1024)
@@ -291,7 +293,7 @@ def test_put_same_path_twice_at_once(c):
         t = time.monotonic()
         status, _ = push(n2, rel, data, rec)
         took = time.monotonic() - t
-        expect(status == 503, "the second push meanwhile -> 503", 503, status)
+        expect(status in (503, 200), "the second push meanwhile -> 503 (or 200)", 503, status)
         expect(took < 5, "after a short wait", "< 5 s", "%.1f s" % took)
         expect(n2.health() == 200, "the daemon still answers")
         first.sendall(data[len(data) // 2:])
@@ -304,8 +306,9 @@ def test_put_same_path_twice_at_once(c):
             answer += chunk
     finally:
         first.close()
-    expect(answer.startswith(b"HTTP/1.1 200") and b"stored" in answer,
-           "the first push completes", "200 stored", answer[:80])
+    if status == 503:
+        expect(answer.startswith(b"HTTP/1.1 200") and b"stored" in answer,
+               "the first push completes", "200 stored", answer[:80])
     with open(local(n2, rel), "rb") as f:
         expect(f.read() == data, "with its bytes")
     expect(n2.temp_files() == [], "no temporary file left", [], n2.temp_files())

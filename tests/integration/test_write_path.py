@@ -13,24 +13,12 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster import Cluster, WEB_USER, as_web_user  # noqa: E402
+from tap import expect, run  # noqa: E402
 
 REPLICAS = 2
-
-
-class Fail(Exception):
-    pass
-
-
-def expect(cond, what, want=None, got=None):
-    if not cond:
-        msg = what
-        if want is not None or got is not None:
-            msg += "\n  expected: %r\n  got:      %r" % (want, got)
-        raise Fail(msg)
 
 
 def sha(b):
@@ -138,6 +126,60 @@ for ($i = 0; $i < 250; $i++) {
     status, body = c.nodes[2].get("/php/f7.jpg")
     expect(status == 200 and sha(body) == file_sha(os.path.join(n1.dir, "php/f7.jpg")),
            "node3 serves a PHP-written file", 200, status)
+
+
+def test_long_lived_writer_replicates_while_running(c):
+    """A worker that never exits (php-fpm, an upload daemon) replicates
+    each file soon after its close, not at its exit."""
+    n1 = c.nodes[0]
+    d = mkdir_web(n1, "live")
+    p = subprocess.Popen(["python3", "-c", """
+import os, sys, time
+for i in range(3):
+    with open(os.path.join(%r, "f%%d.txt" %% i), "w") as f:
+        f.write("file %%d\\n" %% i)
+    time.sleep(0.2)
+sys.stdin.read()
+""" % d], env=n1.env(preload=True), preexec_fn=as_web_user(), stdin=subprocess.PIPE)
+    try:
+        rels = ["live/f%d.txt" % i for i in range(3)]
+        ok = eventually(lambda: replicated(c, rels, REPLICAS), 5)
+        expect(p.poll() is None, "the writer is still running")
+        expect(ok, "its files reached a peer while it runs", ">= 2 copies",
+               [copies(c, r) for r in rels])
+    finally:
+        p.stdin.close()
+        p.wait(10)
+
+
+def test_host_descriptors_untouched(c):
+    """The replicator works beside a shell that closes and dups fd 1 for
+    every redirect: none of its sockets or files may land on the shell's
+    descriptors (it has a descriptor table of its own)."""
+    n1 = c.nodes[0]
+    d = mkdir_web(n1, "fds")
+    p = run_ok(n1, ["sh", "-c", "cd %s && i=0; while [ $i -lt 800 ]; do echo data$i > f$i; "
+                    "echo line$i; i=$((i+1)); done" % d], timeout=120)
+    lines = p.stdout.decode().split()
+    expect(lines == ["line%d" % i for i in range(800)] and b"error" not in p.stderr,
+           "the shell's stdout intact and nothing failed", "line0..line799",
+           (len(lines), [l for l in lines if not l.startswith("line")][:3], p.stderr[-300:]))
+    for i in (0, 400, 799):
+        with open(os.path.join(d, "f%d" % i)) as f:
+            expect(f.read() == "data%d\n" % i, "file f%d has its own bytes" % i)
+    drain(n1)
+    expect(replicated(c, ["fds/f%d" % i for i in range(800)], REPLICAS), "and all replicated")
+
+
+def test_pushes_spread_over_nodes(c):
+    n1 = c.nodes[0]
+    d = mkdir_web(n1, "spread")
+    run_ok(n1, ["sh", "-c", "cd %s && for i in $(seq 40); do echo $i > s$i; done" % d])
+    drain(n1)
+    held = [sum(1 for i in range(1, 41) if os.path.exists(os.path.join(n.dir, "spread/s%d" % i)))
+            for n in c.nodes[1:]]
+    expect(sum(held) == 40 and min(held) >= 10,
+           "40 new files pushed to both other nodes, not all to one", "each >= 10", held)
 
 
 def test_delete_rename_overwrite_propagate(c):
@@ -319,6 +361,9 @@ def test_drain_reports_failure(c):
 
 TESTS = [
     test_thousand_files_four_writers,
+    test_long_lived_writer_replicates_while_running,
+    test_pushes_spread_over_nodes,
+    test_host_descriptors_untouched,
     test_delete_rename_overwrite_propagate,
     test_kill9_after_close_loses_nothing,
     test_fork_children_write,
@@ -331,32 +376,9 @@ TESTS = [
 
 
 def main():
-    only = sys.argv[1:]
-    passed = failed = 0
-    with Cluster(nodes=3, extra_env={"CS_REPLICAS": str(REPLICAS)}) as c:
-        for i, t in enumerate(TESTS, 1):
-            if only and t.__name__ not in only:
-                continue
-            start = time.monotonic()
-            try:
-                t(c)
-                passed += 1
-                print("ok %d - %s (%.1fs)" % (i, t.__name__, time.monotonic() - start), flush=True)
-            except Exception as e:
-                failed += 1
-                print("not ok %d - %s" % (i, t.__name__), flush=True)
-                detail = str(e) if isinstance(e, Fail) else traceback.format_exc()
-                for line in detail.splitlines():
-                    print("#   " + line, flush=True)
-                for node in c.nodes:
-                    for log in ("serve.log", "nginx-error.log"):
-                        path = os.path.join(node.home, log)
-                        if os.path.exists(path):
-                            tail = open(path, errors="replace").read().splitlines()[-5:]
-                            for line in tail:
-                                print("#   %s/%s: %s" % (node.name, log, line))
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return run(TESTS, Cluster(nodes=3, extra_env={"CS_REPLICAS": str(REPLICAS)},
+                              log_level=os.environ.get("CS_TEST_LOG", "warn")),
+               logs=("serve.log", "nginx-error.log"))
 
 
 if __name__ == "__main__":

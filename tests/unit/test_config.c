@@ -193,7 +193,7 @@ static void dsn(void **state)
 	assert_string_equal(d.pass, "p@ss");
 	assert_string_equal(d.host, "db.example");
 	assert_int_equal(d.port, 3307);
-	assert_string_equal(d.db, "cs");
+	assert_string_equal(d.database, "cs");
 
 	assert_int_equal(cs_mysql_dsn_parse("mysql://root@localhost/cs?socket=/run/my%20sql.sock", &d, err, sizeof err), 0);
 	assert_string_equal(d.user, "root");
