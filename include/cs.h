@@ -327,6 +327,10 @@ int cs_peer_delete(const char *base_url, const char *ns, const char *rel);
 /* Percent-encode rel for a URL path (keeps '/'); returns length or -ENOSPC. */
 int cs_url_encode_path(const char *rel, char *out, size_t outsz);
 void cs_peer_forget(void);
+/* libcurl's and the MySQL client's global set-up, which are not thread-safe:
+ * done by the host's thread before the replicator thread exists. */
+void cs_peer_global_init(void);
+void cs_registry_global_init(void);
 
 /* ---- local store (store.c: temp file, verify, atomic install) ------- */
 

@@ -49,6 +49,11 @@ static void init(void)
 	pthread_key_create(&key, handle_free);
 }
 
+void cs_peer_global_init(void)
+{
+	pthread_once(&once, init);
+}
+
 static CURL *get_handle(void)
 {
 	struct handle *h;

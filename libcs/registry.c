@@ -382,6 +382,11 @@ static void lib_init(void)
 	mysql_library_init(0, NULL, NULL);
 }
 
+void cs_registry_global_init(void)
+{
+	pthread_once(&lib_once, lib_init);
+}
+
 static MYSQL *locked_db(void)
 {
 	const struct cs_mysql_dsn *d = &cs_cfg.mysql;
@@ -403,7 +408,7 @@ static MYSQL *locked_db(void)
 	mysql_options(db, MYSQL_SET_CHARSET_NAME, "utf8mb4");
 	if (!mysql_real_connect(db, d->host, d->user, d->pass[0] ? d->pass : NULL,
 				d->database, d->port, d->socket[0] ? d->socket : NULL,
-				CLIENT_FOUND_ROWS)) {
+				CLIENT_FOUND_ROWS | CLIENT_MULTI_STATEMENTS)) {
 		brk_fail(&db_brk, "MySQL", mysql_error(db));
 		mysql_close(db);
 		db = NULL;
@@ -474,6 +479,44 @@ failed:;
 static int locked_query(const char *sql, size_t len, MYSQL_RES **res)
 {
 	return locked_exec(sql, len, res, true);
+}
+
+/*
+ * Several statements in one round trip (inside a transaction: never re-sent
+ * on a new connection).  *res gets the first result set, *insert_id the
+ * first AUTO_INCREMENT value made.  The server stops at the first failing
+ * statement; its error is returned as locked_exec would.
+ */
+static int locked_multi(const char *sql, size_t len, MYSQL_RES **res, uint64_t *insert_id)
+{
+	int rc = locked_exec(sql, len, NULL, false), status;
+
+	if (rc < 0)
+		return rc;
+	do {
+		MYSQL_RES *r = mysql_store_result(db);
+		if (r && res && !*res)
+			*res = r;
+		else if (r)
+			mysql_free_result(r);
+		if (insert_id && !*insert_id && mysql_insert_id(db))
+			*insert_id = mysql_insert_id(db);
+		status = mysql_next_result(db);
+	} while (status == 0);
+	if (status > 0) {
+		unsigned int e = mysql_errno(db);
+		if (e == 1062 || e == 1213 || e == 1205)
+			return -EBUSY;
+		if (e == CR_SERVER_GONE_ERROR || e == CR_SERVER_LOST) {
+			mysql_close(db);
+			db = NULL;
+			brk_fail(&db_brk, "MySQL", "connection lost");
+			return -EAGAIN;
+		}
+		cs_error_every(10, "MySQL: %s", mysql_error(db));
+		return -EIO;
+	}
+	return 0;
 }
 
 /* SQL text builder: a growing malloc'd buffer; the miss path may allocate. */
@@ -938,30 +981,40 @@ static int locked_tx_stmt(struct sql *q)
 	return locked_exec(q->s, q->len, NULL, false);
 }
 
-/* This node's copy of file id: its version, as installed (size, mtime). */
-static void sql_copy(struct sql *q, uint64_t id, uint32_t node, uint64_t version,
-		     uint64_t size, int64_t mtime_ns)
-{
-	q->len = 0;
-	sql_fmt(q, "INSERT INTO replicas (file_id, node_id, version, size, mtime_ns)"
-		   " VALUES (%" PRIu64 ",%" PRIu32 ",%" PRIu64 ",%" PRIu64 ",%" PRId64 ")"
-		   " ON DUPLICATE KEY UPDATE" REPLICA_UPSERT,
-		id, node, version, size, mtime_ns);
-}
-
-/* One attempt at the publish transaction; -EBUSY when it lost a race. */
+/* One attempt at the publish transaction; -EBUSY when it lost a race.
+ * Two round trips: lock and read the row, then write and commit; *f is
+ * made from what was read and written, with no third read. */
 static int locked_publish(const unsigned char h[CS_SHA256_LEN], const char *ns,
 			  const char *rel, uint64_t size, int64_t mtime_ns,
-			  const unsigned char sha[CS_SHA256_LEN], uint32_t self)
+			  const unsigned char sha[CS_SHA256_LEN], uint32_t self,
+			  struct cs_file *f)
 {
-	struct cs_file cur;
 	struct sql q = { 0 };
-	uint64_t id, version;
+	MYSQL_RES *res = NULL;
+	uint64_t id = 0, version;
 	int rc;
 
-	if ((rc = locked_query("START TRANSACTION", 17, NULL)) < 0)
-		return rc;
-	rc = locked_db_file(h, ns, rel, &cur, true);
+	if (!locked_db())
+		return -EAGAIN;
+	sql_str(&q, "START TRANSACTION; SELECT f.id, f.version, f.size, f.mtime_ns, f.sha256,"
+		    " f.deleted, (SELECT GROUP_CONCAT(r.node_id ORDER BY r.updated_at)"
+		    "  FROM replicas r WHERE r.file_id=f.id AND r.version=f.version AND r.stale=0)"
+		    " FROM files f");
+	locked_sql_where(&q, h, ns, rel);
+	sql_str(&q, " FOR UPDATE");
+	if (q.oom) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	if ((rc = locked_multi(q.s, q.len, &res, NULL)) < 0)
+		goto fail;
+	rc = res ? row_to_file(res, f) : -EIO;
+	if (res)
+		mysql_free_result(res);
+	if (rc < 0 && rc != -ENOENT)
+		goto fail;
+
+	q.len = 0;
 	if (rc == -ENOENT) {
 		sql_str(&q, "INSERT INTO files (path_hash, namespace, path, version,"
 			    " size, mtime_ns, sha256, deleted) VALUES (");
@@ -972,42 +1025,56 @@ static int locked_publish(const unsigned char h[CS_SHA256_LEN], const char *ns,
 		locked_sql_lit(&q, rel, strlen(rel));
 		sql_fmt(&q, ",1,%" PRIu64 ",%" PRId64 ",", size, mtime_ns);
 		sql_hex(&q, sha, CS_SHA256_LEN);
-		sql_str(&q, ",0)");
-		if ((rc = locked_tx_stmt(&q)) < 0)
-			goto fail;
-		id = mysql_insert_id(db);
+		sql_fmt(&q, ",0); INSERT INTO replicas (file_id, node_id, version, size, mtime_ns)"
+			    " VALUES (LAST_INSERT_ID(),%" PRIu32 ",1,%" PRIu64 ",%" PRId64 ");",
+			self, size, mtime_ns);
 		version = 1;
-	} else if (rc < 0) {
-		goto fail;
-	} else if (!cur.deleted && cur.size == size &&
-		   memcmp(cur.sha256, sha, CS_SHA256_LEN) == 0) {
-		id = cur.id;            /* the same bytes again: no new version */
-		version = cur.version;
+		memset(f, 0, sizeof *f);
+	} else if (!f->deleted && f->size == size &&
+		   memcmp(f->sha256, sha, CS_SHA256_LEN) == 0) {
+		id = f->id;             /* the same bytes again: no new version */
+		version = f->version;
+		sql_fmt(&q, "INSERT INTO replicas (file_id, node_id, version, size, mtime_ns)"
+			    " VALUES (%" PRIu64 ",%" PRIu32 ",%" PRIu64 ",%" PRIu64 ",%" PRId64 ")"
+			    " ON DUPLICATE KEY UPDATE" REPLICA_UPSERT ";",
+			id, self, version, size, mtime_ns);
 	} else {
-		id = cur.id;
-		version = cur.version + 1;
-		q.len = 0;
+		id = f->id;
+		version = f->version + 1;
 		sql_fmt(&q, "UPDATE files SET version=%" PRIu64 ", deleted=0,"
 			    " size=%" PRIu64 ", mtime_ns=%" PRId64 ", sha256=",
 			version, size, mtime_ns);
 		sql_hex(&q, sha, CS_SHA256_LEN);
-		sql_fmt(&q, " WHERE id=%" PRIu64, id);
-		if ((rc = locked_tx_stmt(&q)) < 0)
-			goto fail;
-		q.len = 0;
-		sql_fmt(&q, "UPDATE replicas SET stale=1 WHERE file_id=%" PRIu64
-			    " AND node_id<>%" PRIu32, id, self);
-		if ((rc = locked_tx_stmt(&q)) < 0)
-			goto fail;
+		sql_fmt(&q, " WHERE id=%" PRIu64 "; UPDATE replicas SET stale=1 WHERE file_id=%" PRIu64
+			    " AND node_id<>%" PRIu32 ";", id, id, self);
+		sql_fmt(&q, "INSERT INTO replicas (file_id, node_id, version, size, mtime_ns)"
+			    " VALUES (%" PRIu64 ",%" PRIu32 ",%" PRIu64 ",%" PRIu64 ",%" PRId64 ")"
+			    " ON DUPLICATE KEY UPDATE" REPLICA_UPSERT ";",
+			id, self, version, size, mtime_ns);
+		f->nholders = 0;        /* other copies are of older versions now */
 	}
-	sql_copy(&q, id, self, version, size, mtime_ns);
-	if ((rc = locked_tx_stmt(&q)) < 0)
+	sql_str(&q, " COMMIT");
+	if (q.oom) {
+		rc = -ENOMEM;
 		goto fail;
-	rc = locked_exec("COMMIT", 6, NULL, false);
-	if (rc < 0)
+	}
+	uint64_t made = 0;
+	if ((rc = locked_multi(q.s, q.len, NULL, &made)) < 0)
 		goto fail;
 	free(q.s);
-	return 0;
+	/* The record as committed. */
+	f->id = id ? id : made;
+	f->version = version;
+	f->size = size;
+	f->mtime_ns = mtime_ns;
+	memcpy(f->sha256, sha, CS_SHA256_LEN);
+	f->deleted = false;
+	bool have = false;
+	for (int i = 0; i < f->nholders; i++)
+		have |= f->holder[i] == self;
+	if (!have && f->nholders < CS_MAX_HOLDERS)
+		f->holder[f->nholders++] = self;
+	return f->id ? 0 : -EIO;
 fail:
 	locked_rollback();
 	free(q.s);
@@ -1026,13 +1093,12 @@ int cs_registry_publish(const char *ns, const char *rel, uint64_t size,
 		return rc;
 	path_hash(ns, rel, h);
 	pthread_mutex_lock(&db_lock);
+	locked_settle();
 	for (int attempt = 0; attempt < 4; attempt++) {
-		rc = locked_publish(h, ns, rel, size, mtime_ns, sha, self);
+		rc = locked_publish(h, ns, rel, size, mtime_ns, sha, self, f);
 		if (rc != -EBUSY)
 			break;
 	}
-	if (rc == 0)
-		rc = locked_db_file(h, ns, rel, f, false);
 	pthread_mutex_unlock(&db_lock);
 	if (rc == 0)
 		mc_put_file(h, f, true);

@@ -669,8 +669,13 @@ void cs_replicator_start(void)
 
 	if (!__atomic_load_n(&started, __ATOMIC_ACQUIRE) &&
 	    __atomic_compare_exchange_n(&started, &zero, 1, false,
-					__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+					__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		/* Not thread-safe, so not in the new thread while the host's
+		 * threads run (under ASan this corrupted glibc's locale lock). */
+		cs_peer_global_init();
+		cs_registry_global_init();
 		start();
+	}
 }
 
 void cs_replicator_kick(bool may_start)

@@ -19,6 +19,11 @@ from cluster import Cluster, WEB_USER, as_web_user  # noqa: E402
 from tap import expect, run  # noqa: E402
 
 REPLICAS = 2
+# libasan preloaded into a program that calls textdomain() (coreutils)
+# deadlocks on glibc's locale lock, with our library inert or not (LLVM
+# issue 49223).  Under the sanitizer build the coreutils steps (cp, rm, mv)
+# are made by Python under the library instead; the plain run uses them.
+SANITIZED = os.environ.get("B", "build") != "build"
 
 
 def sha(b):
@@ -93,7 +98,11 @@ def test_thousand_files_four_writers(c):
     os.chmod(src, 0o755)
     run_ok(n1, ["sh", "-c", 'cd %s/sh && i=0; while [ $i -lt 250 ]; do '
                 'echo "shell file $i $$" > s$i.txt; i=$((i+1)); done' % n1.dir])
-    run_ok(n1, ["cp", "-r", src + "/.", os.path.join(n1.dir, "cp")])
+    if SANITIZED:
+        run_ok(n1, ["python3", "-c", "import shutil, sys; shutil.copytree(sys.argv[1], sys.argv[2], "
+                    "dirs_exist_ok=True)", src, os.path.join(n1.dir, "cp")])
+    else:
+        run_ok(n1, ["cp", "-r", src + "/.", os.path.join(n1.dir, "cp")])
     run_ok(n1, ["python3", "-c", """
 import os, tempfile
 d = %r
@@ -174,7 +183,8 @@ def test_host_descriptors_untouched(c):
 def test_pushes_spread_over_nodes(c):
     n1 = c.nodes[0]
     d = mkdir_web(n1, "spread")
-    run_ok(n1, ["sh", "-c", "cd %s && for i in $(seq 40); do echo $i > s$i; done" % d])
+    run_ok(n1, ["sh", "-c", "cd %s && i=1; while [ $i -le 40 ]; do echo $i > s$i; i=$((i+1)); done"
+                % d])
     drain(n1)
     held = [sum(1 for i in range(1, 41) if os.path.exists(os.path.join(n.dir, "spread/s%d" % i)))
             for n in c.nodes[1:]]
@@ -192,8 +202,13 @@ def test_delete_rename_overwrite_propagate(c):
         for f in ("keep.txt", "gone.txt", "old.txt", "over.txt"):
             status, _ = n.get("/dro/" + f)
             expect(status == 200, "%s serves dro/%s" % (n.name, f), 200, status)
-    run_ok(n1, ["sh", "-c", "cd %s/dro && rm gone.txt && mv old.txt new.txt && "
-                "echo v2-longer > over.txt" % n1.dir])
+    if SANITIZED:
+        run_ok(n1, ["python3", "-c", "import os; os.chdir(%r); os.remove('gone.txt'); "
+                    "os.rename('old.txt', 'new.txt'); open('over.txt', 'w').write('v2-longer\\n')"
+                    % os.path.join(n1.dir, "dro")])
+    else:
+        run_ok(n1, ["sh", "-c", "cd %s/dro && rm gone.txt && mv old.txt new.txt && "
+                    "echo v2-longer > over.txt" % n1.dir])
     drain(n1)
 
     def converged():
@@ -325,7 +340,8 @@ def test_concurrent_writers_last_registered_wins(c):
     mkdir_web(n1, "race")
     mkdir_web(n2, "race")
     procs = [subprocess.Popen(
-        ["sh", "-c", "for i in $(seq 40); do echo %s-$i > %s/race/r.txt; done" % (n.name, n.dir)],
+        ["sh", "-c", "i=1; while [ $i -le 40 ]; do echo %s-$i > %s/race/r.txt; i=$((i+1)); done"
+         % (n.name, n.dir)],
         env=n.env(preload=True), preexec_fn=as_web_user()) for n in (n1, n2)]
     codes = [p.wait(60) for p in procs]
     expect(codes == [0, 0], "both writers ran at once", [0, 0], codes)
