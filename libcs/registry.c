@@ -640,6 +640,36 @@ static int row_to_file(MYSQL_RES *res, struct cs_file *f)
 }
 
 /* The registry's current record of one file, from MySQL. */
+/* The SELECT of one file's record with its current holders (row_to_file). */
+static void locked_sql_file(struct sql *q, const unsigned char h[CS_SHA256_LEN],
+			    const char *ns, const char *rel, bool for_update)
+{
+	sql_str(q, "SELECT f.id, f.version, f.size, f.mtime_ns, f.sha256, f.deleted,"
+		   " (SELECT GROUP_CONCAT(r.node_id ORDER BY r.updated_at)"
+		   "  FROM replicas r WHERE r.file_id=f.id AND r.version=f.version AND r.stale=0)"
+		   " FROM files f");
+	locked_sql_where(q, h, ns, rel);
+	if (for_update)
+		sql_str(q, " FOR UPDATE");
+}
+
+/* The INSERT of a path's first version, held by nobody yet. */
+static void locked_sql_new_file(struct sql *q, const unsigned char h[CS_SHA256_LEN],
+				const char *ns, const char *rel, uint64_t size,
+				int64_t mtime_ns, const unsigned char sha[CS_SHA256_LEN])
+{
+	sql_str(q, "INSERT INTO files (path_hash, namespace, path, version,"
+		   " size, mtime_ns, sha256, deleted) VALUES (");
+	sql_hex(q, h, CS_SHA256_LEN);
+	sql_str(q, ",");
+	locked_sql_lit(q, ns, strlen(ns));
+	sql_str(q, ",");
+	locked_sql_lit(q, rel, strlen(rel));
+	sql_fmt(q, ",1,%" PRIu64 ",%" PRId64 ",", size, mtime_ns);
+	sql_hex(q, sha, CS_SHA256_LEN);
+	sql_str(q, ",0)");
+}
+
 static int locked_db_file(const unsigned char h[CS_SHA256_LEN], const char *ns,
 			  const char *rel, struct cs_file *f, bool for_update)
 {
@@ -649,13 +679,7 @@ static int locked_db_file(const unsigned char h[CS_SHA256_LEN], const char *ns,
 
 	if (!locked_db())
 		return -EAGAIN;
-	sql_str(&q, "SELECT f.id, f.version, f.size, f.mtime_ns, f.sha256, f.deleted,"
-		    " (SELECT GROUP_CONCAT(r.node_id ORDER BY r.updated_at)"
-		    "  FROM replicas r WHERE r.file_id=f.id AND r.version=f.version AND r.stale=0)"
-		    " FROM files f");
-	locked_sql_where(&q, h, ns, rel);
-	if (for_update)
-		sql_str(&q, " FOR UPDATE");
+	locked_sql_file(&q, h, ns, rel, for_update);
 	if (q.oom) {
 		rc = -ENOMEM;
 		goto out;
@@ -996,12 +1020,8 @@ static int locked_publish(const unsigned char h[CS_SHA256_LEN], const char *ns,
 
 	if (!locked_db())
 		return -EAGAIN;
-	sql_str(&q, "START TRANSACTION; SELECT f.id, f.version, f.size, f.mtime_ns, f.sha256,"
-		    " f.deleted, (SELECT GROUP_CONCAT(r.node_id ORDER BY r.updated_at)"
-		    "  FROM replicas r WHERE r.file_id=f.id AND r.version=f.version AND r.stale=0)"
-		    " FROM files f");
-	locked_sql_where(&q, h, ns, rel);
-	sql_str(&q, " FOR UPDATE");
+	sql_str(&q, "START TRANSACTION; ");
+	locked_sql_file(&q, h, ns, rel, true);
 	if (q.oom) {
 		rc = -ENOMEM;
 		goto fail;
@@ -1016,16 +1036,8 @@ static int locked_publish(const unsigned char h[CS_SHA256_LEN], const char *ns,
 
 	q.len = 0;
 	if (rc == -ENOENT) {
-		sql_str(&q, "INSERT INTO files (path_hash, namespace, path, version,"
-			    " size, mtime_ns, sha256, deleted) VALUES (");
-		sql_hex(&q, h, CS_SHA256_LEN);
-		sql_str(&q, ",");
-		locked_sql_lit(&q, ns, strlen(ns));
-		sql_str(&q, ",");
-		locked_sql_lit(&q, rel, strlen(rel));
-		sql_fmt(&q, ",1,%" PRIu64 ",%" PRId64 ",", size, mtime_ns);
-		sql_hex(&q, sha, CS_SHA256_LEN);
-		sql_fmt(&q, ",0); INSERT INTO replicas (file_id, node_id, version, size, mtime_ns)"
+		locked_sql_new_file(&q, h, ns, rel, size, mtime_ns, sha);
+		sql_fmt(&q, "; INSERT INTO replicas (file_id, node_id, version, size, mtime_ns)"
 			    " VALUES (LAST_INSERT_ID(),%" PRIu32 ",1,%" PRIu64 ",%" PRId64 ");",
 			self, size, mtime_ns);
 		version = 1;
@@ -1337,16 +1349,7 @@ int cs_registry_import(const char *ns, const char *rel, uint64_t size,
 		goto out;
 	}
 	if (rc == -ENOENT) {
-		sql_str(&q, "INSERT INTO files (path_hash, namespace, path, version,"
-			    " size, mtime_ns, sha256, deleted) VALUES (");
-		sql_hex(&q, h, CS_SHA256_LEN);
-		sql_str(&q, ",");
-		locked_sql_lit(&q, ns, strlen(ns));
-		sql_str(&q, ",");
-		locked_sql_lit(&q, rel, strlen(rel));
-		sql_fmt(&q, ",1,%" PRIu64 ",%" PRId64 ",", size, mtime_ns);
-		sql_hex(&q, sha, CS_SHA256_LEN);
-		sql_str(&q, ",0)");
+		locked_sql_new_file(&q, h, ns, rel, size, mtime_ns, sha);
 	} else if (rc == 0 && f.deleted) {
 		/* Re-created over a tombstone: a new version. */
 		sql_fmt(&q, "UPDATE files f SET version=version+1, deleted=0,"
