@@ -425,14 +425,15 @@ static void take(void *arg, struct cs_entry *e)
 	queue_add(&q, e, r->fd, r->now);
 }
 
-/* Read what was appended to journal fd since r->off. */
-static void read_more(struct reader *r)
+/* Queue what was appended to the journal since r->off; how many entries. */
+static unsigned long read_more(struct reader *r)
 {
-	char *buf = malloc(1 << 16);
+	unsigned long before = q.count;
+	char *buf = r->fd >= 0 ? malloc(1 << 16) : NULL;
 	ssize_t n;
 
 	if (!buf)
-		return;
+		return 0;
 	r->now = now_ms();
 	for (;;) {
 		n = pread(r->fd, buf, 1 << 16, r->off);
@@ -444,6 +445,7 @@ static void read_more(struct reader *r)
 		r->off += used;
 	}
 	free(buf);
+	return q.count - before;
 }
 
 static void finished(unsigned long k)
@@ -613,11 +615,10 @@ static void *thread_main(void *arg)
 			 * is read now.  (A writer that read sleeping == 0 had
 			 * appended before we set it: read_more sees its line.) */
 			__atomic_store_n(&sleeping, 1, __ATOMIC_SEQ_CST);
-			if (r.fd >= 0) {
-				unsigned long before = q.count;
-				read_more(&r);
-				if (q.count != before)
-					timeout = SETTLE_MS;
+			follow(&r);     /* the first close may have just made it */
+			if (read_more(&r)) {
+				last_entry = now_ms();
+				timeout = SETTLE_MS;
 			}
 		}
 		if (poll(&pfd, 1, timeout) > 0) {
@@ -629,9 +630,7 @@ static void *thread_main(void *arg)
 		if (r.fd < 0)
 			continue;
 		pthread_mutex_lock(&busy);
-		unsigned long before = q.count;
-		read_more(&r);
-		if (q.count != before)
+		if (read_more(&r))
 			last_entry = now_ms();
 		wait = run_queue();
 		if (!q.head)

@@ -138,10 +138,18 @@ import os, sys, time
 for i in range(3):
     with open(os.path.join(%r, "f%%d.txt" %% i), "w") as f:
         f.write("file %%d\\n" %% i)
+    if i == 0:
+        sys.stdin.readline()
     time.sleep(0.2)
 sys.stdin.read()
 """ % d], env=n1.env(preload=True), preexec_fn=as_web_user(), stdin=subprocess.PIPE)
     try:
+        # Its very first write alone: nothing else will wake the replicator.
+        ok = eventually(lambda: replicated(c, ["live/f0.txt"], REPLICAS), 3)
+        expect(ok, "a lone first write reaches a peer while the writer waits", ">= 2 copies",
+               copies(c, "live/f0.txt"))
+        p.stdin.write(b"go\n")
+        p.stdin.flush()
         rels = ["live/f%d.txt" % i for i in range(3)]
         ok = eventually(lambda: replicated(c, rels, REPLICAS), 5)
         expect(p.poll() is None, "the writer is still running")
