@@ -268,6 +268,17 @@ int cs_registry_lookup_db(const char *ns, const char *rel, struct cs_file *f);
 int cs_registry_publish(const char *ns, const char *rel, uint64_t size,
 			int64_t mtime_ns, const unsigned char sha[CS_SHA256_LEN],
 			struct cs_file *f);
+/* One file of a batch: what this node has at (ns, rel); f gets the record. */
+struct cs_publish {
+	const char *ns, *rel;
+	uint64_t size;
+	int64_t mtime_ns;
+	unsigned char sha256[CS_SHA256_LEN];
+	struct cs_file f;
+};
+/* cs_registry_publish of n files in one transaction and two round trips
+ * whatever n: every one is registered, or none.  The paths must differ. */
+int cs_registry_publish_many(struct cs_publish *v, int n);
 /* Write a tombstone version.  *prev gets the record it replaced, whose
  * holders still have copies to remove.  -ENOENT when nothing to delete. */
 int cs_registry_unpublish(const char *ns, const char *rel, struct cs_file *prev);
@@ -313,6 +324,15 @@ int cs_peer_fetch(const char *base_url, const char *ns, const char *rel,
  */
 int cs_peer_push(const char *base_url, const char *ns, const char *rel, int fd,
 		 const struct cs_file *f);
+/* One push of a batch; rc gets cs_peer_push's result. */
+struct cs_push {
+	const char *url, *ns, *rel;
+	int fd;
+	const struct cs_file *f;
+	int rc;
+};
+/* cs_peer_push of every job, several at once on reused connections. */
+void cs_peer_push_many(struct cs_push *jobs, int n);
 /*
  * Ask the node at base_url to rename its copy of `from` to `to` (a rename
  * on the writer's node), which it does only when its copy has exactly the

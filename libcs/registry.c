@@ -483,24 +483,27 @@ static int locked_query(const char *sql, size_t len, MYSQL_RES **res)
 
 /*
  * Several statements in one round trip (inside a transaction: never re-sent
- * on a new connection).  *res gets the first result set, *insert_id the
- * first AUTO_INCREMENT value made.  The server stops at the first failing
- * statement; its error is returned as locked_exec would.
+ * on a new connection).  res[i] gets the i-th result set (of nres; the rest
+ * are freed), ids[i] the AUTO_INCREMENT value statement i made (of nids).
+ * The server stops at the first failing statement; its error is returned
+ * as locked_exec would, and the sets already taken are the caller's.
  */
-static int locked_multi(const char *sql, size_t len, MYSQL_RES **res, uint64_t *insert_id)
+static int locked_multi(const char *sql, size_t len, MYSQL_RES **res, int nres,
+			uint64_t *ids, int nids)
 {
-	int rc = locked_exec(sql, len, NULL, false), status;
+	int rc = locked_exec(sql, len, NULL, false), status, set = 0, stmt = 0;
 
 	if (rc < 0)
 		return rc;
 	do {
 		MYSQL_RES *r = mysql_store_result(db);
-		if (r && res && !*res)
-			*res = r;
+		if (r && set < nres)
+			res[set++] = r;
 		else if (r)
 			mysql_free_result(r);
-		if (insert_id && !*insert_id && mysql_insert_id(db))
-			*insert_id = mysql_insert_id(db);
+		if (stmt < nids)
+			ids[stmt] = mysql_insert_id(db);
+		stmt++;
 		status = mysql_next_result(db);
 	} while (status == 0);
 	if (status > 0) {
@@ -1005,116 +1008,185 @@ static int locked_tx_stmt(struct sql *q)
 	return locked_exec(q->s, q->len, NULL, false);
 }
 
-/* One attempt at the publish transaction; -EBUSY when it lost a race.
- * Two round trips: lock and read the row, then write and commit; *f is
- * made from what was read and written, with no third read. */
-static int locked_publish(const unsigned char h[CS_SHA256_LEN], const char *ns,
-			  const char *rel, uint64_t size, int64_t mtime_ns,
-			  const unsigned char sha[CS_SHA256_LEN], uint32_t self,
-			  struct cs_file *f)
+/*
+ * One attempt at the publish transaction for v[0..n), taken in order[]
+ * (by path hash, so two batches lock rows in one order); -EBUSY when it
+ * lost a race.  Two round trips whatever n: lock and read the rows, then
+ * write and commit.  Each v[i].f is made from what was read and written,
+ * with no third read.
+ */
+static int locked_publish(struct cs_publish *v, const int *order, int n,
+			  const unsigned char (*h)[CS_SHA256_LEN], uint32_t self)
 {
 	struct sql q = { 0 };
-	MYSQL_RES *res = NULL;
-	uint64_t id = 0, version;
-	int rc;
+	MYSQL_RES **res = calloc(n, sizeof *res);
+	uint64_t *made = NULL;
+	int *stmt = calloc(n, sizeof *stmt), nstmt = 0, rc = 0;
 
-	if (!locked_db())
-		return -EAGAIN;
-	sql_str(&q, "START TRANSACTION; ");
-	locked_sql_file(&q, h, ns, rel, true);
+	if (!res || !stmt) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	if (!locked_db()) {
+		rc = -EAGAIN;
+		goto fail;
+	}
+	sql_str(&q, "START TRANSACTION");
+	for (int k = 0; k < n; k++) {
+		int i = order[k];
+		sql_str(&q, "; ");
+		locked_sql_file(&q, h[i], v[i].ns, v[i].rel, true);
+	}
 	if (q.oom) {
 		rc = -ENOMEM;
 		goto fail;
 	}
-	if ((rc = locked_multi(q.s, q.len, &res, NULL)) < 0)
-		goto fail;
-	rc = res ? row_to_file(res, f) : -EIO;
-	if (res)
-		mysql_free_result(res);
-	if (rc < 0 && rc != -ENOENT)
+	if ((rc = locked_multi(q.s, q.len, res, n, NULL, 0)) < 0)
 		goto fail;
 
 	q.len = 0;
-	if (rc == -ENOENT) {
-		locked_sql_new_file(&q, h, ns, rel, size, mtime_ns, sha);
-		sql_fmt(&q, "; INSERT INTO replicas (file_id, node_id, version, size, mtime_ns)"
-			    " VALUES (LAST_INSERT_ID(),%" PRIu32 ",1,%" PRIu64 ",%" PRId64 ");",
-			self, size, mtime_ns);
-		version = 1;
-		memset(f, 0, sizeof *f);
-	} else if (!f->deleted && f->size == size &&
-		   memcmp(f->sha256, sha, CS_SHA256_LEN) == 0) {
-		id = f->id;             /* the same bytes again: no new version */
-		version = f->version;
+	for (int k = 0; k < n; k++) {
+		int i = order[k];
+		struct cs_file *f = &v[i].f;
+		uint64_t size = v[i].size;
+		int64_t mtime_ns = v[i].mtime_ns;
+
+		rc = res[k] ? row_to_file(res[k], f) : -EIO;
+		if (rc < 0 && rc != -ENOENT)
+			goto fail;
+		if (rc == -ENOENT) {
+			memset(f, 0, sizeof *f);
+			stmt[i] = nstmt;        /* its id: this statement's */
+			locked_sql_new_file(&q, h[i], v[i].ns, v[i].rel, size, mtime_ns,
+					    v[i].sha256);
+			sql_fmt(&q, "; INSERT INTO replicas (file_id, node_id, version, size,"
+				    " mtime_ns) VALUES (LAST_INSERT_ID(),%" PRIu32 ",1,%" PRIu64
+				    ",%" PRId64 "); ", self, size, mtime_ns);
+			nstmt += 2;
+			f->version = 1;
+			continue;
+		}
+		stmt[i] = -1;
+		if (f->deleted || f->size != size ||
+		    memcmp(f->sha256, v[i].sha256, CS_SHA256_LEN) != 0) {
+			f->version++;
+			sql_fmt(&q, "UPDATE files SET version=%" PRIu64 ", deleted=0,"
+				    " size=%" PRIu64 ", mtime_ns=%" PRId64 ", sha256=",
+				f->version, size, mtime_ns);
+			sql_hex(&q, v[i].sha256, CS_SHA256_LEN);
+			sql_fmt(&q, " WHERE id=%" PRIu64 "; UPDATE replicas SET stale=1"
+				    " WHERE file_id=%" PRIu64 " AND node_id<>%" PRIu32 "; ",
+				f->id, f->id, self);
+			nstmt += 2;
+			f->nholders = 0;        /* other copies are of older versions now */
+		}
+		/* else the same bytes again: no new version */
 		sql_fmt(&q, "INSERT INTO replicas (file_id, node_id, version, size, mtime_ns)"
 			    " VALUES (%" PRIu64 ",%" PRIu32 ",%" PRIu64 ",%" PRIu64 ",%" PRId64 ")"
-			    " ON DUPLICATE KEY UPDATE" REPLICA_UPSERT ";",
-			id, self, version, size, mtime_ns);
-	} else {
-		id = f->id;
-		version = f->version + 1;
-		sql_fmt(&q, "UPDATE files SET version=%" PRIu64 ", deleted=0,"
-			    " size=%" PRIu64 ", mtime_ns=%" PRId64 ", sha256=",
-			version, size, mtime_ns);
-		sql_hex(&q, sha, CS_SHA256_LEN);
-		sql_fmt(&q, " WHERE id=%" PRIu64 "; UPDATE replicas SET stale=1 WHERE file_id=%" PRIu64
-			    " AND node_id<>%" PRIu32 ";", id, id, self);
-		sql_fmt(&q, "INSERT INTO replicas (file_id, node_id, version, size, mtime_ns)"
-			    " VALUES (%" PRIu64 ",%" PRIu32 ",%" PRIu64 ",%" PRIu64 ",%" PRId64 ")"
-			    " ON DUPLICATE KEY UPDATE" REPLICA_UPSERT ";",
-			id, self, version, size, mtime_ns);
-		f->nholders = 0;        /* other copies are of older versions now */
+			    " ON DUPLICATE KEY UPDATE" REPLICA_UPSERT "; ",
+			f->id, self, f->version, size, mtime_ns);
+		nstmt++;
 	}
-	sql_str(&q, " COMMIT");
-	if (q.oom) {
+	sql_str(&q, "COMMIT");
+	nstmt++;
+	if (q.oom || !(made = calloc(nstmt, sizeof *made))) {
 		rc = -ENOMEM;
 		goto fail;
 	}
-	uint64_t made = 0;
-	if ((rc = locked_multi(q.s, q.len, NULL, &made)) < 0)
+	if ((rc = locked_multi(q.s, q.len, NULL, 0, made, nstmt)) < 0)
 		goto fail;
-	free(q.s);
-	/* The record as committed. */
-	f->id = id ? id : made;
-	f->version = version;
-	f->size = size;
-	f->mtime_ns = mtime_ns;
-	memcpy(f->sha256, sha, CS_SHA256_LEN);
-	f->deleted = false;
-	bool have = false;
-	for (int i = 0; i < f->nholders; i++)
-		have |= f->holder[i] == self;
-	if (!have && f->nholders < CS_MAX_HOLDERS)
-		f->holder[f->nholders++] = self;
-	return f->id ? 0 : -EIO;
+	/* The records as committed. */
+	for (int i = 0; i < n; i++) {
+		struct cs_file *f = &v[i].f;
+		bool have = false;
+
+		if (stmt[i] >= 0)
+			f->id = made[stmt[i]];
+		f->size = v[i].size;
+		f->mtime_ns = v[i].mtime_ns;
+		memcpy(f->sha256, v[i].sha256, CS_SHA256_LEN);
+		f->deleted = false;
+		for (int j = 0; j < f->nholders; j++)
+			have |= f->holder[j] == self;
+		if (!have && f->nholders < CS_MAX_HOLDERS)
+			f->holder[f->nholders++] = self;
+		if (!f->id)
+			rc = -EIO;
+	}
+	goto out;
 fail:
 	locked_rollback();
+out:
+	for (int k = 0; res && k < n; k++)
+		if (res[k])
+			mysql_free_result(res[k]);
+	free(res);
+	free(stmt);
+	free(made);
 	free(q.s);
 	return rc;
+}
+
+struct keyed {
+	unsigned char h[CS_SHA256_LEN];
+	int i;
+};
+
+static int by_hash(const void *a, const void *b)
+{
+	return memcmp(((const struct keyed *)a)->h, ((const struct keyed *)b)->h, CS_SHA256_LEN);
+}
+
+int cs_registry_publish_many(struct cs_publish *v, int n)
+{
+	unsigned char (*h)[CS_SHA256_LEN] = malloc(n * sizeof *h);
+	struct keyed *k = malloc(n * sizeof *k);
+	int *order = malloc(n * sizeof *order);
+	uint32_t self;
+	int rc;
+
+	if (n <= 0 || !h || !k || !order) {
+		rc = n <= 0 ? 0 : -ENOMEM;
+		goto out;
+	}
+	if ((rc = cs_registry_self(&self)) < 0)
+		goto out;
+	for (int i = 0; i < n; i++) {
+		path_hash(v[i].ns, v[i].rel, h[i]);
+		memcpy(k[i].h, h[i], CS_SHA256_LEN);
+		k[i].i = i;
+	}
+	qsort(k, n, sizeof *k, by_hash);
+	for (int i = 0; i < n; i++)
+		order[i] = k[i].i;
+	pthread_mutex_lock(&db_lock);
+	locked_settle();
+	for (int attempt = 0; attempt < 4; attempt++) {
+		rc = locked_publish(v, order, n, (const unsigned char (*)[CS_SHA256_LEN])h, self);
+		if (rc != -EBUSY)
+			break;
+	}
+	pthread_mutex_unlock(&db_lock);
+	for (int i = 0; rc == 0 && i < n; i++)
+		mc_put_file(h[i], &v[i].f, true);
+out:
+	free(h);
+	free(k);
+	free(order);
+	return rc == -EBUSY ? -EAGAIN : rc;
 }
 
 int cs_registry_publish(const char *ns, const char *rel, uint64_t size,
 			int64_t mtime_ns, const unsigned char sha[CS_SHA256_LEN],
 			struct cs_file *f)
 {
-	unsigned char h[CS_SHA256_LEN];
-	uint32_t self;
+	struct cs_publish v = { .ns = ns, .rel = rel, .size = size, .mtime_ns = mtime_ns };
 	int rc;
 
-	if ((rc = cs_registry_self(&self)) < 0)
-		return rc;
-	path_hash(ns, rel, h);
-	pthread_mutex_lock(&db_lock);
-	locked_settle();
-	for (int attempt = 0; attempt < 4; attempt++) {
-		rc = locked_publish(h, ns, rel, size, mtime_ns, sha, self, f);
-		if (rc != -EBUSY)
-			break;
-	}
-	pthread_mutex_unlock(&db_lock);
-	if (rc == 0)
-		mc_put_file(h, f, true);
-	return rc == -EBUSY ? -EAGAIN : rc;
+	memcpy(v.sha256, sha, CS_SHA256_LEN);
+	rc = cs_registry_publish_many(&v, 1);
+	*f = v.f;
+	return rc;
 }
 
 static int locked_unpublish(const unsigned char h[CS_SHA256_LEN], const char *ns,
