@@ -29,8 +29,13 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static pthread_key_t key;
 static volatile unsigned generation;     /* bumped in a forked child */
 
+/* Pushes in flight at once (a batch of new files goes out in parallel). */
+#define PUSH_PARALLEL 8
+
 struct handle {
 	CURL *curl;
+	CURLM *multi;                   /* made on the thread's first batch */
+	CURL *pool[PUSH_PARALLEL];      /* its transfers' handles, kept */
 	unsigned generation;
 };
 
@@ -38,8 +43,14 @@ static void handle_free(void *p)
 {
 	struct handle *h = p;
 
-	if (h->generation == generation)
+	if (h->generation == generation) {
+		if (h->multi)
+			curl_multi_cleanup(h->multi);
+		for (int i = 0; i < PUSH_PARALLEL; i++)
+			if (h->pool[i])
+				curl_easy_cleanup(h->pool[i]);
 		curl_easy_cleanup(h->curl);
+	}
 	free(h);
 }
 
@@ -54,14 +65,15 @@ void cs_peer_global_init(void)
 	pthread_once(&once, init);
 }
 
-static CURL *get_handle(void)
+/* The calling thread's handles, made on first use. */
+static struct handle *thread_handles(void)
 {
 	struct handle *h;
 
 	pthread_once(&once, init);
 	h = pthread_getspecific(key);
 	if (h && h->generation != generation) {
-		free(h);        /* leak the inherited CURL on purpose */
+		free(h);        /* leak the inherited CURLs on purpose */
 		h = NULL;
 	}
 	if (!h) {
@@ -76,6 +88,15 @@ static CURL *get_handle(void)
 		}
 		pthread_setspecific(key, h);
 	}
+	return h;
+}
+
+static CURL *get_handle(void)
+{
+	struct handle *h = thread_handles();
+
+	if (!h)
+		return NULL;
 	curl_easy_reset(h->curl);
 	return h->curl;
 }
@@ -144,15 +165,15 @@ static size_t discard(char *p, size_t size, size_t nmemb, void *arg)
 }
 
 /*
- * Set the thread's handle up for `method` on /v1/files/<ns>/<rel> at
+ * Set handle c (the thread's, when NULL: none could be had) up for `method` on /v1/files/<ns>/<rel> at
  * base_url, signed over the decoded path and body_sha ("-" for no body,
  * NULL for f's SHA-256).  With f, the version headers too.  The response body
  * is discarded unless the caller sets a write function.  0 or -errno; the
  * caller runs request_end either way.
  */
-static int request_begin(struct request *r, const char *method, const char *base_url,
-			 const char *ns, const char *rel, const char *body_sha,
-			 const struct cs_file *f)
+static int request_begin(struct request *r, CURL *c, const char *method,
+			 const char *base_url, const char *ns, const char *rel,
+			 const char *body_sha, const struct cs_file *f)
 {
 	char enc[3 * CS_PATH_MAX], sig[CS_SIGN_HEX], sha[CS_SHA256_HEX], *path = NULL;
 	long long now = (long long)time(NULL);
@@ -161,7 +182,7 @@ static int request_begin(struct request *r, const char *method, const char *base
 	memset(r, 0, sizeof *r);
 	if (f)
 		cs_sha256_hex(f->sha256, sha);
-	if (!(r->c = get_handle()))
+	if (!(r->c = c))
 		return -ENOMEM;
 	if (cs_url_encode_path(rel, enc, sizeof enc) < 0)
 		return -ENAMETOOLONG;
@@ -262,7 +283,7 @@ int cs_peer_fetch(const char *base_url, const char *ns, const char *rel, int fd,
 
 	if (cs_sha256_init(&s.sha) < 0)
 		return -ENOMEM;
-	if ((rc = request_begin(&r, "GET", base_url, ns, rel, "-", NULL)) < 0)
+	if ((rc = request_begin(&r, get_handle(), "GET", base_url, ns, rel, "-", NULL)) < 0)
 		goto out;
 	curl_easy_setopt(r.c, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(r.c, CURLOPT_WRITEDATA, &s);
@@ -334,28 +355,120 @@ static int note(const struct request *r, const char *what, long status, int rc)
 	return rc;
 }
 
+struct push {
+	struct request r;
+	struct source src;
+	struct cs_push *job;
+};
+
+/* Set up p's PUT of job on handle c. */
+static int push_begin(struct push *p, CURL *c, struct cs_push *job)
+{
+	int rc;
+
+	p->job = job;
+	p->src = (struct source){ .fd = job->fd, .size = job->f->size };
+	curl_easy_reset(c);
+	if ((rc = request_begin(&p->r, c, "PUT", job->url, job->ns, job->rel, NULL,
+				job->f)) < 0 ||
+	    (rc = add_header(&p->r, "Expect:")) < 0)    /* no 100-continue round trip */
+		return rc;
+	curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+	curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+	curl_easy_setopt(c, CURLOPT_READDATA, &p->src);
+	curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)job->f->size);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, p->r.headers);
+	curl_easy_setopt(c, CURLOPT_PRIVATE, p);
+	return 0;
+}
+
+/* p's transfer ended with cc: its outcome into p->job->rc. */
+static void push_end(struct push *p, CURLcode cc)
+{
+	long status = 0;
+
+	if (cc != CURLE_OK) {
+		cs_warn("push %s: %s", p->r.url, curl_easy_strerror(cc));
+		status = -EIO;
+	} else {
+		curl_easy_getinfo(p->r.c, CURLINFO_RESPONSE_CODE, &status);
+	}
+	if (p->src.err)
+		cs_warn("push %s: reading the file: %s", p->r.url, strerror(-p->src.err));
+	p->job->rc = note(&p->r, "push", status,
+			  status / 100 == 2 ? 0 : status == 409 ? -ESTALE : -EIO);
+	request_end(&p->r);
+}
+
+void cs_peer_push_many(struct cs_push *jobs, int n)
+{
+	struct handle *h = thread_handles();
+	struct push slot[PUSH_PARALLEL];
+	int free_slots[PUSH_PARALLEL], nfree = 0, next = 0, active = 0, running;
+
+	for (int i = 0; i < n; i++)
+		jobs[i].rc = -EIO;
+	if (!h || (!h->multi && !(h->multi = curl_multi_init())))
+		return;
+	curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)PUSH_PARALLEL);
+	for (int i = PUSH_PARALLEL - 1; i >= 0; i--) {
+		if (!h->pool[i] && !(h->pool[i] = curl_easy_init()))
+			continue;
+		free_slots[nfree++] = i;
+	}
+	while (next < n || active > 0) {
+		while (next < n && nfree > 0) {
+			int i = free_slots[--nfree];
+			struct cs_push *job = &jobs[next++];
+			int rc = push_begin(&slot[i], h->pool[i], job);
+			if (rc == 0 && curl_multi_add_handle(h->multi, h->pool[i]) == CURLM_OK) {
+				active++;
+				continue;
+			}
+			job->rc = rc < 0 ? rc : -EIO;
+			request_end(&slot[i].r);
+			free_slots[nfree++] = i;
+		}
+		if (active == 0)
+			break;          /* nothing could be started */
+		if (curl_multi_perform(h->multi, &running) != CURLM_OK)
+			break;
+		CURLMsg *m;
+		int left;
+		while ((m = curl_multi_info_read(h->multi, &left))) {
+			char *priv = NULL;
+			if (m->msg != CURLMSG_DONE)
+				continue;
+			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
+			struct push *p = (struct push *)priv;
+			CURLcode cc = m->data.result;
+			curl_multi_remove_handle(h->multi, m->easy_handle);
+			push_end(p, cc);
+			free_slots[nfree++] = (int)(p - slot);
+			active--;
+		}
+		if (active > 0 && (next >= n || nfree == 0))
+			curl_multi_poll(h->multi, NULL, 0, 1000, NULL);
+	}
+	/* Only when the multi interface itself failed: none is left attached. */
+	for (int i = 0; i < PUSH_PARALLEL && active > 0; i++) {
+		bool idle = false;
+		for (int j = 0; j < nfree; j++)
+			idle |= free_slots[j] == i;
+		if (!idle && h->pool[i]) {
+			curl_multi_remove_handle(h->multi, h->pool[i]);
+			request_end(&slot[i].r);
+		}
+	}
+}
+
 int cs_peer_push(const char *base_url, const char *ns, const char *rel, int fd,
 		 const struct cs_file *f)
 {
-	struct request r;
-	struct source src = { .fd = fd, .size = f->size };
-	long status;
-	int rc;
+	struct cs_push job = { .url = base_url, .ns = ns, .rel = rel, .fd = fd, .f = f };
 
-	if ((rc = request_begin(&r, "PUT", base_url, ns, rel, NULL, f)) < 0 ||
-	    (rc = add_header(&r, "Expect:")) < 0)   /* no 100-continue round trip */
-		goto out;
-	curl_easy_setopt(r.c, CURLOPT_UPLOAD, 1L);
-	curl_easy_setopt(r.c, CURLOPT_READFUNCTION, on_read);
-	curl_easy_setopt(r.c, CURLOPT_READDATA, &src);
-	curl_easy_setopt(r.c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)f->size);
-	status = request_perform(&r, "push");
-	if (src.err)
-		cs_warn("push %s: reading the file: %s", r.url, strerror(-src.err));
-	rc = note(&r, "push", status, status / 100 == 2 ? 0 : status == 409 ? -ESTALE : -EIO);
-out:
-	request_end(&r);
-	return rc;
+	cs_peer_push_many(&job, 1);
+	return job.rc;
 }
 
 int cs_peer_move(const char *base_url, const char *ns, const char *from,
@@ -372,7 +485,7 @@ int cs_peer_move(const char *base_url, const char *ns, const char *from,
 	/* The signature covers the source path too. */
 	if (asprintf(&body_sha, "%s:%s", hex, from) < 0)
 		return -ENOMEM;
-	if ((rc = request_begin(&r, "POST", base_url, ns, to, body_sha, f)) < 0 ||
+	if ((rc = request_begin(&r, get_handle(), "POST", base_url, ns, to, body_sha, f)) < 0 ||
 	    (rc = add_header(&r, "X-CS-From: %s", enc)) < 0)
 		goto out;
 	curl_easy_setopt(r.c, CURLOPT_POST, 1L);
@@ -395,7 +508,7 @@ int cs_peer_delete(const char *base_url, const char *ns, const char *rel)
 	long status;
 	int rc;
 
-	if ((rc = request_begin(&r, "DELETE", base_url, ns, rel, "-", NULL)) < 0)
+	if ((rc = request_begin(&r, get_handle(), "DELETE", base_url, ns, rel, "-", NULL)) < 0)
 		goto out;
 	curl_easy_setopt(r.c, CURLOPT_CUSTOMREQUEST, "DELETE");
 	status = request_perform(&r, "delete");
