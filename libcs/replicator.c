@@ -62,20 +62,37 @@ static int local_path(const struct cs_prefix *p, const char *rel, char *abs)
 	return 0;
 }
 
-/* Register the content of rel as its newest version.  *gone when there is
- * no regular file at rel any more (a later entry says what became of it). */
-static int publish(const struct cs_prefix *p, const char *rel, struct cs_file *f,
-		   bool *gone)
+/*
+ * Writes go in batches: every file is hashed, all are registered in one
+ * transaction, and the pushes run side by side, so a busy writer's entries
+ * share the round trips instead of queueing behind each other's.
+ */
+struct wjob {
+	const struct cs_prefix *p;
+	const char *rel;
+	int fd;                 /* the file as hashed, pushed from; -1: none */
+	struct cs_publish pub;  /* pub.f: the registered record */
+	struct cs_node *to;     /* where to push, best first */
+	int nto, next;          /* how many, and the next one to try */
+	int have, acks;         /* copies there were, copies pushed */
+	int rc;                 /* 0 done, -EAGAIN to retry */
+};
+
+/* Open and hash rel.  w->fd stays -1 when there is no regular file at rel
+ * any more (a later entry says what became of it); -EAGAIN when it could
+ * not be read. */
+static int hash_job(struct wjob *w)
 {
 	char abs[CS_PATH_MAX];
-	unsigned char sha[CS_SHA256_LEN];
 	struct stat a, b;
 	uint64_t size;
 	int fd, rc;
 
-	*gone = false;
-	if ((rc = local_path(p, rel, abs)) < 0)
-		return rc;
+	w->fd = -1;
+	w->pub.ns = w->p->name;
+	w->pub.rel = w->rel;
+	if ((rc = local_path(w->p, w->rel, abs)) < 0)
+		return 0;
 	fd = open(abs, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0 || fstat(fd, &a) < 0 || !S_ISREG(a.st_mode)) {
 		rc = fd < 0 && errno != ENOENT && errno != ELOOP && errno != ENOTDIR ? -errno : 0;
@@ -86,71 +103,147 @@ static int publish(const struct cs_prefix *p, const char *rel, struct cs_file *f
 			return -EAGAIN;
 		}
 		cs_debug("%s: gone before it was replicated", abs);
-		*gone = true;
 		return 0;
 	}
-	rc = cs_sha256_fd(fd, sha, &size);
+	rc = cs_sha256_fd(fd, w->pub.sha256, &size);
 	/* Written to again while hashed: its next close brings another entry,
 	 * but what is registered must be one state of the file, so hash again. */
 	if (rc == 0 && fstat(fd, &b) == 0 &&
 	    (b.st_mtim.tv_sec != a.st_mtim.tv_sec || b.st_mtim.tv_nsec != a.st_mtim.tv_nsec ||
 	     (uint64_t)b.st_size != size)) {
 		a = b;
-		rc = cs_sha256_fd(fd, sha, &size);
+		rc = cs_sha256_fd(fd, w->pub.sha256, &size);
 	}
-	close(fd);
-	if (rc < 0)
-		return -EAGAIN;
-	rc = cs_registry_publish(p->name, rel, size,
-				 (int64_t)a.st_mtim.tv_sec * 1000000000 + a.st_mtim.tv_nsec,
-				 sha, f);
 	if (rc < 0) {
-		cs_debug("%s/%s: registry: %s", p->name, rel, strerror(-rc));
+		close(fd);
 		return -EAGAIN;
 	}
+	w->fd = fd;
+	w->pub.size = size;
+	w->pub.mtime_ns = (int64_t)a.st_mtim.tv_sec * 1000000000 + a.st_mtim.tv_nsec;
 	return 0;
 }
 
-/* Push f to other nodes until CS_REPLICAS copies exist; `extra` copies were
- * made by renames the registry has not shown yet.  Done when the count is
- * reached, or when at least one other node holds it and none is left to ask. */
-static int spread(const struct cs_prefix *p, const char *rel, const struct cs_file *f,
-		  int extra)
+/* Hash every job and register what was read as each file's newest version,
+ * all in one transaction.  A job whose file is gone is done (rc 0, fd -1);
+ * 0, or -EAGAIN for all when the registry did not take them. */
+static int publish_jobs(struct wjob *w, int n)
 {
-	struct cs_node *nodes;
-	char abs[CS_PATH_MAX];
-	int have = f->nholders + extra, want = cs_cfg.replicas, n, fd, acks = 0;
+	struct cs_publish *v = malloc(n * sizeof *v);
+	int m = 0, rc = 0;
 
-	if (have >= want)
-		return 0;
-	if (local_path(p, rel, abs) < 0)
-		return 0;
-	nodes = malloc(CS_MAX_HOLDERS * sizeof *nodes);
-	if (!nodes)
+	for (int i = 0; i < n; i++) {
+		w[i].to = NULL;
+		w[i].nto = w[i].next = w[i].acks = w[i].have = 0;
+		if ((w[i].rc = hash_job(&w[i])) < 0)
+			rc = -EAGAIN;
+		else if (w[i].fd >= 0 && v)
+			v[m++] = w[i].pub;
+	}
+	if (!v || rc < 0) {
+		free(v);
 		return -EAGAIN;
-	n = cs_registry_targets(f, nodes, CS_MAX_HOLDERS);
-	fd = open(abs, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0) {
-		free(nodes);
-		return 0;       /* gone since it was published: a later entry */
 	}
-	for (int i = 0; i < n && have + acks < want; i++) {
-		int rc = cs_peer_push(nodes[i].url, p->name, rel, fd, f);
-		if (rc == 0) {
-			acks++;
-			cs_registry_note_copy(nodes[i].id);
-		}
-		else if (rc == -ESTALE) {
-			acks = want;    /* a newer version exists: its entry spreads it */
-			break;
-		}
+	if ((rc = cs_registry_publish_many(v, m)) < 0) {
+		cs_debug("registering %d files: %s", m, strerror(-rc));
+		free(v);
+		return -EAGAIN;
 	}
-	close(fd);
-	free(nodes);
-	if (have + acks >= want || have + acks >= 2)
-		return 0;
-	cs_debug("%s/%s: %d of %d copies; will retry", p->name, rel, have + acks, want);
-	return -EAGAIN;
+	for (int i = 0, k = 0; i < n; i++)
+		if (w[i].fd >= 0)
+			w[i].pub.f = v[k++].f;
+	free(v);
+	return 0;
+}
+
+/*
+ * Push each published job's file to other nodes until CS_REPLICAS copies
+ * exist (w->have counts copies made by renames the registry has not shown
+ * yet).  All jobs' pushes of a round run at once; a failed one is tried on
+ * the job's next target in the next round.  A job is done when the count is
+ * reached, or when at least one other node holds it and none is left to
+ * ask; else its rc is -EAGAIN.
+ */
+static void spread_jobs(struct wjob *w, int n)
+{
+	int want = cs_cfg.replicas, cap = 0;
+	struct cs_push *push;
+
+	for (int i = 0; i < n; i++) {
+		if (w[i].fd < 0)
+			continue;
+		w[i].have += w[i].pub.f.nholders;
+		if (w[i].have >= want || !(w[i].to = malloc(CS_MAX_HOLDERS * sizeof *w[i].to)))
+			continue;
+		w[i].nto = cs_registry_targets(&w[i].pub.f, w[i].to, CS_MAX_HOLDERS);
+		if (w[i].nto < 0)
+			w[i].nto = 0;
+		/* Counted now, so the next file of the batch goes elsewhere. */
+		for (int j = 0; j < w[i].nto && j < want - w[i].have; j++)
+			cs_registry_note_copy(w[i].to[j].id);
+		cap += w[i].nto;
+	}
+	int *owner = cap > 0 ? malloc(cap * sizeof *owner) : NULL;
+	if (owner && (push = malloc(cap * sizeof *push))) {
+		for (;;) {
+			int np = 0;
+			for (int i = 0; i < n; i++) {
+				for (int need = want - w[i].have - w[i].acks;
+				     need > 0 && w[i].next < w[i].nto; need--) {
+					const struct cs_node *t = &w[i].to[w[i].next++];
+					owner[np] = i;
+					push[np++] = (struct cs_push){ .url = t->url, .ns = w[i].p->name,
+								       .rel = w[i].rel, .fd = w[i].fd,
+								       .f = &w[i].pub.f };
+				}
+			}
+			if (np == 0)
+				break;
+			cs_peer_push_many(push, np);
+			for (int k = 0; k < np; k++) {
+				struct wjob *x = &w[owner[k]];
+				if (push[k].rc == 0) {
+					x->acks++;
+				} else if (push[k].rc == -ESTALE) {
+					x->acks = want;  /* a newer version exists: its entry spreads it */
+					x->next = x->nto;
+				}
+			}
+		}
+		free(push);
+	}
+	free(owner);
+	for (int i = 0; i < n; i++) {
+		int copies = w[i].have + w[i].acks;
+
+		free(w[i].to);
+		w[i].to = NULL;
+		if (w[i].fd < 0 || w[i].rc < 0 || copies >= want || copies >= 2)
+			continue;
+		cs_debug("%s/%s: %d of %d copies; will retry", w[i].p->name, w[i].rel, copies, want);
+		w[i].rc = -EAGAIN;
+	}
+}
+
+static void close_jobs(struct wjob *w, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (w[i].fd >= 0) {
+			close(w[i].fd);
+			w[i].fd = -1;
+		}
+}
+
+/* Replicate the writes w[0..n) (distinct paths): each w->rc says how it went. */
+static void write_jobs(struct wjob *w, int n)
+{
+	if (publish_jobs(w, n) < 0) {
+		for (int i = 0; i < n; i++)
+			w[i].rc = -EAGAIN;
+	} else {
+		spread_jobs(w, n);
+	}
+	close_jobs(w, n);
 }
 
 /* Tombstone rel unless a file is there again; tell its holders. */
@@ -192,12 +285,10 @@ static bool exists(const struct cs_prefix *p, const char *rel, mode_t *mode)
 
 static int write_entry(const struct cs_prefix *p, const char *rel)
 {
-	struct cs_file f;
-	bool gone;
+	struct wjob w = { .p = p, .rel = rel };
 
-	if (publish(p, rel, &f, &gone) < 0)
-		return -EAGAIN;
-	return gone ? 0 : spread(p, rel, &f, 0);
+	write_jobs(&w, 1);
+	return w.rc;
 }
 
 static int delete_entry(const struct cs_prefix *p, const char *rel)
@@ -212,35 +303,41 @@ static int delete_entry(const struct cs_prefix *p, const char *rel)
 /* One file renamed from -> to within namespace p. */
 static int move_one(const struct cs_prefix *p, const char *from, const char *to)
 {
-	struct cs_file fto, prev;
+	struct wjob w = { .p = p, .rel = to };
+	struct cs_file prev;
 	struct cs_node *nodes;
 	uint32_t self = 0;
 	int moved = 0, rc;
-	bool gone;
 
-	if (publish(p, to, &fto, &gone) < 0)
+	if (publish_jobs(&w, 1) < 0)
 		return -EAGAIN;
-	if (gone)
+	if (w.fd < 0)
 		return delete_entry(p, from);
 	/* Holders of the old name that have these bytes rename their copy. */
+	const struct cs_file *fto = &w.pub.f;
 	if (cs_registry_lookup_db(p->name, from, &prev) == 0 && !prev.deleted &&
-	    prev.size == fto.size && memcmp(prev.sha256, fto.sha256, CS_SHA256_LEN) == 0 &&
+	    prev.size == fto->size && memcmp(prev.sha256, fto->sha256, CS_SHA256_LEN) == 0 &&
 	    (nodes = malloc(CS_MAX_HOLDERS * sizeof *nodes))) {
 		int n = cs_registry_holders(&prev, nodes, CS_MAX_HOLDERS);
 		cs_registry_self(&self);
-		for (int i = 0; i < n && fto.nholders + moved < cs_cfg.replicas + 8; i++) {
+		for (int i = 0; i < n && fto->nholders + moved < cs_cfg.replicas + 8; i++) {
 			bool holds = nodes[i].id == self;
-			for (int j = 0; j < fto.nholders; j++)
-				holds |= fto.holder[j] == nodes[i].id;
+			for (int j = 0; j < fto->nholders; j++)
+				holds |= fto->holder[j] == nodes[i].id;
 			if (!holds && nodes[i].up && nodes[i].url[0] &&
-			    cs_peer_move(nodes[i].url, p->name, from, to, &fto) == 0)
+			    cs_peer_move(nodes[i].url, p->name, from, to, fto) == 0)
 				moved++;
 		}
 		free(nodes);
 	}
-	if (!exists(p, from, NULL) && (rc = unpublish(p, from)) < 0)
+	if (!exists(p, from, NULL) && (rc = unpublish(p, from)) < 0) {
+		close_jobs(&w, 1);
 		return rc;
-	return spread(p, to, &fto, moved);
+	}
+	w.have = moved;
+	spread_jobs(&w, 1);
+	close_jobs(&w, 1);
+	return w.rc;
 }
 
 /* A renamed directory: every file below it moved. */
@@ -314,6 +411,7 @@ struct pend {
 	int fd;                 /* the journal to acknowledge it in */
 	int64_t seen;           /* when it was read (ms) */
 	char op;
+	bool done;              /* replicated: to be acknowledged */
 	char *ns, *rel, *rel2;
 };
 
@@ -470,10 +568,100 @@ static void unlink_at(struct pend **pp)
 	q.count--;
 }
 
-/* Run the queue's ripe entries in order.  Returns ms until the next try,
- * or -1 when the queue is empty. */
+/* x, at *px, is done: acknowledge it and drop it from the queue, with the
+ * later writes of the same path already read: they are covered, their
+ * bytes were on disk before their entries were.  (Looked for among the
+ * next few only, so a backlog stays linear.)  How many entries that was. */
+static unsigned long retire(struct pend **px)
+{
+	struct pend *x = *px;
+	unsigned long k = 1;
+	int looked = 0;
+
+	cs_journal_ack(x->fd, x->off);
+	unlink_at(px);
+	for (struct pend **pp = px; x->op == CS_OP_WRITE && *pp && looked < 256; looked++) {
+		struct pend *y = *pp;
+		if (y->op == CS_OP_WRITE && !strcmp(y->ns, x->ns) && !strcmp(y->rel, x->rel)) {
+			cs_journal_ack(y->fd, y->off);
+			unlink_at(pp);
+			pend_free(y);
+			k++;
+		} else {
+			pp = &y->next;
+		}
+	}
+	pend_free(x);
+	return k;
+}
+
+#define BATCH_MAX 32
+#define BATCH_LOOK 256          /* entries looked through for one batch */
+
+/*
+ * The ripe writes at the head of the queue, up to the first entry of
+ * another kind (which must wait for them) or one not ripe yet: one per
+ * path (a later write of a path is covered by the first).  Returns how
+ * many went to b[]; *wait gets the ms until the head ripens when none did.
+ */
+static int collect_writes(struct pend **b, int64_t now, int *wait)
+{
+	int n = 0, looked = 0;
+
+	for (struct pend *x = q.head; x && n < BATCH_MAX && looked < BATCH_LOOK;
+	     x = x->next, looked++) {
+		if (now - x->seen < SETTLE_MS) {
+			if (x == q.head)
+				*wait = (int)(SETTLE_MS - (now - x->seen));
+			break;
+		}
+		if (x->op != CS_OP_WRITE)
+			break;
+		bool dup = false;
+		for (int i = 0; i < n && !dup; i++)
+			dup = !strcmp(b[i]->rel, x->rel) && !strcmp(b[i]->ns, x->ns);
+		if (!dup)
+			b[n++] = x;
+	}
+	return n;
+}
+
+/* Run the writes b[0..n) as one batch; each done one is marked.  Whether
+ * every one was done. */
+static bool run_writes(struct pend **b, int n)
+{
+	struct wjob *w = calloc(n, sizeof *w);
+	int m = 0;
+	bool all = true;
+
+	if (!w)
+		return false;
+	for (int i = 0; i < n; i++) {
+		const struct cs_prefix *p = cs_config_namespace(&cs_cfg, b[i]->ns);
+		if (!p) {
+			cs_warn("journal entry for unknown namespace '%s' dropped", b[i]->ns);
+			b[i]->done = true;
+			continue;
+		}
+		w[m++] = (struct wjob){ .p = p, .rel = b[i]->rel };
+	}
+	if (m > 0)
+		write_jobs(w, m);
+	for (int i = 0, k = 0; i < n; i++) {
+		if (b[i]->done)
+			continue;
+		b[i]->done = w[k++].rc == 0;
+		all &= b[i]->done;
+	}
+	free(w);
+	return all;
+}
+
+/* Run the queue's ripe entries in order (writes in batches).  Returns ms
+ * until the next try, or -1 when the queue is empty. */
 static int run_queue(void)
 {
+	struct pend *b[BATCH_MAX];
 	struct cs_entry *e;
 	int64_t now = now_ms();
 	int wait = -1;
@@ -485,13 +673,34 @@ static int run_queue(void)
 	if (!(e = malloc(sizeof *e)))
 		return BACKOFF_MIN_MS;
 	while (q.head && !__atomic_load_n(&stopping, __ATOMIC_ACQUIRE)) {
-		struct pend *x = q.head;
-		if (now - x->seen < SETTLE_MS) {
-			wait = (int)(SETTLE_MS - (now - x->seen));
+		int n = collect_writes(b, now, &wait);
+		bool ok;
+
+		if (wait >= 0)
 			break;
+		if (n > 0) {
+			ok = run_writes(b, n);
+		} else {
+			to_entry(q.head, e);
+			ok = q.head->done = cs_replicate_entry(e) == 0;
+			b[n++] = q.head;
 		}
-		to_entry(x, e);
-		if (cs_replicate_entry(e) < 0) {
+		int ndone = 0;
+		for (int i = 0; i < n; i++)
+			ndone += b[i]->done;
+		n = ndone;
+		unsigned long k = 0;
+		for (struct pend **pp = &q.head; *pp && n > 0;) {
+			if ((*pp)->done) {
+				k += retire(pp);
+				n--;
+			} else {
+				pp = &(*pp)->next;
+			}
+		}
+		if (k)
+			finished(k);
+		if (!ok) {
 			__atomic_store_n(&failing, 1, __ATOMIC_RELEASE);
 			finished(0);    /* wakes an exit waiting for us: no point now */
 			backoff = backoff ? backoff * 2 : BACKOFF_MIN_MS;
@@ -503,27 +712,6 @@ static int run_queue(void)
 		}
 		backoff = 0;
 		__atomic_store_n(&failing, 0, __ATOMIC_RELEASE);
-		unsigned long k = 1;
-		cs_journal_ack(x->fd, x->off);
-		unlink_at(&q.head);
-		/* Later writes of the same path already read are covered: their
-		 * bytes were on disk before their entries were.  (Looked for
-		 * among the next few only, so a backlog stays linear.) */
-		int looked = 0;
-		for (struct pend **pp = &q.head; x->op == CS_OP_WRITE && *pp && looked < 256;
-		     looked++) {
-			struct pend *y = *pp;
-			if (y->op == CS_OP_WRITE && !strcmp(y->ns, x->ns) && !strcmp(y->rel, x->rel)) {
-				cs_journal_ack(y->fd, y->off);
-				unlink_at(pp);
-				pend_free(y);
-				k++;
-			} else {
-				pp = &y->next;
-			}
-		}
-		pend_free(x);
-		finished(k);
 		now = now_ms();
 	}
 	free(e);

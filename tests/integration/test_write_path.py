@@ -29,7 +29,7 @@ def file_sha(path):
     try:
         with open(path, "rb") as f:
             return sha(f.read())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 
@@ -246,6 +246,63 @@ os.kill(os.getpid(), signal.SIGKILL)
     expect(c.nodes[2].get("/k9/victim.bin") == (200, data), "node3 serves it")
 
 
+def test_burst_in_one_batch_partial_failure(c):
+    """A burst of writes from one live process is replicated as batches:
+    new files, an overwrite (a new version) and the same bytes again (no
+    new version) are registered together; a file no target can take stays
+    pending while the rest of its batch lands, and arrives once the
+    targets can take it, from the same process, without a restart."""
+    n1, n2, n3 = c.nodes
+    d = mkdir_web(n1, "burst")
+    run_ok(n1, ["sh", "-c", "cd %s && echo old > over.txt && echo same > same.txt" % d])
+    drain(n1)
+    mkdir_web(n1, "burst/blocked")
+    for n in (n2, n3):      # a file where the directory must go: PUTs of it fail
+        os.makedirs(os.path.join(n.dir, "burst"), exist_ok=True)
+        with open(os.path.join(n.dir, "burst/blocked"), "w") as f:
+            f.write("in the way\n")
+    writer = subprocess.Popen(["python3", "-c", """
+import os, sys
+d = %r
+for i in range(30):
+    with open(os.path.join(d, "new%%02d.bin" %% i), "wb") as f:
+        f.write(os.urandom(5000 + i))
+open(os.path.join(d, "over.txt"), "w").write("new bytes\\n")
+open(os.path.join(d, "same.txt"), "w").write("same\\n")
+open(os.path.join(d, "blocked/x.txt"), "w").write("waits\\n")
+print("written", flush=True)
+sys.stdin.read()
+""" % d], env=n1.env(preload=True), preexec_fn=as_web_user(), stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True)
+    try:
+        expect(writer.stdout.readline().strip() == "written", "the writer wrote its burst")
+        rels = ["burst/new%02d.bin" % i for i in range(30)] + ["burst/over.txt"]
+        ok = eventually(lambda: replicated(c, rels, REPLICAS), 20, 0.2)
+        expect(ok, "the burst's files are on >= 2 nodes while its writer runs",
+               ">= 2 copies each", [r for r in rels if not replicated(c, [r], REPLICAS)][:5])
+        rows = dict(line.split("\t") for line in c.sql(
+            "SELECT path, version FROM files WHERE path IN"
+            " ('burst/over.txt', 'burst/same.txt', 'burst/new00.bin', 'burst/new29.bin')",
+            db="cs").stdout.split("\n") if line)
+        want = {"burst/over.txt": "2", "burst/same.txt": "1", "burst/new00.bin": "1",
+                "burst/new29.bin": "1"}
+        expect(rows == want, "overwrite is version 2, the same bytes again stay version 1",
+               want, rows)
+        expect(c.nodes[2].get("/burst/over.txt") == (200, b"new bytes\n"),
+               "node3 serves the overwrite")
+        expect(copies(c, "burst/blocked/x.txt")[1:] == [None, None],
+               "the file no target could take is on no other node yet")
+        for n in (n2, n3):
+            os.unlink(os.path.join(n.dir, "burst/blocked"))
+        ok = eventually(lambda: replicated(c, ["burst/blocked/x.txt"], REPLICAS), 20, 0.2)
+        expect(ok, "it arrives once a target can take it, from the live writer",
+               ">= 2 copies", copies(c, "burst/blocked/x.txt"))
+        expect(writer.poll() is None, "the writer was alive all along")
+    finally:
+        writer.stdin.close()
+        expect(writer.wait(30) == 0, "the writer exits cleanly")
+
+
 def test_target_down_gets_file_after_return(c):
     n1, n2, n3 = c.nodes
     d = mkdir_web(n1, "down")
@@ -379,6 +436,7 @@ TESTS = [
     test_fork_children_write,
     test_memcached_cold_restart,
     test_concurrent_writers_last_registered_wins,
+    test_burst_in_one_batch_partial_failure,
     test_target_down_gets_file_after_return,
     test_mariadb_down_during_writes,
     test_drain_reports_failure,
