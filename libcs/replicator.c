@@ -777,7 +777,9 @@ static void isolate(void)
 
 /* The thread is blocked on the eventfd and a new entry must wake it.  While
  * entries keep coming it polls every POLL_BUSY_MS instead, so a busy
- * writer's close() does not pay for waking a thread (~5 us here). */
+ * writer's close() does not pay for waking a thread (~5 us here); and while
+ * it backs off (registry or peers down) nothing could run earlier anyway,
+ * so it sleeps out the backoff unwakeable. */
 static int sleeping;
 #define POLL_BUSY_MS 2
 #define LINGER_MS 1000
@@ -798,7 +800,8 @@ static void *thread_main(void *arg)
 		int timeout = wait >= 0 ? wait : linger ? POLL_BUSY_MS : idle;
 		uint64_t v;
 
-		if (!linger || wait > POLL_BUSY_MS) {
+		if (!__atomic_load_n(&failing, __ATOMIC_ACQUIRE) &&
+		    (!linger || wait > POLL_BUSY_MS)) {
 			/* From here a new entry wakes us; one that came before
 			 * is read now.  (A writer that read sleeping == 0 had
 			 * appended before we set it: read_more sees its line.) */
