@@ -126,23 +126,22 @@ static int hash_job(struct wjob *w)
 
 /* Hash every job and register what was read as each file's newest version,
  * all in one transaction.  A job whose file is gone is done (rc 0, fd -1);
- * 0, or -EAGAIN for all when the registry did not take them. */
+ * one whose file could not be read is not (rc -EAGAIN, fd -1) and does not
+ * hold the others back.  0, or -EAGAIN for all when the registry did not
+ * take them. */
 static int publish_jobs(struct wjob *w, int n)
 {
 	struct cs_publish *v = malloc(n * sizeof *v);
 	int m = 0, rc = 0;
 
+	if (!v)
+		return -EAGAIN;
 	for (int i = 0; i < n; i++) {
 		w[i].to = NULL;
 		w[i].nto = w[i].next = w[i].acks = w[i].have = 0;
-		if ((w[i].rc = hash_job(&w[i])) < 0)
-			rc = -EAGAIN;
-		else if (w[i].fd >= 0 && v)
+		w[i].rc = hash_job(&w[i]);
+		if (w[i].fd >= 0)
 			v[m++] = w[i].pub;
-	}
-	if (!v || rc < 0) {
-		free(v);
-		return -EAGAIN;
 	}
 	if ((rc = cs_registry_publish_many(v, m)) < 0) {
 		cs_debug("registering %d files: %s", m, strerror(-rc));
@@ -309,7 +308,7 @@ static int move_one(const struct cs_prefix *p, const char *from, const char *to)
 	uint32_t self = 0;
 	int moved = 0, rc;
 
-	if (publish_jobs(&w, 1) < 0)
+	if (publish_jobs(&w, 1) < 0 || w.rc < 0)
 		return -EAGAIN;
 	if (w.fd < 0)
 		return delete_entry(p, from);
@@ -557,34 +556,34 @@ static void finished(unsigned long k)
 static int backoff;             /* ms, doubling while entries fail */
 static int64_t retry_at;        /* no entry runs before this (backoff) */
 
-/* Drop y, the entry at *pp, from the queue. */
-static void unlink_at(struct pend **pp)
+/* Drop y, the entry at *pp, from queue qq. */
+static void unlink_at(struct queue *qq, struct pend **pp)
 {
 	struct pend *y = *pp;
 
 	*pp = y->next;
 	if (!*pp)
-		q.tail = pp;
-	q.count--;
+		qq->tail = pp;
+	qq->count--;
 }
 
-/* x, at *px, is done: acknowledge it and drop it from the queue, with the
- * later writes of the same path already read: they are covered, their
+/* x, at *px in qq, is done: acknowledge it and drop it from the queue, with
+ * the later writes of the same path already read: they are covered, their
  * bytes were on disk before their entries were.  (Looked for among the
  * next few only, so a backlog stays linear.)  How many entries that was. */
-static unsigned long retire(struct pend **px)
+static unsigned long retire(struct queue *qq, struct pend **px)
 {
 	struct pend *x = *px;
 	unsigned long k = 1;
 	int looked = 0;
 
 	cs_journal_ack(x->fd, x->off);
-	unlink_at(px);
+	unlink_at(qq, px);
 	for (struct pend **pp = px; x->op == CS_OP_WRITE && *pp && looked < 256; looked++) {
 		struct pend *y = *pp;
 		if (y->op == CS_OP_WRITE && !strcmp(y->ns, x->ns) && !strcmp(y->rel, x->rel)) {
 			cs_journal_ack(y->fd, y->off);
-			unlink_at(pp);
+			unlink_at(qq, pp);
 			pend_free(y);
 			k++;
 		} else {
@@ -597,21 +596,37 @@ static unsigned long retire(struct pend **px)
 
 #define BATCH_MAX 32
 #define BATCH_LOOK 256          /* entries looked through for one batch */
+#define BATCH_BYTES (8 << 20)   /* big files go few at a time: the first of
+				 * a batch waits for all of them to be hashed */
+
+/* The size of x's file now (0 when there is none). */
+static uint64_t size_of(const struct pend *x)
+{
+	const struct cs_prefix *p = cs_config_namespace(&cs_cfg, x->ns);
+	char abs[CS_PATH_MAX];
+	struct stat st;
+
+	if (!p || local_path(p, x->rel, abs) < 0 || lstat(abs, &st) < 0)
+		return 0;
+	return (uint64_t)st.st_size;
+}
 
 /*
- * The ripe writes at the head of the queue, up to the first entry of
- * another kind (which must wait for them) or one not ripe yet: one per
- * path (a later write of a path is covered by the first).  Returns how
- * many went to b[]; *wait gets the ms until the head ripens when none did.
+ * The ripe writes at the head of qq, up to the first entry of another kind
+ * (which must wait for them) or one not ripe yet: one per path (a later
+ * write of a path is covered by the first), BATCH_BYTES at most unless the
+ * first alone is more.  Returns how many went to b[]; *wait gets the ms
+ * until the head ripens when none did.
  */
-static int collect_writes(struct pend **b, int64_t now, int *wait)
+static int collect_writes(struct queue *qq, struct pend **b, int64_t now, int *wait)
 {
+	uint64_t bytes = 0;
 	int n = 0, looked = 0;
 
-	for (struct pend *x = q.head; x && n < BATCH_MAX && looked < BATCH_LOOK;
+	for (struct pend *x = qq->head; x && n < BATCH_MAX && looked < BATCH_LOOK;
 	     x = x->next, looked++) {
 		if (now - x->seen < SETTLE_MS) {
-			if (x == q.head)
+			if (x == qq->head)
 				*wait = (int)(SETTLE_MS - (now - x->seen));
 			break;
 		}
@@ -620,8 +635,12 @@ static int collect_writes(struct pend **b, int64_t now, int *wait)
 		bool dup = false;
 		for (int i = 0; i < n && !dup; i++)
 			dup = !strcmp(b[i]->rel, x->rel) && !strcmp(b[i]->ns, x->ns);
-		if (!dup)
-			b[n++] = x;
+		if (dup)
+			continue;
+		bytes += size_of(x);
+		if (n > 0 && bytes > BATCH_BYTES)
+			break;
+		b[n++] = x;
 	}
 	return n;
 }
@@ -657,12 +676,51 @@ static bool run_writes(struct pend **b, int n)
 	return all;
 }
 
+/*
+ * Run what is ripe at the head of qq: a batch of writes, or the one entry
+ * of another kind there.  What was done is acknowledged and leaves the
+ * queue (*k: how many entries, coalesced ones included).  Returns false
+ * when something failed (it stays, in order); *wait >= 0 when nothing was
+ * ripe (ms until the head is).
+ */
+static bool step(struct queue *qq, int64_t now, int *wait, unsigned long *k)
+{
+	struct pend *b[BATCH_MAX];
+	struct cs_entry *e;
+	int n = collect_writes(qq, b, now, wait);
+	bool ok;
+
+	*k = 0;
+	if (*wait >= 0)
+		return true;
+	if (n > 0) {
+		ok = run_writes(b, n);
+	} else {
+		if (!(e = malloc(sizeof *e)))
+			return false;
+		to_entry(qq->head, e);
+		ok = qq->head->done = cs_replicate_entry(e) == 0;
+		b[n++] = qq->head;
+		free(e);
+	}
+	int ndone = 0;
+	for (int i = 0; i < n; i++)
+		ndone += b[i]->done;
+	for (struct pend **pp = &qq->head; *pp && ndone > 0;) {
+		if ((*pp)->done) {
+			*k += retire(qq, pp);
+			ndone--;
+		} else {
+			pp = &(*pp)->next;
+		}
+	}
+	return ok;
+}
+
 /* Run the queue's ripe entries in order (writes in batches).  Returns ms
  * until the next try, or -1 when the queue is empty. */
 static int run_queue(void)
 {
-	struct pend *b[BATCH_MAX];
-	struct cs_entry *e;
 	int64_t now = now_ms();
 	int wait = -1;
 
@@ -670,36 +728,14 @@ static int run_queue(void)
 	 * are no likelier to answer yet. */
 	if (q.head && now < retry_at)
 		return (int)(retry_at - now);
-	if (!(e = malloc(sizeof *e)))
-		return BACKOFF_MIN_MS;
 	while (q.head && !__atomic_load_n(&stopping, __ATOMIC_ACQUIRE)) {
-		int n = collect_writes(b, now, &wait);
-		bool ok;
+		unsigned long k;
+		bool ok = step(&q, now, &wait, &k);
 
-		if (wait >= 0)
-			break;
-		if (n > 0) {
-			ok = run_writes(b, n);
-		} else {
-			to_entry(q.head, e);
-			ok = q.head->done = cs_replicate_entry(e) == 0;
-			b[n++] = q.head;
-		}
-		int ndone = 0;
-		for (int i = 0; i < n; i++)
-			ndone += b[i]->done;
-		n = ndone;
-		unsigned long k = 0;
-		for (struct pend **pp = &q.head; *pp && n > 0;) {
-			if ((*pp)->done) {
-				k += retire(pp);
-				n--;
-			} else {
-				pp = &(*pp)->next;
-			}
-		}
 		if (k)
 			finished(k);
+		if (wait >= 0)
+			break;
 		if (!ok) {
 			__atomic_store_n(&failing, 1, __ATOMIC_RELEASE);
 			finished(0);    /* wakes an exit waiting for us: no point now */
@@ -714,7 +750,6 @@ static int run_queue(void)
 		__atomic_store_n(&failing, 0, __ATOMIC_RELEASE);
 		now = now_ms();
 	}
-	free(e);
 	return wait;
 }
 
@@ -955,6 +990,7 @@ void cs_replicator_forget(void)
 
 struct orphan {
 	struct queue todo;
+	int fd;                 /* the journal */
 	uint64_t *acked;
 	size_t nacked, capacked;
 };
@@ -964,7 +1000,7 @@ static void collect(void *arg, struct cs_entry *e)
 	struct orphan *o = arg;
 
 	if (e->op != 'K') {
-		queue_add(&o->todo, e, -1, 0);
+		queue_add(&o->todo, e, o->fd, 0);   /* read long ago: ripe */
 		return;
 	}
 	if (o->nacked == o->capacked) {
@@ -989,8 +1025,7 @@ static int cmp_u64(const void *a, const void *b)
  * (and acknowledged) when run.  Returns how many remain undone. */
 static long journal_pending(int fd, bool run)
 {
-	struct orphan o = { .todo = { NULL, &o.todo.head, 0 } };
-	struct cs_entry *e = malloc(sizeof *e);
+	struct orphan o = { .todo = { NULL, &o.todo.head, 0 }, .fd = fd };
 	struct stat st;
 	char *buf = NULL;
 	long left = 0;
@@ -1000,8 +1035,8 @@ static long journal_pending(int fd, bool run)
 	off_t start = lseek(fd, 0, SEEK_DATA);
 	if (start < 0)
 		start = errno == ENXIO ? -1 : 0;
-	if (!e || fstat(fd, &st) < 0) {
-		left = -ENOMEM;
+	if (fstat(fd, &st) < 0) {
+		left = -errno;
 		goto out;
 	}
 	if (start < 0 || start >= st.st_size)
@@ -1023,20 +1058,23 @@ static long journal_pending(int fd, bool run)
 	parse_lines(buf + skip, n - skip, start + skip, collect, &o);
 	if (o.nacked)
 		qsort(o.acked, o.nacked, sizeof *o.acked, cmp_u64);
-	bool stuck = false;
-	for (struct pend *x = o.todo.head; x; x = x->next) {
-		if (o.nacked && bsearch(&x->off, o.acked, o.nacked, sizeof *o.acked, cmp_u64))
-			continue;
-		if (run && !stuck) {
-			to_entry(x, e);
-			if (cs_replicate_entry(e) == 0) {
-				cs_journal_ack(fd, x->off);
-				continue;
-			}
-			stuck = true;   /* keep the order: the rest waits */
+	for (struct pend **pp = &o.todo.head; *pp;) {
+		struct pend *x = *pp;
+		if (o.nacked && bsearch(&x->off, o.acked, o.nacked, sizeof *o.acked, cmp_u64)) {
+			unlink_at(&o.todo, pp);
+			pend_free(x);
+		} else {
+			pp = &x->next;
 		}
-		left++;
 	}
+	/* In order, writes in batches; at the first failure the rest waits. */
+	while (run && o.todo.head) {
+		unsigned long k;
+		int wait = -1;
+		if (!step(&o.todo, now_ms(), &wait, &k))
+			break;
+	}
+	left = (long)o.todo.count;
 out:
 	while (o.todo.head) {
 		struct pend *x = o.todo.head;
@@ -1045,7 +1083,6 @@ out:
 	}
 	free(o.acked);
 	free(buf);
-	free(e);
 	return left;
 }
 

@@ -249,16 +249,17 @@ os.kill(os.getpid(), signal.SIGKILL)
 def test_burst_in_one_batch_partial_failure(c):
     """A burst of writes from one live process is replicated as batches:
     new files, an overwrite (a new version) and the same bytes again (no
-    new version) are registered together; a file no target can take stays
-    pending while the rest of its batch lands, and arrives once the
-    targets can take it, from the same process, without a restart."""
+    new version) are registered together; a file no target can take, and
+    one its writer cannot read, stay pending while the rest of their batch
+    lands, and arrive once they can, from the same process, without a
+    restart."""
     n1, n2, n3 = c.nodes
     d = mkdir_web(n1, "burst")
     run_ok(n1, ["sh", "-c", "cd %s && echo old > over.txt && echo same > same.txt" % d])
     drain(n1)
     mkdir_web(n1, "burst/blocked")
     for n in (n2, n3):      # a file where the directory must go: PUTs of it fail
-        os.makedirs(os.path.join(n.dir, "burst"), exist_ok=True)
+        mkdir_web(n, "burst")
         with open(os.path.join(n.dir, "burst/blocked"), "w") as f:
             f.write("in the way\n")
     writer = subprocess.Popen(["python3", "-c", """
@@ -270,6 +271,9 @@ for i in range(30):
 open(os.path.join(d, "over.txt"), "w").write("new bytes\\n")
 open(os.path.join(d, "same.txt"), "w").write("same\\n")
 open(os.path.join(d, "blocked/x.txt"), "w").write("waits\\n")
+fd = os.open(os.path.join(d, "unreadable.bin"), os.O_WRONLY | os.O_CREAT, 0)
+os.write(fd, b"mode 000 until the test allows it\\n")
+os.close(fd)
 print("written", flush=True)
 sys.stdin.read()
 """ % d], env=n1.env(preload=True), preexec_fn=as_web_user(), stdin=subprocess.PIPE,
@@ -292,11 +296,15 @@ sys.stdin.read()
                "node3 serves the overwrite")
         expect(copies(c, "burst/blocked/x.txt")[1:] == [None, None],
                "the file no target could take is on no other node yet")
+        expect(copies(c, "burst/unreadable.bin")[1:] == [None, None],
+               "nor the file its own writer cannot read")
         for n in (n2, n3):
             os.unlink(os.path.join(n.dir, "burst/blocked"))
-        ok = eventually(lambda: replicated(c, ["burst/blocked/x.txt"], REPLICAS), 20, 0.2)
-        expect(ok, "it arrives once a target can take it, from the live writer",
-               ">= 2 copies", copies(c, "burst/blocked/x.txt"))
+        os.chmod(os.path.join(d, "unreadable.bin"), 0o644)
+        late = ["burst/blocked/x.txt", "burst/unreadable.bin"]
+        ok = eventually(lambda: replicated(c, late, REPLICAS), 20, 0.2)
+        expect(ok, "both arrive once they can, from the live writer",
+               ">= 2 copies each", [copies(c, r) for r in late])
         expect(writer.poll() is None, "the writer was alive all along")
     finally:
         writer.stdin.close()
@@ -414,16 +422,19 @@ def test_drain_reports_failure(c):
     d = mkdir_web(n1, "drainfail")
     c.stop_mariadb()
     try:
-        p = n1.run(["python3", "-c", "import os; f=open(%r,'w'); f.write('x'); f.close(); os._exit(0)"
-                    % os.path.join(d, "a.txt")])
-        expect(p.returncode == 0, "writer ran")
+        p = n1.run(["python3", "-c", "import os\nfor i in range(40):\n"
+                    "    open(os.path.join(%r, 'a%%d.txt' %% i), 'w').write('x%%d' %% i)\n"
+                    "os._exit(0)" % d])
+        expect(p.returncode == 0, "writer ran", 0, p.stderr[-500:])
         p = n1.cs("drain", "--timeout", "2", check=False)
         expect(p.returncode == 1 and "pending" in p.stderr,
                "drain exits 1 and says why while MariaDB is down", 1, (p.returncode, p.stderr))
     finally:
         c.start_mariadb()
     drain(n1)
-    expect(replicated(c, ["drainfail/a.txt"], REPLICAS), "and replicates once it is back")
+    rels = ["drainfail/a%d.txt" % i for i in range(40)]
+    expect(replicated(c, rels, REPLICAS), "and replicates all 40 once it is back",
+           ">= 2 copies each", [r for r in rels if not replicated(c, [r], REPLICAS)][:5])
 
 
 TESTS = [
