@@ -52,6 +52,18 @@ def wait_for(pred, timeout, what):
     raise RuntimeError("timed out waiting for " + what)
 
 
+def as_root():
+    """Run the calling program as root: re-run it with sudo when it is not
+    (the README's commands work for root and for a user who may sudo)."""
+    if os.geteuid() == 0:
+        return
+    prog = os.path.abspath(sys.argv[0])
+    if shutil.which("sudo"):
+        os.execvp("sudo", ["sudo", sys.executable, prog] + sys.argv[1:])
+    raise SystemExit("%s: needs root, and there is no sudo here: run it as root"
+                     % os.path.relpath(prog))
+
+
 def as_web_user():
     pw = pwd.getpwnam(WEB_USER)
 
