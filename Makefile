@@ -19,6 +19,9 @@ CFLAGS   += -std=c11 -D_GNU_SOURCE -U_FORTIFY_SOURCE $(OPT) -g -Wall -Wextra -We
             $(shell pkg-config --cflags $(PKGS))
 LDFLAGS  += $(SAN)
 DEPLIBS  := $(shell pkg-config --libs $(PKGS)) -lpthread -ldl
+# The preloaded library links only libc: libcs/dyn.c loads libcrypto, the
+# MariaDB client, libmemcached and libcurl at first use.
+SOLIBS   := -lpthread -ldl
 
 CORE_SRC := $(wildcard libcs/*.c)
 PRE_SRC  := $(wildcard preload/*.c)
@@ -43,7 +46,7 @@ $(B)/libcs.a: $(CORE_OBJ)
 
 # The preloaded library: core + interposition, only the wrappers exported.
 $(B)/libcs.so: $(CORE_OBJ) $(PRE_OBJ)
-	$(CC) -shared -Wl,-z,defs -Wl,-z,now $(LDFLAGS) -o $@ $^ $(DEPLIBS)
+	$(CC) -shared -Wl,-z,defs -Wl,-z,now $(LDFLAGS) -o $@ $^ $(SOLIBS)
 
 $(B)/cs-replicate: $(TOOL_OBJ) $(B)/libcs.a
 	$(CC) $(LDFLAGS) -o $@ $(TOOL_OBJ) $(B)/libcs.a $(DEPLIBS) $(shell pkg-config --libs libmicrohttpd)

@@ -350,6 +350,9 @@ void cs_peer_forget(void);
 /* libcurl's and the MySQL client's global set-up, which are not thread-safe:
  * done by the host's thread before the replicator thread exists. */
 void cs_peer_global_init(void);
+/* Load libcrypto now (dyn.c), with OpenSSL's exit-time cleanup turned off:
+ * the replicator thread may still hash while the host exits.  0 or -ENOENT. */
+int cs_dyn_crypto(void);
 void cs_registry_global_init(void);
 
 /* ---- local store (store.c: temp file, verify, atomic install) ------- */

@@ -21,9 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
-
 #include "cs.h"
+#include "dyn.h"
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static pthread_key_t key;
@@ -56,7 +55,8 @@ static void handle_free(void *p)
 
 static void init(void)
 {
-	curl_global_init(CURL_GLOBAL_DEFAULT);
+	if (cs_dyn_curl() == 0)
+		curl_global_init(CURL_GLOBAL_DEFAULT);
 	pthread_key_create(&key, handle_free);
 }
 
@@ -71,6 +71,8 @@ static struct handle *thread_handles(void)
 	struct handle *h;
 
 	pthread_once(&once, init);
+	if (cs_dyn_curl() < 0)
+		return NULL;
 	h = pthread_getspecific(key);
 	if (h && h->generation != generation) {
 		free(h);        /* leak the inherited CURLs on purpose */

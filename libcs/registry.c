@@ -24,13 +24,10 @@
 #include <string.h>
 #include <time.h>
 
-#include <libmemcached/memcached.h>
-#include <mysql.h>
-#include <errmsg.h>
 
-#include <openssl/evp.h>
 
 #include "cs.h"
+#include "dyn.h"
 
 #define NEG_LOCAL_MS 1000       /* in-process "not in the cluster" */
 #define NEG_MC_TTL 5            /* seconds, memcached "not in the cluster" */
@@ -150,7 +147,8 @@ static pthread_once_t md_once = PTHREAD_ONCE_INIT;
 
 static void md_init(void)
 {
-	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+	if (cs_dyn_crypto() == 0)
+		sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
 }
 
 static void path_hash(const char *ns, const char *rel, unsigned char h[CS_SHA256_LEN])
@@ -160,9 +158,8 @@ static void path_hash(const char *ns, const char *rel, unsigned char h[CS_SHA256
 
 	pthread_once(&md_once, md_init);
 	memset(h, 0, CS_SHA256_LEN);
-	c = EVP_MD_CTX_new();
-	if (!c)
-		return;
+	if (cs_dyn_crypto() < 0 || !(c = EVP_MD_CTX_new()))
+		return;         /* the registry is refused too: see locked_db */
 	EVP_DigestInit_ex(c, sha256_md ? sha256_md : EVP_sha256(), NULL);
 	EVP_DigestUpdate(c, ns, strlen(ns) + 1);        /* with its NUL */
 	EVP_DigestUpdate(c, rel, strlen(rel));
@@ -301,6 +298,8 @@ static memcached_st *locked_mc(void)
 		return NULL;
 	if (mc)
 		return mc;
+	if (cs_dyn_crypto() < 0 || cs_dyn_memcached() < 0)
+		return NULL;    /* no library, or no path hashes to key it with */
 	mc = memcached_create(NULL);
 	if (!mc)
 		return NULL;
@@ -379,7 +378,8 @@ static void mc_store(const char *key, const char *val, size_t len, time_t ttl,
 
 static void lib_init(void)
 {
-	mysql_library_init(0, NULL, NULL);
+	if (cs_dyn_mariadb() == 0)
+		mysql_library_init(0, NULL, NULL);
 }
 
 void cs_registry_global_init(void)
@@ -395,7 +395,7 @@ static MYSQL *locked_db(void)
 
 	if (db)
 		return db;
-	if (brk_open(&db_brk))
+	if (cs_dyn_crypto() < 0 || cs_dyn_mariadb() < 0 || brk_open(&db_brk))
 		return NULL;
 	pthread_once(&lib_once, lib_init);
 	db = mysql_init(NULL);

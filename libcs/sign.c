@@ -4,7 +4,8 @@
  * A request is signed over "METHOD\nPATH\nTIME\nBODY_SHA256" with the shared
  * CS_SECRET.  TIME bounds replay to CS_SIGN_WINDOW seconds; the body hash
  * (or "-") binds a PUT's content to its signature.  OpenSSL's libcrypto does
- * the hashing: it is already in every process that loads libcurl.
+ * the hashing, loaded at first use (dyn.h); without it nothing hashes and
+ * every signature is refused.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -12,11 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-
 #include "cs.h"
+#include "dyn.h"
 
 void cs_sha256_hex(const unsigned char d[CS_SHA256_LEN], char out[CS_SHA256_HEX])
 {
@@ -53,6 +51,9 @@ int cs_sha256_unhex(const char *hex, unsigned char d[CS_SHA256_LEN])
 
 int cs_sha256_init(struct cs_sha256 *h)
 {
+	h->ctx = NULL;
+	if (cs_dyn_crypto() < 0)
+		return -EIO;
 	h->ctx = EVP_MD_CTX_new();
 	if (!h->ctx)
 		return -ENOMEM;
@@ -80,7 +81,8 @@ void cs_sha256_final(struct cs_sha256 *h, unsigned char d[CS_SHA256_LEN])
 
 void cs_sha256_free(struct cs_sha256 *h)
 {
-	EVP_MD_CTX_free(h->ctx);
+	if (h->ctx)
+		EVP_MD_CTX_free(h->ctx);
 	h->ctx = NULL;
 }
 
@@ -115,36 +117,48 @@ int cs_sha256_fd(int fd, unsigned char d[CS_SHA256_LEN], uint64_t *size)
 	return 0;
 }
 
-void cs_sign(const unsigned char *secret, size_t secret_len, const char *method,
-	     const char *path, long long when, const char *body_sha,
-	     char out[CS_SIGN_HEX])
+/* The signature into out; 0, or -errno when none could be made. */
+static int sign(const unsigned char *secret, size_t secret_len, const char *method,
+		const char *path, long long when, const char *body_sha, char out[CS_SIGN_HEX])
 {
 	unsigned char mac[EVP_MAX_MD_SIZE];
 	unsigned int maclen = 0;
 	char head[64];
 	int n;
 
+	if (cs_dyn_crypto() < 0)
+		return -EIO;
 	n = snprintf(head, sizeof head, "\n%lld\n", when);
 	size_t plen = strlen(path), mlen = strlen(method), blen = strlen(body_sha);
 	size_t total = mlen + 1 + plen + n + blen;
 	char stackbuf[1024], *msg = total <= sizeof stackbuf ? stackbuf : malloc(total);
 
-	if (!msg) {
-		memset(out, '0', CS_SIGN_HEX - 1);
-		out[CS_SIGN_HEX - 1] = '\0';
-		return;
-	}
+	if (!msg)
+		return -ENOMEM;
 	char *w = msg;
 	memcpy(w, method, mlen), w += mlen;
 	*w++ = '\n';
 	memcpy(w, path, plen), w += plen;
 	memcpy(w, head, n), w += n;
 	memcpy(w, body_sha, blen), w += blen;
-	HMAC(EVP_sha256(), secret, (int)secret_len, (unsigned char *)msg,
-	     w - msg, mac, &maclen);
+	unsigned char *ok = HMAC(EVP_sha256(), secret, (int)secret_len, (unsigned char *)msg,
+				 w - msg, mac, &maclen);
 	if (msg != stackbuf)
 		free(msg);
+	if (!ok || maclen != CS_SHA256_LEN)
+		return -EIO;
 	cs_sha256_hex(mac, out);
+	return 0;
+}
+
+void cs_sign(const unsigned char *secret, size_t secret_len, const char *method,
+	     const char *path, long long when, const char *body_sha,
+	     char out[CS_SIGN_HEX])
+{
+	if (sign(secret, secret_len, method, path, when, body_sha, out) < 0) {
+		memset(out, '0', CS_SIGN_HEX - 1);      /* refused by every peer */
+		out[CS_SIGN_HEX - 1] = '\0';
+	}
 }
 
 int cs_sign_verify(const unsigned char *secret, size_t secret_len,
@@ -163,6 +177,7 @@ int cs_sign_verify(const unsigned char *secret, size_t secret_len,
 		return -EACCES;
 	if (strlen(sig) != CS_SIGN_HEX - 1)
 		return -EACCES;
-	cs_sign(secret, secret_len, method, path, t, body_sha ? body_sha : "-", want);
+	if (sign(secret, secret_len, method, path, t, body_sha ? body_sha : "-", want) < 0)
+		return -EACCES;
 	return CRYPTO_memcmp(want, sig, CS_SIGN_HEX - 1) == 0 ? 0 : -EACCES;
 }

@@ -22,7 +22,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
-#include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -160,9 +159,9 @@ static void first_write(void)
 	    !__atomic_compare_exchange_n(&exit_registered, &zero, 1, false,
 					 __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
 		return;
-	/* OpenSSL would free its state in an atexit handler of its own while
-	 * our replicator may still hash: initialised by us, it does not. */
-	OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
+	/* Loaded now, libcrypto is set up without its exit-time cleanup, which
+	 * would free its state while the replicator may still hash. */
+	cs_dyn_crypto();
 	atexit(exit_handler);
 }
 
