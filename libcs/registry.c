@@ -495,8 +495,11 @@ static int locked_multi(const char *sql, size_t len, MYSQL_RES **res, int nres,
 
 	if (rc < 0)
 		return rc;
+	bool lost = false;      /* a result set that could not be read */
 	do {
 		MYSQL_RES *r = mysql_store_result(db);
+		if (!r && mysql_field_count(db) != 0)
+			lost = true;    /* the later sets would be taken for its */
 		if (r && set < nres)
 			res[set++] = r;
 		else if (r)
@@ -517,6 +520,10 @@ static int locked_multi(const char *sql, size_t len, MYSQL_RES **res, int nres,
 			return -EAGAIN;
 		}
 		cs_error_every(10, "MySQL: %s", mysql_error(db));
+		return -EIO;
+	}
+	if (lost) {
+		cs_error_every(10, "MySQL: a result could not be read: %s", mysql_error(db));
 		return -EIO;
 	}
 	return 0;
@@ -1008,6 +1015,9 @@ static int locked_tx_stmt(struct sql *q)
 	return locked_exec(q->s, q->len, NULL, false);
 }
 
+#define NEW_VERSION (-1)        /* stmt[i] of an existing path: a new version */
+#define SAME_BYTES (-2)         /* ... or the same bytes again: none */
+
 /*
  * One attempt at the publish transaction for v[0..n), taken in order[]
  * (by path hash, so two batches lock rows in one order); -EBUSY when it
@@ -1031,7 +1041,10 @@ static int locked_publish(struct cs_publish *v, const int *order, int n,
 		rc = -EAGAIN;
 		goto fail;
 	}
-	sql_str(&q, "START TRANSACTION");
+	/* READ COMMITTED: locking a path not registered yet takes no gap lock,
+	 * so two batches adding nearby new paths do not deadlock; the second
+	 * INSERT of one path gets a duplicate key and the whole is retried. */
+	sql_str(&q, "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; START TRANSACTION");
 	for (int k = 0; k < n; k++) {
 		int i = order[k];
 		sql_str(&q, "; ");
@@ -1066,9 +1079,10 @@ static int locked_publish(struct cs_publish *v, const int *order, int n,
 			f->version = 1;
 			continue;
 		}
-		stmt[i] = -1;
+		stmt[i] = SAME_BYTES;
 		if (f->deleted || f->size != size ||
 		    memcmp(f->sha256, v[i].sha256, CS_SHA256_LEN) != 0) {
+			stmt[i] = NEW_VERSION;
 			f->version++;
 			sql_fmt(&q, "UPDATE files SET version=%" PRIu64 ", deleted=0,"
 				    " size=%" PRIu64 ", mtime_ns=%" PRId64 ", sha256=",
@@ -1102,10 +1116,14 @@ static int locked_publish(struct cs_publish *v, const int *order, int n,
 
 		if (stmt[i] >= 0)
 			f->id = made[stmt[i]];
-		f->size = v[i].size;
-		f->mtime_ns = v[i].mtime_ns;
-		memcpy(f->sha256, v[i].sha256, CS_SHA256_LEN);
-		f->deleted = false;
+		/* The same bytes again keep the version as registered, its mtime
+		 * included: copies elsewhere were installed with that one. */
+		if (stmt[i] != SAME_BYTES) {
+			f->size = v[i].size;
+			f->mtime_ns = v[i].mtime_ns;
+			memcpy(f->sha256, v[i].sha256, CS_SHA256_LEN);
+			f->deleted = false;
+		}
 		for (int j = 0; j < f->nholders; j++)
 			have |= f->holder[j] == self;
 		if (!have && f->nholders < CS_MAX_HOLDERS)

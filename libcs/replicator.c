@@ -62,6 +62,8 @@ static int local_path(const struct cs_prefix *p, const char *rel, char *abs)
 	return 0;
 }
 
+static int stopping;            /* the host is exiting: start nothing new */
+
 /*
  * Writes go in batches: every file is hashed, all are registered in one
  * transaction, and the pushes run side by side, so a busy writer's entries
@@ -71,6 +73,8 @@ struct wjob {
 	const struct cs_prefix *p;
 	const char *rel;
 	int fd;                 /* the file as hashed, pushed from; -1: none */
+	dev_t dev;              /* ... and which file that was */
+	ino_t ino;
 	struct cs_publish pub;  /* pub.f: the registered record */
 	struct cs_node *to;     /* where to push, best first */
 	int nto, next;          /* how many, and the next one to try */
@@ -119,6 +123,8 @@ static int hash_job(struct wjob *w)
 		return -EAGAIN;
 	}
 	w->fd = fd;
+	w->dev = a.st_dev;
+	w->ino = a.st_ino;
 	w->pub.size = size;
 	w->pub.mtime_ns = (int64_t)a.st_mtim.tv_sec * 1000000000 + a.st_mtim.tv_nsec;
 	return 0;
@@ -152,6 +158,26 @@ static int publish_jobs(struct wjob *w, int n)
 		if (w[i].fd >= 0)
 			w[i].pub.f = v[k++].f;
 	free(v);
+	/* Another process may have renamed other bytes over the path while we
+	 * hashed and registered after it: the registry now names our bytes,
+	 * the disk has theirs.  Such a job runs again (and registers what is
+	 * there); pushing from our descriptor would spread the wrong bytes. */
+	for (int i = 0; i < n; i++) {
+		char abs[CS_PATH_MAX];
+		struct stat st;
+
+		if (w[i].fd < 0)
+			continue;
+		if (local_path(w[i].p, w[i].rel, abs) < 0 || lstat(abs, &st) < 0 ||
+		    st.st_dev != w[i].dev || st.st_ino != w[i].ino ||
+		    (uint64_t)st.st_size != w[i].pub.size ||
+		    (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec != w[i].pub.mtime_ns) {
+			cs_debug("%s/%s: changed while it was registered; again", w[i].p->name, w[i].rel);
+			close(w[i].fd);
+			w[i].fd = -1;
+			w[i].rc = -EAGAIN;
+		}
+	}
 	return 0;
 }
 
@@ -184,7 +210,7 @@ static void spread_jobs(struct wjob *w, int n)
 	}
 	int *owner = cap > 0 ? malloc(cap * sizeof *owner) : NULL;
 	if (owner && (push = malloc(cap * sizeof *push))) {
-		for (;;) {
+		while (!__atomic_load_n(&stopping, __ATOMIC_ACQUIRE)) {
 			int np = 0;
 			for (int i = 0; i < n; i++) {
 				for (int need = want - w[i].have - w[i].acks;
@@ -308,8 +334,10 @@ static int move_one(const struct cs_prefix *p, const char *from, const char *to)
 	uint32_t self = 0;
 	int moved = 0, rc;
 
-	if (publish_jobs(&w, 1) < 0 || w.rc < 0)
+	if (publish_jobs(&w, 1) < 0 || w.rc < 0) {
+		close_jobs(&w, 1);
 		return -EAGAIN;
+	}
 	if (w.fd < 0)
 		return delete_entry(p, from);
 	/* Holders of the old name that have these bytes rename their copy. */
@@ -495,7 +523,6 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 /* Held by the thread while it runs entries; the exit handler takes it for
  * good, so no entry is running when the host tears down its libraries. */
 static pthread_mutex_t busy = PTHREAD_MUTEX_INITIALIZER;
-static int stopping;
 static pthread_cond_t idle_cv = PTHREAD_COND_INITIALIZER;
 static int started;             /* 0 no, 1 starting/running */
 static int efd = -1;            /* eventfd that wakes the thread (its number) */

@@ -311,6 +311,62 @@ sys.stdin.read()
         expect(writer.wait(30) == 0, "the writer exits cleanly")
 
 
+def test_replaced_while_registering(c):
+    """Another writer renames other bytes over a path while the library is
+    registering the first writer's bytes: the cluster ends up with what is
+    on disk, not with the bytes that were hashed.  (The other writer here
+    has no library, so only the first writer's replicator can notice.)"""
+    n1 = c.nodes[0]
+    d = mkdir_web(n1, "swap")
+    run_ok(n1, ["sh", "-c", "echo first > %s/a.txt" % d])
+    drain(n1)
+    # Hold the path's registry row: the next publish of it waits there,
+    # after it has hashed the file.
+    lock = subprocess.Popen(["mariadb", "--no-defaults", "-uroot", "--socket=" + c.mysql_socket,
+                             "-N", "-B", "--unbuffered", "cs"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE,
+                            text=True)
+    lock.stdin.write("BEGIN; SELECT id FROM files WHERE path='swap/a.txt' FOR UPDATE;"
+                     " SELECT 'locked';\n")
+    lock.stdin.flush()
+    expect(lock.stdout.readline() != "" and lock.stdout.readline().strip() == "locked",
+           "a session holds the row")
+    writer = subprocess.Popen(["python3", "-c", """
+import os, sys
+d = %r
+with open(os.path.join(d, ".a.tmp"), "w") as f:
+    f.write("hashed bytes\\n")
+os.replace(os.path.join(d, ".a.tmp"), os.path.join(d, "a.txt"))
+print("written", flush=True)
+sys.stdin.read()
+""" % d], env=n1.env(preload=True), preexec_fn=as_web_user(), stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True)
+    try:
+        expect(writer.stdout.readline().strip() == "written", "the writer renamed its bytes in")
+        time.sleep(0.5)     # hashed by now, and waiting for the row
+        other = os.path.join(d, ".b.tmp")
+        with open(other, "w") as f:
+            f.write("bytes on disk\n")
+        os.chmod(other, 0o644)
+        os.replace(other, os.path.join(d, "a.txt"))
+        lock.stdin.write("COMMIT;\n")
+        lock.stdin.close()
+        lock.wait(10)
+
+        def settled():
+            row = c.sql("SELECT LOWER(HEX(sha256)) FROM files WHERE path='swap/a.txt'",
+                        db="cs").stdout.strip()
+            return row == sha(b"bytes on disk\n") and replicated(c, ["swap/a.txt"], REPLICAS)
+        ok = eventually(settled, 20, 0.2)
+        expect(ok, "the registry and the other nodes end with the bytes on disk",
+               sha(b"bytes on disk\n"), copies(c, "swap/a.txt"))
+    finally:
+        if lock.poll() is None:
+            lock.kill()
+        writer.stdin.close()
+        expect(writer.wait(30) == 0, "the writer exits cleanly")
+
+
 def test_target_down_gets_file_after_return(c):
     n1, n2, n3 = c.nodes
     d = mkdir_web(n1, "down")
@@ -320,6 +376,8 @@ def test_target_down_gets_file_after_return(c):
         # Nodes are "down" after 10 s without heartbeat; pushes fail at once.
         run_ok(n1, ["sh", "-c", "echo waiting > %s/w.txt" % d])
         time.sleep(1.5)
+        # The same bytes again, with a new mtime: still the version registered.
+        run_ok(n1, ["sh", "-c", "echo waiting > %s/w.txt" % d])
         expect(copies(c, "down/w.txt")[1:] == [None, None], "no copy while targets are down")
         n2.start_serve()
         ok = eventually(lambda: replicated(c, ["down/w.txt"], 2), 20)
@@ -448,6 +506,7 @@ TESTS = [
     test_memcached_cold_restart,
     test_concurrent_writers_last_registered_wins,
     test_burst_in_one_batch_partial_failure,
+    test_replaced_while_registering,
     test_target_down_gets_file_after_return,
     test_mariadb_down_during_writes,
     test_drain_reports_failure,
