@@ -346,6 +346,18 @@ static size_t on_read(char *p, size_t size, size_t nitems, void *arg)
 	}
 }
 
+/* curl rewinds the body to send it again on a new connection, when a kept
+ * one turned out to be closed by the peer. */
+static int on_seek(void *arg, curl_off_t offset, int origin)
+{
+	struct source *s = arg;
+
+	if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > s->size)
+		return CURL_SEEKFUNC_CANTSEEK;
+	s->off = (uint64_t)offset;
+	return CURL_SEEKFUNC_OK;
+}
+
 /* Log a push, move or delete that did not simply succeed (the transfer
  * errors are logged by request_perform); returns rc. */
 static int note(const struct request *r, const char *what, long status, int rc)
@@ -378,6 +390,8 @@ static int push_begin(struct push *p, CURL *c, struct cs_push *job)
 	curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
 	curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
 	curl_easy_setopt(c, CURLOPT_READDATA, &p->src);
+	curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
+	curl_easy_setopt(c, CURLOPT_SEEKDATA, &p->src);
 	curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)job->f->size);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, p->r.headers);
 	curl_easy_setopt(c, CURLOPT_PRIVATE, p);
