@@ -331,8 +331,10 @@ struct cs_push {
 	const struct cs_file *f;
 	int rc;
 };
-/* cs_peer_push of every job, several at once on reused connections. */
-void cs_peer_push_many(struct cs_push *jobs, int n);
+/* cs_peer_push of every job, several at once on reused connections.  When
+ * stop is given and becomes non-zero, transfers still running are dropped
+ * within 0.1 s (their jobs fail with -EIO). */
+void cs_peer_push_many(struct cs_push *jobs, int n, const int *stop);
 /*
  * Ask the node at base_url to rename its copy of `from` to `to` (a rename
  * on the writer's node), which it does only when its copy has exactly the

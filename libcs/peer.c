@@ -416,7 +416,7 @@ static void push_end(struct push *p, CURLcode cc)
 	request_end(&p->r);
 }
 
-void cs_peer_push_many(struct cs_push *jobs, int n)
+void cs_peer_push_many(struct cs_push *jobs, int n, const int *stop)
 {
 	struct handle *h = thread_handles();
 	struct push slot[PUSH_PARALLEL];
@@ -432,7 +432,7 @@ void cs_peer_push_many(struct cs_push *jobs, int n)
 			continue;
 		free_slots[nfree++] = i;
 	}
-	while (next < n || active > 0) {
+	while ((next < n || active > 0) && !(stop && __atomic_load_n(stop, __ATOMIC_ACQUIRE))) {
 		while (next < n && nfree > 0) {
 			int i = free_slots[--nfree];
 			struct cs_push *job = &jobs[next++];
@@ -464,9 +464,10 @@ void cs_peer_push_many(struct cs_push *jobs, int n)
 			active--;
 		}
 		if (active > 0 && (next >= n || nfree == 0))
-			curl_multi_poll(h->multi, NULL, 0, 1000, NULL);
+			curl_multi_poll(h->multi, NULL, 0, stop ? 100 : 1000, NULL);
 	}
-	/* Only when the multi interface itself failed: none is left attached. */
+	/* Told to stop, or the multi interface failed: what still runs is
+	 * dropped (its job keeps -EIO), and nothing is left attached. */
 	for (int i = 0; i < PUSH_PARALLEL && active > 0; i++) {
 		bool idle = false;
 		for (int j = 0; j < nfree; j++)
@@ -483,7 +484,7 @@ int cs_peer_push(const char *base_url, const char *ns, const char *rel, int fd,
 {
 	struct cs_push job = { .url = base_url, .ns = ns, .rel = rel, .fd = fd, .f = f };
 
-	cs_peer_push_many(&job, 1);
+	cs_peer_push_many(&job, 1, NULL);
 	return job.rc;
 }
 

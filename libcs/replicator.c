@@ -224,7 +224,7 @@ static void spread_jobs(struct wjob *w, int n)
 			}
 			if (np == 0)
 				break;
-			cs_peer_push_many(push, np);
+			cs_peer_push_many(push, np, &stopping);
 			for (int k = 0; k < np; k++) {
 				struct wjob *x = &w[owner[k]];
 				if (push[k].rc == 0) {

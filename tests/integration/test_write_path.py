@@ -10,6 +10,7 @@ import hashlib
 import os
 import pwd
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -367,6 +368,53 @@ sys.stdin.read()
         expect(writer.wait(30) == 0, "the writer exits cleanly")
 
 
+def forget_nodes(c):
+    """Drop memcached's copy of the node table (kept 5 s), so the next
+    process reads the nodes from MariaDB."""
+    with socket.create_connection(("127.0.0.1", c.memcached_port)) as m:
+        m.sendall(b"delete cs1:nodes\r\n")
+        m.recv(100)
+
+
+def test_exit_with_a_push_stalled(c):
+    """A writer exits while its push goes to a peer that accepted the
+    connection and reads nothing: the exit is not held past the library's
+    bounded wait, the thread is out of libcurl before the host tears down
+    (no "still busy" warning), and the write is finished later, elsewhere."""
+    n1 = c.nodes[0]
+    d = mkdir_web(n1, "stall")
+    # Both real targets hold something, so a node holding nothing is first.
+    run_ok(n1, ["sh", "-c", "cd %s && for i in 1 2 3 4 5 6; do echo $i > pre$i; done" % d])
+    drain(n1)
+    sink = socket.socket()
+    sink.bind(("127.0.0.1", 0))
+    sink.listen(16)
+    url = "http://127.0.0.1:%d" % sink.getsockname()[1]
+    # An "up" node holding nothing: the first choice for a push.
+    c.sql("INSERT INTO nodes (name, url, zone, heartbeat_at) VALUES ('stalling', '%s', '', NOW(3)"
+          " + INTERVAL 1 HOUR)" % url, db="cs")
+    try:
+        forget_nodes(c)
+        t = time.monotonic()
+        # Python leaves through exit(), which gives the replicator its
+        # bounded wait (a shell leaves through _exit, which does not).
+        p = n1.run(["python3", "-c", "open(%r, 'w').write('stalled\\n')"
+                    % os.path.join(d, "s.txt")])
+        took = time.monotonic() - t
+        expect(p.returncode == 0, "the writer exits 0", 0, (p.returncode, p.stderr[-500:]))
+        err = p.stderr.decode(errors="replace")
+        expect("still busy" not in err, "the replicator left libcurl before the host's exit",
+               "no 'still busy' line", err[-800:])
+        expect(took < 10, "the exit is not held by the stalled transfer", "< 10 s", took)
+    finally:
+        c.sql("DELETE FROM nodes WHERE name='stalling'", db="cs")
+        forget_nodes(c)
+        sink.close()
+    ok = eventually(lambda: replicated(c, ["stall/s.txt"], REPLICAS), 30, 0.3)
+    expect(ok, "the write is finished from the journal once the stalling node is gone",
+           ">= 2 copies", copies(c, "stall/s.txt"))
+
+
 def test_target_down_gets_file_after_return(c):
     n1, n2, n3 = c.nodes
     d = mkdir_web(n1, "down")
@@ -507,6 +555,7 @@ TESTS = [
     test_concurrent_writers_last_registered_wins,
     test_burst_in_one_batch_partial_failure,
     test_replaced_while_registering,
+    test_exit_with_a_push_stalled,
     test_target_down_gets_file_after_return,
     test_mariadb_down_during_writes,
     test_drain_reports_failure,
