@@ -355,6 +355,7 @@ void cs_peer_global_init(void);
 /* Load libcrypto now (dyn.c), with OpenSSL's exit-time cleanup turned off:
  * the replicator thread may still hash while the host exits.  0 or -ENOENT. */
 int cs_dyn_crypto(void);
+int cs_dyn_memcached(void);
 void cs_registry_global_init(void);
 
 /* ---- local store (store.c: temp file, verify, atomic install) ------- */

@@ -398,6 +398,24 @@ CS_EXPORT int dup3(int fd, int fd2, int fl)
 	return dup_onto(fd, fd2, real.dup3(fd, fd2, fl));
 }
 
+/* The libraries dyn.c loads at first use would not be found inside the new
+ * root (a PHP-FPM pool's `chroot` option): load and set them up now. */
+CS_EXPORT int chroot(const char *path)
+{
+	RESOLVE(chroot, (int)syscall(SYS_chroot, path))
+	if (cs_preload_state > 0 && !OURS()) {
+		int e = errno;
+		cs_inside++;
+		cs_dyn_crypto();
+		cs_registry_global_init();
+		cs_peer_global_init();
+		cs_dyn_memcached();
+		cs_inside--;
+		errno = e;
+	}
+	return real.chroot(path);
+}
+
 /* Leaving without exit handlers: what is still open ends here, and
  * cs-replicate finishes the journal (the replicator gets no time). */
 #define EXIT(name)                                                             \
