@@ -606,6 +606,27 @@ static void sql_hex(struct sql *q, const unsigned char *p, size_t n)
 	sql_put(q, "'", 1);
 }
 
+/* The statement recording that node holds version of file_id as installed
+ * there (size, mtime): a newer record never goes back to an older one. */
+static void sql_replica_upsert(struct sql *q, uint64_t file_id, uint32_t node,
+			       uint64_t version, uint64_t size, int64_t mtime_ns)
+{
+	sql_fmt(q, "INSERT INTO replicas (file_id, node_id, version, size, mtime_ns)"
+		   " VALUES (%" PRIu64 ",%" PRIu32 ",%" PRIu64 ",%" PRIu64 ",%" PRId64 ")"
+		   " ON DUPLICATE KEY UPDATE" REPLICA_UPSERT,
+		file_id, node, version, size, mtime_ns);
+}
+
+/* f as held by node too (when there is room in the record). */
+static void with_holder(struct cs_file *f, uint32_t node)
+{
+	for (int i = 0; i < f->nholders; i++)
+		if (f->holder[i] == node)
+			return;
+	if (f->nholders < CS_MAX_HOLDERS)
+		f->holder[f->nholders++] = node;
+}
+
 /* "WHERE" clause naming one file exactly. */
 static void locked_sql_where(struct sql *q, const unsigned char h[CS_SHA256_LEN],
 			     const char *ns, const char *rel)
@@ -814,14 +835,14 @@ int cs_registry_add_holder(const char *ns, const char *rel,
 			   const struct cs_file *f, uint32_t node)
 {
 	unsigned char h[CS_SHA256_LEN];
-	char sql[512];
-	int n, rc = 0;
+	struct sql q = { 0 };
+	int rc = 0;
 
-	n = snprintf(sql, sizeof sql,
-		     "INSERT INTO replicas (file_id, node_id, version, size, mtime_ns)"
-		     " VALUES (%" PRIu64 ",%" PRIu32 ",%" PRIu64 ",%" PRIu64 ",%" PRId64 ")"
-		     " ON DUPLICATE KEY UPDATE" REPLICA_UPSERT,
-		     f->id, node, f->version, f->size, f->mtime_ns);
+	sql_replica_upsert(&q, f->id, node, f->version, f->size, f->mtime_ns);
+	if (q.oom) {
+		free(q.s);
+		return -ENOMEM;
+	}
 	pthread_mutex_lock(&db_lock);
 	locked_settle();
 	for (int attempt = 0; attempt < 2; attempt++) {
@@ -829,7 +850,7 @@ int cs_registry_add_holder(const char *ns, const char *rel,
 			rc = -EAGAIN;
 			break;
 		}
-		if (mysql_send_query(db, sql, n) == 0) {
+		if (mysql_send_query(db, q.s, q.len) == 0) {
 			db_pending = true;
 			rc = 0;
 			break;
@@ -839,15 +860,12 @@ int cs_registry_add_holder(const char *ns, const char *rel,
 		rc = -EAGAIN;
 	}
 	pthread_mutex_unlock(&db_lock);
+	free(q.s);
 	if (rc < 0)
 		return rc;
 
 	struct cs_file g = *f;
-	bool have = false;
-	for (int i = 0; i < g.nholders; i++)
-		have |= g.holder[i] == node;
-	if (!have && g.nholders < CS_MAX_HOLDERS)
-		g.holder[g.nholders++] = node;
+	with_holder(&g, node);
 	char key[CS_KEY_MAX], rec[1024];
 	int len = cs_record_encode(&g, rec, sizeof rec);
 	path_hash(ns, rel, h);
@@ -1095,10 +1113,8 @@ static int locked_publish(struct cs_publish *v, const int *order, int n,
 			f->nholders = 0;        /* other copies are of older versions now */
 		}
 		/* else the same bytes again: no new version */
-		sql_fmt(&q, "INSERT INTO replicas (file_id, node_id, version, size, mtime_ns)"
-			    " VALUES (%" PRIu64 ",%" PRIu32 ",%" PRIu64 ",%" PRIu64 ",%" PRId64 ")"
-			    " ON DUPLICATE KEY UPDATE" REPLICA_UPSERT "; ",
-			f->id, self, f->version, size, mtime_ns);
+		sql_replica_upsert(&q, f->id, self, f->version, size, mtime_ns);
+		sql_str(&q, "; ");
 		nstmt++;
 	}
 	sql_str(&q, "COMMIT");
@@ -1112,7 +1128,6 @@ static int locked_publish(struct cs_publish *v, const int *order, int n,
 	/* The records as committed. */
 	for (int i = 0; i < n; i++) {
 		struct cs_file *f = &v[i].f;
-		bool have = false;
 
 		if (stmt[i] >= 0)
 			f->id = made[stmt[i]];
@@ -1124,10 +1139,7 @@ static int locked_publish(struct cs_publish *v, const int *order, int n,
 			memcpy(f->sha256, v[i].sha256, CS_SHA256_LEN);
 			f->deleted = false;
 		}
-		for (int j = 0; j < f->nholders; j++)
-			have |= f->holder[j] == self;
-		if (!have && f->nholders < CS_MAX_HOLDERS)
-			f->holder[f->nholders++] = self;
+		with_holder(f, self);
 		if (!f->id)
 			rc = -EIO;
 	}
@@ -1460,10 +1472,7 @@ int cs_registry_import(const char *ns, const char *rel, uint64_t size,
 	if ((rc = locked_db_file(h, ns, rel, &f, false)) < 0)
 		goto out;
 	q.len = 0;
-	sql_fmt(&q, "INSERT INTO replicas (file_id, node_id, version, size, mtime_ns)"
-		    " VALUES (%" PRIu64 ",%" PRIu32 ",%" PRIu64 ",%" PRIu64 ",%" PRId64 ")"
-		    " ON DUPLICATE KEY UPDATE" REPLICA_UPSERT,
-		f.id, self, f.version, f.size, f.mtime_ns);
+	sql_replica_upsert(&q, f.id, self, f.version, f.size, f.mtime_ns);
 	if ((rc = locked_query(q.s, q.len, NULL)) == 0)
 		rc = locked_db_file(h, ns, rel, &f, false);
 out:
