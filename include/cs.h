@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #define CS_MAX_PREFIXES 16
@@ -191,6 +192,12 @@ void cs_sha256_final(struct cs_sha256 *h, unsigned char d[CS_SHA256_LEN]);
 void cs_sha256_free(struct cs_sha256 *h);
 /* SHA-256 of a whole open file from offset 0, and its size. */
 int cs_sha256_fd(int fd, unsigned char digest[CS_SHA256_LEN], uint64_t *size);
+
+/* A file's mtime in nanoseconds, as the registry records it. */
+static inline int64_t cs_mtime_ns(const struct stat *st)
+{
+	return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
 
 /* ---- registry (registry.c: memcached in front of MySQL) ------------- */
 

@@ -126,7 +126,7 @@ static int hash_job(struct wjob *w)
 	w->dev = a.st_dev;
 	w->ino = a.st_ino;
 	w->pub.size = size;
-	w->pub.mtime_ns = (int64_t)a.st_mtim.tv_sec * 1000000000 + a.st_mtim.tv_nsec;
+	w->pub.mtime_ns = cs_mtime_ns(&a);
 	return 0;
 }
 
@@ -171,7 +171,7 @@ static int publish_jobs(struct wjob *w, int n)
 		if (local_path(w[i].p, w[i].rel, abs) < 0 || lstat(abs, &st) < 0 ||
 		    st.st_dev != w[i].dev || st.st_ino != w[i].ino ||
 		    (uint64_t)st.st_size != w[i].pub.size ||
-		    (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec != w[i].pub.mtime_ns) {
+		    cs_mtime_ns(&st) != w[i].pub.mtime_ns) {
 			cs_debug("%s/%s: changed while it was registered; again", w[i].p->name, w[i].rel);
 			close(w[i].fd);
 			w[i].fd = -1;

@@ -32,10 +32,8 @@ static struct cs_stale batch[SWEEP_BATCH];     /* under `sweeping` */
 
 static bool as_installed(const struct stat *st, const struct cs_stale *x)
 {
-	int64_t mtime = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
-
 	return S_ISREG(st->st_mode) && (uint64_t)st->st_size == x->size &&
-	       mtime == x->mtime_ns;
+	       cs_mtime_ns(st) == x->mtime_ns;
 }
 
 /* True when the directory open at dirfd is p's directory or below it: no

@@ -88,9 +88,7 @@ static void import_file(struct import *im, int dirfd, const char *name,
 	rc = cs_sha256_fd(fd, sha, &size);
 	close(fd);
 	if (rc == 0)
-		rc = cs_registry_import(im->ns, rel, size,
-					(int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec,
-					sha);
+		rc = cs_registry_import(im->ns, rel, size, cs_mtime_ns(&st), sha);
 	im->files++;
 	if (rc == 0) {
 		im->added++;
