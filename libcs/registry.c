@@ -140,31 +140,16 @@ static void brk_ok(struct breaker *b, const char *what)
 
 /* ---- keys and records ---------------------------------------------- */
 
-/* OpenSSL 3 looks an algorithm up on every EVP_sha256() digest unless it
- * is fetched once and kept. */
-static EVP_MD *sha256_md;
-static pthread_once_t md_once = PTHREAD_ONCE_INIT;
-
-static void md_init(void)
-{
-	if (cs_dyn_crypto() == 0)
-		sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
-}
-
 static void path_hash(const char *ns, const char *rel, unsigned char h[CS_SHA256_LEN])
 {
-	unsigned int len = CS_SHA256_LEN;
-	EVP_MD_CTX *c;
+	struct cs_sha256 c;
 
-	pthread_once(&md_once, md_init);
 	memset(h, 0, CS_SHA256_LEN);
-	if (cs_dyn_crypto() < 0 || !(c = EVP_MD_CTX_new()))
-		return;         /* the registry is refused too: see locked_db */
-	EVP_DigestInit_ex(c, sha256_md ? sha256_md : EVP_sha256(), NULL);
-	EVP_DigestUpdate(c, ns, strlen(ns) + 1);        /* with its NUL */
-	EVP_DigestUpdate(c, rel, strlen(rel));
-	EVP_DigestFinal_ex(c, h, &len);
-	EVP_MD_CTX_free(c);
+	if (cs_sha256_init(&c) < 0)
+		return;         /* no libcrypto: the registry is refused too (locked_db) */
+	cs_sha256_update(&c, ns, strlen(ns) + 1);       /* with its NUL */
+	cs_sha256_update(&c, rel, strlen(rel));
+	cs_sha256_final(&c, h);
 }
 
 /* The negative cache's key: FNV-1a over the same bytes, cheap enough for a

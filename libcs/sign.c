@@ -8,6 +8,7 @@
  * every signature is refused.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,15 +50,27 @@ int cs_sha256_unhex(const char *hex, unsigned char d[CS_SHA256_LEN])
 	return hex[2 * CS_SHA256_LEN] == '\0' ? 0 : -EINVAL;
 }
 
+/* OpenSSL 3 looks an algorithm up on every EVP_sha256() digest unless it
+ * is fetched once and kept. */
+static EVP_MD *sha256_md;
+static pthread_once_t md_once = PTHREAD_ONCE_INIT;
+
+static void md_init(void)
+{
+	if (cs_dyn_crypto() == 0)
+		sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 int cs_sha256_init(struct cs_sha256 *h)
 {
 	h->ctx = NULL;
 	if (cs_dyn_crypto() < 0)
 		return -EIO;
+	pthread_once(&md_once, md_init);
 	h->ctx = EVP_MD_CTX_new();
 	if (!h->ctx)
 		return -ENOMEM;
-	if (!EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL)) {
+	if (!EVP_DigestInit_ex(h->ctx, sha256_md ? sha256_md : EVP_sha256(), NULL)) {
 		EVP_MD_CTX_free(h->ctx);
 		h->ctx = NULL;
 		return -EIO;
