@@ -167,9 +167,9 @@ static size_t discard(char *p, size_t size, size_t nmemb, void *arg)
 }
 
 /*
- * Set handle c (the thread's, when NULL: none could be had) up for `method` on /v1/files/<ns>/<rel> at
- * base_url, signed over the decoded path and body_sha ("-" for no body,
- * NULL for f's SHA-256).  With f, the version headers too.  The response body
+ * Set handle c (NULL: none could be had) up for `method` on
+ * /v1/files/<ns>/<rel> at base_url, signed over the decoded path and
+ * body_sha ("-" for no body, NULL for f's SHA-256).  With f, the version headers too.  The response body
  * is discarded unless the caller sets a write function.  0 or -errno; the
  * caller runs request_end either way.
  */
@@ -218,19 +218,25 @@ static int request_begin(struct request *r, CURL *c, const char *method,
 	return 0;
 }
 
-/* Run the request: the HTTP status, or -EIO (logged) when there was none. */
-static long request_perform(struct request *r, const char *what)
+/* A transfer of r ended with cc: the HTTP status, or -EIO (logged) when
+ * there was none. */
+static long request_status(struct request *r, const char *what, CURLcode cc)
 {
 	long status = 0;
 
-	curl_easy_setopt(r->c, CURLOPT_HTTPHEADER, r->headers);
-	CURLcode cc = curl_easy_perform(r->c);
 	if (cc != CURLE_OK) {
 		cs_warn("%s %s: %s", what, r->url, curl_easy_strerror(cc));
 		return -EIO;
 	}
 	curl_easy_getinfo(r->c, CURLINFO_RESPONSE_CODE, &status);
 	return status;
+}
+
+/* Run the request: the HTTP status, or -EIO (logged) when there was none. */
+static long request_perform(struct request *r, const char *what)
+{
+	curl_easy_setopt(r->c, CURLOPT_HTTPHEADER, r->headers);
+	return request_status(r, what, curl_easy_perform(r->c));
 }
 
 static void request_end(struct request *r)
@@ -401,14 +407,8 @@ static int push_begin(struct push *p, CURL *c, struct cs_push *job)
 /* p's transfer ended with cc: its outcome into p->job->rc. */
 static void push_end(struct push *p, CURLcode cc)
 {
-	long status = 0;
+	long status = request_status(&p->r, "push", cc);
 
-	if (cc != CURLE_OK) {
-		cs_warn("push %s: %s", p->r.url, curl_easy_strerror(cc));
-		status = -EIO;
-	} else {
-		curl_easy_getinfo(p->r.c, CURLINFO_RESPONSE_CODE, &status);
-	}
 	if (p->src.err)
 		cs_warn("push %s: reading the file: %s", p->r.url, strerror(-p->src.err));
 	p->job->rc = note(&p->r, "push", status,
