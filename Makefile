@@ -1,61 +1,76 @@
 # ClusterStorage: build/libcs.so (the preloaded library), build/cs-replicate
-# (the per-node daemon and admin tool), and the tests.
+# (the node agent and admin tool), and the tests.
 #
 #   make            build everything with -Wall -Wextra -Werror
 #   make test       unit + preload + integration tests (servers started by tests/run)
 #   make asan       the same build under AddressSanitizer + UBSan, in build-asan/
 #   make bench      benchmarks (bench/run), results in bench/RESULTS.md
 #   make install    PREFIX=/usr/local DESTDIR=
+#
+# What runs inside host processes and what runs in the agent are apart, in
+# the tree and in the link: libcs.so is libcs/ (the core both sides share)
+# and preload/, and links only libc; agent/ and tools/ link only into
+# cs-replicate, with the registry, peer and crypto libraries.
 
 B        ?= build
 PREFIX   ?= /usr/local
 CC       ?= cc
-PKGS     := libmemcached libmariadb libcurl libcrypto
+PKGS     := libmemcached libmariadb libcurl libcrypto libmicrohttpd
 OPT      ?= -O2
 SAN      ?=
 CFLAGS   ?=
 CFLAGS   += -std=c11 -D_GNU_SOURCE -U_FORTIFY_SOURCE $(OPT) -g -Wall -Wextra -Werror \
-            -fPIC -fvisibility=hidden -ftls-model=initial-exec -Iinclude $(SAN) \
-            $(shell pkg-config --cflags $(PKGS))
+            -fPIC -fvisibility=hidden -ftls-model=initial-exec -Iinclude $(SAN)
+AGENT_CFLAGS := -Iagent $(shell pkg-config --cflags $(PKGS))
 LDFLAGS  += $(SAN)
-DEPLIBS  := $(shell pkg-config --libs $(PKGS)) -lpthread -ldl
-# The preloaded library links only libc: libcs/dyn.c loads libcrypto, the
-# MariaDB client, libmemcached and libcurl at first use.
-SOLIBS   := -lpthread -ldl
+DEPLIBS  := $(shell pkg-config --libs $(PKGS)) -lpthread
 
 CORE_SRC := $(wildcard libcs/*.c)
 PRE_SRC  := $(wildcard preload/*.c)
+AGENT_SRC:= $(wildcard agent/*.c)
 TOOL_SRC := $(wildcard tools/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 PTEST_SRC:= $(wildcard tests/preload/*.c)
 
 CORE_OBJ := $(CORE_SRC:%.c=$(B)/%.o)
 PRE_OBJ  := $(PRE_SRC:%.c=$(B)/%.o)
+AGENT_OBJ:= $(AGENT_SRC:%.c=$(B)/%.o)
 TOOL_OBJ := $(TOOL_SRC:%.c=$(B)/%.o)
 UNITS    := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 PTESTS   := $(PTEST_SRC:tests/preload/%.c=$(B)/tests/preload/%)
 
-all: $(B)/libcs.so $(B)/cs-replicate $(UNITS) $(PTESTS)
+TOOLS_T  := $(B)/tests/mkindex $(B)/tests/peer_client
+
+all: $(B)/libcs.so $(B)/cs-replicate $(UNITS) $(PTESTS) $(TOOLS_T)
 
 $(B)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
+$(B)/agent/%.o $(B)/tools/%.o $(B)/tests/unit/%.o $(TOOLS_T:=.o): CFLAGS += $(AGENT_CFLAGS)
+
 $(B)/libcs.a: $(CORE_OBJ)
 	ar rcs $@ $^
 
-# The preloaded library: core + interposition, only the wrappers exported.
+$(B)/libagent.a: $(AGENT_OBJ)
+	ar rcs $@ $^
+
+# The preloaded library: the core and the interposition layer, libc only,
+# only the wrappers exported.
 $(B)/libcs.so: $(CORE_OBJ) $(PRE_OBJ)
-	$(CC) -shared -Wl,-z,defs -Wl,-z,now $(LDFLAGS) -o $@ $^ $(SOLIBS)
+	$(CC) -shared -Wl,-z,defs -Wl,-z,now $(LDFLAGS) -o $@ $^
 
-$(B)/cs-replicate: $(TOOL_OBJ) $(B)/libcs.a
-	$(CC) $(LDFLAGS) -o $@ $(TOOL_OBJ) $(B)/libcs.a $(DEPLIBS) $(shell pkg-config --libs libmicrohttpd)
+$(B)/cs-replicate: $(TOOL_OBJ) $(B)/libagent.a $(B)/libcs.a
+	$(CC) $(LDFLAGS) -o $@ $(TOOL_OBJ) $(B)/libagent.a $(B)/libcs.a $(DEPLIBS)
 
-$(B)/tools/%.o: CFLAGS += $(shell pkg-config --cflags libmicrohttpd)
-
-$(B)/tests/%: $(B)/tests/unit/%.o $(B)/libcs.a
+$(B)/tests/%: $(B)/tests/unit/%.o $(B)/libagent.a $(B)/libcs.a
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $< $(B)/libcs.a $(DEPLIBS) -lcmocka
+	$(CC) $(LDFLAGS) -o $@ $< $(B)/libagent.a $(B)/libcs.a $(DEPLIBS) -lcmocka
+
+# Test helpers built on the agent's modules: mkindex writes an index file
+# for tests that have no agent, peer_client calls the peer client once.
+$(TOOLS_T): %: %.o $(B)/libagent.a $(B)/libcs.a
+	$(CC) $(LDFLAGS) -o $@ $< $(B)/libagent.a $(B)/libcs.a $(DEPLIBS)
 
 # Preload test programs are ordinary programs: they know nothing of libcs.
 $(B)/tests/preload/%: tests/preload/%.c
@@ -85,6 +100,8 @@ install: all
 	install -m 0755 $(B)/libcs.so $(DESTDIR)$(PREFIX)/lib/libcs.so
 	install -m 0755 $(B)/cs-replicate $(DESTDIR)$(PREFIX)/bin/cs-replicate
 	install -m 0644 sql/schema.sql $(DESTDIR)$(PREFIX)/share/clusterstorage/schema.sql
+	install -d $(DESTDIR)$(PREFIX)/share/clusterstorage/migrations
+	install -m 0644 sql/migrations/*.sql $(DESTDIR)$(PREFIX)/share/clusterstorage/migrations/
 
 clean:
 	rm -rf build build-asan

@@ -1,12 +1,14 @@
 /*
  * config.c - the CS_* environment variables, parsed once per process.
  *
- * The only file in libcs that reads the environment.  The preloaded library
- * calls cs_config_load from its constructor and keeps a copy: nginx rewrites
- * environ for setproctitle and hands its workers an almost empty environment,
- * so nothing may be read lazily.  Parsing fills a caller's struct and says in
- * one sentence what is wrong; deciding what to do about it (go inert, exit) is
- * the caller's job.
+ * The only file in libcs that reads the environment.  Each role reads what
+ * it needs: a host process (the preloaded library) its namespaces, CS_SPOOL
+ * and CS_LOG, and nothing secret; cs-replicate also the registry, the secret
+ * and the node's address.  The preloaded library calls cs_config_load from
+ * its constructor and keeps a copy: nginx rewrites environ for setproctitle
+ * and hands its workers an almost empty environment, so nothing may be read
+ * lazily.  Parsing fills a caller's struct and says in one sentence what is
+ * wrong; deciding what to do about it (go inert, exit) is the caller's job.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -16,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "cs.h"
@@ -132,41 +135,6 @@ static int parse_prefixes(struct cs_config *cfg, const char *v, char *err,
 	return 0;
 }
 
-static int unhex(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c |= 0x20;
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
-/* Percent-decode s[0..len) into dst; false when malformed or too long. */
-static bool pct_copy(char *dst, size_t dstsz, const char *s, size_t len)
-{
-	size_t o = 0;
-
-	for (size_t i = 0; i < len; i++) {
-		int c = (unsigned char)s[i];
-
-		if (c == '%') {
-			if (i + 2 >= len)
-				return false;
-			int h = unhex(s[i + 1]), l = unhex(s[i + 2]);
-			if (h < 0 || l < 0 || (h == 0 && l == 0))
-				return false;
-			c = h * 16 + l;
-			i += 2;
-		}
-		if (o + 1 >= dstsz)
-			return false;
-		dst[o++] = (char)c;
-	}
-	dst[o] = '\0';
-	return true;
-}
-
 int cs_mysql_dsn_parse(const char *url, struct cs_mysql_dsn *d, char *err,
 		       size_t errlen)
 {
@@ -186,9 +154,9 @@ int cs_mysql_dsn_parse(const char *url, struct cs_mysql_dsn *d, char *err,
 		const char *colon = memchr(p, ':', at - p);
 		const char *uend = colon ? colon : at;
 
-		if (!pct_copy(d->user, sizeof d->user, p, uend - p) ||
-		    (colon && !pct_copy(d->pass, sizeof d->pass, colon + 1,
-					at - colon - 1)))
+		if (cs_pct_decode(p, uend - p, d->user, sizeof d->user) < 0 ||
+		    (colon && cs_pct_decode(colon + 1, at - colon - 1, d->pass,
+					    sizeof d->pass) < 0))
 			return fail(err, errlen, "CS_MYSQL: bad user or password");
 		p = at + 1;
 	}
@@ -219,14 +187,14 @@ int cs_mysql_dsn_parse(const char *url, struct cs_mysql_dsn *d, char *err,
 
 	q = strchr(slash, '?');
 	size_t dblen = q ? (size_t)(q - slash - 1) : strlen(slash + 1);
-	if (dblen == 0 || !pct_copy(d->database, sizeof d->database, slash + 1, dblen))
+	if (dblen == 0 || cs_pct_decode(slash + 1, dblen, d->database, sizeof d->database) <= 0)
 		return fail(err, errlen, "CS_MYSQL: no database name in '%s'", url);
 	while (q && *q) {
 		const char *k = q + 1, *amp = strchr(k, '&');
 		size_t kl = amp ? (size_t)(amp - k) : strlen(k);
 
 		if (kl > 7 && strncmp(k, "socket=", 7) == 0) {
-			if (!pct_copy(d->socket, sizeof d->socket, k + 7, kl - 7) ||
+			if (cs_pct_decode(k + 7, kl - 7, d->socket, sizeof d->socket) < 0 ||
 			    d->socket[0] != '/')
 				return fail(err, errlen,
 					    "CS_MYSQL: socket= must be an absolute path");
@@ -243,14 +211,14 @@ int cs_mysql_dsn_parse(const char *url, struct cs_mysql_dsn *d, char *err,
 static int read_secret_file(struct cs_config *cfg, const char *path, char *err,
 			    size_t errlen)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = cs_libc.open(path, O_RDONLY | O_CLOEXEC);
 	ssize_t n;
 
 	if (fd < 0)
 		return fail(err, errlen, "CS_SECRET_FILE: cannot open '%s': %s",
 			    path, strerror(errno));
 	n = read(fd, cfg->secret, sizeof cfg->secret);
-	close(fd);
+	cs_libc.close(fd);
 	if (n < 0)
 		return fail(err, errlen, "CS_SECRET_FILE: cannot read '%s': %s",
 			    path, strerror(errno));
@@ -263,19 +231,97 @@ static int read_secret_file(struct cs_config *cfg, const char *path, char *err,
 	return 0;
 }
 
-int cs_config_parse(struct cs_config *cfg, cs_getenv_fn get, bool need_server,
-		    char *err, size_t errlen)
+/* CS_LOG */
+static int parse_log(struct cs_config *cfg, const char *v, char *err, size_t errlen)
+{
+	static const char *const names[] = { "error", "warn", "info", "debug" };
+	int i;
+
+	cfg->log_level = CS_LOG_ERROR;
+	if (!v || !*v)
+		return 0;
+	for (i = 0; i < 4 && strcmp(v, names[i]) != 0; i++)
+		;
+	if (i == 4)
+		return fail(err, errlen, "CS_LOG: '%s' is not error, warn, info or debug", v);
+	cfg->log_level = i;
+	return 0;
+}
+
+/* A whole number in [lo, hi], or the default when unset. */
+static int parse_int(const char *name, const char *v, int lo, int hi, int def, int *out,
+		     char *err, size_t errlen)
+{
+	uint64_t n;
+
+	*out = def;
+	if (!v || !*v)
+		return 0;
+	if (!cs_parse_u64(v, &n) || n < (uint64_t)lo || n > (uint64_t)hi)
+		return fail(err, errlen, "%s: '%s' is not a number from %d to %d", name, v, lo, hi);
+	*out = (int)n;
+	return 0;
+}
+
+/* The variables a host process reads: where its namespaces are, where the
+ * agent and the journals are, how long a miss may wait. */
+static int parse_host(struct cs_config *cfg, cs_getenv_fn get, bool need_spool, char *err,
+		      size_t errlen)
+{
+	const char *v = get("CS_SPOOL");
+	int rc;
+
+	if (v && *v) {
+		if (v[0] != '/' || cs_path_normalize("/", v, cfg->spool, sizeof cfg->spool) < 0)
+			return fail(err, errlen, "CS_SPOOL: '%s' must be an absolute path", v);
+		/* The agent's socket lives there, and a socket's path is short. */
+		if (strlen(cfg->spool) + 1 + strlen(CS_SOCKET_NAME) >=
+		    sizeof ((struct sockaddr_un *)0)->sun_path)
+			return fail(err, errlen, "CS_SPOOL: '%s' is too long for the agent's socket "
+				    "(at most %zu characters)", v,
+				    sizeof ((struct sockaddr_un *)0)->sun_path - 2 - strlen(CS_SOCKET_NAME));
+	} else if (need_spool) {
+		return fail(err, errlen,
+			    "CS_SPOOL: unset; give the directory of this node's agent socket and journals");
+	}
+	if ((rc = parse_log(cfg, get("CS_LOG"), err, errlen)) < 0)
+		return rc;
+	cfg->miss_timeout_ms = CS_MISS_TIMEOUT_MS;
+	v = get("CS_MISS_TIMEOUT");
+	if (v && *v) {
+		char *end;
+		double s = strtod(v, &end);
+		if (end == v || *end || !(s >= 0.05 && s <= 600))
+			return fail(err, errlen,
+				    "CS_MISS_TIMEOUT: '%s' is not a number of seconds from 0.05 to 600", v);
+		cfg->miss_timeout_ms = (int)(s * 1000 + 0.5);
+	}
+	return 0;
+}
+
+/* What a host has no use for and should not hold: a web worker that runs
+ * someone's code would hand it over. */
+static void note_needless(struct cs_config *cfg, cs_getenv_fn get)
+{
+	static const char *const names[] = { "CS_SECRET", "CS_SECRET_FILE", "CS_MYSQL" };
+
+	cfg->needless[0] = '\0';
+	for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+		const char *v = get(names[i]);
+		size_t n = strlen(cfg->needless);
+		if (v && *v)
+			snprintf(cfg->needless + n, sizeof cfg->needless - n, "%s%s",
+				 n ? ", " : "", names[i]);
+	}
+}
+
+/* The node's name, its address, its registry and its secret: the agent's
+ * and its commands'. */
+static int parse_cluster(struct cs_config *cfg, cs_getenv_fn get, bool agent, char *err,
+			 size_t errlen)
 {
 	const char *v;
 	int rc;
-
-	memset(cfg, 0, sizeof *cfg);
-	err[0] = '\0';
-	v = get("CS_PREFIXES");
-	if (!v || !*v)
-		return -ENOENT;
-	if ((rc = parse_prefixes(cfg, v, err, errlen)) < 0)
-		return rc;
 
 	v = get("CS_NODE");
 	if (v && *v) {
@@ -307,7 +353,7 @@ int cs_config_parse(struct cs_config *cfg, cs_getenv_fn get, bool need_server,
 			len--;
 		if (!copy(cfg->node_url, sizeof cfg->node_url, v, len))
 			return fail(err, errlen, "CS_NODE_URL: too long");
-	} else if (need_server) {
+	} else if (agent) {
 		return fail(err, errlen,
 			    "CS_NODE_URL: unset; peers need the URL of this node's cs-replicate serve");
 	}
@@ -320,7 +366,7 @@ int cs_config_parse(struct cs_config *cfg, cs_getenv_fn get, bool need_server,
 		if (!colon || colon == v || *end || port <= 0 || port > 65535 ||
 		    !copy(cfg->listen, sizeof cfg->listen, v, strlen(v)))
 			return fail(err, errlen, "CS_LISTEN: '%s' is not host:port", v);
-	} else if (need_server) {
+	} else if (agent) {
 		return fail(err, errlen, "CS_LISTEN: unset; give host:port to bind");
 	}
 
@@ -332,8 +378,6 @@ int cs_config_parse(struct cs_config *cfg, cs_getenv_fn get, bool need_server,
 	if (!v || !*v)
 		return fail(err, errlen,
 			    "CS_MYSQL: unset; give mysql://user:pass@host:port/db");
-	if (!copy(cfg->mysql_url, sizeof cfg->mysql_url, v, strlen(v)))
-		return fail(err, errlen, "CS_MYSQL: too long");
 	if ((rc = cs_mysql_dsn_parse(v, &cfg->mysql, err, errlen)) < 0)
 		return rc;
 
@@ -353,23 +397,11 @@ int cs_config_parse(struct cs_config *cfg, cs_getenv_fn get, bool need_server,
 		return fail(err, errlen,
 			    "CS_SECRET / CS_SECRET_FILE: unset or empty; nodes cannot authenticate each other");
 
-	cfg->replicas = 2;
-	v = get("CS_REPLICAS");
-	if (v && *v) {
-		char *end;
-		long r = strtol(v, &end, 10);
-		if (*end || r < 1 || r > CS_MAX_HOLDERS)
-			return fail(err, errlen, "CS_REPLICAS: '%s' is not a number from 1 to %d",
-				    v, CS_MAX_HOLDERS);
-		cfg->replicas = r;
-	}
-
-	v = get("CS_SPOOL");
-	if (v && *v) {
-		if (v[0] != '/' || cs_path_normalize("/", v, cfg->spool,
-						     sizeof cfg->spool) < 0)
-			return fail(err, errlen, "CS_SPOOL: '%s' must be an absolute path", v);
-	}
+	if ((rc = parse_int("CS_REPLICAS", get("CS_REPLICAS"), 1, CS_MAX_HOLDERS, 2,
+			    &cfg->replicas, err, errlen)) < 0 ||
+	    (rc = parse_int("CS_DB_CONNECTIONS", get("CS_DB_CONNECTIONS"), 1, 64, 4,
+			    &cfg->db_connections, err, errlen)) < 0)
+		return rc;
 
 	v = get("CS_ZONE");
 	if (v && *v) {
@@ -380,19 +412,31 @@ int cs_config_parse(struct cs_config *cfg, cs_getenv_fn get, bool need_server,
 		strcpy(cfg->zone, v);
 	}
 
-	cfg->log_level = CS_LOG_ERROR;
-	v = get("CS_LOG");
-	if (v && *v) {
-		static const char *const names[] = { "error", "warn", "info", "debug" };
-		int i;
-		for (i = 0; i < 4 && strcmp(v, names[i]) != 0; i++)
-			;
-		if (i == 4)
-			return fail(err, errlen,
-				    "CS_LOG: '%s' is not error, warn, info or debug", v);
-		cfg->log_level = i;
-	}
+	v = get("CS_LOG_FILE");
+	if (v && *v && (v[0] != '/' || !copy(cfg->log_file, sizeof cfg->log_file, v, strlen(v))))
+		return fail(err, errlen, "CS_LOG_FILE: '%s' must be an absolute path", v);
 	return 0;
+}
+
+int cs_config_parse(struct cs_config *cfg, cs_getenv_fn get, enum cs_role role,
+		    char *err, size_t errlen)
+{
+	const char *v;
+	int rc;
+
+	memset(cfg, 0, sizeof *cfg);
+	err[0] = '\0';
+	v = get("CS_PREFIXES");
+	if (!v || !*v)
+		return -ENOENT;
+	if ((rc = parse_prefixes(cfg, v, err, errlen)) < 0 ||
+	    (rc = parse_host(cfg, get, role != CS_ROLE_TOOL, err, errlen)) < 0)
+		return rc;
+	if (role == CS_ROLE_HOST) {
+		note_needless(cfg, get);
+		return 0;
+	}
+	return parse_cluster(cfg, get, role == CS_ROLE_AGENT, err, errlen);
 }
 
 static const char *env_get(const char *name)
@@ -400,10 +444,10 @@ static const char *env_get(const char *name)
 	return getenv(name);
 }
 
-int cs_config_load(struct cs_config *cfg, bool need_server, char *err,
+int cs_config_load(struct cs_config *cfg, enum cs_role role, char *err,
 		   size_t errlen)
 {
-	int rc = cs_config_parse(cfg, env_get, need_server, err, errlen);
+	int rc = cs_config_parse(cfg, env_get, role, err, errlen);
 
 	if (rc == 0)
 		cs_log_level = cfg->log_level;

@@ -1,32 +1,36 @@
 /*
- * journal.c - this process's record of writes still to be replicated.
+ * journal.c - the record of changes still to be replicated: its format, and
+ * the append a host process makes when a write ends.
  *
  * One append-only file per process in CS_SPOOL, named j.<pid>.<stamp>.
  * close(), rename() and unlink() under a prefix append one line with a single
  * write(2) before they return, so an entry survives the writer dying at any
- * moment after (kill -9 included; a power cut needs the registry's answer,
- * see README).  Lines:
+ * moment after (kill -9 included).  Lines:
  *
- *   W \t ns \t rel \n            written: publish the path's content
- *   D \t ns \t rel \n            unlinked: tombstone it
- *   R \t ns \t rel \t rel2 \n    renamed within the namespace
- *   K \t offset \n               the entry starting at offset is done
+ *   W \t ns \t rel \n                 written: publish the path's content
+ *   D \t ns \t rel \n                 unlinked: tombstone it
+ *   R \t ns \t rel \t rel2 \n         renamed within the namespace
+ *   H \t ns \t rel \t id \t version \t size \t mtime_ns \n
+ *                                     the agent installed this copy
+ *   K \t offset \n                    the entry starting at offset is done
  *
  * Paths are percent-encoded, so a line holds no tab or newline of its own.
- * Entries are idempotent (replaying one that is done changes nothing) and a
+ * Entries are idempotent (replaying one that is done changes nothing), and a
  * line cut short by a crash lacks its '\n' and is ignored.
  *
- * The owner holds an flock on its journal for life; a journal whose lock can
- * be taken belongs to a dead process and is replicated by cs-replicate
- * (replicator.c).  The file is created under a temporary name, locked and
- * only then renamed into view, so nobody can mistake a journal being born for
- * an orphan.  Appending is async-signal-safe: no allocation, no lock, only
- * atomics and system calls; it may run inside close() called from a signal
- * handler.  Reading, acknowledging and compacting (punching holes in the
- * done part, so offsets never move) are the replicator's.
+ * The owner holds an flock on its journal for life; the agent reads every
+ * journal in CS_SPOOL, writes the K lines, and deletes a journal once all of
+ * it is done and its lock can be taken (its owner is gone).  A journal is
+ * created under a temporary name, locked, and only then renamed into view,
+ * so the agent never mistakes one being born for an orphan.  Appending is
+ * async-signal-safe: no allocation, no lock, only atomics and system calls;
+ * it may run inside close() called from a signal handler.  The spool
+ * directory is reached through a descriptor of its own, so a process that
+ * chroots (a PHP-FPM pool) still finds it.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,36 +41,70 @@
 #include <unistd.h>
 
 #include "cs.h"
-#include "journal.h"
 
-#define LINE_MAX_BYTES (2 * 3 * CS_PATH_MAX + CS_NAME_MAX + 16)
+#define LINE_MAX_BYTES (2 * 3 * CS_PATH_MAX + CS_NAME_MAX + 128)
 
-struct cs_journal_state cs_jr = { .fd = -1 };
+static struct {
+	int fd;                 /* this process's journal, -1 until first use */
+	int opening;            /* a thread is creating it */
+	int spool_fd;           /* CS_SPOOL, O_PATH */
+	char name[CS_PATH_MAX];
+} jr = { .fd = -1, .spool_fd = -1 };
 
-/* Create, lock and publish a new journal; its fd, or a negative errno. */
-int cs_journal_create(char *name, size_t namesz)
+/* CS_SPOOL's descriptor, opened (and the directory made) on first use. */
+static int spool_dir(void)
 {
-	char tmp[CS_PATH_MAX + 64];
-	struct timespec ts;
-	int fd;
+	int fd = __atomic_load_n(&jr.spool_fd, __ATOMIC_ACQUIRE);
 
+	if (fd >= 0)
+		return fd;
 	if (!cs_cfg.spool[0])
 		return -ENOSYS;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	if ((size_t)snprintf(name, namesz, "%s/j.%d.%llx%06lx", cs_cfg.spool, (int)getpid(),
-			     (unsigned long long)ts.tv_sec, (long)(ts.tv_nsec / 1000)) >= namesz ||
-	    (size_t)snprintf(tmp, sizeof tmp, "%s.new", name) >= sizeof tmp)
-		return -ENAMETOOLONG;
-	fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0666);
+	fd = cs_libc.open(cs_cfg.spool, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0 && errno == ENOENT && mkdir(cs_cfg.spool, 0777) == 0)
-		fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0666);
+		fd = cs_libc.open(cs_cfg.spool, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	/* Whoever runs cs-replicate must be able to finish it for us. */
-	if (fchmod(fd, 0666) < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0 || rename(tmp, name) < 0) {
+	int none = -1;
+	if (!__atomic_compare_exchange_n(&jr.spool_fd, &none, fd, false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE)) {
+		cs_libc.close(fd);      /* another thread was first */
+		fd = none;
+	}
+	return fd;
+}
+
+int cs_journal_prepare(void)
+{
+	int fd = spool_dir();
+
+	return fd < 0 ? fd : 0;
+}
+
+int cs_journal_create(char *name, size_t namesz)
+{
+	char base[64], tmp[80];
+	struct timespec ts;
+	int dir = spool_dir(), fd;
+
+	if (dir < 0)
+		return dir;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	snprintf(base, sizeof base, "j.%d.%llx%06lx", (int)getpid(),
+		 (unsigned long long)ts.tv_sec, (long)(ts.tv_nsec / 1000));
+	snprintf(tmp, sizeof tmp, "%s.new", base);
+	if ((size_t)snprintf(name, namesz, "%s/%s", cs_cfg.spool, base) >= namesz)
+		return -ENAMETOOLONG;
+	fd = cs_libc.openat(dir, tmp, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC | O_NOFOLLOW,
+			    0666);
+	if (fd < 0)
+		return -errno;
+	/* Whoever runs the agent must be able to acknowledge it for us. */
+	if (fchmod(fd, 0666) < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0 ||
+	    cs_libc.renameat(dir, tmp, dir, base) < 0) {
 		int e = errno;
-		unlink(tmp);
-		close(fd);
+		cs_libc.unlinkat(dir, tmp, 0);
+		cs_libc.close(fd);
 		return -e;
 	}
 	return fd;
@@ -75,21 +113,19 @@ int cs_journal_create(char *name, size_t namesz)
 /* This process's journal, opened on first use; -1 with *err on failure. */
 static int journal_fd(int *err)
 {
-	int fd = __atomic_load_n(&cs_jr.fd, __ATOMIC_ACQUIRE);
+	int fd = __atomic_load_n(&jr.fd, __ATOMIC_ACQUIRE);
 
 	while (fd < 0) {
 		int none = 0;
-		if (__atomic_compare_exchange_n(&cs_jr.opening, &none, 1, false,
+		if (__atomic_compare_exchange_n(&jr.opening, &none, 1, false,
 						__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-			fd = __atomic_load_n(&cs_jr.fd, __ATOMIC_ACQUIRE);
+			fd = __atomic_load_n(&jr.fd, __ATOMIC_ACQUIRE);
 			if (fd < 0) {
-				fd = cs_journal_create(cs_jr.name, sizeof cs_jr.name);
-				if (fd >= 0) {
-					cs_jr.owner = getpid();
-					__atomic_store_n(&cs_jr.fd, fd, __ATOMIC_RELEASE);
-				}
+				fd = cs_journal_create(jr.name, sizeof jr.name);
+				if (fd >= 0)
+					__atomic_store_n(&jr.fd, fd, __ATOMIC_RELEASE);
 			}
-			__atomic_store_n(&cs_jr.opening, 0, __ATOMIC_RELEASE);
+			__atomic_store_n(&jr.opening, 0, __ATOMIC_RELEASE);
 			if (fd < 0) {
 				*err = fd;
 				return -1;
@@ -97,37 +133,53 @@ static int journal_fd(int *err)
 			break;
 		}
 		sched_yield();          /* another thread is creating it */
-		fd = __atomic_load_n(&cs_jr.fd, __ATOMIC_ACQUIRE);
+		fd = __atomic_load_n(&jr.fd, __ATOMIC_ACQUIRE);
 	}
 	return fd;
 }
 
-int cs_journal_format(enum cs_op op, const char *ns, const char *rel,
-		      const char *rel2, char *out, size_t outsz)
+static int put(char *out, size_t outsz, size_t *n, const char *s, size_t len)
 {
-	size_t n = 0;
+	if (*n + len + 1 > outsz)
+		return -ENOSPC;
+	memcpy(out + *n, s, len);
+	*n += len;
+	return 0;
+}
+
+static int put_path(char *out, size_t outsz, size_t *n, const char *rel)
+{
 	int m;
+
+	if (*n + 2 > outsz)
+		return -ENOSPC;
+	out[(*n)++] = '\t';
+	if ((m = cs_url_encode_path(rel, out + *n, outsz - *n)) < 0)
+		return -ENOSPC;
+	*n += m;
+	return 0;
+}
+
+int cs_journal_format(enum cs_op op, const char *ns, const char *rel,
+		      const char *rel2, const struct cs_held *h, char *out,
+		      size_t outsz)
+{
+	char head[2] = { (char)op, '\t' };
+	size_t n = 0;
 
 	/* The cluster refuses names with control bytes everywhere (routes,
 	 * fetches): say so now rather than journal what can never replicate. */
 	if (!cs_path_rel_valid(rel, strlen(rel)) ||
 	    (op == CS_OP_RENAME && !cs_path_rel_valid(rel2, strlen(rel2))))
 		return -EINVAL;
-	if (outsz < 4 + strlen(ns))
+	if (put(out, outsz, &n, head, 2) < 0 || put(out, outsz, &n, ns, strlen(ns)) < 0 ||
+	    put_path(out, outsz, &n, rel) < 0 ||
+	    (op == CS_OP_RENAME && put_path(out, outsz, &n, rel2) < 0))
 		return -ENOSPC;
-	out[n++] = (char)op;
-	out[n++] = '\t';
-	memcpy(out + n, ns, strlen(ns));
-	n += strlen(ns);
-	out[n++] = '\t';
-	if ((m = cs_url_encode_path(rel, out + n, outsz - n)) < 0)
-		return -ENOSPC;
-	n += m;
-	if (op == CS_OP_RENAME) {
-		if (n + 2 > outsz)
-			return -ENOSPC;
-		out[n++] = '\t';
-		if ((m = cs_url_encode_path(rel2, out + n, outsz - n)) < 0)
+	if (op == CS_OP_HELD) {
+		int m = snprintf(out + n, outsz - n, "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRId64,
+				 h->file_id, h->version, h->size, h->mtime_ns);
+		if (m < 0 || (size_t)m >= outsz - n)
 			return -ENOSPC;
 		n += m;
 	}
@@ -137,32 +189,39 @@ int cs_journal_format(enum cs_op op, const char *ns, const char *rel,
 	return (int)n;
 }
 
-int cs_journal_append(enum cs_op op, const char *ns, const char *rel,
-		      const char *rel2)
+static int append(enum cs_op op, const char *ns, const char *rel, const char *rel2,
+		  const struct cs_held *h)
 {
 	char line[LINE_MAX_BYTES];
-	int n = cs_journal_format(op, ns, rel, rel2, line, sizeof line);
-	int rc = 0, err = 0;
+	int n = cs_journal_format(op, ns, rel, rel2, h, line, sizeof line);
+	int err = 0;
 
 	if (n < 0)
 		return n == -EINVAL ? -EINVAL : -ENAMETOOLONG;
 	int fd = journal_fd(&err);
-	if (fd < 0) {
-		rc = err;
-	} else {
-		ssize_t w;
-		do
-			w = write(fd, line, n);
-		while (w < 0 && errno == EINTR);
-		if (w != n)
-			rc = w < 0 ? -errno : -EIO;
-		else
-			__atomic_fetch_add(&cs_jr.appended, 1, __ATOMIC_ACQ_REL);
-	}
-	return rc;
+	if (fd < 0)
+		return err;
+	ssize_t w;
+	do
+		w = write(fd, line, n);
+	while (w < 0 && errno == EINTR);
+	if (w != n)
+		return w < 0 ? -errno : -EIO;
+	return 0;
 }
 
-/* Split off the next tab-separated field of line[0, len). */
+int cs_journal_append(enum cs_op op, const char *ns, const char *rel,
+		      const char *rel2)
+{
+	return append(op, ns, rel, rel2, NULL);
+}
+
+int cs_journal_append_held(const char *ns, const char *rel, const struct cs_held *h)
+{
+	return append(CS_OP_HELD, ns, rel, NULL, h);
+}
+
+/* Split off the next tab-separated field of [*p, end). */
 static const char *field(const char **p, const char *end, size_t *flen)
 {
 	const char *s = *p, *t = memchr(s, '\t', end - s);
@@ -186,6 +245,20 @@ static int decode_rel(const char *s, size_t len, char *out)
 	return 0;
 }
 
+/* The next field as a number. */
+static int number(const char **p, const char *end, bool sign, uint64_t *u, int64_t *i)
+{
+	char num[32];
+	size_t n;
+	const char *s = field(p, end, &n);
+
+	if (n == 0 || n >= sizeof num)
+		return -EINVAL;
+	memcpy(num, s, n);
+	num[n] = '\0';
+	return (sign ? cs_parse_i64(num, i) : cs_parse_u64(num, u)) ? 0 : -EINVAL;
+}
+
 int cs_journal_parse(const char *line, size_t len, struct cs_entry *e)
 {
 	const char *p = line, *end = line + len, *s;
@@ -195,16 +268,10 @@ int cs_journal_parse(const char *line, size_t len, struct cs_entry *e)
 		return -EINVAL;
 	e->op = line[0];
 	p += 2;
-	if (e->op == 'K') {
-		char num[32], *stop;
-		if (end - p <= 0 || (size_t)(end - p) >= sizeof num)
-			return -EINVAL;
-		memcpy(num, p, end - p);
-		num[end - p] = '\0';
-		e->off = strtoull(num, &stop, 10);
-		return *stop ? -EINVAL : 1;
-	}
-	if (e->op != CS_OP_WRITE && e->op != CS_OP_DELETE && e->op != CS_OP_RENAME)
+	if (e->op == CS_OP_ACK)
+		return number(&p, end, false, &e->off, NULL) == 0 && p == end ? 0 : -EINVAL;
+	if (e->op != CS_OP_WRITE && e->op != CS_OP_DELETE && e->op != CS_OP_RENAME &&
+	    e->op != CS_OP_HELD)
 		return -EINVAL;
 	s = field(&p, end, &n);
 	if (n == 0 || n >= CS_NAME_MAX)
@@ -220,40 +287,39 @@ int cs_journal_parse(const char *line, size_t len, struct cs_entry *e)
 		if (decode_rel(s, n, e->rel2) < 0)
 			return -EINVAL;
 	}
-	return p == end ? 0 : -EINVAL;
-}
-
-int cs_journal_ack(int fd, uint64_t off)
-{
-	char line[40];
-	int n = snprintf(line, sizeof line, "K\t%llu\n", (unsigned long long)off);
-	ssize_t w;
-
-	do
-		w = write(fd, line, n);
-	while (w < 0 && errno == EINTR);
-	return w == n ? 0 : -EIO;
+	if (e->op == CS_OP_HELD &&
+	    (number(&p, end, false, &e->held.file_id, NULL) < 0 ||
+	     number(&p, end, false, &e->held.version, NULL) < 0 ||
+	     number(&p, end, false, &e->held.size, NULL) < 0 ||
+	     number(&p, end, true, NULL, &e->held.mtime_ns) < 0))
+		return -EINVAL;
+	return p == end && (len == 0 || line[len - 1] != '\t') ? 0 : -EINVAL;
 }
 
 void cs_journal_forget(void)
 {
 	/* The parent's journal and its lock stay the parent's: closing our
 	 * copy lets the lock go when the parent dies even if we live on. */
-	int fd = cs_jr.fd;
+	int fd = jr.fd;
 
-	cs_jr.fd = -1;
-	cs_jr.opening = 0;
-	cs_jr.appended = 0;
-	cs_jr.name[0] = '\0';
+	jr.fd = -1;
+	jr.opening = 0;
+	jr.name[0] = '\0';
 	if (fd >= 0)
-		close(fd);
+		cs_libc.close(fd);
 }
 
 void cs_journal_closing(int fd)
 {
 	int cur = fd;
 
-	if (fd >= 0 && __atomic_load_n(&cs_jr.fd, __ATOMIC_RELAXED) == fd)
-		__atomic_compare_exchange_n(&cs_jr.fd, &cur, -1, false,
-					    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+	if (fd < 0)
+		return;
+	if (__atomic_load_n(&jr.fd, __ATOMIC_RELAXED) == fd)
+		__atomic_compare_exchange_n(&jr.fd, &cur, -1, false, __ATOMIC_ACQ_REL,
+					    __ATOMIC_RELAXED);
+	cur = fd;
+	if (__atomic_load_n(&jr.spool_fd, __ATOMIC_RELAXED) == fd)
+		__atomic_compare_exchange_n(&jr.spool_fd, &cur, -1, false, __ATOMIC_ACQ_REL,
+					    __ATOMIC_RELAXED);
 }

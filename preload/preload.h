@@ -1,13 +1,17 @@
 /*
- * preload.h - shared between the two files of the interposition layer:
- * the table of real libc functions (real.c) and the wrappers (wrap.c).
+ * preload.h - shared by the files of the interposition layer: the table of
+ * real libc functions (real.c), the open/stat wrappers (wrap.c) and the
+ * write tracking (track.c).
  */
 #ifndef CS_PRELOAD_H
 #define CS_PRELOAD_H
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "cs.h"
 
@@ -27,7 +31,7 @@ struct cs_real {
 #define W(kind, ret, name, params, ...) ret (*name) params;
 #include "wrap.def"
 #undef W
-#define T(ret, name, params, ...) ret (*name) params;
+#define T(kind, ret, name, params, ...) ret (*name) params;
 #include "track.def"
 #undef T
 };
@@ -36,8 +40,9 @@ struct cs_real {
  * resolved.  Never call dlsym at a call site: use real.<name>. */
 extern struct cs_real real;
 
-/* Resolve every pointer; false while a resolution is already under way
- * (dlsym re-entered us), when the caller must use its raw fallback. */
+/* Resolve every pointer (and point the core's cs_libc at them); false while
+ * a resolution is already under way (dlsym re-entered us), when the caller
+ * must use its raw fallback. */
 int cs_real_resolve(void);
 
 /* Raw system-call versions for that moment. */
@@ -46,26 +51,26 @@ int sys_stat(int dirfd, const char *path, void *buf, int flags);
 int sys_statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *buf);
 int sys_access(int dirfd, const char *path, int amode, int flags);
 FILE *sys_fopen(const char *path, const char *mode);
+DIR *sys_opendir(const char *path);
 FILE *sys_fail_ptr(void);
 int sys_fail_int(void);
+int fopen_flags(const char *mode);
 
 /* 0 before the constructor, 1 active, -1 inert (wrap.c). */
 extern volatile int cs_preload_state;
-static inline int cs_active(void)
+static inline bool cs_active(void)
 {
-	return cs_preload_state > 0 && !cs_inside;
+	return cs_preload_state > 0;
 }
 
-/* The prefix holding path (relative to dirfd), with abs filled and *rel
- * pointing into it; NULL when none does.  Call with cs_inside raised. */
+/* The prefix holding path (relative to dirfd), with abs[CS_PATH_MAX]
+ * filled and *rel pointing into it; NULL when none does. */
 const struct cs_prefix *cs_locate(int dirfd, const char *path, char *abs,
 				  const char **rel);
 
 /* Write tracking (track.c). */
 void cs_track_opened(int dirfd, const char *path, int fd);
 void cs_track_scan(void);
-void cs_track_exit(void);
 void cs_track_atfork_child(void);
-int fopen_flags(const char *mode);
 
 #endif

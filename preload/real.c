@@ -5,7 +5,9 @@
  * constructor, or earlier by whichever wrapper runs first (other libraries'
  * constructors open files before ours runs).  dlsym can allocate, and an
  * allocator can open files, so a wrapper re-entered during resolution gets
- * told to use its raw system-call fallback instead of recursing.
+ * told to use its raw system-call fallback instead of recursing.  The core's
+ * table of libc functions (cs_libc) is pointed at the same definitions, so
+ * the core never runs one of our wrappers.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -23,20 +25,22 @@ int cs_real_resolve(void)
 {
 	if (__atomic_exchange_n(&resolving, 1, __ATOMIC_ACQ_REL))
 		return 0;
-#define W(kind, ret, name, params, ...)                                       \
+#define RESOLVE(ret, name, params)                                             \
 	if (!real.name)                                                       \
 		__atomic_store_n(&real.name,                                  \
 				 (ret(*) params)dlsym(RTLD_NEXT, #name),      \
 				 __ATOMIC_RELEASE);
+#define W(kind, ret, name, params, ...) RESOLVE(ret, name, params)
 #include "wrap.def"
 #undef W
-#define T(ret, name, params, ...)                                             \
-	if (!real.name)                                                       \
-		__atomic_store_n(&real.name,                                  \
-				 (ret(*) params)dlsym(RTLD_NEXT, #name),      \
-				 __ATOMIC_RELEASE);
+#define T(kind, ret, name, params, ...) RESOLVE(ret, name, params)
 #include "track.def"
 #undef T
+#define CORE(ret, name, params)                                                \
+	if (real.name)                                                        \
+		__atomic_store_n(&cs_libc.name, real.name, __ATOMIC_RELEASE);
+	CS_LIBC(CORE)
+#undef CORE
 	__atomic_store_n(&resolving, 0, __ATOMIC_RELEASE);
 	return 1;
 }
@@ -100,10 +104,26 @@ FILE *sys_fopen(const char *path, const char *mode)
 	f = fdopen(fd, mode);
 	if (!f) {
 		int e = errno;
-		close(fd);
+		syscall(SYS_close, fd);
 		errno = e;
 	}
 	return f;
+}
+
+DIR *sys_opendir(const char *path)
+{
+	int fd = sys_open(AT_FDCWD, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+	DIR *d;
+
+	if (fd < 0)
+		return NULL;
+	d = fdopendir(fd);
+	if (!d) {
+		int e = errno;
+		syscall(SYS_close, fd);
+		errno = e;
+	}
+	return d;
 }
 
 int sys_fail_int(void)

@@ -1,23 +1,23 @@
 /*
  * track.c - seeing writes end: which descriptors were opened for writing
- * under a prefix, and the calls that close, duplicate, rename or remove them.
+ * under a prefix, and the calls that close, duplicate, rename or remove them
+ * (generated from track.def, one template per kind).
  *
  * A write is journaled when its file description is closed for the last
- * time (close, fclose, dup2 over it, exit), not at each close of a
- * duplicate: fd_slot maps a descriptor to a slot holding the path and a
+ * time (close, fclose, dup2 over it, close_range, exit), not at each close
+ * of a duplicate: fd_slot maps a descriptor to a slot holding the path and a
  * count of descriptors sharing it.  Renames, unlinks, truncates and links
- * under a prefix are journaled once the real call has succeeded.  Every
- * journaled entry wakes this process's replicator (replicator.c).
+ * under a prefix are journaled once the real call has succeeded.  The
+ * journal is all a host does about a write: this node's agent reads it and
+ * replicates, so close() returns at once and an exit never waits.
  *
  * close() runs often and may run in a signal handler: for a descriptor that
  * is not tracked it costs one load; for a tracked one it appends a line to
- * the journal with write(2) and wakes the replicator through an eventfd,
- * both async-signal-safe.  Slots come from a static pool claimed with atomics;
- * only past SLOTS open writes at once does a slot come from malloc.
- * Descriptors inherited across exec (a shell's `> file`) are found by
- * scanning /proc/self/fd in the constructor; descriptors still open at exit
- * are journaled by an atexit handler, which also gives the replicator a
- * bounded time to finish.
+ * the journal with write(2), async-signal-safe.  Slots come from a static
+ * pool claimed with atomics; only past SLOTS open writes at once does a slot
+ * come from malloc.  Descriptors inherited across exec (a shell's `> file`)
+ * are found by scanning /proc/self/fd in the constructor; descriptors still
+ * open at exit are journaled by an atexit handler, and by _exit.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -36,7 +36,6 @@
 #define CS_EXPORT __attribute__((visibility("default")))
 #define TRACK_FDS 65536
 #define SLOTS 256
-#define EXIT_WAIT_MS 2000
 
 struct slot {
 	int refs;               /* descriptors sharing this description */
@@ -82,32 +81,26 @@ static void slot_free(struct slot *s)
 		__atomic_store_n(&s->used, 0, __ATOMIC_RELEASE);
 }
 
-static void journal(enum cs_op op, const char *ns, const char *rel, const char *rel2,
-		    bool may_start)
+static void journal(enum cs_op op, const char *ns, const char *rel, const char *rel2)
 {
-	int rc;
+	int rc = cs_journal_append(op, ns, rel, rel2);
 
-	cs_inside++;
-	rc = cs_journal_append(op, ns, rel, rel2);
-	if (rc == 0)
-		cs_replicator_kick(may_start);
-	else if (rc == -EINVAL)
+	if (rc == -EINVAL)
 		cs_error_every(60, "%s: a name with control bytes cannot be replicated", ns);
 	else if (rc == -ENOSYS)
 		cs_error_every(3600, "%s/%s changed, but CS_SPOOL is unset: writes stay on this node",
 			       ns, rel);
-	else
-		cs_error_every(10, "%s/%s: cannot journal the write (%s); it will not replicate",
-			       ns, rel, strerror(-rc));
-	cs_inside--;
+	else if (rc < 0)
+		cs_error_every(10, "%s/%s: cannot journal the write in %s (%s); it will not replicate",
+			       ns, rel, cs_cfg.spool, strerror(-rc));
 }
 
 /* One descriptor of s is gone; the last one ends the write. */
-static void slot_put(struct slot *s, bool may_start)
+static void slot_put(struct slot *s)
 {
 	if (!s || __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) > 0)
 		return;
-	journal(CS_OP_WRITE, cs_cfg.prefix[s->prefix].name, s->rel, NULL, may_start);
+	journal(CS_OP_WRITE, cs_cfg.prefix[s->prefix].name, s->rel, NULL);
 	slot_free(s);
 }
 
@@ -127,7 +120,7 @@ static void fd_share(int fd, int fd2)
 	    !(s = __atomic_load_n(&fd_slot[fd], __ATOMIC_ACQUIRE)))
 		return;
 	__atomic_add_fetch(&s->refs, 1, __ATOMIC_ACQ_REL);
-	slot_put(__atomic_exchange_n(&fd_slot[fd2], s, __ATOMIC_ACQ_REL), true);
+	slot_put(__atomic_exchange_n(&fd_slot[fd2], s, __ATOMIC_ACQ_REL));
 }
 
 static void track(int fd, const struct cs_prefix *p, const char *rel)
@@ -143,26 +136,22 @@ static void track(int fd, const struct cs_prefix *p, const char *rel)
 	s->refs = 1;
 	s->prefix = (int)(p - cs_cfg.prefix);
 	snprintf(s->rel, sizeof s->rel, "%s", rel);
-	/* A stale mapping (the fd was closed behind our back, say by
-	 * close_range) ends that write now. */
-	slot_put(__atomic_exchange_n(&fd_slot[fd], s, __ATOMIC_ACQ_REL), true);
+	/* A stale mapping (the fd was closed behind our back) ends that
+	 * write now. */
+	slot_put(__atomic_exchange_n(&fd_slot[fd], s, __ATOMIC_ACQ_REL));
 }
 
-/* Run once, by the first write: the replicator and the exit handler. */
+/* What is still open at exit ends there: exit() closes inside glibc. */
 static void exit_handler(void);
 
 static void first_write(void)
 {
 	int zero = 0;
 
-	if (__atomic_load_n(&exit_registered, __ATOMIC_RELAXED) ||
-	    !__atomic_compare_exchange_n(&exit_registered, &zero, 1, false,
-					 __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
-		return;
-	/* Loaded now, libcrypto is set up without its exit-time cleanup, which
-	 * would free its state while the replicator may still hash. */
-	cs_dyn_crypto();
-	atexit(exit_handler);
+	if (!__atomic_load_n(&exit_registered, __ATOMIC_RELAXED) &&
+	    __atomic_compare_exchange_n(&exit_registered, &zero, 1, false,
+					__ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+		atexit(exit_handler);
 }
 
 void cs_track_opened(int dirfd, const char *path, int fd)
@@ -173,16 +162,10 @@ void cs_track_opened(int dirfd, const char *path, int fd)
 
 	if (fd < 0)
 		return;
-	cs_inside++;
-	p = cs_locate(dirfd, path, abs, &rel);
-	if (p) {
+	if ((p = cs_locate(dirfd, path, abs, &rel))) {
 		first_write();
 		track(fd, p, rel);
-		/* Its close() may run in a signal handler and must not start
-		 * a thread: the open does, and each forked child's again. */
-		cs_replicator_start();
 	}
-	cs_inside--;
 }
 
 /* ---- descriptors inherited and left open -------------------------------- */
@@ -193,10 +176,9 @@ void cs_track_scan(void)
 	struct dirent *e;
 
 	track_pid = getpid();
-	cs_inside++;
-	d = opendir("/proc/self/fd");
+	d = fdopendir(sys_open(AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0));
 	while (d && (e = readdir(d))) {
-		char link[64], target[CS_PATH_MAX], abs[CS_PATH_MAX];
+		char target[CS_PATH_MAX], abs[CS_PATH_MAX];
 		const char *rel;
 		const struct cs_prefix *p;
 		int fd = atoi(e->d_name), fl;
@@ -204,13 +186,8 @@ void cs_track_scan(void)
 		if (e->d_name[0] < '0' || e->d_name[0] > '9' || fd == dirfd(d))
 			continue;
 		fl = real.fcntl ? real.fcntl(fd, F_GETFL) : -1;
-		if (fl < 0 || (fl & O_ACCMODE) == O_RDONLY)
+		if (fl < 0 || (fl & O_ACCMODE) == O_RDONLY || cs_fd_path(fd, target, sizeof target) < 0)
 			continue;
-		snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-		ssize_t n = readlink(link, target, sizeof target - 1);
-		if (n <= 0 || target[0] != '/')
-			continue;
-		target[n] = '\0';
 		if ((p = cs_locate(AT_FDCWD, target, abs, &rel))) {
 			first_write();
 			track(fd, p, rel);
@@ -218,16 +195,25 @@ void cs_track_scan(void)
 	}
 	if (d)
 		closedir(d);
-	cs_inside--;
 }
 
-void cs_track_exit(void)
+/* Every tracked descriptor from first to last ends its write. */
+static void end_range(unsigned first, unsigned last)
+{
+	for (unsigned fd = first; fd <= last && fd < TRACK_FDS; fd++) {
+		struct slot *s = fd_take((int)fd);
+		if (s)
+			slot_put(s);
+	}
+}
+
+static void leaving(void)
 {
 	for (int fd = 0; fd < TRACK_FDS; fd++) {
 		struct slot *s = fd_take(fd);
 		if (s) {
 			__atomic_store_n(&s->refs, 1, __ATOMIC_RELEASE);
-			slot_put(s, false);
+			slot_put(s);
 		}
 	}
 }
@@ -236,12 +222,8 @@ static void exit_handler(void)
 {
 	int saved = errno;
 
-	if (cs_preload_state > 0 && track_pid == getpid()) {
-		cs_track_exit();
-		cs_inside++;
-		cs_replicator_finish(EXIT_WAIT_MS);
-		cs_inside--;
-	}
+	if (cs_active() && track_pid == getpid())
+		leaving();
 	errno = saved;
 }
 
@@ -251,10 +233,9 @@ void cs_track_atfork_child(void)
 	 * own copies.  The exit handler is inherited with them. */
 	track_pid = getpid();
 	cs_journal_forget();
-	cs_replicator_forget();
 }
 
-/* ---- the wrappers -------------------------------------------------------- */
+/* ---- what the wrappers do ------------------------------------------------ */
 
 static void on_path(enum cs_op op, int dirfd, const char *path)
 {
@@ -262,12 +243,8 @@ static void on_path(enum cs_op op, int dirfd, const char *path)
 	const char *rel;
 	const struct cs_prefix *p;
 
-	cs_inside++;
-	if ((p = cs_locate(dirfd, path, abs, &rel))) {
-		first_write();
-		journal(op, p->name, rel, NULL, true);
-	}
-	cs_inside--;
+	if ((p = cs_locate(dirfd, path, abs, &rel)))
+		journal(op, p->name, rel, NULL);
 }
 
 /* Open writes of the old name carry on under the new one. */
@@ -285,200 +262,158 @@ static void on_rename(int da, const char *a, int db, const char *b, unsigned fla
 {
 	char absa[CS_PATH_MAX], absb[CS_PATH_MAX];
 	const char *rela, *relb;
-	const struct cs_prefix *pa, *pb;
+	const struct cs_prefix *pa = cs_locate(da, a, absa, &rela);
+	const struct cs_prefix *pb = cs_locate(db, b, absb, &relb);
 
-	cs_inside++;
-	pa = cs_locate(da, a, absa, &rela);
-	pb = cs_locate(db, b, absb, &relb);
-	if (pa || pb)
-		first_write();
 	if (flags & RENAME_EXCHANGE) {
 		if (pa)
-			journal(CS_OP_WRITE, pa->name, rela, NULL, true);
+			journal(CS_OP_WRITE, pa->name, rela, NULL);
 		if (pb)
-			journal(CS_OP_WRITE, pb->name, relb, NULL, true);
+			journal(CS_OP_WRITE, pb->name, relb, NULL);
 	} else if (pa && pa == pb) {
 		retarget(pa, rela, relb);
-		journal(CS_OP_RENAME, pa->name, rela, relb, true);
+		journal(CS_OP_RENAME, pa->name, rela, relb);
 	} else {
 		if (pa)
-			journal(CS_OP_DELETE, pa->name, rela, NULL, true);
+			journal(CS_OP_DELETE, pa->name, rela, NULL);
 		if (pb)
-			journal(CS_OP_WRITE, pb->name, relb, NULL, true);
+			journal(CS_OP_WRITE, pb->name, relb, NULL);
 	}
-	cs_inside--;
 }
 
-/* The host closes a descriptor that may be one of ours (daemons close
- * every descriptor they did not open): stop using that number. */
+/* The host closes descriptors (daemons close every one they did not open):
+ * those among them that are the library's are no longer its. */
 static inline void ours_closing(int fd)
 {
 	cs_journal_closing(fd);
-	cs_replicator_closing(fd);
+	cs_client_closing(fd);
 }
+
+static void ours_closing_range(unsigned first, unsigned last)
+{
+	for (unsigned fd = first; fd <= last && fd < TRACK_FDS; fd++)
+		ours_closing((int)fd);
+}
+
+/* fd2 was replaced by a duplicate of fd (r: the call's result). */
+static int dup_onto(int fd, int fd2, int r)
+{
+	int e = errno;
+
+	if (r >= 0 && fd != fd2) {
+		ours_closing(fd2);
+		fd_share(fd, fd2);
+	}
+	errno = e;
+	return r;
+}
+
+/* ---- the wrappers, from track.def ------------------------------------------ */
 
 #define RESOLVE(name, fallback)                                                \
 	if (__builtin_expect(!real.name, 0) && (!cs_real_resolve() || !real.name)) \
 		return fallback;
 
-/* Descriptors libcs itself opens and closes are never the host's tracked
- * ones, and the replicator's live in a table of their own: its calls must
- * not touch the host's entries (a dup2 onto 0 in the replicator once stole
- * the host's write to fd 3). */
-#define OURS() __builtin_expect(cs_inside != 0, 0)
-
-CS_EXPORT int close(int fd)
-{
-	RESOLVE(close, (int)syscall(SYS_close, fd))
-	if (OURS())
-		return real.close(fd);
-	struct slot *s = fd_take(fd);
-	int r;
-
-	ours_closing(fd);
-	r = real.close(fd);
-	if (__builtin_expect(s != NULL, 0)) {
-		int e = errno;
-		slot_put(s, false);     /* may be a signal handler: no thread start */
-		errno = e;
-	}
-	return r;
-}
-
-CS_EXPORT int fclose(FILE *f)
-{
-	RESOLVE(fclose, sys_fail_int())
-	if (OURS())
-		return real.fclose(f);
-	struct slot *s = f ? fd_take(fileno(f)) : NULL;
-	int r = real.fclose(f);
-	if (s) {
-		int e = errno;
-		slot_put(s, true);
-		errno = e;
-	}
-	return r;
-}
-
-CS_EXPORT int dup(int fd)
-{
-	RESOLVE(dup, (int)syscall(SYS_dup, fd))
-	int r = real.dup(fd);
-	if (r >= 0 && !OURS()) {
-		int e = errno;
-		fd_share(fd, r);
-		errno = e;
-	}
-	return r;
-}
-
-static int dup_onto(int fd, int fd2, int r)
-{
-	int e = errno;
-
-	if (OURS())
-		return r;
-	if (r >= 0 && fd != fd2)
-		ours_closing(fd2);
-	if (r >= 0 && fd != fd2)
-		fd_share(fd, fd2);
-	errno = e;
-	return r;
-}
-
-CS_EXPORT int dup2(int fd, int fd2)
-{
-	RESOLVE(dup2, (int)syscall(SYS_dup2, fd, fd2))
-	return dup_onto(fd, fd2, real.dup2(fd, fd2));
-}
-
-CS_EXPORT int dup3(int fd, int fd2, int fl)
-{
-	RESOLVE(dup3, (int)syscall(SYS_dup3, fd, fd2, fl))
-	return dup_onto(fd, fd2, real.dup3(fd, fd2, fl));
-}
-
-/* The libraries dyn.c loads at first use would not be found inside the new
- * root (a PHP-FPM pool's `chroot` option): load and set them up now. */
-CS_EXPORT int chroot(const char *path)
-{
-	RESOLVE(chroot, (int)syscall(SYS_chroot, path))
-	if (cs_preload_state > 0 && !OURS()) {
-		int e = errno;
-		cs_inside++;
-		cs_dyn_crypto();
-		cs_registry_global_init();
-		cs_peer_global_init();
-		cs_dyn_memcached();
-		cs_inside--;
-		errno = e;
-	}
-	return real.chroot(path);
-}
-
-/* Leaving without exit handlers: what is still open ends here, and
- * cs-replicate finishes the journal (the replicator gets no time). */
-#define EXIT(name)                                                             \
-	CS_EXPORT void name(int status)                                        \
+#define TRACK_CLOSE(ret, name, params, args, fallback, fd)                      \
+	CS_EXPORT ret name params                                              \
 	{                                                                      \
-		if (cs_preload_state > 0 && track_pid == (pid_t)syscall(SYS_getpid)) \
-			cs_track_exit();                                       \
-		if (real.name || (cs_real_resolve() && real.name))             \
-			real.name(status);                                     \
-		syscall(SYS_exit_group, status);                               \
-		__builtin_unreachable();                                       \
+		RESOLVE(name, fallback)                                        \
+		struct slot *s = fd_take(fd);                                  \
+		ours_closing(fd);                                              \
+		ret r = real.name args;                                        \
+		if (__builtin_expect(s != NULL, 0)) {                          \
+			int e = errno;                                         \
+			slot_put(s);                                           \
+			errno = e;                                             \
+		}                                                              \
+		return r;                                                      \
 	}
-EXIT(_exit)
-EXIT(_Exit)
 
-#define FCNTL(name)                                                            \
-	CS_EXPORT int name(int fd, int cmd, ...)                               \
+#define TRACK_FCLOSE(ret, name, params, args, fallback, f)                      \
+	CS_EXPORT ret name params                                              \
+	{                                                                      \
+		RESOLVE(name, fallback)                                        \
+		struct slot *s = f ? fd_take(fileno(f)) : NULL;                \
+		ret r = real.name args;                                        \
+		if (s) {                                                       \
+			int e = errno;                                         \
+			slot_put(s);                                           \
+			errno = e;                                             \
+		}                                                              \
+		return r;                                                      \
+	}
+
+#define TRACK_DUP(ret, name, params, args, fallback, fd)                        \
+	CS_EXPORT ret name params                                              \
+	{                                                                      \
+		RESOLVE(name, fallback)                                        \
+		ret r = real.name args;                                        \
+		if (r >= 0) {                                                  \
+			int e = errno;                                         \
+			fd_share(fd, r);                                       \
+			errno = e;                                             \
+		}                                                              \
+		return r;                                                      \
+	}
+
+#define TRACK_DUPTO(ret, name, params, args, fallback, fd, fd2)                 \
+	CS_EXPORT ret name params                                              \
+	{                                                                      \
+		RESOLVE(name, fallback)                                        \
+		return dup_onto(fd, fd2, real.name args);                      \
+	}
+
+#define TRACK_FCNTL(ret, name, params, args, fallback, fd, cmd)                 \
+	CS_EXPORT ret name params                                              \
 	{                                                                      \
 		va_list ap;                                                    \
 		va_start(ap, cmd);                                             \
 		void *arg = va_arg(ap, void *);                                \
 		va_end(ap);                                                    \
-		RESOLVE(name, (int)syscall(SYS_fcntl, fd, cmd, arg))           \
-		int r = real.name(fd, cmd, arg);                               \
+		RESOLVE(name, fallback)                                        \
+		ret r = real.name args;                                        \
 		if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC))      \
 			dup_onto(fd, r, r);                                    \
 		return r;                                                      \
 	}
-FCNTL(fcntl)
-FCNTL(fcntl64)
 
-CS_EXPORT int rename(const char *a, const char *b)
-{
-	RESOLVE(rename, (int)syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, 0))
-	int r = real.rename(a, b), e = errno;
-	if (r == 0 && cs_active())
-		on_rename(AT_FDCWD, a, AT_FDCWD, b, 0);
-	errno = e;
-	return r;
-}
+/* closefrom returns nothing: its result is taken as success. */
+#define RESULT_int(call) int r = call
+#define RESULT_void(call) int r = (call, 0)
+#define RETURN_int return r
+#define RETURN_void (void)r
 
-CS_EXPORT int renameat(int da, const char *a, int db, const char *b)
-{
-	RESOLVE(renameat, (int)syscall(SYS_renameat2, da, a, db, b, 0))
-	int r = real.renameat(da, a, db, b), e = errno;
-	if (r == 0 && cs_active())
-		on_rename(da, a, db, b, 0);
-	errno = e;
-	return r;
-}
+#define TRACK_RANGE(ret, name, params, args, fallback, first, last, fl)         \
+	CS_EXPORT ret name params                                              \
+	{                                                                      \
+		if (__builtin_expect(!real.name, 0) &&                         \
+		    (!cs_real_resolve() || !real.name)) {                      \
+			RESULT_##ret(fallback);                                \
+			RETURN_##ret;                                          \
+		}                                                              \
+		RESULT_##ret(real.name args);                                  \
+		if (r == 0 && !((fl) & CLOSE_RANGE_CLOEXEC)) {                 \
+			int e = errno;                                         \
+			ours_closing_range(first, last);                       \
+			end_range(first, last);                                \
+			errno = e;                                             \
+		}                                                              \
+		RETURN_##ret;                                                  \
+	}
 
-CS_EXPORT int renameat2(int da, const char *a, int db, const char *b, unsigned fl)
-{
-	RESOLVE(renameat2, (int)syscall(SYS_renameat2, da, a, db, b, fl))
-	int r = real.renameat2(da, a, db, b, fl), e = errno;
-	if (r == 0 && cs_active())
-		on_rename(da, a, db, b, fl);
-	errno = e;
-	return r;
-}
+#define TRACK_RENAME(ret, name, params, args, fallback, da, a, db, b, fl)       \
+	CS_EXPORT ret name params                                              \
+	{                                                                      \
+		RESOLVE(name, fallback)                                        \
+		ret r = real.name args;                                        \
+		int e = errno;                                                 \
+		if (r == 0 && cs_active())                                     \
+			on_rename(da, a, db, b, fl);                           \
+		errno = e;                                                     \
+		return r;                                                      \
+	}
 
-/* The calls that name one path whose change is journaled after success. */
-#define ON_PATH(ret, name, params, args, op, dirfd, path, cond, fallback)      \
+#define TRACK_PATH(ret, name, params, args, fallback, op, dirfd, path, cond)    \
 	CS_EXPORT ret name params                                              \
 	{                                                                      \
 		RESOLVE(name, fallback)                                        \
@@ -489,17 +424,34 @@ CS_EXPORT int renameat2(int da, const char *a, int db, const char *b, unsigned f
 		errno = e;                                                     \
 		return r;                                                      \
 	}
-ON_PATH(int, unlink, (const char *a), (a), CS_OP_DELETE, AT_FDCWD, a, 1,
-	(int)syscall(SYS_unlinkat, AT_FDCWD, a, 0))
-ON_PATH(int, unlinkat, (int da, const char *a, int fl), (da, a, fl), CS_OP_DELETE, da, a,
-	!(fl & AT_REMOVEDIR), (int)syscall(SYS_unlinkat, da, a, fl))
-ON_PATH(int, remove, (const char *a), (a), CS_OP_DELETE, AT_FDCWD, a, 1,
-	(int)syscall(SYS_unlinkat, AT_FDCWD, a, 0))
-ON_PATH(int, truncate, (const char *a, off_t len), (a, len), CS_OP_WRITE, AT_FDCWD, a, 1,
-	(int)syscall(SYS_truncate, a, len))
-ON_PATH(int, truncate64, (const char *a, off64_t len), (a, len), CS_OP_WRITE, AT_FDCWD, a, 1,
-	(int)syscall(SYS_truncate, a, len))
-ON_PATH(int, link, (const char *a, const char *b), (a, b), CS_OP_WRITE, AT_FDCWD, b, 1,
-	(int)syscall(SYS_linkat, AT_FDCWD, a, AT_FDCWD, b, 0))
-ON_PATH(int, linkat, (int da, const char *a, int db, const char *b, int fl), (da, a, db, b, fl),
-	CS_OP_WRITE, db, b, 1, (int)syscall(SYS_linkat, da, a, db, b, fl))
+
+#define TRACK_PREPARE(ret, name, params, args, fallback)                        \
+	CS_EXPORT ret name params                                              \
+	{                                                                      \
+		RESOLVE(name, fallback)                                        \
+		if (cs_active()) {                                             \
+			int e = errno;                                         \
+			cs_journal_prepare();                                  \
+			cs_index_prepare();                                    \
+			cs_client_prepare();                                   \
+			errno = e;                                             \
+		}                                                              \
+		return real.name args;                                         \
+	}
+
+/* Leaving without exit handlers: what is still open ends here (a shell's
+ * `> file` ends so), then the real call, which does not return. */
+#define TRACK_EXIT(ret, name, params, args, fallback)                           \
+	CS_EXPORT ret name params                                              \
+	{                                                                      \
+		if (cs_active() && track_pid == (pid_t)syscall(SYS_getpid))    \
+			leaving();                                             \
+		if (real.name || (cs_real_resolve() && real.name))             \
+			real.name args;                                        \
+		fallback;                                                      \
+		__builtin_unreachable();                                       \
+	}
+
+#define T(kind, ...) TRACK_##kind(__VA_ARGS__)
+#include "track.def"
+#undef T

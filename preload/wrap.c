@@ -2,18 +2,27 @@
  * wrap.c - the interposed libc functions, generated from wrap.def.
  *
  * Every wrapper first makes the real call.  Only when that fails with ENOENT
- * does ClusterStorage look at the path: make it absolute, normalise it, match
- * it against the prefixes and, if the cluster has the file, fetch it and make
- * the real call again.  So a local hit, and any call outside the prefixes
- * that succeeds, costs the real call plus a test of its result; nothing is
- * looked up, allocated or locked.  Calls that would create a file without
- * truncating it (O_CREAT without O_TRUNC, fopen "a") are the exception: the
- * cluster's copy is fetched first, or the new file would hide it.  A
- * truncating open never fetches: the cluster's copy would be thrown away.
+ * does ClusterStorage look at the path: make it absolute, normalise it and
+ * match it against the prefixes; look the name up in the index the agent
+ * publishes (a name no node ever had is answered ENOENT right here, with no
+ * round trip); and otherwise ask this node's agent over its local socket to
+ * make it present, repeating the real call once it has.  So a local hit, and
+ * any call outside the prefixes that succeeds, costs the real call plus a
+ * test of its result; nothing is looked up, allocated or locked.  Calls that
+ * would create a file without truncating it (O_CREAT without O_TRUNC, fopen
+ * "a") are the exception: the cluster's copy is fetched first, or the new
+ * file would hide it.  A truncating open never fetches: the cluster's copy
+ * would be thrown away.
+ *
+ * The answers: the agent installed it (the real call again), the cluster has
+ * no such name (ENOENT), or it has the name but cannot deliver it now (EIO,
+ * which web servers answer with a 5xx that clients and caches retry: a 404
+ * always means the file does not exist).  With no agent running, a name the
+ * index knows is EIO and one it does not is ENOENT, at once.
  *
  * The caller's errno is saved on entry and restored whenever the real call's
- * answer is the one returned.  Calls made by libcs itself (cs_inside), before
- * the constructor, or with the library inert go straight to libc.
+ * answer is the one returned.  Before the constructor, or with the library
+ * inert, calls go straight to libc.
  */
 #include <errno.h>
 #include <limits.h>
@@ -41,13 +50,7 @@ static int base_dir(int dirfd, char *buf, size_t size)
 {
 	if (dirfd == AT_FDCWD)
 		return getcwd(buf, size) ? 0 : -errno;
-	char link[32];
-	snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
-	ssize_t n = readlink(link, buf, size - 1);
-	if (n < 0)
-		return -errno;
-	buf[n] = '\0';
-	return buf[0] == '/' ? 0 : -ENOENT;
+	return cs_fd_path(dirfd, buf, size) < 0 ? -ENOENT : 0;
 }
 
 const struct cs_prefix *cs_locate(int dirfd, const char *path, char *abs,
@@ -64,25 +67,37 @@ const struct cs_prefix *cs_locate(int dirfd, const char *path, char *abs,
 	return cs_path_match(&cs_cfg, abs, rel);
 }
 
+/* Ask the agent for a name under p that the real call did not find; the
+ * errno to report, or 0 when it is here now. */
+static int ask_agent(const struct cs_prefix *p, const char *rel)
+{
+	enum cs_index_answer known;
+	int rc;
+
+	if (!cs_path_rel_valid(rel, strlen(rel)))
+		return ENOENT;
+	known = cs_index_lookup(p->name, rel);
+	if (known == CS_INDEX_ABSENT)
+		return ENOENT;
+	rc = cs_client_present(p->name, rel, cs_cfg.miss_timeout_ms);
+	if (rc == 0)
+		return 0;
+	if (rc == -ENOENT || (rc == -ECONNREFUSED && known == CS_INDEX_NONE))
+		return ENOENT;
+	return EIO;
+}
+
 /*
- * The real call failed with ENOENT.  Returns 0 when the file is now here and
+ * The real call failed with ENOENT.  Returns 0 when the name is now here and
  * the call should be repeated, else the errno to report.
  */
 static int miss(int dirfd, const char *path)
 {
 	char abs[CS_PATH_MAX];
 	const char *rel;
-	const struct cs_prefix *p;
-	int rc = -ENOENT;
+	const struct cs_prefix *p = cs_locate(dirfd, path, abs, &rel);
 
-	cs_inside++;
-	p = cs_locate(dirfd, path, abs, &rel);
-	if (p)
-		rc = cs_fetch(p, abs, rel);
-	cs_inside--;
-	if (rc == 0)
-		return 0;
-	return rc == -EAGAIN || rc == -ENOMEM ? ENOENT : -rc;
+	return p ? ask_agent(p, rel) : ENOENT;
 }
 
 /* Before a call that creates without truncating: bring the cluster's copy. */
@@ -90,14 +105,11 @@ static void before_create(int dirfd, const char *path)
 {
 	char abs[CS_PATH_MAX];
 	const char *rel;
-	const struct cs_prefix *p;
+	const struct cs_prefix *p = cs_locate(dirfd, path, abs, &rel);
 
-	cs_inside++;
-	p = cs_locate(dirfd, path, abs, &rel);
 	if (p && real.faccessat(AT_FDCWD, abs, F_OK, AT_SYMLINK_NOFOLLOW) < 0 &&
 	    errno == ENOENT)
-		cs_fetch(p, abs, rel);
-	cs_inside--;
+		ask_agent(p, rel);
 }
 
 #define active cs_active
@@ -108,7 +120,6 @@ static void before_create(int dirfd, const char *path)
 /*
  * The one wrapper body.  FAILED is the real call's failure test; the second
  * real call only happens on a miss that brought the file.
- * (Staleness checks for hits, from the write path, hook in after a success.)
  */
 #define BODY(ret, name, args, FAILED, dirfd, path, flags, fallback)             \
 	if (__builtin_expect(!real.name, 0) &&                                  \
@@ -169,8 +180,38 @@ static void before_create(int dirfd, const char *path)
 
 static void atfork_child(void)
 {
-	cs_core_atfork_child();
+	cs_client_forget();
+	cs_index_atfork_child();
 	cs_track_atfork_child();
+}
+
+/* Load the configuration, before main and before the host can rewrite its
+ * environment (nginx does).  A misconfiguration is said once, on one stderr
+ * line, and leaves the library inert: the host runs as if nothing were
+ * preloaded. */
+static bool configure(void)
+{
+	char err[512];
+	int rc;
+
+	/* cs-replicate is the agent: preloaded into it, the library would ask
+	 * the agent for what it is asked to serve. */
+	if (strcmp(program_invocation_short_name, "cs-replicate") == 0)
+		return false;
+	rc = cs_config_load(&cs_cfg, CS_ROLE_HOST, err, sizeof err);
+	if (rc == -ENOENT)
+		return false;
+	if (rc < 0) {
+		cs_log_level = CS_LOG_ERROR;
+		cs_error("%s; ClusterStorage is off in this process", err);
+		return false;
+	}
+	if (cs_cfg.needless[0])
+		cs_error("%s: a host process does not need %s and should not have %s; "
+			 "only cs-replicate does", cs_cfg.needless,
+			 strchr(cs_cfg.needless, ',') ? "them" : "it",
+			 strchr(cs_cfg.needless, ',') ? "them" : "it");
+	return true;
 }
 
 __attribute__((constructor)) static void cs_preload_init(void)
@@ -178,7 +219,7 @@ __attribute__((constructor)) static void cs_preload_init(void)
 	int saved = errno;
 
 	cs_real_resolve();
-	if (cs_core_init()) {
+	if (configure()) {
 		pthread_atfork(NULL, NULL, atfork_child);
 		cs_preload_state = 1;
 		cs_track_scan();

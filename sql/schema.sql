@@ -1,7 +1,8 @@
 -- ClusterStorage registry schema: the truth about which files exist, at which
 -- version, and which nodes hold them.  Loads into whatever database the client
 -- is using:   mysql cs < sql/schema.sql
--- Idempotent: safe to load again on an existing registry.
+-- Idempotent: safe to load again on an existing registry.  A registry made
+-- by an earlier version also needs the files in migrations/, in order.
 
 -- One row per node.  `up` is derived from heartbeat_at (cs-replicate serve
 -- refreshes it every few seconds), never stored.
@@ -20,6 +21,9 @@ CREATE TABLE IF NOT EXISTS nodes (
 -- is the lookup key (paths may be longer than an index allows); namespace and
 -- path are kept verbatim and compared too.  A delete is a tombstone version
 -- (deleted = 1), so versions keep increasing through delete and re-create.
+-- files_dir answers "is there a live file below this directory" with a range
+-- scan; files_updated lets each agent poll for names registered since it
+-- last looked (its index of names, see README).
 CREATE TABLE IF NOT EXISTS files (
   id         BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
   path_hash  BINARY(32) NOT NULL,
@@ -34,7 +38,9 @@ CREATE TABLE IF NOT EXISTS files (
              ON UPDATE CURRENT_TIMESTAMP(3),
   PRIMARY KEY (id),
   UNIQUE KEY files_path_hash (path_hash),
-  KEY files_namespace (namespace)
+  KEY files_namespace (namespace),
+  KEY files_dir (namespace, path(255)),
+  KEY files_updated (updated_at)
 ) ENGINE=InnoDB;
 
 -- Which node holds which version of a file, and what that copy looked like

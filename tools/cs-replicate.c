@@ -2,7 +2,7 @@
  * cs-replicate.c - the per-node helper: command line and subcommands.
  *
  * A subcommand is a function and a row in `commands`.  The work itself is in
- * libcs (registry, hashing) and serve.c (the HTTP daemon); this file parses
+ * agent/ (the agent, the registry, hashing, the journals); this file parses
  * arguments, loads the CS_* configuration and turns results into exit
  * statuses: 0 done, 1 failed (with the reason on stderr), 2 usage or
  * configuration error.
@@ -18,8 +18,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent.h"
+#include "announce.h"
 #include "cs.h"
-#include "serve.h"
+#include "nodes.h"
+#include "registry.h"
+#include "sign.h"
+#include "tail.h"
 
 static int cmd_serve(int argc, char **argv);
 static int cmd_import(int argc, char **argv);
@@ -30,14 +35,14 @@ static int cmd_help(int argc, char **argv);
 static const struct command {
 	const char *name;
 	int (*run)(int argc, char **argv);
-	bool server;            /* needs CS_LISTEN and CS_NODE_URL */
+	enum cs_role role;      /* the agent needs CS_LISTEN and CS_NODE_URL too */
 	const char *usage;
 } commands[] = {
-	{ "serve", cmd_serve, true, "serve                 run this node's peer HTTP daemon and heartbeat" },
-	{ "import", cmd_import, false, "import <namespace>    register the files already in this node's directory" },
-	{ "status", cmd_status, false, "status                list nodes, their state and the files they hold" },
-	{ "drain", cmd_drain, false, "drain [--timeout S]   replicate every pending journal entry now; exit 0 when none is left" },
-	{ "help", cmd_help, false, "help                  this list" },
+	{ "serve", cmd_serve, CS_ROLE_AGENT, "serve                 run this node's agent: misses, replication, peer endpoint" },
+	{ "import", cmd_import, CS_ROLE_TOOL, "import <namespace>    register the files already in this node's directory" },
+	{ "status", cmd_status, CS_ROLE_TOOL, "status                list nodes, their state and the files they hold" },
+	{ "drain", cmd_drain, CS_ROLE_TOOL, "drain [--timeout S]   wait until every journal entry is replicated; exit 0 when none is left" },
+	{ "help", cmd_help, CS_ROLE_TOOL, "help                  this list" },
 };
 
 #define NCOMMANDS (sizeof commands / sizeof *commands)
@@ -59,48 +64,73 @@ static int cmd_serve(int argc, char **argv)
 		fprintf(stderr, "usage: cs-replicate serve\n");
 		return 2;
 	}
-	return serve_main();
+	return cs_agent_main();
 }
 
 /* ---- import --------------------------------------------------------- */
 
+#define IMPORT_BATCH 256        /* files announced, then registered, together */
+
+struct hashed {
+	char *rel;
+	uint64_t size;
+	int64_t mtime_ns;
+	unsigned char sha[CS_SHA256_LEN];
+};
+
 struct import {
 	const char *ns;
 	unsigned long files, added, conflicts, errors;
+	struct hashed batch[IMPORT_BATCH];
+	int n;
+	struct cs_announce names;
 };
 
-static void import_file(struct import *im, int dirfd, const char *name,
-			const char *rel)
+/* Announce the batch's names to every node, then register them: no node
+ * can then answer 404 for a name the registry has. */
+static void import_flush(struct import *im)
 {
-	unsigned char sha[CS_SHA256_LEN];
-	uint64_t size;
+	cs_announce_send(&im->names, true);
+	for (int i = 0; i < im->n; i++) {
+		struct hashed *h = &im->batch[i];
+		int rc = cs_registry_import(im->ns, h->rel, h->size, h->mtime_ns, h->sha);
+
+		im->files++;
+		if (rc == 0) {
+			im->added++;
+		} else if (rc == -EEXIST) {
+			fprintf(stderr, "cs-replicate import: %s: the registry holds different "
+					"content for this path; left as it is\n", h->rel);
+			im->conflicts++;
+		} else {
+			fprintf(stderr, "cs-replicate import: %s: %s\n", h->rel,
+				rc == -EAGAIN ? "registry unreachable" : strerror(-rc));
+			im->errors++;
+		}
+		free(h->rel);
+	}
+	im->n = 0;
+}
+
+static void import_file(struct import *im, int dirfd, const char *name, const char *rel)
+{
+	struct hashed *h = &im->batch[im->n];
 	struct stat st;
 	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
-	int rc;
 
-	if (fd < 0 || fstat(fd, &st) < 0) {
+	if (fd < 0 || fstat(fd, &st) < 0 || cs_sha256_fd(fd, h->sha, &h->size) < 0 ||
+	    !(h->rel = strdup(rel))) {
 		fprintf(stderr, "cs-replicate import: %s: %s\n", rel, strerror(errno));
 		im->errors++;
 		if (fd >= 0)
 			close(fd);
 		return;
 	}
-	rc = cs_sha256_fd(fd, sha, &size);
 	close(fd);
-	if (rc == 0)
-		rc = cs_registry_import(im->ns, rel, size, cs_mtime_ns(&st), sha);
-	im->files++;
-	if (rc == 0) {
-		im->added++;
-	} else if (rc == -EEXIST) {
-		fprintf(stderr, "cs-replicate import: %s: the registry holds different "
-				"content for this path; left as it is\n", rel);
-		im->conflicts++;
-	} else {
-		fprintf(stderr, "cs-replicate import: %s: %s\n", rel,
-			rc == -EAGAIN ? "registry unreachable" : strerror(-rc));
-		im->errors++;
-	}
+	h->mtime_ns = cs_mtime_ns(&st);
+	cs_announce_add(&im->names, im->ns, rel);
+	if (++im->n == IMPORT_BATCH)
+		import_flush(im);
 }
 
 /* Depth-first over dirfd; never follows symlinks, skips libcs temp files. */
@@ -147,7 +177,7 @@ static int import_dir(struct import *im, int fd, const char *prefix)
 
 static int cmd_import(int argc, char **argv)
 {
-	struct import im = { 0 };
+	static struct import im;
 	const struct cs_prefix *p;
 	uint32_t self;
 	int fd, rc;
@@ -162,7 +192,7 @@ static int cmd_import(int argc, char **argv)
 			argv[1]);
 		return 2;
 	}
-	if ((rc = cs_registry_self(&self)) < 0) {
+	if ((rc = cs_nodes_self(&self)) < 0) {
 		fprintf(stderr, "cs-replicate import: registry unreachable (%s)\n",
 			strerror(-rc));
 		return 1;
@@ -173,6 +203,8 @@ static int cmd_import(int argc, char **argv)
 		fprintf(stderr, "cs-replicate import: %s: %s\n", p->dir, strerror(errno));
 		return 1;
 	}
+	import_flush(&im);
+	cs_announce_free(&im.names);
 	printf("imported %lu files (%lu registered or already matching, %lu conflicting, %lu errors)\n",
 	       im.files, im.added, im.conflicts, im.errors);
 	return im.conflicts || im.errors ? 1 : 0;
@@ -194,7 +226,7 @@ static int cmd_status(int argc, char **argv)
 	st = calloc(n, sizeof *st);
 	if (!st)
 		return 1;
-	rc = cs_registry_status(st, &n, &files);
+	rc = cs_nodes_status(st, &n, &files);
 	if (rc < 0) {
 		fprintf(stderr, "cs-replicate status: registry unreachable (%s)\n",
 			strerror(-rc));
@@ -221,10 +253,15 @@ static int cmd_status(int argc, char **argv)
 
 /* ---- drain ---------------------------------------------------------- */
 
+/*
+ * With this node's agent running, wait for it to replicate every journal
+ * entry; without one, replicate them here (holding the agent lock, so
+ * none starts meanwhile).
+ */
 static int cmd_drain(int argc, char **argv)
 {
-	long timeout = 60;
-	int live = 0, pending;
+	long timeout = 60, pending;
+	int live = 0, rc;
 
 	if (argc == 3 && strcmp(argv[1], "--timeout") == 0) {
 		char *end;
@@ -241,14 +278,28 @@ static int cmd_drain(int argc, char **argv)
 		printf("CS_SPOOL is unset: nothing is journaled on this node\n");
 		return 0;
 	}
+	if ((rc = cs_agent_lock()) == 0) {
+		pending = cs_tail_drain((int)(timeout * 1000));
+		if (pending == 0) {
+			printf("nothing pending (no agent running: replicated here)\n");
+			return 0;
+		}
+		fprintf(stderr, "cs-replicate drain: %ld entries still pending after %ld s, and no "
+				"agent runs on this node; is the registry or every other node down?\n",
+			pending, timeout);
+		return 1;
+	}
+	if (rc != -EBUSY) {
+		fprintf(stderr, "cs-replicate drain: %s/agent.lock: %s\n", cs_cfg.spool,
+			strerror(-rc));
+		return 1;
+	}
 	time_t deadline = time(NULL) + timeout;
 	for (;;) {
-		/* Dead processes' journals are replicated here; live processes
-		 * replicate their own, and we wait for them. */
-		pending = cs_replicate_orphans(true, &live);
+		pending = cs_tail_pending(&live);
 		if (pending < 0) {
 			fprintf(stderr, "cs-replicate drain: %s: %s\n", cs_cfg.spool,
-				strerror(-pending));
+				strerror((int)-pending));
 			return 1;
 		}
 		if (pending == 0) {
@@ -257,11 +308,11 @@ static int cmd_drain(int argc, char **argv)
 		}
 		if (time(NULL) >= deadline)
 			break;
-		usleep(200000);
+		usleep(100000);
 	}
-	fprintf(stderr, "cs-replicate drain: %d entries still pending after %ld s (%d journals of "
-			"live processes); is the registry or every other node down?\n",
-		pending, timeout, live);
+	fprintf(stderr, "cs-replicate drain: %ld entries still pending after %ld s; is the "
+			"registry or every other node down?  (the agent's log says)\n",
+		pending, timeout);
 	return 1;
 }
 
@@ -283,7 +334,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (cmd->run != cmd_help) {
-		int rc = cs_config_load(&cs_cfg, cmd->server, err, sizeof err);
+		int rc = cs_config_load(&cs_cfg, cmd->role, err, sizeof err);
 		if (rc == -ENOENT) {
 			fprintf(stderr, "cs-replicate: CS_PREFIXES: unset; nothing to do\n");
 			return 2;
@@ -292,6 +343,15 @@ int main(int argc, char **argv)
 			fprintf(stderr, "cs-replicate: %s\n", err);
 			return 2;
 		}
+	}
+	if (cmd->run == cmd_serve) {
+		if (cs_log_setup(cs_cfg.log_file, true, "cs-replicate") < 0) {
+			fprintf(stderr, "cs-replicate: CS_LOG_FILE '%s': %s\n", cs_cfg.log_file,
+				strerror(errno));
+			return 2;
+		}
+	} else if (cmd->run != cmd_help) {
+		cs_agent_setup();
 	}
 	return cmd->run(argc - 1, argv + 1);
 }

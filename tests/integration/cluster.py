@@ -3,11 +3,12 @@ the demo and the benchmarks.
 
 Starts, in a fresh temporary directory: memcached, MariaDB (own datadir,
 schema from sql/schema.sql), and N nodes.  Node i has its namespace
-directory (owned by www-data), a `cs-replicate serve` running as www-data,
-and an nginx whose master runs as root under LD_PRELOAD=libcs.so with the
-node's CS_* variables and whose two workers drop to www-data, as in
-production.  Each nginx listens twice: `port` serves files with a plain
-`location` (nginx opens them with open64), `try_port` uses
+directory and spool (owned by www-data), its agent `cs-replicate serve`
+running as www-data with the whole configuration (registry, secret), and
+an nginx whose master runs as root under LD_PRELOAD=libcs.so with only what
+a host needs (CS_PREFIXES, CS_SPOOL, CS_LOG) and whose two workers drop to
+www-data, as in production.  Each nginx listens twice: `port` serves files
+with a plain `location` (nginx opens them with open64), `try_port` uses
 `try_files $uri =404` (nginx decides with stat64 first).
 
 Environment: B (build dir, default "build"), CS_TEST_PRELOAD (what to put
@@ -129,25 +130,30 @@ class Node:
         os.chown(self.spool, pw.pw_uid, pw.pw_gid)
 
     def env(self, preload=False, **extra):
+        """A host's environment with preload (what the library needs, and
+        nothing secret), else the agent's and its commands' (everything)."""
         c = self.cluster
         e = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "CS_PREFIXES": "%s=%s" % (c.namespace, self.dir),
-            "CS_NODE": self.name,
-            "CS_NODE_URL": self.url,
-            "CS_LISTEN": "127.0.0.1:%d" % self.serve_port,
-            "CS_MYSQL": c.mysql_url,
-            "CS_MEMCACHED": "127.0.0.1:%d" % c.memcached_port,
-            "CS_SECRET": c.secret,
             "CS_SPOOL": self.spool,
             "CS_LOG": c.log_level,
         }
+        if not preload:
+            e.update({
+                "CS_NODE": self.name,
+                "CS_NODE_URL": self.url,
+                "CS_LISTEN": "127.0.0.1:%d" % self.serve_port,
+                "CS_MYSQL": c.mysql_url,
+                "CS_MEMCACHED": "127.0.0.1:%d" % c.memcached_port,
+                "CS_SECRET": c.secret,
+            })
         for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
             if k in os.environ:
                 e[k] = os.environ[k]
         if preload:
             e["LD_PRELOAD"] = c.preload
-        e.update(c.extra_env)
+        e.update(c.host_env if preload else c.extra_env)
         e.update(extra)
         return e
 
@@ -289,7 +295,8 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, nodes=3, namespace="img", log_level="warn", nginx=True, extra_env=None):
+    def __init__(self, nodes=3, namespace="img", log_level="warn", nginx=True, extra_env=None,
+                 host_env=None):
         if os.geteuid() != 0:
             raise SystemExit("cluster.py: needs root (nginx workers and the daemon run as www-data)")
         self.namespace = namespace
@@ -302,7 +309,8 @@ class Cluster:
         self.nodes = []
         self.want_nginx = nginx
         self.n = nodes
-        self.extra_env = extra_env or {}
+        self.extra_env = extra_env or {}      # the agent's and cs-replicate's
+        self.host_env = host_env or {}        # host processes'
 
     # -- lifetime --------------------------------------------------------
     def __enter__(self):

@@ -1,7 +1,7 @@
 """test_peer_writes.py - the peer side of writes: what cs-replicate serve
 does with a signed PUT (a pushed version), POST (a rename) and DELETE (drop
-superseded copies), what it refuses, its sweeper, and libcs's client for
-them (peer.c, through a small program built from peer_client.c).
+superseded copies), what it refuses, its sweeper, and the agent's client
+for them (agent/peer.c, through build/tests/peer_client).
 
 Versions are registered the way an existing tree joins the cluster (put on
 node1, `cs-replicate import`); newer versions and tombstones are written
@@ -441,25 +441,11 @@ def test_other_methods(c):
     expect(n2.signed("POST", path, sig=False)[0] == 401, "unsigned POST -> 401")
 
 
-# ---- libcs's client (peer.c) against the real daemon -----------------------
-
-def build_peer_client(tmp):
-    out = os.path.join(tmp, "peer_client")
-    libs = subprocess.run(["pkg-config", "--libs", "libmemcached", "libmariadb", "libcurl",
-                           "libcrypto"], capture_output=True, text=True, check=True).stdout.split()
-    san = [] if os.environ.get("B", "build") == "build" else \
-        ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
-    subprocess.run(["cc", "-std=c11", "-D_GNU_SOURCE", "-g", "-Wall", "-Werror"] + san +
-                   ["-I", os.path.join(TOP, "include"),
-                    os.path.join(TOP, "tests/integration/peer_client.c"),
-                    os.path.join(BUILD, "libcs.a"), "-o", out] + libs + ["-lpthread", "-ldl"],
-                   check=True)
-    return out
-
+# ---- the agent's client (agent/peer.c) against the real daemon -------------
 
 def test_peer_client(c):
     n1, n3 = c.nodes[0], c.nodes[2]
-    prog = build_peer_client(c.tmp)
+    prog = os.path.join(BUILD, "tests/peer_client")
 
     def run(*args):
         p = subprocess.run([prog] + [str(a) for a in args], env=n1.env(), capture_output=True,

@@ -1,9 +1,11 @@
 /*
- * misses.c - stat N paths that no node has and time them: the first miss
- * and the rest separately, so the runner can see the circuit breaker answer
- * for a registry that hangs.  Also a plain reader for inert-mode checks.
+ * misses.c - stat N paths this node lacks and time them, the first miss and
+ * the rest apart, counting how each failed, so the runner can see misses
+ * answered at once (from the index, or with no agent running) or bounded
+ * by CS_MISS_TIMEOUT.  Also a plain reader for inert-mode checks.
  *
- * usage: misses <dir> <n>          prints "first S rest S found K"
+ * usage: misses <dir> <n> [name]   stats <dir>/<name>-<i> (name: absent);
+ *                                  prints "first S rest S found K enoent K eio K"
  *        misses --cat <file>       copies a file to stdout
  */
 #include <errno.h>
@@ -39,18 +41,25 @@ int main(int argc, char **argv)
 		fclose(f);
 		return 0;
 	}
-	if (argc != 3)
+	if (argc != 3 && argc != 4)
 		return 2;
-	long n = atol(argv[2]);
-	double t0 = now();
-	snprintf(path, sizeof path, "%s/absent-0", argv[1]);
-	found += stat(path, &st) == 0;
-	double t1 = now();
-	for (long i = 1; i < n; i++) {
-		snprintf(path, sizeof path, "%s/absent-%ld", argv[1], i);
-		found += stat(path, &st) == 0;
+	const char *name = argc == 4 ? argv[3] : "absent";
+	long n = atol(argv[2]), enoent = 0, eio = 0;
+	double t0 = now(), t1 = t0;
+	for (long i = 0; i < n; i++) {
+		snprintf(path, sizeof path, "%s/%s-%ld", argv[1], name, i);
+		errno = 0;
+		if (stat(path, &st) == 0)
+			found++;
+		else if (errno == ENOENT)
+			enoent++;
+		else if (errno == EIO)
+			eio++;
+		if (i == 0)
+			t1 = now();
 	}
 	double t2 = now();
-	printf("first %.3f rest %.3f found %d\n", t1 - t0, t2 - t1, found);
+	printf("first %.6f rest %.6f found %d enoent %ld eio %ld\n", t1 - t0, t2 - t1, found,
+	       enoent, eio);
 	return 0;
 }

@@ -52,7 +52,8 @@ int main(int argc, char **argv)
 
 	if (argc == 2 && strcmp(argv[1], "--expect") == 0) {
 		puts("W\tt\ta\nW\tt\tb\nW\tt\tc\nW\tt\td\nR\tt\ta\ta2\nD\tt\tb\nD\tt\tc\n"
-		     "W\tt\tmoved\nW\tt\td\nW\tt\tdlink\nR\tt\tsub\tsub2\nW\tt\tsp%20ace");
+		     "W\tt\tmoved\nW\tt\td\nW\tt\tdlink\nR\tt\tsub\tsub2\nW\tt\tsp%20ace\n"
+		     "W\tt\tranged\nW\tt\tfrom");
 		return 0;
 	}
 	if (argc != 3)
@@ -105,5 +106,12 @@ int main(int argc, char **argv)
 	/* names that need encoding */
 	CHECK((f = fopen(at(in, "sp ace"), "a")) != NULL);
 	KEEPS_ERRNO(fclose(f));
+	/* close_range and closefrom close inside the kernel: the writes end */
+	CHECK((fd = open(at(in, "ranged"), O_WRONLY | O_CREAT, 0644)) >= 0);
+	CHECK(dup2(fd, 200) == 200 && close(fd) == 0);
+	KEEPS_ERRNO(close_range(200, 210, 0));
+	CHECK((fd = open(at(in, "from"), O_WRONLY | O_CREAT, 0644)) >= 0);
+	CHECK(dup2(fd, 300) == 300 && close(fd) == 0);
+	closefrom(300);
 	return failures ? 1 : 0;
 }

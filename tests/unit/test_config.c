@@ -26,10 +26,10 @@ static const char *fake_getenv(const char *name)
 static struct cs_config cfg;
 static char err[512];
 
-static int parse(const char *const *e, bool server)
+static int parse(const char *const *e, enum cs_role role)
 {
 	env = e;
-	return cs_config_parse(&cfg, fake_getenv, server, err, sizeof err);
+	return cs_config_parse(&cfg, fake_getenv, role, err, sizeof err);
 }
 
 #define BASE "CS_MYSQL", "mysql://cs:pw@127.0.0.1:3306/cs", "CS_SECRET", "k"
@@ -38,7 +38,7 @@ static void unset_prefixes_means_inert(void **state)
 {
 	(void)state;
 	const char *e[] = { BASE, NULL };
-	assert_int_equal(parse(e, false), -ENOENT);
+	assert_int_equal(parse(e, CS_ROLE_TOOL), -ENOENT);
 }
 
 static void full_configuration(void **state)
@@ -48,8 +48,9 @@ static void full_configuration(void **state)
 			    "CS_NODE", "web1", "CS_NODE_URL", "http://10.0.0.1:8081/",
 			    "CS_LISTEN", "0.0.0.0:8081", "CS_MEMCACHED", "127.0.0.1:11211",
 			    "CS_REPLICAS", "3", "CS_ZONE", "rack-a", "CS_LOG", "info",
-			    BASE, NULL };
-	assert_int_equal(parse(e, true), 0);
+			    "CS_SPOOL", "/var/spool//cs/", "CS_DB_CONNECTIONS", "2",
+			    "CS_LOG_FILE", "/var/log/cs.log", BASE, NULL };
+	assert_int_equal(parse(e, CS_ROLE_AGENT), 0);
 	assert_int_equal(cfg.nprefix, 2);
 	assert_string_equal(cfg.prefix[0].name, "img");
 	assert_string_equal(cfg.prefix[0].dir, "/srv/img");
@@ -64,24 +65,72 @@ static void full_configuration(void **state)
 	assert_int_equal(cfg.secret_len, 1);
 	assert_string_equal(cfg.mysql.user, "cs");
 	assert_int_equal(cfg.mysql.port, 3306);
+	assert_string_equal(cfg.spool, "/var/spool/cs");
+	assert_int_equal(cfg.db_connections, 2);
+	assert_string_equal(cfg.log_file, "/var/log/cs.log");
 }
 
 static void defaults(void **state)
 {
 	(void)state;
 	const char *e[] = { "CS_PREFIXES", "img=/srv/img", BASE, NULL };
-	assert_int_equal(parse(e, false), 0);
+	assert_int_equal(parse(e, CS_ROLE_TOOL), 0);
 	assert_int_equal(cfg.replicas, 2);
 	assert_int_equal(cfg.log_level, CS_LOG_ERROR);
 	assert_true(cfg.node[0] != '\0');       /* hostname */
 	assert_string_equal(cfg.zone, "");
 	assert_string_equal(cfg.memcached, "");
+	assert_int_equal(cfg.db_connections, 4);
+	assert_int_equal(cfg.miss_timeout_ms, CS_MISS_TIMEOUT_MS);
+}
+
+static void refuses(const char *var, const char *const *e, enum cs_role role);
+
+/* A host process needs its namespaces and CS_SPOOL, nothing of the
+ * registry and no secret; it is told when it holds what it should not. */
+static void host_needs_little(void **state)
+{
+	(void)state;
+	const char *host[] = { "CS_PREFIXES", "img=/srv/img", "CS_SPOOL", "/var/spool/cs",
+			       "CS_MISS_TIMEOUT", "2.5", NULL };
+	assert_int_equal(parse(host, CS_ROLE_HOST), 0);
+	assert_string_equal(cfg.spool, "/var/spool/cs");
+	assert_int_equal(cfg.miss_timeout_ms, 2500);
+	assert_string_equal(cfg.needless, "");
+	assert_int_equal(cfg.secret_len, 0);
+
+	const char *leaky[] = { "CS_PREFIXES", "img=/srv/img", "CS_SPOOL", "/var/spool/cs",
+				BASE, NULL };
+	assert_int_equal(parse(leaky, CS_ROLE_HOST), 0);
+	assert_string_equal(cfg.needless, "CS_SECRET, CS_MYSQL");
+	assert_int_equal(cfg.secret_len, 0);            /* read, but not kept */
+	assert_string_equal(cfg.mysql.pass, "");
+
+	const char *file[] = { "CS_PREFIXES", "img=/srv/img", "CS_SPOOL", "/s",
+			       "CS_SECRET_FILE", "/etc/shadow", NULL };
+	assert_int_equal(parse(file, CS_ROLE_HOST), 0);
+	assert_string_equal(cfg.needless, "CS_SECRET_FILE");
+
+	const char *no_spool[] = { "CS_PREFIXES", "img=/srv/img", NULL };
+	const char *timeout[] = { "CS_PREFIXES", "img=/srv/img", "CS_SPOOL", "/s",
+				  "CS_MISS_TIMEOUT", "soon", NULL };
+	const char *zero[] = { "CS_PREFIXES", "img=/srv/img", "CS_SPOOL", "/s",
+			       "CS_MISS_TIMEOUT", "0", NULL };
+	char longer[200];
+	memset(longer, 'x', sizeof longer - 1);
+	longer[0] = '/';
+	longer[sizeof longer - 1] = '\0';
+	const char *too_long[] = { "CS_PREFIXES", "img=/srv/img", "CS_SPOOL", longer, NULL };
+	refuses("CS_SPOOL", no_spool, CS_ROLE_HOST);
+	refuses("CS_MISS_TIMEOUT", timeout, CS_ROLE_HOST);
+	refuses("CS_MISS_TIMEOUT", zero, CS_ROLE_HOST);
+	refuses("CS_SPOOL", too_long, CS_ROLE_HOST);
 }
 
 /* Each bad value is refused with a sentence naming its variable. */
-static void refuses(const char *var, const char *const *e, bool server)
+static void refuses(const char *var, const char *const *e, enum cs_role role)
 {
-	int rc = parse(e, server);
+	int rc = parse(e, role);
 	if (rc != -EINVAL || !strstr(err, var))
 		fail_msg("expected -EINVAL naming %s, got %d: '%s'", var, rc, err);
 }
@@ -98,21 +147,21 @@ static void bad_prefixes(void **state)
 	const char *badname[] = { "CS_PREFIXES", "i m g=/srv/x", BASE, NULL };
 	const char *empty_dir[] = { "CS_PREFIXES", "img=", BASE, NULL };
 
-	refuses("CS_PREFIXES", no_eq, false);
-	refuses("CS_PREFIXES", rel, false);
-	refuses("CS_PREFIXES", root, false);
-	refuses("CS_PREFIXES", root2, false);
-	refuses("CS_PREFIXES", dup, false);
-	refuses("CS_PREFIXES", overlap, false);
-	refuses("CS_PREFIXES", badname, false);
-	refuses("CS_PREFIXES", empty_dir, false);
+	refuses("CS_PREFIXES", no_eq, CS_ROLE_TOOL);
+	refuses("CS_PREFIXES", rel, CS_ROLE_TOOL);
+	refuses("CS_PREFIXES", root, CS_ROLE_TOOL);
+	refuses("CS_PREFIXES", root2, CS_ROLE_TOOL);
+	refuses("CS_PREFIXES", dup, CS_ROLE_TOOL);
+	refuses("CS_PREFIXES", overlap, CS_ROLE_TOOL);
+	refuses("CS_PREFIXES", badname, CS_ROLE_TOOL);
+	refuses("CS_PREFIXES", empty_dir, CS_ROLE_TOOL);
 }
 
 static void siblings_do_not_overlap(void **state)
 {
 	(void)state;
 	const char *e[] = { "CS_PREFIXES", "a=/srv/img,b=/srv/img2", BASE, NULL };
-	assert_int_equal(parse(e, false), 0);
+	assert_int_equal(parse(e, CS_ROLE_TOOL), 0);
 	assert_int_equal(cfg.nprefix, 2);
 }
 
@@ -127,23 +176,30 @@ static void bad_other_variables(void **state)
 	const char *node[] = { "CS_PREFIXES", "img=/x", "CS_NODE", "web 1", BASE, NULL };
 	const char *url[] = { "CS_PREFIXES", "img=/x", "CS_NODE_URL", "ftp://x", BASE, NULL };
 	const char *listen[] = { "CS_PREFIXES", "img=/x", "CS_NODE_URL", "http://x",
-				 "CS_LISTEN", "8081", BASE, NULL };
-	const char *server[] = { "CS_PREFIXES", "img=/x", BASE, NULL };
+				 "CS_LISTEN", "8081", "CS_SPOOL", "/s", BASE, NULL };
+	const char *server[] = { "CS_PREFIXES", "img=/x", "CS_SPOOL", "/s", BASE, NULL };
+	const char *conns[] = { "CS_PREFIXES", "img=/x", "CS_DB_CONNECTIONS", "0", BASE, NULL };
+	const char *logfile[] = { "CS_PREFIXES", "img=/x", "CS_LOG_FILE", "cs.log", BASE, NULL };
 	const char *spool[] = { "CS_PREFIXES", "img=/x", "CS_SPOOL", "spool", BASE, NULL };
 	const char *sfile[] = { "CS_PREFIXES", "img=/x", "CS_MYSQL", "mysql://u@h/db",
 				"CS_SECRET_FILE", "/nonexistent/secret", NULL };
+	const char *no_spool_agent[] = { "CS_PREFIXES", "img=/x", "CS_NODE_URL", "http://x",
+					 "CS_LISTEN", "h:1", BASE, NULL };
 
-	refuses("CS_MYSQL", no_mysql, false);
-	refuses("CS_SECRET", no_secret, false);
-	refuses("CS_REPLICAS", replicas, false);
-	refuses("CS_REPLICAS", replicas0, false);
-	refuses("CS_LOG", log, false);
-	refuses("CS_NODE", node, false);
-	refuses("CS_NODE_URL", url, false);
-	refuses("CS_LISTEN", listen, true);
-	refuses("CS_NODE_URL", server, true);
-	refuses("CS_SPOOL", spool, false);
-	refuses("CS_SECRET_FILE", sfile, false);
+	refuses("CS_MYSQL", no_mysql, CS_ROLE_TOOL);
+	refuses("CS_SECRET", no_secret, CS_ROLE_TOOL);
+	refuses("CS_REPLICAS", replicas, CS_ROLE_TOOL);
+	refuses("CS_REPLICAS", replicas0, CS_ROLE_TOOL);
+	refuses("CS_LOG", log, CS_ROLE_TOOL);
+	refuses("CS_NODE", node, CS_ROLE_TOOL);
+	refuses("CS_NODE_URL", url, CS_ROLE_TOOL);
+	refuses("CS_LISTEN", listen, CS_ROLE_AGENT);
+	refuses("CS_NODE_URL", server, CS_ROLE_AGENT);
+	refuses("CS_SPOOL", spool, CS_ROLE_TOOL);
+	refuses("CS_SECRET_FILE", sfile, CS_ROLE_TOOL);
+	refuses("CS_DB_CONNECTIONS", conns, CS_ROLE_TOOL);
+	refuses("CS_LOG_FILE", logfile, CS_ROLE_TOOL);
+	refuses("CS_SPOOL", no_spool_agent, CS_ROLE_AGENT);
 }
 
 static void secret_file_trailing_newline(void **state)
@@ -156,7 +212,7 @@ static void secret_file_trailing_newline(void **state)
 	close(fd);
 	const char *e[] = { "CS_PREFIXES", "img=/x", "CS_MYSQL", "mysql://u@h/db",
 			    "CS_SECRET_FILE", path, NULL };
-	assert_int_equal(parse(e, false), 0);
+	assert_int_equal(parse(e, CS_ROLE_TOOL), 0);
 	unlink(path);
 	assert_int_equal(cfg.secret_len, 7);
 	assert_memory_equal(cfg.secret, "hunter2", 7);
@@ -175,7 +231,7 @@ static void symlinked_prefix_remembers_real_dir(void **state)
 	char pfx[200];
 	snprintf(pfx, sizeof pfx, "img=%s", link);
 	const char *e[] = { "CS_PREFIXES", pfx, BASE, NULL };
-	assert_int_equal(parse(e, false), 0);
+	assert_int_equal(parse(e, CS_ROLE_TOOL), 0);
 	assert_string_equal(cfg.prefix[0].dir, link);
 	assert_string_equal(cfg.prefix[0].real, real);
 	unlink(link);
@@ -224,6 +280,7 @@ int main(void)
 		cmocka_unit_test(unset_prefixes_means_inert),
 		cmocka_unit_test(full_configuration),
 		cmocka_unit_test(defaults),
+		cmocka_unit_test(host_needs_little),
 		cmocka_unit_test(bad_prefixes),
 		cmocka_unit_test(siblings_do_not_overlap),
 		cmocka_unit_test(bad_other_variables),

@@ -1,5 +1,5 @@
 /* test_journal.c - journal lines: what a writer appends is what the
- * replicator reads back, whatever the path holds, and damaged or hostile
+ * agent reads back, whatever the path holds, and damaged or hostile
  * lines are refused rather than replicated. */
 #include <errno.h>
 #include <setjmp.h>
@@ -14,8 +14,9 @@
 static void round_trip(enum cs_op op, const char *rel, const char *rel2)
 {
 	char line[3 * CS_PATH_MAX];
+	struct cs_held h = { 42, 7, 123456, -1764000000123456789LL };
 	struct cs_entry e;
-	int n = cs_journal_format(op, "img", rel, rel2, line, sizeof line);
+	int n = cs_journal_format(op, "img", rel, rel2, &h, line, sizeof line);
 
 	assert_true(n > 0);
 	assert_int_equal(line[n - 1], '\n');
@@ -26,6 +27,8 @@ static void round_trip(enum cs_op op, const char *rel, const char *rel2)
 	assert_string_equal(e.rel, rel);
 	if (op == CS_OP_RENAME)
 		assert_string_equal(e.rel2, rel2);
+	if (op == CS_OP_HELD)
+		assert_memory_equal(&e.held, &h, sizeof h);
 }
 
 static void lines_round_trip(void **state)
@@ -34,6 +37,7 @@ static void lines_round_trip(void **state)
 	round_trip(CS_OP_WRITE, "a/b/c.jpg", NULL);
 	round_trip(CS_OP_DELETE, "with space/and%25 #?.txt", NULL);
 	round_trip(CS_OP_RENAME, "tmp/x.part", "final/caf\xc3\xa9.png");
+	round_trip(CS_OP_HELD, "fetched/here.jpg", NULL);
 }
 
 /* Names the cluster refuses everywhere are refused when journaled, not
@@ -43,11 +47,11 @@ static void control_bytes(void **state)
 	(void)state;
 	char line[256];
 
-	assert_int_equal(cs_journal_format(CS_OP_WRITE, "img", "new\nline", NULL, line,
+	assert_int_equal(cs_journal_format(CS_OP_WRITE, "img", "new\nline", NULL, NULL, line,
 					   sizeof line), -EINVAL);
-	assert_int_equal(cs_journal_format(CS_OP_RENAME, "img", "a", "b\tc", line,
+	assert_int_equal(cs_journal_format(CS_OP_RENAME, "img", "a", "b\tc", NULL, line,
 					   sizeof line), -EINVAL);
-	assert_int_equal(cs_journal_format(CS_OP_WRITE, "img", "../x", NULL, line,
+	assert_int_equal(cs_journal_format(CS_OP_WRITE, "img", "../x", NULL, NULL, line,
 					   sizeof line), -EINVAL);
 }
 
@@ -56,7 +60,8 @@ static void acknowledgements(void **state)
 	(void)state;
 	struct cs_entry e;
 
-	assert_int_equal(cs_journal_parse("K\t12345", 7, &e), 1);
+	assert_int_equal(cs_journal_parse("K\t12345", 7, &e), 0);
+	assert_int_equal(e.op, CS_OP_ACK);
 	assert_int_equal(e.off, 12345);
 	assert_int_equal(cs_journal_parse("K\t12x", 5, &e), -EINVAL);
 }
@@ -76,6 +81,9 @@ static void refused(void **state)
 		"W\timg\ta\textra",              /* trailing field */
 		"W\t\ta",                        /* no namespace */
 		"W",                             /* cut short */
+		"H\timg\ta\t1\t2\t3",           /* holder record without its mtime */
+		"H\timg\ta\t1\t2\tx\t4",        /* ... with a size that is no number */
+		"K\t-3",                         /* an offset below 0 */
 	};
 
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
@@ -91,7 +99,7 @@ static void too_long(void **state)
 		rel[i] = i % 8 == 7 ? '/' : 'a';
 	rel[sizeof rel - 2] = 'a';
 	rel[sizeof rel - 1] = '\0';
-	assert_int_equal(cs_journal_format(CS_OP_WRITE, "img", rel, NULL, line, sizeof line),
+	assert_int_equal(cs_journal_format(CS_OP_WRITE, "img", rel, NULL, NULL, line, sizeof line),
 			 -ENOSPC);
 }
 

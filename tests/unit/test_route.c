@@ -1,4 +1,4 @@
-/* test_route.c - what cs-replicate serve accepts as a peer request path:
+/* test_route.c - what the agent's peer endpoint accepts as a peer request path:
  * strict decoding and routing, so nothing can name a file outside a
  * namespace. */
 #include <errno.h>
@@ -9,7 +9,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "cs.h"
+#include "route.h"
 
 static int decode(const char *in, char *out)
 {
@@ -56,6 +56,8 @@ static void routing(void **state)
 	(void)state;
 	route("/v1/health", 0, CS_ROUTE_HEALTH, NULL, NULL);
 	route("/v1/stats", 0, CS_ROUTE_STATS, NULL, NULL);
+	route("/v1/index", 0, CS_ROUTE_INDEX, NULL, NULL);
+	route("/v1/index/x", -ENOENT, 0, NULL, NULL);
 	route("/v1/files/img/a.jpg", 0, CS_ROUTE_FILES, "img", "a.jpg");
 	route("/v1/files/img/2026/11/a b.jpg", 0, CS_ROUTE_FILES, "img", "2026/11/a b.jpg");
 	route("/v1/files/img/../../etc/passwd", -EINVAL, 0, NULL, NULL);

@@ -11,7 +11,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "cs.h"
+#include "sign.h"
 
 #define SECRET ((const unsigned char *)"s3cret")
 #define PATH "/v1/files/img/a b.jpg"
@@ -24,7 +24,7 @@ static void known_vector(void **state)
 	(void)state;
 	char sig[CS_SIGN_HEX];
 
-	cs_sign(SECRET, 6, "GET", PATH, T, "-", sig);
+	assert_int_equal(cs_sign(SECRET, 6, "GET", PATH, T, "-", sig), 0);
 	assert_string_equal(sig, SIG);
 }
 
@@ -53,6 +53,8 @@ static void verify(void **state)
 	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, "17e8", "-", SIG, T), -EACCES);
 	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, "1700000000", "-", "835a", T), -EACCES);
 	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, "99999999999999999999", "-", SIG, T), -EACCES);
+	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, " 1700000000", "-", SIG, T), -EACCES);
+	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, "+1700000000", "-", SIG, T), -EACCES);
 }
 
 static void sha256(void **state)
@@ -68,14 +70,16 @@ static void sha256(void **state)
 	assert_int_equal(cs_sha256_fd(fd, d, &size), 0);
 	close(fd);
 	unlink(path);
-	cs_sha256_hex(d, hex);
+	cs_hex(d, CS_SHA256_LEN, hex);
 	assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 	assert_int_equal(size, 3);
-	assert_int_equal(cs_sha256_unhex(hex, back), 0);
+	assert_int_equal(cs_unhex(hex, back, CS_SHA256_LEN), 0);
 	assert_memory_equal(d, back, CS_SHA256_LEN);
-	assert_int_equal(cs_sha256_unhex("ba78", back), -EINVAL);
+	assert_int_equal(cs_unhex("ba78", back, CS_SHA256_LEN), -EINVAL);
 	hex[5] = 'g';
-	assert_int_equal(cs_sha256_unhex(hex, back), -EINVAL);
+	assert_int_equal(cs_unhex(hex, back, CS_SHA256_LEN), -EINVAL);
+	cs_sha256_buf("abc", 3, back);
+	assert_memory_equal(d, back, CS_SHA256_LEN);
 }
 
 int main(void)

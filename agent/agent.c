@@ -1,0 +1,193 @@
+/*
+ * agent.c - `cs-replicate serve`: the one process per node that does the
+ * cluster's work, so that host processes hold no secret, no connection and
+ * no thread of ours.
+ *
+ * It starts, in order: its registration in the registry, the index of names
+ * hosts map (indexer.c), the local socket hosts ask for misses (local.c),
+ * the write path that follows every journal (tail.c), the peer endpoint
+ * (http.c), and two small loops here: the heartbeat (every 2 s, with a
+ * report while MySQL is unreachable of what is held up) and the sweep of
+ * superseded copies (every 250 ms).  One agent per spool directory: it
+ * holds CS_SPOOL/agent.lock for life.  SIGTERM or SIGINT stops it; SIGHUP
+ * reopens CS_LOG_FILE.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "db.h"
+#include "fetch.h"
+#include "http.h"
+#include "indexer.h"
+#include "local.h"
+#include "mcache.h"
+#include "nodes.h"
+#include "peer.h"
+#include "stale.h"
+#include "tail.h"
+
+#define HEARTBEAT_MS 2000
+#define SWEEP_MS 250            /* superseded copies go within this */
+#define OUTAGE_REPORT_MS 60000
+
+static volatile int stopping;
+
+void cs_agent_setup(void)
+{
+	cs_db_init(cs_cfg.db_connections);
+	cs_mc_init(cs_cfg.db_connections);
+	cs_peer_global_init();
+}
+
+int cs_agent_lock(void)
+{
+	char path[CS_PATH_MAX + 16];
+	int fd;
+
+	if (mkdir(cs_cfg.spool, 0777) < 0 && errno != EEXIST)
+		return -errno;
+	snprintf(path, sizeof path, "%s/agent.lock", cs_cfg.spool);
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644)) < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno;
+		close(fd);
+		return e == EWOULDBLOCK ? -EBUSY : -e;
+	}
+	return 0;       /* fd stays open: the lock is the process's */
+}
+
+/* One line when `what` starts failing and one when it works again. */
+static void note(bool *failing, int rc, const char *what)
+{
+	if (rc < 0 && !*failing)
+		cs_warn("%s failing (%s); still serving", what, strerror(-rc));
+	else if (rc >= 0 && *failing)
+		cs_warn("%s working again", what);
+	*failing = rc < 0;
+}
+
+static void nap(int ms)
+{
+	for (; ms > 0 && !stopping; ms -= 50)
+		usleep((ms < 50 ? ms : 50) * 1000);
+}
+
+/* While MySQL is unreachable, say now and then what waits for it. */
+static void report_outage(int64_t *last, unsigned long *unavailable_before)
+{
+	struct cs_fetch_stats fs;
+	int64_t since, now = cs_clock_ms();
+
+	cs_fetch_stats(&fs);
+	if (!cs_db_down(&since)) {
+		*last = 0;
+		*unavailable_before = fs.unavailable;
+		return;
+	}
+	if (*last && now - *last < OUTAGE_REPORT_MS)
+		return;
+	*last = now;
+	cs_error("MySQL unreachable for %.0f s: %lu misses answered unavailable (EIO) so far, "
+		 "%lu journal entries waiting", (now - since) / 1000.0,
+		 fs.unavailable - *unavailable_before, cs_tail_backlog());
+}
+
+static void *heartbeat(void *arg)
+{
+	bool failing = false;
+	int64_t reported = 0;
+	unsigned long before = 0;
+
+	(void)arg;
+	while (!stopping) {
+		note(&failing, cs_nodes_heartbeat(), "heartbeat");
+		report_outage(&reported, &before);
+		nap(HEARTBEAT_MS);
+	}
+	return NULL;
+}
+
+static void *sweeper(void *arg)
+{
+	bool failing = false;
+
+	(void)arg;
+	while (!stopping) {
+		note(&failing, cs_stale_sweep(), "removing superseded copies");
+		nap(SWEEP_MS);
+	}
+	return NULL;
+}
+
+int cs_agent_main(void)
+{
+	pthread_t hb, sw;
+	sigset_t set;
+	int sig, rc;
+
+	if (!cs_cfg.spool[0]) {
+		fprintf(stderr, "cs-replicate serve: CS_SPOOL: unset\n");
+		return 2;
+	}
+	if ((rc = cs_agent_lock()) < 0) {
+		fprintf(stderr, "cs-replicate serve: %s/agent.lock: %s\n", cs_cfg.spool,
+			rc == -EBUSY ? "another agent runs with this CS_SPOOL" : strerror(-rc));
+		return 1;
+	}
+	/* Signals are taken by sigwait below; every thread inherits the mask. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	cs_agent_setup();
+	if (cs_nodes_heartbeat() < 0)
+		cs_warn("not registered yet (registry unreachable); retrying every %d s",
+			HEARTBEAT_MS / 1000);
+	cs_indexer_start();
+	if ((rc = cs_local_start()) < 0) {
+		cs_error("cannot listen on %s/%s: %s", cs_cfg.spool, CS_SOCKET_NAME, strerror(-rc));
+		return 1;
+	}
+	if ((rc = cs_tail_start()) < 0) {
+		cs_error("cannot follow the journals in %s: %s", cs_cfg.spool, strerror(-rc));
+		return 1;
+	}
+	/* Last: a peer (or an operator) that gets an answer from /v1/health
+	 * finds everything running. */
+	if (cs_http_start() < 0)
+		return 1;
+	pthread_create(&hb, NULL, heartbeat, NULL);
+	pthread_create(&sw, NULL, sweeper, NULL);
+	/* Said whatever CS_LOG is: an operator looks for this line. */
+	cs_log_write(CS_LOG_INFO, "node %s serving peers on %s (%s), hosts on %s/%s", cs_cfg.node,
+		     cs_cfg.listen, cs_cfg.node_url, cs_cfg.spool, CS_SOCKET_NAME);
+
+	for (;;) {
+		sigwait(&set, &sig);
+		if (sig != SIGHUP)
+			break;
+		cs_log_reopen();
+	}
+	stopping = 1;
+	cs_local_stop();
+	cs_http_stop();
+	cs_tail_stop();
+	pthread_join(hb, NULL);
+	pthread_join(sw, NULL);
+	cs_indexer_stop();
+	cs_db_shutdown();
+	cs_mc_shutdown();
+	return 0;
+}

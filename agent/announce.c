@@ -1,0 +1,116 @@
+/*
+ * announce.c - new names reach every node's index before the registry has
+ * them: the writer (the agent replicating a journal, or cs-replicate
+ * import) sends them in one signed POST /v1/index to each node that is up,
+ * all at once, and registers only afterwards.  A node that does not answer
+ * within ANNOUNCE_MS is left alone for a while and learns the names from
+ * its poll of the registry (indexer.c), within that poll's period.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "announce.h"
+#include "indexer.h"
+#include "nodes.h"
+#include "peer.h"
+
+#define ANNOUNCE_MS 200
+#define SKIP_MS 5000
+#define MAX_NODES 256
+
+/* Nodes an announcement recently failed to reach. */
+static struct {
+	char url[CS_URL_MAX];
+	int64_t until;
+} skipped[16];
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void put(struct cs_announce *a, const char *s, size_t n)
+{
+	if (a->oom)
+		return;
+	if (a->len + n > a->cap) {
+		size_t cap = (a->len + n) * 2 + 256;
+		char *b = realloc(a->body, cap);
+		if (!b) {
+			a->oom = true;
+			return;
+		}
+		a->body = b;
+		a->cap = cap;
+	}
+	memcpy(a->body + a->len, s, n);
+	a->len += n;
+}
+
+void cs_announce_add(struct cs_announce *a, const char *ns, const char *rel)
+{
+	char enc[3 * CS_PATH_MAX];
+	int n;
+
+	if (cs_indexer_has(ns, rel) || (n = cs_url_encode_path(rel, enc, sizeof enc)) < 0)
+		return;
+	put(a, ns, strlen(ns));
+	put(a, "\t", 1);
+	put(a, enc, (size_t)n);
+	put(a, "\n", 1);
+	a->names++;
+	cs_indexer_add(ns, rel);
+}
+
+static size_t slot(const char *url)
+{
+	return (size_t)(cs_fnv1a(CS_FNV_SEED, url, strlen(url)) %
+			(sizeof skipped / sizeof *skipped));
+}
+
+void cs_announce_send(struct cs_announce *a, bool self)
+{
+	struct cs_node *peers = NULL;
+	const char **urls = NULL;
+	int np, nu = 0;
+	int64_t now = cs_clock_ms();
+
+	if (!a->len || a->oom || !(peers = malloc(MAX_NODES * sizeof *peers)) ||
+	    (np = cs_nodes_peers(peers, MAX_NODES)) < 0 ||
+	    !(urls = malloc((np + 1) * sizeof *urls)))
+		goto out;
+	pthread_mutex_lock(&mu);
+	for (int i = 0; i < np; i++) {
+		size_t k = slot(peers[i].url);
+		if (!(skipped[k].until > now && !strcmp(skipped[k].url, peers[i].url)))
+			urls[nu++] = peers[i].url;
+	}
+	pthread_mutex_unlock(&mu);
+	if (self && cs_cfg.node_url[0])
+		urls[nu++] = cs_cfg.node_url;
+	if (nu == 0)
+		goto out;
+	int acked = cs_peer_announce(urls, nu, a->body, a->len, ANNOUNCE_MS);
+	if (acked < nu) {
+		/* Not which ones: a round that failed everywhere leaves them
+		 * all alone for a while; a partial one nobody. */
+		cs_info("announced %lu new names to %d of %d nodes", a->names, acked, nu);
+		pthread_mutex_lock(&mu);
+		for (int i = 0; i < nu; i++) {
+			size_t k = slot(urls[i]);
+			snprintf(skipped[k].url, sizeof skipped[k].url, "%s", urls[i]);
+			skipped[k].until = acked ? 0 : now + SKIP_MS;
+		}
+		pthread_mutex_unlock(&mu);
+	}
+out:
+	free(urls);
+	free(peers);
+	a->len = 0;
+	a->names = 0;
+	a->oom = false;
+}
+
+void cs_announce_free(struct cs_announce *a)
+{
+	free(a->body);
+	memset(a, 0, sizeof *a);
+}

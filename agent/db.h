@@ -1,0 +1,86 @@
+/*
+ * db.h - the agent's MySQL/MariaDB connections (db.c): a small pool shared
+ * by every thread, a circuit breaker, one error classifier, and a builder
+ * for statements.  The only code that includes the MySQL client's headers
+ * besides the callers of cs_db_result().
+ */
+#ifndef CS_DB_H
+#define CS_DB_H
+
+#include <mysql.h>
+
+#include "cs.h"
+
+/* One connection, checked out of the pool for a statement or a transaction. */
+struct cs_db;
+struct cs_sql;
+
+/* Size the pool (CS_DB_CONNECTIONS); once, before any cs_db_get. */
+void cs_db_init(int connections);
+/*
+ * A connection, made if needed, waiting a little for one to come free; NULL
+ * when MySQL cannot be used now (the breaker is open after a failure, or
+ * every connection stayed busy): the caller answers -EAGAIN.
+ */
+struct cs_db *cs_db_get(void);
+void cs_db_put(struct cs_db *d);
+
+/*
+ * Run one statement; *res gets its result set when it has one.  With retry,
+ * a lost connection is made again once (the server may have restarted): only
+ * for statements that are safe to repeat outside a transaction.  0, -EAGAIN
+ * when MySQL cannot be used, -EBUSY for a lost race (duplicate key, deadlock,
+ * lock wait) that the caller should retry whole, -EIO for anything else.
+ */
+int cs_db_exec(struct cs_db *d, const char *sql, size_t len, MYSQL_RES **res, bool retry);
+/*
+ * Several statements in one round trip (inside a transaction: never sent
+ * again on a new connection).  res[i] gets the i-th result set (of nres;
+ * the rest are freed), ids[i] the AUTO_INCREMENT value statement i made (of
+ * nids).  The server stops at the first failing statement; its error is
+ * returned as cs_db_exec would, and the sets already taken are the caller's.
+ */
+int cs_db_multi(struct cs_db *d, const char *sql, size_t len, MYSQL_RES **res, int nres,
+		uint64_t *ids, int nids);
+/* A SELECT whose rows go to fn as they arrive, for results too large to
+ * hold (the index is built from every file the cluster has).  0 or as
+ * cs_db_exec (never retried). */
+int cs_db_each(struct cs_db *d, const char *sql, size_t len,
+	       void (*fn)(void *arg, MYSQL_ROW row, unsigned long *lens), void *arg);
+void cs_db_rollback(struct cs_db *d);
+/* A connection to run q on; NULL with *err set (-ENOMEM when q could not
+ * be built, -EAGAIN) and q freed. */
+struct cs_db *cs_db_for(struct cs_sql *q, int *err);
+/* One statement that is safe to repeat, on a connection of the pool taken
+ * and given back: cs_db_exec's answers, or -ENOMEM when q could not be
+ * built.  q is freed. */
+int cs_db_query(struct cs_sql *q, MYSQL_RES **res);
+uint64_t cs_db_insert_id(struct cs_db *d);
+
+/* Whether MySQL is failing, and since when (monotonic ms). */
+bool cs_db_down(int64_t *since_ms);
+/* Close every connection (the agent is stopping). */
+void cs_db_shutdown(void);
+
+/* A column as a number (0 for NULL). */
+uint64_t cs_db_u64(const char *s);
+
+/*
+ * SQL text: a growing buffer.  Names and paths always go in as hex literals
+ * (X'...'), so nothing needs escaping and no byte of a path can end a
+ * string.  q->oom says an allocation failed (the text is then incomplete).
+ */
+struct cs_sql {
+	char *s;
+	size_t len, cap;
+	bool oom;
+};
+void cs_sql_put(struct cs_sql *q, const char *p, size_t n);
+void cs_sql_str(struct cs_sql *q, const char *p);
+void cs_sql_fmt(struct cs_sql *q, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void cs_sql_hex(struct cs_sql *q, const void *p, size_t n);
+/* A string as a hex literal. */
+void cs_sql_text(struct cs_sql *q, const char *s);
+void cs_sql_free(struct cs_sql *q);
+
+#endif

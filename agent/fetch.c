@@ -1,0 +1,249 @@
+/*
+ * fetch.c - what a miss does: a host asked for a name this node lacks; if
+ * the cluster has it, bring it here.
+ *
+ * A request joins the one already under way for the same name, if any, so
+ * however many processes ask, one transfer is made and all are answered
+ * with its outcome.  The work (on a pool thread, workers.c): look the name
+ * up in the registry; a live file is fetched from the best holder (the next
+ * on error; if every holder the cached record named failed, MySQL is asked
+ * for the current ones), verified, and installed by an atomic rename with
+ * the registry's mtime; a directory with a live file below it is made; and
+ * the answer is one of installed, absent, or unavailable.  A copy installed
+ * is recorded as held through this agent's own journal (an H entry written
+ * before the rename), so a failed record is retried until it sticks and a
+ * crash in between leaves nothing unaccounted for.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fetch.h"
+#include "nodes.h"
+#include "peer.h"
+#include "registry.h"
+#include "store.h"
+#include "workers.h"
+
+#define INSTALL_WAIT_MS 10000   /* for a push or sweep of the same path */
+#define TABLE 1024
+
+struct waiter {
+	struct waiter *next;
+	cs_fetch_done done;
+	void *arg;
+};
+
+struct job {
+	struct job *next;               /* in its table bucket */
+	uint64_t hash;
+	struct waiter *waiters;
+	char ns[CS_NAME_MAX];
+	char rel[CS_PATH_MAX];
+};
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static struct job *table[TABLE];
+static struct cs_fetch_stats stats;     /* under mu */
+
+static uint64_t name_hash(const char *ns, const char *rel)
+{
+	uint64_t h = cs_fnv1a(CS_FNV_SEED, ns, strlen(ns) + 1);
+
+	return cs_fnv1a(h, rel, strlen(rel));
+}
+
+/* Try each holder in order[0, n) not yet tried; 0 when one delivered. */
+static int from_holders(const struct cs_prefix *p, const char *rel, struct cs_install *in,
+			const struct cs_file *f, struct cs_node *order, int n, uint32_t *tried,
+			int *ntried)
+{
+	for (int i = 0; i < n; i++) {
+		bool seen = false;
+
+		for (int j = 0; j < *ntried && !seen; j++)
+			seen = tried[j] == order[i].id;
+		if (seen)
+			continue;
+		if (*ntried < CS_MAX_HOLDERS)
+			tried[(*ntried)++] = order[i].id;
+		if ((lseek(in->fd, 0, SEEK_SET) < 0 || ftruncate(in->fd, 0) < 0))
+			return -EIO;
+		if (cs_peer_fetch(order[i].url, p->name, rel, in->fd, f) == 0)
+			return 0;
+	}
+	return -ENOENT;
+}
+
+/* Fetch f for (p, rel) and install it.  One of the protocol's replies. */
+static char install_file(const struct cs_prefix *p, const char *rel, struct cs_file *f,
+			 bool cached)
+{
+	struct cs_node *order = malloc(CS_MAX_HOLDERS * sizeof *order);
+	uint32_t tried[CS_MAX_HOLDERS];
+	struct cs_install in;
+	int ntried = 0, n, rc;
+	char reply = CS_REPLY_UNAVAILABLE;
+
+	if (!order)
+		return CS_REPLY_UNAVAILABLE;
+	rc = cs_store_begin(p, rel, false, INSTALL_WAIT_MS, &in);
+	if (rc == 1) {
+		reply = CS_REPLY_INSTALLED;     /* a push put it here meanwhile */
+		goto out;
+	}
+	if (rc < 0) {
+		cs_error_every(10, "%s/%s: cannot install here: %s", p->name, rel, strerror(-rc));
+		goto out;
+	}
+	n = cs_nodes_holders(f, order, CS_MAX_HOLDERS);
+	rc = n > 0 ? from_holders(p, rel, &in, f, order, n, tried, &ntried) : -ENOENT;
+	if (rc < 0 && cached) {
+		/* The cached record's holders may be out of date (copies made
+		 * since, a holder gone): ask the truth. */
+		struct cs_file g;
+		if (cs_registry_lookup_db(p->name, rel, &g) == 0 && !g.deleted) {
+			if (g.version != f->version)
+				ntried = 0;     /* another version: every holder again */
+			*f = g;
+			n = cs_nodes_holders(f, order, CS_MAX_HOLDERS);
+			rc = n > 0 ? from_holders(p, rel, &in, f, order, n, tried, &ntried) : -ENOENT;
+		}
+	}
+	if (rc < 0) {
+		cs_error_every(10, "%s/%s: registered, but none of the %d nodes holding it could "
+			       "deliver it", p->name, rel, f->nholders);
+		cs_store_abort(&in);
+		goto out;
+	}
+	/* Recorded as held before it is visible: the record's retries are
+	 * then the journal's, and a crash right here leaves an entry that
+	 * finds no such copy. */
+	struct cs_held h = { f->id, f->version, f->size, f->mtime_ns };
+	if ((rc = cs_journal_append_held(p->name, rel, &h)) < 0)
+		cs_error_every(10, "%s/%s: cannot journal its holder record (%s); installing anyway",
+			       p->name, rel, strerror(-rc));
+	if ((rc = cs_store_commit(&in, f->mtime_ns)) < 0) {
+		cs_error_every(10, "%s/%s: cannot install: %s", p->name, rel, strerror(-rc));
+		goto out;
+	}
+	cs_info("fetched %s/%s (%" PRIu64 " bytes)", p->name, rel, f->size);
+	reply = CS_REPLY_INSTALLED;
+out:
+	free(order);
+	return reply;
+}
+
+char cs_fetch_present(const char *ns, const char *rel)
+{
+	const struct cs_prefix *p = cs_config_namespace(&cs_cfg, ns);
+	char abs[CS_PATH_MAX];
+	struct cs_file f;
+	struct stat st;
+	bool cached;
+	int rc;
+
+	if (!p || !cs_path_rel_valid(rel, strlen(rel)) ||
+	    (size_t)snprintf(abs, sizeof abs, "%s/%s", p->dir, rel) >= sizeof abs)
+		return CS_REPLY_ABSENT;
+	if (lstat(abs, &st) == 0)
+		return CS_REPLY_INSTALLED;      /* here already (another request, a push) */
+	rc = cs_registry_lookup(ns, rel, &f, &cached);
+	if (rc == 0)
+		return install_file(p, rel, &f, cached);
+	if (rc == -ENOENT)
+		rc = cs_registry_dir(ns, rel);
+	if (rc == 0) {
+		/* A directory the cluster has: made here, as a file would be. */
+		if ((rc = cs_store_mkdir(p, rel)) == 0)
+			return CS_REPLY_INSTALLED;
+		cs_error_every(10, "%s/%s: cannot make the directory: %s", ns, rel, strerror(-rc));
+		return rc == -EXDEV ? CS_REPLY_ABSENT : CS_REPLY_UNAVAILABLE;
+	}
+	return rc == -ENOENT ? CS_REPLY_ABSENT : CS_REPLY_UNAVAILABLE;
+}
+
+/* A pool thread: do the job, then answer everyone who waited for it. */
+static void run(void *arg)
+{
+	struct job *j = arg;
+	int64_t start = cs_clock_us();
+	char reply = cs_fetch_present(j->ns, j->rel);
+	struct waiter *w;
+
+	pthread_mutex_lock(&mu);
+	for (struct job **pp = &table[j->hash % TABLE]; *pp; pp = &(*pp)->next)
+		if (*pp == j) {
+			*pp = j->next;
+			break;
+		}
+	w = j->waiters;
+	stats.running--;
+	stats.done++;
+	if (reply == CS_REPLY_UNAVAILABLE)
+		stats.unavailable++;
+	pthread_mutex_unlock(&mu);
+	cs_debug("%s/%s: %c in %.2f ms", j->ns, j->rel, reply, (cs_clock_us() - start) / 1000.0);
+	while (w) {
+		struct waiter *next = w->next;
+		w->done(w->arg, reply);
+		free(w);
+		w = next;
+	}
+	free(j);
+}
+
+int cs_fetch_submit(const char *ns, const char *rel, cs_fetch_done done, void *arg)
+{
+	uint64_t h = name_hash(ns, rel);
+	struct waiter *w = malloc(sizeof *w);
+	struct job *j;
+
+	if (!w)
+		return -ENOMEM;
+	w->done = done;
+	w->arg = arg;
+	pthread_mutex_lock(&mu);
+	stats.asked++;
+	for (j = table[h % TABLE]; j; j = j->next)
+		if (j->hash == h && !strcmp(j->ns, ns) && !strcmp(j->rel, rel))
+			break;
+	if (j) {
+		/* Under way: wait for its outcome. */
+		w->next = j->waiters;
+		j->waiters = w;
+		stats.joined++;
+		pthread_mutex_unlock(&mu);
+		return 0;
+	}
+	if (!(j = calloc(1, sizeof *j))) {
+		pthread_mutex_unlock(&mu);
+		free(w);
+		return -ENOMEM;
+	}
+	j->hash = h;
+	snprintf(j->ns, sizeof j->ns, "%s", ns);
+	snprintf(j->rel, sizeof j->rel, "%s", rel);
+	w->next = NULL;
+	j->waiters = w;
+	j->next = table[h % TABLE];
+	table[h % TABLE] = j;
+	stats.running++;
+	pthread_mutex_unlock(&mu);
+	if (cs_workers_submit(run, j) < 0) {
+		run(j);         /* no memory for a job: do it here */
+	}
+	return 0;
+}
+
+void cs_fetch_stats(struct cs_fetch_stats *out)
+{
+	pthread_mutex_lock(&mu);
+	*out = stats;
+	pthread_mutex_unlock(&mu);
+}

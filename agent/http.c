@@ -1,0 +1,468 @@
+/*
+ * http.c - the agent's peer endpoint: the HTTP routes other nodes fetch
+ * from, push to and announce names to (the write routes are in
+ * http_put.c), on libmicrohttpd with a small thread pool; files go out
+ * with sendfile(2) from a descriptor.
+ *
+ * What may be asked is decided before any file is touched, in this order:
+ *   1. the URL path is percent-decoded strictly (our own unescaper replaces
+ *      libmicrohttpd's, which would turn "%00" into a truncated string and
+ *      "%2F" into a separator): malformed -> 400;
+ *   2. the signature (sign.c) over method, decoded path, time and body
+ *      hash: missing, forged or stale -> 401 (only /v1/health is public);
+ *   3. the route and path (route.c): ".", "..", "//", control bytes -> 400,
+ *      unknown route or namespace -> 404;
+ *   4. the file is opened beneath the namespace directory (store.c), so no
+ *      symlink or ".." can lead outside it -> 404.
+ * A PUT is checked as soon as its headers are in, so a refused body is never
+ * read.  Nothing is logged per request below CS_LOG=info.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http.h"
+#include "http_put.h"
+#include "sign.h"
+#include "store.h"
+
+#define POOL_THREADS 4
+
+/* The unescaper's verdict on a path it refused: never a valid path. */
+static const char bad_encoding[] = "\x01";
+
+/* The counters /v1/stats reports. */
+static struct {
+	atomic_ullong requests, files_served, bytes_served, files_received, bytes_received,
+		rejected;
+} stats;
+
+/* *con_cls of a request whose headers were seen, and of one already answered
+ * on its headers; a PUT's is its upload, a POST /v1/index's its body. */
+static char seen, answered;
+
+struct body {
+	char tag;               /* 'U': an upload (PUT), 'I': announced names */
+	struct cs_upload *up;
+	char *buf;
+	size_t len, cap;
+	bool too_long;
+};
+
+static struct MHD_Daemon *daemon_;
+
+/* ---- responses ------------------------------------------------------ */
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *text)
+{
+	struct MHD_Response *r = MHD_create_response_from_buffer(
+		strlen(text), (void *)text, MHD_RESPMEM_MUST_COPY);
+	enum MHD_Result ret;
+
+	if (!r)
+		return MHD_NO;
+	MHD_add_response_header(r, "Content-Type", "text/plain; charset=utf-8");
+	if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+		MHD_add_response_header(r, "Allow", "GET, HEAD, PUT, POST, DELETE");
+	ret = MHD_queue_response(c, status, r);
+	MHD_destroy_response(r);
+	if (status >= 400)
+		atomic_fetch_add(&stats.rejected, 1);
+	return ret;
+}
+
+/*
+ * One "bytes=" range against size.  Returns 1 with [*off, *off + *len) for
+ * a satisfiable single range, 0 to ignore the header (absent, multiple or
+ * malformed: send it all), -1 when unsatisfiable (416).
+ */
+int cs_http_parse_range(const char *h, uint64_t size, uint64_t *off, uint64_t *len)
+{
+	unsigned long long a, b;
+	char *end;
+
+	if (!h || strncmp(h, "bytes=", 6) != 0 || strchr(h, ','))
+		return 0;
+	h += 6;
+	if (*h == '-') {                        /* the last b bytes */
+		errno = 0;
+		b = strtoull(h + 1, &end, 10);
+		if (*end || errno || end == h + 1)
+			return 0;
+		if (b == 0 || size == 0)
+			return -1;
+		*len = b < size ? b : size;
+		*off = size - *len;
+		return 1;
+	}
+	errno = 0;
+	a = strtoull(h, &end, 10);
+	if (end == h || *end != '-' || errno)
+		return 0;
+	if (end[1] == '\0') {
+		b = size ? size - 1 : 0;
+	} else {
+		char *e2;
+		b = strtoull(end + 1, &e2, 10);
+		if (*e2 || errno || b < a)
+			return 0;
+	}
+	if (a >= size)
+		return -1;
+	if (b >= size)
+		b = size - 1;
+	*off = a;
+	*len = b - a + 1;
+	return 1;
+}
+
+static enum MHD_Result serve_file(struct MHD_Connection *c, const char *method,
+				  const struct cs_route *rt)
+{
+	const struct cs_prefix *p = cs_config_namespace(&cs_cfg, rt->ns);
+	struct MHD_Response *r;
+	struct stat st;
+	uint64_t off = 0, len;
+	unsigned status = MHD_HTTP_OK;
+	char num[32];
+	int dirfd, fd;
+
+	if (!p)
+		return reply(c, MHD_HTTP_NOT_FOUND, "no such namespace\n");
+	dirfd = cs_store_root(p);
+	if (dirfd < 0)
+		return reply(c, MHD_HTTP_NOT_FOUND, "no such file\n");
+	fd = cs_store_open_beneath(dirfd, rt->rel, O_RDONLY | O_NOCTTY);
+	int e = errno;
+	close(dirfd);
+	if (fd < 0) {
+		if (e == EACCES)
+			return reply(c, MHD_HTTP_FORBIDDEN, "permission denied\n");
+		/* ENOENT, and EXDEV/ELOOP for an escape attempt: not found. */
+		if (e == ENOENT || e == ENOTDIR || e == EXDEV || e == ELOOP ||
+		    e == ENAMETOOLONG)
+			return reply(c, MHD_HTTP_NOT_FOUND, "no such file\n");
+		cs_error("open %s/%s: %s", p->dir, rt->rel, strerror(e));
+		return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot open file\n");
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return reply(c, MHD_HTTP_NOT_FOUND, "no such file\n");
+	}
+	len = st.st_size;
+	int range = cs_http_parse_range(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Range"),
+				      st.st_size, &off, &len);
+	if (range < 0) {
+		close(fd);
+		r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+		if (!r)
+			return MHD_NO;
+		snprintf(num, sizeof num, "bytes */%" PRIu64, (uint64_t)st.st_size);
+		MHD_add_response_header(r, "Content-Range", num);
+		enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_RANGE_NOT_SATISFIABLE, r);
+		MHD_destroy_response(r);
+		atomic_fetch_add(&stats.rejected, 1);
+		return ret;
+	}
+	/* libmicrohttpd owns fd from here and sends it with sendfile. */
+	r = MHD_create_response_from_fd_at_offset64(len, fd, off);
+	if (!r) {
+		close(fd);
+		return MHD_NO;
+	}
+	if (range > 0) {
+		char cr[96];
+		snprintf(cr, sizeof cr, "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, off,
+			 off + len - 1, (uint64_t)st.st_size);
+		MHD_add_response_header(r, "Content-Range", cr);
+		status = MHD_HTTP_PARTIAL_CONTENT;
+	}
+	snprintf(num, sizeof num, "%" PRIu64, (uint64_t)st.st_size);
+	MHD_add_response_header(r, "X-CS-Size", num);
+	MHD_add_response_header(r, "Accept-Ranges", "bytes");
+	MHD_add_response_header(r, "Content-Type", "application/octet-stream");
+	enum MHD_Result ret = MHD_queue_response(c, status, r);
+	MHD_destroy_response(r);
+	if (strcmp(method, "GET") == 0) {
+		atomic_fetch_add(&stats.files_served, 1);
+		atomic_fetch_add(&stats.bytes_served, len);
+	}
+	cs_info("%s /v1/files/%s/%s %u %" PRIu64, method, rt->ns, rt->rel, status, len);
+	return ret;
+}
+
+/*
+ * Steps 1 to 3 above, for any request: 0 with *rt for a signed request on a
+ * known route, or 1 with the answer (a refusal, or the public health
+ * check) queued in *ret.
+ */
+static int check(struct MHD_Connection *c, const char *url, const char *method,
+		 struct cs_route *rt, enum MHD_Result *ret)
+{
+	char body_sha[CS_SIGNED_BODY_MAX];
+	int rc;
+
+	*ret = MHD_YES;
+	if (strcmp(url, bad_encoding) == 0) {
+		*ret = reply(c, MHD_HTTP_BAD_REQUEST, "bad percent-encoding in path\n");
+		return 1;
+	}
+	rc = cs_route_parse(url, rt);
+	if (rc == 0 && rt->kind == CS_ROUTE_HEALTH) {
+		*ret = reply(c, MHD_HTTP_OK, "ok\n");
+		return 1;
+	}
+
+	const char *when = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-CS-Time");
+	const char *sig = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-CS-Signature");
+	if (!when || !sig) {
+		*ret = reply(c, MHD_HTTP_UNAUTHORIZED,
+				   "missing X-CS-Time / X-CS-Signature\n");
+		return 1;
+	}
+	cs_http_signed_body(c, method, body_sha, sizeof body_sha);
+	if (cs_sign_verify(cs_cfg.secret, cs_cfg.secret_len, method, url, when,
+			   body_sha, sig, (long long)time(NULL)) < 0) {
+		cs_info("%s %s: bad or stale signature", method, url);
+		*ret = reply(c, MHD_HTTP_UNAUTHORIZED, "bad or stale signature\n");
+		return 1;
+	}
+	if (rc == -ENOENT)
+		*ret = reply(c, MHD_HTTP_NOT_FOUND, "no such route\n");
+	else if (rc < 0)
+		*ret = reply(c, MHD_HTTP_BAD_REQUEST,
+				   "bad path: empty, '.', '..' or '//' segment, or control byte\n");
+	return rc < 0;
+}
+
+static enum MHD_Result answer_stats(struct MHD_Connection *c)
+{
+	char body[512];
+
+	snprintf(body, sizeof body,
+		 "requests %llu\nfiles_served %llu\nbytes_served %llu\n"
+		 "files_received %llu\nbytes_received %llu\nrejected %llu\n",
+		 (unsigned long long)atomic_load(&stats.requests),
+		 (unsigned long long)atomic_load(&stats.files_served),
+		 (unsigned long long)atomic_load(&stats.bytes_served),
+		 (unsigned long long)atomic_load(&stats.files_received),
+		 (unsigned long long)atomic_load(&stats.bytes_received),
+		 (unsigned long long)atomic_load(&stats.rejected));
+	return reply(c, MHD_HTTP_OK, body);
+}
+
+static enum MHD_Result verdict(struct MHD_Connection *c, struct cs_verdict v)
+{
+	return reply(c, v.status, v.text);
+}
+
+/* A PUT's or POST's headers are in: refuse it now, or get ready for its
+ * body (a POST with none waits for the end, as a GET does). */
+static enum MHD_Result body_headers(struct MHD_Connection *c, const char *url,
+				    const char *method, void **con_cls)
+{
+	struct cs_route rt;
+	struct cs_upload *up;
+	struct cs_verdict v;
+	enum MHD_Result ret;
+	struct body *b;
+
+	*con_cls = &answered;   /* unless the body is wanted */
+	if (check(c, url, method, &rt, &ret))
+		return ret;
+	if (strcmp(method, "POST") == 0 && rt.kind != CS_ROUTE_INDEX) {
+		*con_cls = &seen;
+		return MHD_YES;
+	}
+	if (rt.kind == CS_ROUTE_INDEX && strcmp(method, "POST") == 0) {
+		if (!(b = calloc(1, sizeof *b)))
+			return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+		b->tag = 'I';
+		*con_cls = b;
+		return MHD_YES;
+	}
+	if (rt.kind != CS_ROUTE_FILES)
+		return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
+	v = cs_put_begin(c, &rt, &up);
+	if (v.status)
+		return verdict(c, v);
+	if (!(b = calloc(1, sizeof *b))) {
+		cs_put_end(up);
+		return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+	}
+	b->tag = 'U';
+	b->up = up;
+	*con_cls = b;
+	return MHD_YES;
+}
+
+/* More of a body, or (size 0) its end. */
+static enum MHD_Result body_data(struct MHD_Connection *c, struct body *b, const char *data,
+				 size_t *size)
+{
+	struct cs_verdict v;
+
+	if (*size) {
+		if (b->tag == 'U') {
+			cs_put_data(b->up, data, *size);
+		} else if (b->len + *size > CS_ANNOUNCE_MAX) {
+			b->too_long = true;
+		} else if (!b->too_long) {
+			if (b->len + *size > b->cap) {
+				size_t cap = (b->len + *size) * 2;
+				char *nb = realloc(b->buf, cap);
+				if (!nb)
+					return MHD_NO;
+				b->buf = nb;
+				b->cap = cap;
+			}
+			memcpy(b->buf + b->len, data, *size);
+			b->len += *size;
+		}
+		*size = 0;
+		return MHD_YES;
+	}
+	if (b->tag == 'I') {
+		if (b->too_long)
+			return reply(c, MHD_HTTP_CONTENT_TOO_LARGE, "too many names at once\n");
+		return verdict(c, cs_announced(c, b->buf ? b->buf : "", b->len));
+	}
+	if (!b->up)
+		return MHD_YES;         /* answered already */
+	uint64_t bytes;
+	v = cs_put_finish(c, b->up, &bytes);
+	cs_put_end(b->up);
+	b->up = NULL;
+	if (v.status == MHD_HTTP_OK) {
+		atomic_fetch_add(&stats.files_received, 1);
+		atomic_fetch_add(&stats.bytes_received, bytes);
+	}
+	return verdict(c, v);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
+				  const char *url, const char *method,
+				  const char *version, const char *upload,
+				  size_t *upload_size, void **con_cls)
+{
+	struct cs_route rt;
+	enum MHD_Result ret;
+
+	(void)cls, (void)version;
+	/* libmicrohttpd calls once with the headers, then with body data, then
+	 * with none.  Only a refused PUT or POST is answered on the first call
+	 * (which makes libmicrohttpd close the connection: it cannot know where
+	 * the body ends); the rest wait for the last, so connections are
+	 * reused.  A body where none is expected is read and dropped. */
+	if (*con_cls == NULL) {
+		atomic_fetch_add(&stats.requests, 1);
+		*con_cls = &seen;
+		if (strcmp(method, "PUT") == 0 || strcmp(method, "POST") == 0)
+			return body_headers(c, url, method, con_cls);
+		return MHD_YES;
+	}
+	if (*con_cls != &seen && *con_cls != &answered)
+		return body_data(c, *con_cls, upload, upload_size);
+	if (*upload_size || *con_cls == &answered) {
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	if (check(c, url, method, &rt, &ret))
+		return ret;
+	if (rt.kind == CS_ROUTE_STATS)
+		return answer_stats(c);
+	if (rt.kind != CS_ROUTE_FILES)
+		return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
+	if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
+		return serve_file(c, method, &rt);
+	if (strcmp(method, "POST") == 0)
+		return verdict(c, cs_move(c, &rt));
+	if (strcmp(method, "DELETE") == 0)
+		return verdict(c, cs_delete());
+	return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
+}
+
+/* A request is over, answered or not: an unfinished upload goes. */
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	struct body *b = *con_cls;
+
+	(void)cls, (void)c, (void)toe;
+	if (b && *con_cls != &seen && *con_cls != &answered) {
+		cs_put_end(b->up);
+		free(b->buf);
+		free(b);
+	}
+	*con_cls = NULL;
+}
+
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+	(void)cls, (void)c;
+	int n = cs_url_decode(s);
+
+	if (n >= 0)
+		return (size_t)n;
+	memcpy(s, bad_encoding, sizeof bad_encoding);   /* never longer: s had a '%' */
+	return sizeof bad_encoding - 1;
+}
+
+int cs_http_start(void)
+{
+	char host[CS_URL_MAX], *colon;
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE };
+	struct addrinfo *ai = NULL;
+	int rc;
+
+	snprintf(host, sizeof host, "%s", cs_cfg.listen);
+	colon = strrchr(host, ':');
+	*colon = '\0';
+	char *h = host;
+	if (h[0] == '[' && colon[-1] == ']') {
+		colon[-1] = '\0';
+		h++;
+	}
+	rc = getaddrinfo(*h ? h : NULL, colon + 1, &hints, &ai);
+	if (rc != 0) {
+		cs_error("CS_LISTEN '%s': %s", cs_cfg.listen, gai_strerror(rc));
+		return -EINVAL;
+	}
+	/* poll(2), not epoll: with epoll (edge-triggered) libmicrohttpd 0.9.75
+	 * notices a client that hangs up in the middle of a PUT body only at
+	 * the connection timeout, and its half-written temporary file would
+	 * hold the path's lock until then.  Peers are few, so poll costs
+	 * nothing. */
+	daemon_ = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
+				   MHD_USE_ERROR_LOG |
+				   (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0),
+				   0, NULL, NULL, on_request, NULL,
+				   MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+				   MHD_OPTION_THREAD_POOL_SIZE, (unsigned)POOL_THREADS,
+				   MHD_OPTION_CONNECTION_TIMEOUT, 30u,
+				   MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+				   MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+				   MHD_OPTION_END);
+	freeaddrinfo(ai);
+	if (!daemon_) {
+		cs_error("cannot listen on %s: %s", cs_cfg.listen, strerror(errno));
+		return -EADDRINUSE;
+	}
+	return 0;
+}
+
+void cs_http_stop(void)
+{
+	if (daemon_)
+		MHD_stop_daemon(daemon_);
+	daemon_ = NULL;
+}

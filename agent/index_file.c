@@ -1,0 +1,125 @@
+/*
+ * index_file.c - writing the index of names (cs.h): a blocked Bloom filter
+ * in a file that every host process maps read-only.
+ *
+ * The agent holds the file mapped shared and read-write, and only ever sets
+ * bits, with atomic ORs: a host sees a new name as soon as the bit is set,
+ * and never a name half added in a way that matters (a name is "maybe" only
+ * once all its bits are set).  A whole new file (to forget deleted names,
+ * or to grow) is built under a temporary name, renamed into place, and the
+ * old one marked superseded, which makes hosts map the new one.  Sized at
+ * 16 to 32 bits a name, a lookup of a name never added says "maybe" about
+ * once in a few thousand.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "index_file.h"
+
+#define MIN_BLOCKS 2048                 /* 128 KiB */
+#define BITS_PER_NAME 24
+
+int cs_index_file_create(struct cs_index_file *x, const char *dir, uint64_t names)
+{
+	uint64_t want = (names * BITS_PER_NAME + 511) / 512, n = MIN_BLOCKS;
+	struct timespec ts;
+	int fd;
+
+	memset(x, 0, sizeof *x);
+	while (n < want && n < (1ULL << 40))
+		n <<= 1;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	if ((size_t)snprintf(x->tmp, sizeof x->tmp, "%s/index.%d.%ld.new", dir, (int)getpid(),
+			     (long)ts.tv_nsec) >= sizeof x->tmp)
+		return -ENAMETOOLONG;
+	x->len = CS_INDEX_HEAD + n * 64;
+	fd = open(x->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0)
+		return -errno;
+	/* Readable by every host whatever the agent's umask. */
+	if (fchmod(fd, 0644) < 0 || ftruncate(fd, (off_t)x->len) < 0) {
+		int e = errno;
+		close(fd);
+		unlink(x->tmp);
+		return -e;
+	}
+	void *p = mmap(NULL, x->len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	int e = errno;
+	close(fd);
+	if (p == MAP_FAILED) {
+		unlink(x->tmp);
+		return -e;
+	}
+	x->head = p;
+	x->blocks = (uint64_t *)((char *)p + CS_INDEX_HEAD);
+	memcpy(x->head->magic, CS_INDEX_MAGIC, 8);
+	x->head->k = CS_INDEX_K;
+	x->head->nblocks = n;
+	x->head->built_ms = (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return 0;
+}
+
+static void add_one(struct cs_index_file *x, const char *ns, const char *rel)
+{
+	uint64_t h[2];
+	uint64_t *b;
+
+	cs_index_hash(ns, rel, h);
+	b = x->blocks + (h[0] & (x->head->nblocks - 1)) * CS_INDEX_BLOCK_WORDS;
+	for (int i = 0; i < CS_INDEX_K; i++) {
+		unsigned bit = (unsigned)(h[1] >> (9 * i)) & 511;
+		__atomic_fetch_or(&b[bit >> 6], 1ULL << (bit & 63), __ATOMIC_RELAXED);
+	}
+	__atomic_add_fetch(&x->head->names, 1, __ATOMIC_RELAXED);
+}
+
+void cs_index_file_add(struct cs_index_file *x, const char *ns, const char *rel)
+{
+	char dir[CS_PATH_MAX];
+	size_t n = strlen(rel);
+
+	if (!x->head || n >= sizeof dir)
+		return;
+	/* Parents first: a host that sees the file's bits sees the way to it. */
+	memcpy(dir, rel, n + 1);
+	for (size_t i = 0; i < n; i++)
+		if (dir[i] == '/') {
+			dir[i] = '\0';
+			add_one(x, ns, dir);
+			dir[i] = '/';
+		}
+	add_one(x, ns, rel);
+}
+
+uint64_t cs_index_file_capacity(const struct cs_index_file *x)
+{
+	return x->head ? x->head->nblocks * 512 / 16 : 0;
+}
+
+int cs_index_file_publish(struct cs_index_file *x, const char *dir)
+{
+	char path[CS_PATH_MAX + 8];
+
+	snprintf(path, sizeof path, "%s/index", dir);
+	if (rename(x->tmp, path) < 0)
+		return -errno;
+	x->tmp[0] = '\0';
+	return 0;
+}
+
+void cs_index_file_close(struct cs_index_file *x, bool superseded)
+{
+	if (!x->head)
+		return;
+	if (superseded)
+		__atomic_store_n(&x->head->superseded, 1, __ATOMIC_RELEASE);
+	munmap(x->head, x->len);
+	if (x->tmp[0])
+		unlink(x->tmp);
+	memset(x, 0, sizeof *x);
+}

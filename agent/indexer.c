@@ -1,0 +1,299 @@
+/*
+ * indexer.c - keeping this node's published index of names (cs.h) true to
+ * the registry, so that hosts answer a name no node ever had with ENOENT
+ * and no round trip, and never answer ENOENT for a name the cluster has.
+ *
+ * Names come in three ways:
+ *   - announcements: a writer's agent tells every other agent about new
+ *     names before it registers them (replicate.c, POST /v1/index), so no
+ *     reader can see a registered name that this node's index lacks;
+ *   - this node's own writes, added the same way;
+ *   - a poll of the registry every POLL_MS for rows changed since the last
+ *     one (with an overlap, as commits land out of timestamp order), which
+ *     catches what an announcement missed: the bound on a new name's
+ *     visibility when its announcement did not arrive.
+ * Deleted names stay in the filter (they cost a round trip to the agent,
+ * which answers "absent") until the file is built again from a full scan:
+ * at start, when the filter fills past its capacity, or when a quarter of
+ * its names are deleted ones.  An index left by a previous run is adopted
+ * at start, so hosts keep answering while the first scan runs.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "db.h"
+#include "index_file.h"
+#include "indexer.h"
+
+#define POLL_MS 250
+#define OVERLAP_S 2             /* commits land up to this late in time order */
+#define RETRY_MS 1000
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static struct cs_index_file cur, next;  /* under mu; next while building */
+static bool building, built;
+static uint64_t tombstones;             /* deleted names seen since the build */
+static char cursor[32];                 /* newest updated_at seen (DB clock) */
+
+void cs_indexer_add(const char *ns, const char *rel)
+{
+	pthread_mutex_lock(&mu);
+	cs_index_file_add(&cur, ns, rel);
+	if (building)
+		cs_index_file_add(&next, ns, rel);
+	pthread_mutex_unlock(&mu);
+}
+
+bool cs_indexer_has(const char *ns, const char *rel)
+{
+	uint64_t h[2];
+	bool has = false;
+
+	cs_index_hash(ns, rel, h);
+	pthread_mutex_lock(&mu);
+	if (cur.head)
+		has = cs_index_test(cur.blocks, cur.head->nblocks, h);
+	pthread_mutex_unlock(&mu);
+	return has;
+}
+
+/* The published index of a previous run, mapped to go on adding to it. */
+static void adopt(void)
+{
+	char path[CS_PATH_MAX + 8];
+	struct stat st;
+	int fd;
+
+	snprintf(path, sizeof path, "%s/index", cs_cfg.spool);
+	if ((fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW)) < 0)
+		return;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= CS_INDEX_HEAD) {
+		void *p = mmap(NULL, st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		struct cs_index_head *h = p;
+		if (p != MAP_FAILED && memcmp(h->magic, CS_INDEX_MAGIC, 8) == 0 &&
+		    h->k == CS_INDEX_K && h->nblocks && !(h->nblocks & (h->nblocks - 1)) &&
+		    h->nblocks <= (uint64_t)(st.st_size - CS_INDEX_HEAD) / 64 && !h->superseded) {
+			cur.head = h;
+			cur.blocks = (uint64_t *)((char *)p + CS_INDEX_HEAD);
+			cur.len = st.st_size;
+		} else if (p != MAP_FAILED) {
+			munmap(p, st.st_size);
+		}
+	}
+	close(fd);
+}
+
+/* " AND namespace IN (...)": the namespaces this node serves. */
+static void sql_namespaces(struct cs_sql *q)
+{
+	cs_sql_str(q, " namespace IN (");
+	for (int i = 0; i < cs_cfg.nprefix; i++) {
+		if (i)
+			cs_sql_str(q, ",");
+		cs_sql_text(q, cs_cfg.prefix[i].name);
+	}
+	cs_sql_str(q, ")");
+}
+
+/* A row's namespace and path as strings; false for one to skip. */
+static bool row_name(MYSQL_ROW row, unsigned long *len, char *ns, char *rel)
+{
+	if (!row[0] || !row[1] || len[0] >= CS_NAME_MAX || len[1] >= CS_PATH_MAX)
+		return false;
+	memcpy(ns, row[0], len[0]);
+	ns[len[0]] = '\0';
+	memcpy(rel, row[1], len[1]);
+	rel[len[1]] = '\0';
+	return true;
+}
+
+static void scanned(void *arg, MYSQL_ROW row, unsigned long *len)
+{
+	char ns[CS_NAME_MAX], rel[CS_PATH_MAX];
+
+	(void)arg;
+	if (row_name(row, len, ns, rel))
+		cs_index_file_add(&next, ns, rel);      /* only this thread adds a scan */
+}
+
+/* One query's single value into out. */
+static int scalar(struct cs_db *d, const char *sql, char *out, size_t outsz)
+{
+	MYSQL_RES *res = NULL;
+	MYSQL_ROW row;
+	int rc = cs_db_exec(d, sql, strlen(sql), &res, true);
+
+	if (rc < 0)
+		return rc;
+	row = mysql_fetch_row(res);
+	snprintf(out, outsz, "%s", row && row[0] ? row[0] : "");
+	mysql_free_result(res);
+	return row ? 0 : -EIO;
+}
+
+/* Build the index again from every live name, publish it, and make it the
+ * one names are added to. */
+static int build(void)
+{
+	struct cs_sql q = { 0 };
+	struct cs_index_file old, fresh;
+	char count[32], start[32];
+	struct cs_db *d = cs_db_get();
+	int rc = -ENOMEM;
+
+	if (!d)
+		return -EAGAIN;
+	cs_sql_str(&q, "SELECT COUNT(*) FROM files WHERE deleted=0 AND");
+	sql_namespaces(&q);
+	if (q.oom || (rc = scalar(d, "SELECT NOW(3)", start, sizeof start)) < 0 ||
+	    (rc = scalar(d, q.s, count, sizeof count)) < 0)
+		goto out;
+	/* Names: every file, and the directories above them (fewer). */
+	uint64_t files = strtoull(count, NULL, 10);
+	if ((rc = cs_index_file_create(&fresh, cs_cfg.spool, files + files / 2 + 1024)) < 0) {
+		cs_error("cannot make the index in %s: %s", cs_cfg.spool, strerror(-rc));
+		goto out;
+	}
+	pthread_mutex_lock(&mu);
+	next = fresh;
+	building = true;
+	pthread_mutex_unlock(&mu);
+	q.len = 0;
+	cs_sql_str(&q, "SELECT namespace, path FROM files WHERE deleted=0 AND");
+	sql_namespaces(&q);
+	rc = q.oom ? -ENOMEM : cs_db_each(d, q.s, q.len, scanned, NULL);
+	pthread_mutex_lock(&mu);
+	building = false;
+	if (rc == 0 && (rc = cs_index_file_publish(&next, cs_cfg.spool)) == 0) {
+		old = cur;
+		cur = next;
+		tombstones = 0;
+		snprintf(cursor, sizeof cursor, "%s", start);
+		built = true;
+	} else {
+		old = next;
+	}
+	memset(&next, 0, sizeof next);
+	pthread_mutex_unlock(&mu);
+	cs_index_file_close(&old, rc == 0);
+	if (rc == 0)
+		cs_info("index built: %llu files, %llu names, room for %llu",
+			(unsigned long long)files, (unsigned long long)cur.head->names,
+			(unsigned long long)cs_index_file_capacity(&cur));
+out:
+	cs_db_put(d);
+	cs_sql_free(&q);
+	return rc;
+}
+
+struct polled {
+	char newest[32];
+	unsigned long added, deleted;
+};
+
+static void changed(void *arg, MYSQL_ROW row, unsigned long *len)
+{
+	struct polled *p = arg;
+	char ns[CS_NAME_MAX], rel[CS_PATH_MAX];
+
+	if (!row_name(row, len, ns, rel))
+		return;
+	if (row[2] && row[2][0] == '1') {
+		p->deleted++;
+	} else {
+		cs_indexer_add(ns, rel);
+		p->added++;
+	}
+	if (row[3] && strlen(row[3]) < sizeof p->newest && strcmp(row[3], p->newest) > 0)
+		strcpy(p->newest, row[3]);
+}
+
+/* Whether s is a timestamp as MySQL writes one (it goes back into SQL). */
+static bool timestamp_ok(const char *s)
+{
+	return *s && strspn(s, "0123456789-: .") == strlen(s);
+}
+
+/* Add the names registered since the last poll. */
+static int poll_changes(void)
+{
+	struct polled p = { "", 0, 0 };
+	struct cs_sql q = { 0 };
+	char since[32];
+	struct cs_db *d;
+	int rc;
+
+	pthread_mutex_lock(&mu);
+	snprintf(since, sizeof since, "%s", cursor);
+	pthread_mutex_unlock(&mu);
+	if (!timestamp_ok(since))
+		return -EINVAL;
+	cs_sql_str(&q, "SELECT namespace, path, deleted, updated_at FROM files WHERE");
+	sql_namespaces(&q);
+	cs_sql_fmt(&q, " AND updated_at >= '%s' - INTERVAL %d SECOND", since, OVERLAP_S);
+	if (!(d = cs_db_for(&q, &rc)))
+		return rc;
+	rc = cs_db_each(d, q.s, q.len, changed, &p);
+	cs_db_put(d);
+	cs_sql_free(&q);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&mu);
+	if (p.newest[0] && timestamp_ok(p.newest) && strcmp(p.newest, cursor) > 0) {
+		/* Rows counted again in the overlap inflate this a little: it
+		 * only decides when to build again. */
+		tombstones += p.deleted;
+		snprintf(cursor, sizeof cursor, "%s", p.newest);
+	}
+	uint64_t names = cur.head ? cur.head->names : 0;
+	bool again = names > cs_index_file_capacity(&cur) ||
+		     (tombstones > 1000 && tombstones > names / 4);
+	pthread_mutex_unlock(&mu);
+	return again ? 1 : 0;
+}
+
+static volatile int stopping;
+static pthread_t thread;
+
+static void *run(void *arg)
+{
+	bool failing = false;
+
+	(void)arg;
+	while (!stopping) {
+		int rc = built ? poll_changes() : build();
+
+		if (rc == 1)
+			rc = build();
+		if (rc < 0 && !failing)
+			cs_warn("index: %s; hosts keep the last one", strerror(-rc));
+		failing = rc < 0;
+		for (int ms = built && !failing ? POLL_MS : RETRY_MS; ms > 0 && !stopping; ms -= 50)
+			usleep(50 * 1000);
+	}
+	return NULL;
+}
+
+int cs_indexer_start(void)
+{
+	adopt();
+	if (build() < 0 && !cur.head)
+		cs_warn("index: none yet (registry unreachable); hosts ask the agent for every miss");
+	return pthread_create(&thread, NULL, run, NULL) == 0 ? 0 : -EAGAIN;
+}
+
+void cs_indexer_stop(void)
+{
+	stopping = 1;
+	pthread_join(thread, NULL);
+	pthread_mutex_lock(&mu);
+	cs_index_file_close(&cur, false);
+	pthread_mutex_unlock(&mu);
+}

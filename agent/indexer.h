@@ -1,0 +1,20 @@
+/*
+ * indexer.h - this node's published index of names, kept true to the
+ * registry (indexer.c).
+ */
+#ifndef CS_INDEXER_H
+#define CS_INDEXER_H
+
+#include "cs.h"
+
+/* Adopt the index a previous run left, build one from the registry (or go
+ * on with the adopted one while it is unreachable), and start polling. */
+int cs_indexer_start(void);
+void cs_indexer_stop(void);
+/* (ns, rel) and the directories above it are names the cluster has (or is
+ * about to have): hosts ask the agent for them from now on. */
+void cs_indexer_add(const char *ns, const char *rel);
+/* Whether this node's index already has (ns, rel): no need to announce it. */
+bool cs_indexer_has(const char *ns, const char *rel);
+
+#endif

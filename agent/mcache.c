@@ -1,0 +1,148 @@
+/*
+ * mcache.c - the agent's memcached connections.
+ *
+ * The only file that includes libmemcached.  A memcached_st is not safe to
+ * share between threads, so the agent keeps a few (CS_DB_CONNECTIONS, like
+ * MySQL) and a thread borrows one per call.  Every call has a 250 ms
+ * timeout; a failure opens a breaker (1 s doubling to 8 s) during which
+ * calls are misses at once, so a dead memcached costs nothing but the
+ * MySQL query it would have saved.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libmemcached/memcached.h>
+
+#include "breaker.h"
+#include "mcache.h"
+
+#define MAX_HANDLES 64
+
+static struct handle {
+	memcached_st *mc;
+	bool busy;
+} pool[MAX_HANDLES];
+static int pool_n = 4;
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static struct cs_breaker brk;           /* under mu */
+static bool unusable;
+
+void cs_mc_init(int connections)
+{
+	pool_n = connections < 1 ? 1 : connections > MAX_HANDLES ? MAX_HANDLES : connections;
+}
+
+static memcached_st *make(void)
+{
+	memcached_st *mc = memcached_create(NULL);
+	memcached_return_t rc;
+
+	if (!mc)
+		return NULL;
+	if (cs_cfg.memcached[0] == '/') {
+		rc = memcached_server_add_unix_socket(mc, cs_cfg.memcached);
+	} else {
+		memcached_server_list_st list = memcached_servers_parse(cs_cfg.memcached);
+		rc = list ? memcached_server_push(mc, list) : MEMCACHED_FAILURE;
+		memcached_server_list_free(list);
+	}
+	if (rc != MEMCACHED_SUCCESS) {
+		cs_error("CS_MEMCACHED: cannot use '%s'; going on without memcached",
+			 cs_cfg.memcached);
+		memcached_free(mc);
+		unusable = true;
+		return NULL;
+	}
+	memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_NO_BLOCK, 1);
+	memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_TCP_NODELAY, 1);
+	memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, 250);
+	memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, 250);
+	memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_RCV_TIMEOUT, 250000);
+	memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_SND_TIMEOUT, 250000);
+	memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, 1);
+	return mc;
+}
+
+/* A handle, or NULL (not configured, breaker open, all busy). */
+static struct handle *borrow(void)
+{
+	struct handle *h = NULL;
+
+	if (!cs_cfg.memcached[0])
+		return NULL;
+	pthread_mutex_lock(&mu);
+	if (!unusable && !cs_breaker_open(&brk, cs_clock_ms()))
+		for (int i = 0; i < pool_n && !h; i++)
+			if (!pool[i].busy)
+				h = &pool[i];
+	if (h)
+		h->busy = true;
+	pthread_mutex_unlock(&mu);
+	if (h && !h->mc && !(h->mc = make())) {
+		pthread_mutex_lock(&mu);
+		h->busy = false;
+		pthread_mutex_unlock(&mu);
+		return NULL;
+	}
+	return h;
+}
+
+static bool failure(memcached_return_t rc)
+{
+	return rc != MEMCACHED_SUCCESS && rc != MEMCACHED_NOTFOUND &&
+	       rc != MEMCACHED_NOTSTORED && rc != MEMCACHED_DATA_EXISTS &&
+	       rc != MEMCACHED_STORED && rc != MEMCACHED_END;
+}
+
+static void give_back(struct handle *h, memcached_return_t rc)
+{
+	pthread_mutex_lock(&mu);
+	if (failure(rc)) {
+		if (cs_breaker_fail(&brk, cs_clock_ms()))
+			cs_error("memcached unreachable (%s); asking MySQL directly meanwhile",
+				 memcached_strerror(h->mc, rc));
+	} else if (cs_breaker_ok(&brk, cs_clock_ms())) {
+		cs_warn("memcached reachable again");
+	}
+	h->busy = false;
+	pthread_mutex_unlock(&mu);
+}
+
+char *cs_mc_get(const char *key, size_t *len)
+{
+	struct handle *h = borrow();
+	memcached_return_t rc;
+	uint32_t flags;
+	char *v;
+
+	if (!h)
+		return NULL;
+	v = memcached_get(h->mc, key, strlen(key), len, &flags, &rc);
+	give_back(h, rc);
+	return v;
+}
+
+void cs_mc_store(const char *key, const char *val, size_t len, time_t ttl, bool overwrite)
+{
+	struct handle *h = borrow();
+	memcached_return_t rc;
+
+	if (!h)
+		return;
+	rc = overwrite ? memcached_set(h->mc, key, strlen(key), val, len, ttl, 0)
+		       : memcached_add(h->mc, key, strlen(key), val, len, ttl, 0);
+	give_back(h, rc);
+}
+
+void cs_mc_shutdown(void)
+{
+	pthread_mutex_lock(&mu);
+	for (int i = 0; i < pool_n; i++)
+		if (pool[i].mc && !pool[i].busy) {
+			memcached_free(pool[i].mc);
+			pool[i].mc = NULL;
+		}
+	pthread_mutex_unlock(&mu);
+}

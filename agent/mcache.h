@@ -1,0 +1,21 @@
+/*
+ * mcache.h - the agent's memcached connections (mcache.c): a small pool,
+ * a breaker, get and store.  Optional: without CS_MEMCACHED every call is a
+ * miss and the registry is asked directly.
+ */
+#ifndef CS_MCACHE_H
+#define CS_MCACHE_H
+
+#include <time.h>
+
+#include "cs.h"
+
+void cs_mc_init(int connections);
+/* The value stored at key (malloc'd, *len bytes), or NULL. */
+char *cs_mc_get(const char *key, size_t *len);
+/* Store val at key for ttl seconds: overwrite, or only add where there is
+ * nothing (readers fill the cache with add, writers set). */
+void cs_mc_store(const char *key, const char *val, size_t len, time_t ttl, bool overwrite);
+void cs_mc_shutdown(void);
+
+#endif

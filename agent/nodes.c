@@ -1,0 +1,366 @@
+/*
+ * nodes.c - the node table: who is in the cluster, who is up, where to read
+ * from and where to push to.
+ *
+ * The table comes from MySQL (cached here for 2 s and in memcached for 5 s);
+ * a node is up while its agent heartbeats (every 2 s, up if within
+ * CS_UP_SECONDS).  Ranking for reads: up before down, this node's zone
+ * first.  For pushes: up only, another zone first (a rack can fail whole),
+ * then the node with the fewest files.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+#include "mcache.h"
+#include "nodes.h"
+
+#define MAX_NODES 256
+#define NODES_LOCAL_MS 2000
+#define NODES_MC_TTL 5
+#define COUNTS_LOCAL_MS 10000   /* per-node file counts, for choosing targets */
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static uint32_t self_id;
+static struct cs_node tab[MAX_NODES];
+static int tab_n;
+static int64_t tab_at = -1;
+static struct {
+	uint32_t id;
+	uint64_t files;
+} counts[MAX_NODES];
+static int counts_n;
+static int64_t counts_at = -1;
+
+/* Register (or refresh) this node; heartbeat also stamps heartbeat_at. */
+static int enrol(bool heartbeat)
+{
+	struct cs_sql q = { 0 };
+	struct cs_db *d;
+	int rc;
+
+	cs_sql_str(&q, "INSERT INTO nodes (name, url, zone, heartbeat_at) VALUES (");
+	cs_sql_text(&q, cs_cfg.node);
+	cs_sql_str(&q, ",");
+	cs_sql_text(&q, cs_cfg.node_url);
+	cs_sql_str(&q, ",");
+	cs_sql_text(&q, cs_cfg.zone);
+	cs_sql_str(&q, heartbeat ? ",NOW(3))" : ",NULL)");
+	cs_sql_str(&q, " ON DUPLICATE KEY UPDATE id=LAST_INSERT_ID(id)");
+	if (heartbeat)
+		cs_sql_str(&q, ", url=VALUES(url), zone=VALUES(zone), heartbeat_at=NOW(3)");
+	else if (cs_cfg.node_url[0])
+		cs_sql_str(&q, ", url=VALUES(url)");
+	if (!(d = cs_db_for(&q, &rc)))
+		return rc;
+	rc = cs_db_exec(d, q.s, q.len, NULL, true);
+	if (rc == 0)
+		__atomic_store_n(&self_id, (uint32_t)cs_db_insert_id(d), __ATOMIC_RELEASE);
+	cs_db_put(d);
+	cs_sql_free(&q);
+	return rc;
+}
+
+int cs_nodes_self(uint32_t *id)
+{
+	int rc = 0;
+
+	if (!__atomic_load_n(&self_id, __ATOMIC_ACQUIRE))
+		rc = enrol(false);
+	*id = __atomic_load_n(&self_id, __ATOMIC_ACQUIRE);
+	return *id ? 0 : rc ? rc : -EIO;
+}
+
+int cs_nodes_heartbeat(void)
+{
+	return enrol(true);
+}
+
+/* "id up name url zone\n" per node; url and zone may be "-" for empty. */
+static int encode(const struct cs_node *n, int count, char *out, size_t outsz)
+{
+	size_t len = 0;
+
+	for (int i = 0; i < count; i++) {
+		int m = snprintf(out + len, outsz - len, "%" PRIu32 " %d %s %s %s\n",
+				 n[i].id, n[i].up, n[i].name, n[i].url[0] ? n[i].url : "-",
+				 n[i].zone[0] ? n[i].zone : "-");
+		if (m < 0 || (size_t)m >= outsz - len)
+			return -ENOSPC;
+		len += m;
+	}
+	return (int)len;
+}
+
+static int decode(char *s, struct cs_node *n, int max)
+{
+	int count = 0;
+	char *save = NULL;
+
+	for (char *line = strtok_r(s, "\n", &save); line && count < max;
+	     line = strtok_r(NULL, "\n", &save)) {
+		struct cs_node *x = &n[count];
+		int up;
+		if (sscanf(line, "%" SCNu32 " %d %63s %511s %63s", &x->id, &up,
+			   x->name, x->url, x->zone) != 5)
+			return -EINVAL;
+		x->up = up;
+		if (strcmp(x->url, "-") == 0)
+			x->url[0] = '\0';
+		if (strcmp(x->zone, "-") == 0)
+			x->zone[0] = '\0';
+		count++;
+	}
+	return count;
+}
+
+/* The columns every node query starts with, and their reading. */
+#define NODE_COLUMNS "n.id, n.name, n.url, n.zone, COALESCE(n.heartbeat_at > NOW(3)" \
+		     " - INTERVAL " CS_STR(CS_UP_SECONDS) " SECOND, 0)"
+#define CS_STR(x) CS_STR_(x)
+#define CS_STR_(x) #x
+
+static void node_row(MYSQL_ROW row, struct cs_node *x)
+{
+	memset(x, 0, sizeof *x);
+	x->id = (uint32_t)cs_db_u64(row[0]);
+	snprintf(x->name, sizeof x->name, "%s", row[1] ? row[1] : "");
+	snprintf(x->url, sizeof x->url, "%s", row[2] ? row[2] : "");
+	snprintf(x->zone, sizeof x->zone, "%s", row[3] ? row[3] : "");
+	x->up = row[4] && row[4][0] == '1';
+}
+
+static int from_db(struct cs_node *n, int max)
+{
+	struct cs_sql q = { 0 };
+	MYSQL_RES *res = NULL;
+	MYSQL_ROW row;
+	int count = 0, rc;
+
+	cs_sql_str(&q, "SELECT " NODE_COLUMNS " FROM nodes n ORDER BY n.id");
+	if ((rc = cs_db_query(&q, &res)) < 0)
+		return rc;
+	while ((row = mysql_fetch_row(res)) && count < max)
+		node_row(row, &n[count++]);
+	mysql_free_result(res);
+	return count;
+}
+
+/* Refresh the table if it is older than NODES_LOCAL_MS; caller holds mu.
+ * Keeps the old table when neither server answers. */
+static int locked_refresh(void)
+{
+	static const char key[] = "cs1:nodes";
+	struct cs_node *fresh;
+	int count = -EAGAIN;
+	size_t len;
+
+	if (tab_at >= 0 && cs_clock_ms() - tab_at <= NODES_LOCAL_MS)
+		return 0;
+	if (!(fresh = calloc(MAX_NODES, sizeof *fresh)))
+		return tab_n ? 0 : -ENOMEM;
+	char *v = cs_mc_get(key, &len);
+	if (v) {
+		char *z = realloc(v, len + 1);
+		if (z) {
+			z[len] = '\0';
+			count = decode(z, fresh, MAX_NODES);
+			v = z;
+		}
+		free(v);
+	}
+	if (count <= 0) {
+		count = from_db(fresh, MAX_NODES);
+		if (count > 0) {
+			char *buf = malloc(64 * 1024);
+			int m = buf ? encode(fresh, count, buf, 64 * 1024) : -1;
+			if (m > 0)
+				cs_mc_store(key, buf, m, NODES_MC_TTL, true);
+			free(buf);
+		}
+	}
+	if (count > 0) {
+		memcpy(tab, fresh, count * sizeof *fresh);
+		tab_n = count;
+		tab_at = cs_clock_ms();
+	}
+	free(fresh);
+	if (count > 0 || tab_n > 0)
+		return 0;       /* a stale table beats none */
+	return count < 0 ? count : -ENOENT;
+}
+
+static bool same_zone(const struct cs_node *n)
+{
+	return cs_cfg.zone[0] && strcmp(n->zone, cs_cfg.zone) == 0;
+}
+
+/* Read ranking: lower is better. */
+static int read_rank(const struct cs_node *n)
+{
+	return (n->up ? 0 : 2) + (same_zone(n) ? 0 : 1);
+}
+
+int cs_nodes_holders(const struct cs_file *f, struct cs_node *out, int max)
+{
+	uint32_t self = __atomic_load_n(&self_id, __ATOMIC_ACQUIRE);
+	int n = 0, rc;
+
+	pthread_mutex_lock(&mu);
+	rc = locked_refresh();
+	for (int i = 0; rc == 0 && i < f->nholders && n < max; i++)
+		for (int j = 0; j < tab_n; j++)
+			if (tab[j].id == f->holder[i] && tab[j].id != self && tab[j].url[0]) {
+				out[n++] = tab[j];
+				break;
+			}
+	pthread_mutex_unlock(&mu);
+	if (rc < 0)
+		return rc;
+	/* Stable: registry order (oldest copy first) within a rank. */
+	for (int i = 1; i < n; i++) {
+		struct cs_node x = out[i];
+		int j = i;
+		while (j > 0 && read_rank(&out[j - 1]) > read_rank(&x)) {
+			out[j] = out[j - 1];
+			j--;
+		}
+		out[j] = x;
+	}
+	return n;
+}
+
+/* Current files per node (caller holds mu); refreshed rarely. */
+static uint64_t locked_count_of(uint32_t id)
+{
+	if (counts_at < 0 || cs_clock_ms() - counts_at > COUNTS_LOCAL_MS) {
+		struct cs_sql q = { 0 };
+		MYSQL_RES *res = NULL;
+		MYSQL_ROW row;
+
+		cs_sql_str(&q, "SELECT node_id, COUNT(*) FROM replicas WHERE stale=0 GROUP BY node_id");
+		if (cs_db_query(&q, &res) == 0) {
+			counts_n = 0;
+			while ((row = mysql_fetch_row(res)) && counts_n < MAX_NODES) {
+				counts[counts_n].id = (uint32_t)cs_db_u64(row[0]);
+				counts[counts_n++].files = cs_db_u64(row[1]);
+			}
+			mysql_free_result(res);
+		}
+		counts_at = cs_clock_ms();
+	}
+	for (int i = 0; i < counts_n; i++)
+		if (counts[i].id == id)
+			return counts[i].files;
+	return 0;
+}
+
+void cs_nodes_note_copy(uint32_t node)
+{
+	pthread_mutex_lock(&mu);
+	for (int i = 0; i < counts_n; i++)
+		if (counts[i].id == node) {
+			counts[i].files++;
+			goto out;
+		}
+	if (counts_n < MAX_NODES) {
+		counts[counts_n].id = node;
+		counts[counts_n++].files = 1;
+	}
+out:
+	pthread_mutex_unlock(&mu);
+}
+
+int cs_nodes_targets(const struct cs_file *f, struct cs_node *out, int max)
+{
+	uint64_t files[MAX_NODES];
+	uint32_t self = 0;
+	int n = 0, rc;
+
+	cs_nodes_self(&self);
+	pthread_mutex_lock(&mu);
+	rc = locked_refresh();
+	for (int j = 0; rc == 0 && j < tab_n && n < max && n < MAX_NODES; j++) {
+		const struct cs_node *x = &tab[j];
+		bool holds = false;
+
+		for (int i = 0; i < f->nholders; i++)
+			holds |= f->holder[i] == x->id;
+		if (holds || x->id == self || !x->up || !x->url[0])
+			continue;
+		out[n] = *x;
+		files[n++] = locked_count_of(x->id);
+	}
+	pthread_mutex_unlock(&mu);
+	if (rc < 0)
+		return rc;
+	for (int i = 1; i < n; i++) {
+		struct cs_node x = out[i];
+		uint64_t fx = files[i];
+		bool zx = same_zone(&x);
+		int j = i;
+
+		while (j > 0) {
+			bool zp = same_zone(&out[j - 1]);
+			if (zp < zx || (zp == zx && files[j - 1] <= fx))
+				break;
+			out[j] = out[j - 1];
+			files[j] = files[j - 1];
+			j--;
+		}
+		out[j] = x;
+		files[j] = fx;
+	}
+	return n;
+}
+
+int cs_nodes_peers(struct cs_node *out, int max)
+{
+	uint32_t self = 0;
+	int n = 0, rc;
+
+	cs_nodes_self(&self);
+	pthread_mutex_lock(&mu);
+	rc = locked_refresh();
+	for (int j = 0; rc == 0 && j < tab_n && n < max; j++)
+		if (tab[j].id != self && tab[j].up && tab[j].url[0])
+			out[n++] = tab[j];
+	pthread_mutex_unlock(&mu);
+	return rc < 0 ? rc : n;
+}
+
+int cs_nodes_status(struct cs_node_status *st, int *n, uint64_t *files)
+{
+	struct cs_sql q = { 0 };
+	MYSQL_RES *res = NULL;
+	MYSQL_ROW row;
+	int count = 0, rc;
+
+	cs_sql_str(&q, "SELECT " NODE_COLUMNS ","
+		       " COALESCE(TIMESTAMPDIFF(MICROSECOND, n.heartbeat_at, NOW(3)), -1000000),"
+		       " (SELECT COUNT(*) FROM replicas r JOIN files f ON f.id=r.file_id"
+		       "   AND f.version=r.version AND f.deleted=0 WHERE r.node_id=n.id)"
+		       " FROM nodes n ORDER BY n.name");
+	if ((rc = cs_db_query(&q, &res)) < 0)
+		return rc;
+	while ((row = mysql_fetch_row(res)) && count < *n) {
+		struct cs_node_status *x = &st[count++];
+		memset(x, 0, sizeof *x);
+		node_row(row, &x->node);
+		x->heartbeat_age = row[5] ? strtod(row[5], NULL) / 1e6 : -1;
+		x->files = cs_db_u64(row[6]);
+	}
+	mysql_free_result(res);
+	*n = count;
+	cs_sql_str(&q, "SELECT COUNT(*) FROM files WHERE deleted=0");
+	if ((rc = cs_db_query(&q, &res)) == 0) {
+		row = mysql_fetch_row(res);
+		*files = row ? cs_db_u64(row[0]) : 0;
+		mysql_free_result(res);
+	}
+	return rc;
+}

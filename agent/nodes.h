@@ -1,0 +1,47 @@
+/*
+ * nodes.h - the cluster's nodes as this agent sees them (nodes.c): its own
+ * registration and heartbeat, the node table, and the one place that ranks
+ * nodes, for reading from and for pushing to.
+ */
+#ifndef CS_NODES_H
+#define CS_NODES_H
+
+#include "cs.h"
+#include "record.h"
+
+struct cs_node {
+	uint32_t id;
+	char name[CS_NAME_MAX];
+	char url[CS_URL_MAX];
+	char zone[CS_NAME_MAX];
+	bool up;                /* heartbeat seen recently */
+};
+
+#define CS_UP_SECONDS 10        /* a heartbeat younger than this: node is up */
+
+/* This node's id, registering it by name if needed; 0 or -EAGAIN. */
+int cs_nodes_self(uint32_t *id);
+/* Register or refresh this node (name, url, zone) and its heartbeat. */
+int cs_nodes_heartbeat(void);
+/* The nodes holding f that could serve it to us, best first: not this node,
+ * with a URL, up before down, this node's zone first.  How many, or -errno
+ * when no node table could be had. */
+int cs_nodes_holders(const struct cs_file *f, struct cs_node *out, int max);
+/* Nodes to push a new version of f to: up, not this node, not holding it,
+ * another CS_ZONE first, then the fewest files.  How many. */
+int cs_nodes_targets(const struct cs_file *f, struct cs_node *out, int max);
+/* Every other node that is up and has a URL. */
+int cs_nodes_peers(struct cs_node *out, int max);
+/* A push to node succeeded: count it until the counts are next read, so a
+ * burst of writes spreads instead of all going to the emptiest node. */
+void cs_nodes_note_copy(uint32_t node);
+
+/* Status listing: per node, how many current files it holds. */
+struct cs_node_status {
+	struct cs_node node;
+	double heartbeat_age;           /* seconds, -1 if never */
+	uint64_t files;
+};
+int cs_nodes_status(struct cs_node_status *st, int *n, uint64_t *files);
+
+#endif

@@ -1,0 +1,37 @@
+/*
+ * record.h - what the registry knows of one file, and its encoding as a
+ * memcached record (record.c).
+ */
+#ifndef CS_RECORD_H
+#define CS_RECORD_H
+
+#include "cs.h"
+
+struct cs_file {
+	uint64_t id;
+	uint64_t version;
+	uint64_t size;
+	int64_t mtime_ns;
+	unsigned char sha256[CS_SHA256_LEN];
+	bool deleted;
+	int nholders;
+	uint32_t holder[CS_MAX_HOLDERS];        /* node ids holding version */
+};
+
+/* The registry's key of (ns, rel): SHA-256 of "ns\0rel". */
+void cs_path_hash(const char *ns, const char *rel, unsigned char h[CS_SHA256_LEN]);
+
+/* Memcached key of a path hash: "cs1:" + its hex. */
+#define CS_KEY_MAX 72
+void cs_record_key(const unsigned char h[CS_SHA256_LEN], char key[CS_KEY_MAX]);
+/* Encode f; the length or -ENOSPC. */
+int cs_record_encode(const struct cs_file *f, char *out, size_t outsz);
+/* The record of "not in the cluster". */
+int cs_record_encode_absent(char *out, size_t outsz);
+/* 0 and *f filled, 1 for the "not in the cluster" record, -EINVAL if bad. */
+int cs_record_decode(const char *in, size_t len, struct cs_file *f);
+
+/* f as held by node too (when there is room in the record). */
+void cs_file_add_holder(struct cs_file *f, uint32_t node);
+
+#endif

@@ -1,0 +1,370 @@
+/*
+ * registry.c - what the cluster has and who holds it, read from memcached
+ * in front of MySQL/MariaDB (sql/schema.sql), and the records of this
+ * node's copies.
+ *
+ * MySQL is the truth; memcached holds encoded records of it (record.c).
+ * Cache rules, chosen so that a lookup racing a write cannot pin a stale
+ * answer:
+ *   - readers fill memcached with `add` (never overwrite what a writer put);
+ *   - writers `set` the new record (publish.c), never delete it;
+ *   - "not in the cluster" is cached for CS_NEG_MC_TTL seconds, and a later
+ *     create overwrites it at once.
+ * The holders in a cached record may be out of date (copies made since are
+ * recorded in MySQL only); a reader that finds none of them able to serve
+ * asks MySQL again (fetch.c).  Statements reach MySQL through the agent's
+ * pool (db.c); names and paths go in as hex literals.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mcache.h"
+#include "nodes.h"
+#include "registry.h"
+
+/* ---- statements ---------------------------------------------------- */
+
+static void sql_where(struct cs_sql *q, const unsigned char h[CS_SHA256_LEN],
+		      const char *ns, const char *rel)
+{
+	cs_sql_str(q, " WHERE f.path_hash=");
+	cs_sql_hex(q, h, CS_SHA256_LEN);
+	cs_sql_str(q, " AND f.namespace=");
+	cs_sql_text(q, ns);
+	cs_sql_str(q, " AND f.path=");
+	cs_sql_text(q, rel);
+}
+
+void cs_registry_sql_file(struct cs_sql *q, const unsigned char h[CS_SHA256_LEN],
+			  const char *ns, const char *rel, bool for_update)
+{
+	cs_sql_str(q, "SELECT f.id, f.version, f.size, f.mtime_ns, f.sha256, f.deleted,"
+		      " (SELECT GROUP_CONCAT(r.node_id ORDER BY r.updated_at)"
+		      "  FROM replicas r WHERE r.file_id=f.id AND r.version=f.version AND r.stale=0)"
+		      " FROM files f");
+	sql_where(q, h, ns, rel);
+	if (for_update)
+		cs_sql_str(q, " FOR UPDATE");
+}
+
+int cs_registry_row(MYSQL_RES *res, struct cs_file *f)
+{
+	MYSQL_ROW row = mysql_fetch_row(res);
+	unsigned long *len;
+
+	if (!row)
+		return -ENOENT;
+	len = mysql_fetch_lengths(res);
+	memset(f, 0, sizeof *f);
+	f->id = cs_db_u64(row[0]);
+	f->version = cs_db_u64(row[1]);
+	f->size = cs_db_u64(row[2]);
+	f->mtime_ns = row[3] ? strtoll(row[3], NULL, 10) : 0;
+	if (!row[4] || len[4] != CS_SHA256_LEN)
+		return -EIO;
+	memcpy(f->sha256, row[4], CS_SHA256_LEN);
+	f->deleted = row[5] && row[5][0] == '1';
+	for (char *p = row[6]; p && *p && f->nholders < CS_MAX_HOLDERS;) {
+		char *end;
+		f->holder[f->nholders++] = (uint32_t)strtoul(p, &end, 10);
+		p = *end ? end + 1 : end;
+	}
+	return 0;
+}
+
+void cs_registry_sql_new_file(struct cs_sql *q, const unsigned char h[CS_SHA256_LEN],
+			      const char *ns, const char *rel, uint64_t size, int64_t mtime_ns,
+			      const unsigned char sha[CS_SHA256_LEN])
+{
+	cs_sql_str(q, "INSERT INTO files (path_hash, namespace, path, version,"
+		      " size, mtime_ns, sha256, deleted) VALUES (");
+	cs_sql_hex(q, h, CS_SHA256_LEN);
+	cs_sql_str(q, ",");
+	cs_sql_text(q, ns);
+	cs_sql_str(q, ",");
+	cs_sql_text(q, rel);
+	cs_sql_fmt(q, ",1,%" PRIu64 ",%" PRId64 ",", size, mtime_ns);
+	cs_sql_hex(q, sha, CS_SHA256_LEN);
+	cs_sql_str(q, ",0)");
+}
+
+/* On a second record of one copy: a newer version never goes back to an
+ * older one, and the copy as installed goes with the version it is of. */
+#define REPLICA_UPDATE                                                         \
+	" ON DUPLICATE KEY UPDATE"                                             \
+	" stale=IF(VALUES(version) >= replicas.version, VALUES(stale), replicas.stale)," \
+	" size=IF(VALUES(version) >= replicas.version, VALUES(size), replicas.size)," \
+	" mtime_ns=IF(VALUES(version) >= replicas.version, VALUES(mtime_ns), replicas.mtime_ns)," \
+	" version=GREATEST(replicas.version, VALUES(version))"
+
+void cs_registry_sql_replica(struct cs_sql *q, uint64_t file_id, uint32_t node,
+			     uint64_t version, uint64_t size, int64_t mtime_ns)
+{
+	cs_sql_fmt(q, "INSERT INTO replicas (file_id, node_id, version, size, mtime_ns, stale)"
+		      " VALUES (%" PRIu64 ",%" PRIu32 ",%" PRIu64 ",%" PRIu64 ",%" PRId64 ",0)",
+		   file_id, node, version, size, mtime_ns);
+	cs_sql_str(q, REPLICA_UPDATE);
+}
+
+int cs_registry_db_file(struct cs_db *d, const unsigned char h[CS_SHA256_LEN], const char *ns,
+			const char *rel, struct cs_file *f, bool for_update)
+{
+	struct cs_sql q = { 0 };
+	MYSQL_RES *res = NULL;
+	int rc;
+
+	cs_registry_sql_file(&q, h, ns, rel, for_update);
+	if (q.oom) {
+		cs_sql_free(&q);
+		return -ENOMEM;
+	}
+	rc = cs_db_exec(d, q.s, q.len, &res, !for_update);
+	if (rc == 0)
+		rc = cs_registry_row(res, f);
+	if (res)
+		mysql_free_result(res);
+	cs_sql_free(&q);
+	return rc;
+}
+
+void cs_registry_cache(const unsigned char h[CS_SHA256_LEN], const struct cs_file *f,
+		       bool overwrite)
+{
+	char key[CS_KEY_MAX], rec[1024];
+	int n = f ? cs_record_encode(f, rec, sizeof rec) : cs_record_encode_absent(rec, sizeof rec);
+
+	if (n < 0)
+		return;
+	cs_record_key(h, key);
+	cs_mc_store(key, rec, n, f ? CS_POS_MC_TTL : CS_NEG_MC_TTL, overwrite);
+}
+
+/* ---- lookups ------------------------------------------------------- */
+
+static int db_lookup(const unsigned char h[CS_SHA256_LEN], const char *ns, const char *rel,
+		     struct cs_file *f)
+{
+	struct cs_db *d = cs_db_get();
+	int rc;
+
+	if (!d)
+		return -EAGAIN;
+	rc = cs_registry_db_file(d, h, ns, rel, f, false);
+	cs_db_put(d);
+	return rc;
+}
+
+int cs_registry_lookup(const char *ns, const char *rel, struct cs_file *f, bool *cached)
+{
+	unsigned char h[CS_SHA256_LEN];
+	char key[CS_KEY_MAX];
+	size_t len;
+	int rc;
+
+	*cached = false;
+	cs_path_hash(ns, rel, h);
+	cs_record_key(h, key);
+	char *v = cs_mc_get(key, &len);
+	if (v) {
+		rc = cs_record_decode(v, len, f);
+		free(v);
+		if (rc == 1 || (rc == 0 && f->deleted))
+			return -ENOENT;
+		if (rc == 0) {
+			*cached = true;
+			return 0;
+		}
+		cs_warn("memcached: undecodable record at %s; asking MySQL", key);
+	}
+	rc = db_lookup(h, ns, rel, f);
+	if (rc == 0 || rc == -ENOENT)
+		cs_registry_cache(h, rc == 0 ? f : NULL, false);
+	if (rc == -ENOENT || (rc == 0 && f->deleted))
+		return -ENOENT;
+	return rc == 0 ? 0 : -EAGAIN;
+}
+
+int cs_registry_lookup_db(const char *ns, const char *rel, struct cs_file *f)
+{
+	unsigned char h[CS_SHA256_LEN];
+
+	cs_path_hash(ns, rel, h);
+	return db_lookup(h, ns, rel, f);
+}
+
+int cs_registry_dir(const char *ns, const char *rel)
+{
+	size_t n = strlen(rel);
+	char *lo = malloc(n + 2), *hi;
+	struct cs_sql q = { 0 };
+	MYSQL_RES *res = NULL;
+	int rc;
+
+	if (!lo)
+		return -ENOMEM;
+	/* Every path below rel sorts in [rel + "/", rel + "0"): '0' follows
+	 * '/' (a range the (namespace, path) index answers). */
+	memcpy(lo, rel, n);
+	memcpy(lo + n, "/", 2);
+	hi = strdup(lo);
+	if (hi)
+		hi[n] = '0';
+	cs_sql_str(&q, "SELECT 1 FROM files WHERE namespace=");
+	cs_sql_text(&q, ns);
+	cs_sql_str(&q, " AND path >= ");
+	cs_sql_text(&q, lo);
+	cs_sql_str(&q, " AND path < ");
+	cs_sql_text(&q, hi ? hi : lo);
+	cs_sql_str(&q, " AND deleted=0 LIMIT 1");
+	free(lo);
+	if (!hi)
+		q.oom = true;
+	free(hi);
+	if ((rc = cs_db_query(&q, &res)) < 0)
+		return rc == -EAGAIN ? -EAGAIN : -EIO;
+	rc = mysql_fetch_row(res) ? 0 : -ENOENT;
+	mysql_free_result(res);
+	return rc;
+}
+
+/* ---- this node's copies -------------------------------------------- */
+
+int cs_registry_hold(const struct cs_hold *v, int n)
+{
+	struct cs_sql q = { 0 };
+	struct cs_db *d;
+	uint32_t self;
+	int rc;
+
+	if (n <= 0)
+		return 0;
+	if ((rc = cs_nodes_self(&self)) < 0)
+		return rc;
+	for (int i = 0; i < n; i++) {
+		const struct cs_held *h = &v[i].h;
+
+		/* Stale from the start when the registry has moved past the
+		 * version installed: the sweep then removes the copy. */
+		cs_sql_fmt(&q, "%sINSERT INTO replicas (file_id, node_id, version, size, mtime_ns, stale)"
+			       " SELECT f.id, %" PRIu32 ", %" PRIu64 ", %" PRIu64 ", %" PRId64 ","
+			       " (f.version <> %" PRIu64 " OR f.deleted) FROM files f WHERE f.id=%" PRIu64,
+			   i ? "; " : "", self, h->version, h->size, h->mtime_ns, h->version,
+			   h->file_id);
+		cs_sql_str(&q, REPLICA_UPDATE);
+	}
+	if (!(d = cs_db_for(&q, &rc)))
+		return rc;
+	rc = cs_db_multi(d, q.s, q.len, NULL, 0, NULL, 0);
+	cs_db_put(d);
+	cs_sql_free(&q);
+	return rc == 0 ? 0 : -EAGAIN;
+}
+
+int cs_registry_stale(struct cs_stale *out, int max)
+{
+	struct cs_sql q = { 0 };
+	MYSQL_RES *res = NULL;
+	MYSQL_ROW row;
+	uint32_t self;
+	int n = 0, rc;
+
+	if ((rc = cs_nodes_self(&self)) < 0)
+		return rc;
+	cs_sql_fmt(&q, "SELECT r.file_id, r.version, r.size, r.mtime_ns, f.namespace, f.path"
+		       " FROM replicas r JOIN files f ON f.id=r.file_id"
+		       " WHERE r.node_id=%" PRIu32 " AND r.stale=1 LIMIT %d", self, max);
+	rc = cs_db_query(&q, &res);
+	while (rc == 0 && (row = mysql_fetch_row(res)) && n < max) {
+		unsigned long *l = mysql_fetch_lengths(res);
+		struct cs_stale *x = &out[n];
+
+		if (!row[4] || !row[5] || l[4] >= sizeof x->ns || l[5] >= sizeof x->rel)
+			continue;
+		x->file_id = cs_db_u64(row[0]);
+		x->version = cs_db_u64(row[1]);
+		x->size = cs_db_u64(row[2]);
+		x->mtime_ns = row[3] ? strtoll(row[3], NULL, 10) : 0;
+		memcpy(x->ns, row[4], l[4]);
+		x->ns[l[4]] = '\0';
+		memcpy(x->rel, row[5], l[5]);
+		x->rel[l[5]] = '\0';
+		n++;
+	}
+	if (res)
+		mysql_free_result(res);
+	return rc < 0 ? rc : n;
+}
+
+int cs_registry_drop_copy(uint64_t file_id, uint64_t version)
+{
+	struct cs_sql q = { 0 };
+	uint32_t self;
+	int rc;
+
+	if ((rc = cs_nodes_self(&self)) < 0)
+		return rc;
+	cs_sql_fmt(&q, "DELETE FROM replicas WHERE file_id=%" PRIu64 " AND node_id=%" PRIu32
+		       " AND stale=1 AND version=%" PRIu64, file_id, self, version);
+	return cs_db_query(&q, NULL);
+}
+
+/* ---- import ---------------------------------------------------------- */
+
+static int import_locked(struct cs_db *d, const unsigned char h[CS_SHA256_LEN], const char *ns,
+			 const char *rel, uint64_t size, int64_t mtime_ns,
+			 const unsigned char sha[CS_SHA256_LEN], uint32_t self, struct cs_file *f)
+{
+	struct cs_sql q = { 0 };
+	int rc = cs_registry_db_file(d, h, ns, rel, f, false);
+
+	if (rc == 0 && !f->deleted && memcmp(f->sha256, sha, CS_SHA256_LEN) != 0)
+		return -EEXIST;
+	if (rc == -ENOENT) {
+		cs_registry_sql_new_file(&q, h, ns, rel, size, mtime_ns, sha);
+	} else if (rc == 0 && f->deleted) {
+		/* Re-created over a tombstone: a new version. */
+		cs_sql_fmt(&q, "UPDATE files f SET version=version+1, deleted=0,"
+			       " size=%" PRIu64 ", mtime_ns=%" PRId64 ", sha256=", size, mtime_ns);
+		cs_sql_hex(&q, sha, CS_SHA256_LEN);
+		cs_sql_fmt(&q, " WHERE f.id=%" PRIu64 " AND f.version=%" PRIu64, f->id, f->version);
+	} else if (rc < 0) {
+		return rc;
+	}
+	if (q.len && (q.oom || (rc = cs_db_exec(d, q.s, q.len, NULL, true)) < 0)) {
+		rc = q.oom ? -ENOMEM : rc;
+		goto out;
+	}
+	if ((rc = cs_registry_db_file(d, h, ns, rel, f, false)) < 0)
+		goto out;
+	q.len = 0;
+	cs_registry_sql_replica(&q, f->id, self, f->version, f->size, f->mtime_ns);
+	if ((rc = q.oom ? -ENOMEM : cs_db_exec(d, q.s, q.len, NULL, true)) == 0)
+		rc = cs_registry_db_file(d, h, ns, rel, f, false);
+out:
+	cs_sql_free(&q);
+	return rc;
+}
+
+int cs_registry_import(const char *ns, const char *rel, uint64_t size, int64_t mtime_ns,
+		       const unsigned char sha[CS_SHA256_LEN])
+{
+	unsigned char h[CS_SHA256_LEN];
+	struct cs_file f;
+	struct cs_db *d;
+	uint32_t self;
+	int rc;
+
+	if ((rc = cs_nodes_self(&self)) < 0)
+		return rc;
+	cs_path_hash(ns, rel, h);
+	if (!(d = cs_db_get()))
+		return -EAGAIN;
+	rc = import_locked(d, h, ns, rel, size, mtime_ns, sha, self, &f);
+	cs_db_put(d);
+	if (rc == 0)
+		cs_registry_cache(h, &f, true);
+	return rc;
+}

@@ -1,0 +1,79 @@
+/*
+ * registry.h - reading the registry (registry.c): a file's record through
+ * memcached or straight from MySQL, whether a directory exists, the copies
+ * this node holds, and the statements publish.c shares.
+ */
+#ifndef CS_REGISTRY_H
+#define CS_REGISTRY_H
+
+#include "cs.h"
+#include "db.h"
+#include "record.h"
+
+/*
+ * Look (ns, rel) up: memcached, then MySQL (filling memcached).  0 with *f,
+ * -ENOENT when not in the cluster (or deleted), -EAGAIN when the registry
+ * cannot be reached now.  *cached says whether memcached answered (its
+ * holders may be out of date).
+ */
+int cs_registry_lookup(const char *ns, const char *rel, struct cs_file *f, bool *cached);
+/* MySQL's record, bypassing every cache: 0 with *f (which may be a
+ * tombstone, f->deleted), -ENOENT when never registered, -EAGAIN. */
+int cs_registry_lookup_db(const char *ns, const char *rel, struct cs_file *f);
+/* Whether a live file lies below the directory rel: 0 yes, -ENOENT, -EAGAIN. */
+int cs_registry_dir(const char *ns, const char *rel);
+
+/* A copy this node holds, as installed (a journal's CS_OP_HELD entry). */
+struct cs_hold {
+	const char *ns, *rel;
+	struct cs_held h;
+};
+/* Record that this node holds each v[i] (one round trip whatever n).  A
+ * copy of a version the registry has since moved past is recorded stale,
+ * so the sweep removes it.  0 or -EAGAIN. */
+int cs_registry_hold(const struct cs_hold *v, int n);
+
+/* A copy on this node whose version was superseded (or deleted). */
+struct cs_stale {
+	uint64_t file_id, version, size;
+	int64_t mtime_ns;               /* the copy as it was installed */
+	char ns[CS_NAME_MAX];
+	char rel[CS_PATH_MAX];
+};
+int cs_registry_stale(struct cs_stale *out, int max);
+/* This node no longer holds the stale copy (file_id, version). */
+int cs_registry_drop_copy(uint64_t file_id, uint64_t version);
+
+/*
+ * Register a file this node already has (import).  0 when it was added or
+ * already matched, -EEXIST when the registry holds other content.
+ */
+int cs_registry_import(const char *ns, const char *rel, uint64_t size, int64_t mtime_ns,
+		       const unsigned char sha[CS_SHA256_LEN]);
+
+/* ---- for publish.c --------------------------------------------------- */
+
+#define CS_POS_MC_TTL 300       /* seconds a file's record stays in memcached */
+#define CS_NEG_MC_TTL 5         /* ... and "not in the cluster" */
+/* Put f (NULL: "not in the cluster") in memcached under path hash h. */
+void cs_registry_cache(const unsigned char h[CS_SHA256_LEN], const struct cs_file *f,
+		       bool overwrite);
+/* The SELECT of one file's record with its current holders (cs_registry_row). */
+void cs_registry_sql_file(struct cs_sql *q, const unsigned char h[CS_SHA256_LEN],
+			  const char *ns, const char *rel, bool for_update);
+/* Read one such row: 0, -ENOENT when there is none, -EIO. */
+int cs_registry_row(MYSQL_RES *res, struct cs_file *f);
+/* The INSERT of a path's first version, held by nobody yet. */
+void cs_registry_sql_new_file(struct cs_sql *q, const unsigned char h[CS_SHA256_LEN],
+			      const char *ns, const char *rel, uint64_t size, int64_t mtime_ns,
+			      const unsigned char sha[CS_SHA256_LEN]);
+/* The statement recording that node holds the current version of file_id
+ * as installed there (size, mtime): a newer record never goes back to an
+ * older one. */
+void cs_registry_sql_replica(struct cs_sql *q, uint64_t file_id, uint32_t node,
+			     uint64_t version, uint64_t size, int64_t mtime_ns);
+/* MySQL's record (d checked out by the caller). */
+int cs_registry_db_file(struct cs_db *d, const unsigned char h[CS_SHA256_LEN], const char *ns,
+			const char *rel, struct cs_file *f, bool for_update);
+
+#endif

@@ -1,0 +1,40 @@
+/*
+ * sign.h - SHA-256 of files and names, and the HMAC that authenticates
+ * node-to-node HTTP (sign.c, libcrypto underneath).
+ */
+#ifndef CS_SIGN_H
+#define CS_SIGN_H
+
+#include "cs.h"
+
+#define CS_SIGN_WINDOW 300      /* seconds a signed request stays valid */
+#define CS_SIGN_HEX CS_SHA256_HEX
+
+/*
+ * HMAC-SHA256 over "method\npath\ntime\nbody_sha256hex" ("-" when there is
+ * no body), as lowercase hex into out[CS_SIGN_HEX].  path is the decoded
+ * path.  0, or -EIO when none could be made (out is then refused by every
+ * peer).
+ */
+int cs_sign(const unsigned char *secret, size_t secret_len, const char *method,
+	    const char *path, long long when, const char *body_sha,
+	    char out[CS_SIGN_HEX]);
+/* 0 when sig is right and |now - when| <= CS_SIGN_WINDOW; -EACCES otherwise. */
+int cs_sign_verify(const unsigned char *secret, size_t secret_len,
+		   const char *method, const char *path, const char *when,
+		   const char *body_sha, const char *sig, long long now);
+
+/* Streaming SHA-256. */
+struct cs_sha256 {
+	void *ctx;
+};
+int cs_sha256_init(struct cs_sha256 *h);
+void cs_sha256_update(struct cs_sha256 *h, const void *p, size_t n);
+void cs_sha256_final(struct cs_sha256 *h, unsigned char d[CS_SHA256_LEN]);
+void cs_sha256_free(struct cs_sha256 *h);
+/* SHA-256 of a whole open file from offset 0, and its size. */
+int cs_sha256_fd(int fd, unsigned char digest[CS_SHA256_LEN], uint64_t *size);
+/* SHA-256 of a buffer. */
+void cs_sha256_buf(const void *p, size_t n, unsigned char digest[CS_SHA256_LEN]);
+
+#endif

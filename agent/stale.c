@@ -1,0 +1,102 @@
+/*
+ * stale.c - remove this node's copies of files whose registry version moved
+ * on (overwritten, deleted or renamed on another node).
+ *
+ * A hit never asks the network, so an old copy left in place would be served
+ * for ever; removing it turns the next open into a miss that fetches the
+ * current version.  The registry lists which copies are stale and what each
+ * looked like when it was installed (size, mtime): a copy is removed only
+ * while it still looks exactly like that, because anything else is a local
+ * write the journal has not published yet, and throwing it away would lose
+ * it.  Each removal holds the store's per-path lock (store.c), so a push or
+ * fetch installing the new version at the same moment is not removed in its
+ * stead, and reaches the copy through directories opened beneath the
+ * namespace directory.  Run by the agent (its sweeper thread and DELETE
+ * requests).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "registry.h"
+#include "stale.h"
+#include "store.h"
+
+#define SWEEP_BATCH 256
+#define SWEEP_LOCK_MS 1000      /* a path busy for longer waits for the next sweep */
+
+/* One sweep at a time: two would race between checking and removing. */
+static pthread_mutex_t sweeping = PTHREAD_MUTEX_INITIALIZER;
+static struct cs_stale batch[SWEEP_BATCH];     /* under `sweeping` */
+
+static bool as_installed(const struct stat *st, const struct cs_stale *x)
+{
+	return S_ISREG(st->st_mode) && (uint64_t)st->st_size == x->size &&
+	       cs_mtime_ns(st) == x->mtime_ns;
+}
+
+/* Remove x's copy if it is as installed: 0 when handled (removed, kept as a
+ * local write, or already gone), -errno to try again at the next sweep. */
+static int sweep_one(const struct cs_stale *x)
+{
+	const struct cs_prefix *p = cs_config_namespace(&cs_cfg, x->ns);
+	char abs[CS_PATH_MAX];
+	struct cs_install in;
+	struct stat st;
+	int rc;
+
+	if (!p || !cs_path_rel_valid(x->rel, strlen(x->rel)))
+		return 0;       /* not a namespace this node serves: nothing here */
+	if ((size_t)snprintf(abs, sizeof abs, "%s/%s", p->dir, x->rel) >= sizeof abs)
+		return 0;
+	if (lstat(abs, &st) < 0)
+		return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
+	if (!as_installed(&st, x))
+		return 0;
+	rc = cs_store_begin(p, x->rel, true, SWEEP_LOCK_MS, &in);
+	if (rc == -EXDEV)
+		return 0;       /* not a way inside the namespace: no copy of ours */
+	if (rc < 0)
+		return rc;
+	/* Look again under the lock: a new version may have just landed. */
+	if (fstatat(in.dirfd, in.name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    as_installed(&st, x)) {
+		if (unlinkat(in.dirfd, in.name, 0) == 0)
+			cs_info("removed %s/%s (version %llu superseded)", x->ns, x->rel,
+				(unsigned long long)x->version);
+		else if (errno != ENOENT)
+			rc = -errno;
+	}
+	cs_store_abort(&in);
+	return rc;
+}
+
+int cs_stale_sweep(void)
+{
+	int n, handled = 0, rc = 0;
+
+	pthread_mutex_lock(&sweeping);
+	n = cs_registry_stale(batch, SWEEP_BATCH);
+	if (n < 0)
+		rc = n;
+	for (int i = 0; i < n; i++) {
+		int r = sweep_one(&batch[i]);
+		if (r < 0) {
+			cs_error_every(60, "%s/%s: cannot remove the superseded copy: %s",
+				       batch[i].ns, batch[i].rel, strerror(-r));
+			continue;
+		}
+		r = cs_registry_drop_copy(batch[i].file_id, batch[i].version);
+		if (r < 0) {
+			rc = r;         /* the registry went away: the rest next time */
+			break;
+		}
+		handled++;
+	}
+	pthread_mutex_unlock(&sweeping);
+	return handled > 0 || rc == 0 ? handled : rc;
+}

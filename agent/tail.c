@@ -1,0 +1,534 @@
+/*
+ * tail.c - the agent's write path: following every journal in CS_SPOOL as
+ * it grows, running its entries (queue.c decides the order, replicate.c
+ * does the work), acknowledging each one done, and removing a journal once
+ * all of it is done and its writer is gone.
+ *
+ * One thread.  inotify says when a journal is published or appended to, so
+ * a new entry is read at once and the host pays nothing for it; a scan of
+ * the directory every HOUSEKEEP_MS catches what an overflowing event queue
+ * dropped.  A journal first seen (at start, or one a process just made) is
+ * read whole, and its entries already acknowledged ("K" lines, ours from an
+ * earlier run) are skipped.  Acknowledgements are written into the journal
+ * they are about, one write per journal per batch.  The done part of a
+ * long-lived process's journal is given back to the disk by punching holes
+ * (offsets never move).  A journal's writer holds an flock on it for life:
+ * when the agent can take the lock and nothing is pending, the journal is
+ * finished and removed.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "queue.h"
+#include "replicate.h"
+#include "tail.h"
+
+#define HOUSEKEEP_MS 2000
+#define COMPACT_BYTES (1 << 20)
+#define NEW_ABANDONED_S 60      /* a .new journal older than this was abandoned */
+
+struct journal {
+	struct journal *next;
+	int fd;
+	uint64_t off;                   /* read up to here */
+	uint64_t punched;               /* disk space given back up to here */
+	unsigned long pending;          /* its entries in the queue */
+	char *acks;                     /* "K" lines to write */
+	size_t alen, acap;
+	char name[256];
+};
+
+static struct {
+	int spool;                      /* CS_SPOOL, O_PATH */
+	int ino;                        /* inotify, -1 without */
+	struct journal *list;
+	struct cs_queue q;
+	unsigned long backlog;          /* q.count, for other threads */
+	int64_t housekept;
+} T = { .spool = -1, .ino = -1 };
+
+static int stopping;
+static pthread_t thread;
+
+static bool journal_name(const char *name)
+{
+	size_t n = strlen(name);
+
+	return strncmp(name, "j.", 2) == 0 && !(n > 4 && strcmp(name + n - 4, ".new") == 0);
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+struct chunk {
+	char *buf;
+	size_t len;
+	uint64_t base;                  /* file offset of buf[0] */
+};
+
+/* Everything from off to the end of fd: 0 with *c (c->buf malloc'd). */
+static int read_rest(int fd, uint64_t off, struct chunk *c)
+{
+	struct stat st;
+
+	c->buf = NULL;
+	c->len = 0;
+	c->base = off;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if ((uint64_t)st.st_size <= off)
+		return 0;
+	size_t want = (size_t)(st.st_size - off);
+	if (!(c->buf = malloc(want + 1)))
+		return -ENOMEM;
+	ssize_t n = pread(fd, c->buf, want, (off_t)off);
+	if (n < 0) {
+		free(c->buf);
+		c->buf = NULL;
+		return -errno;
+	}
+	c->len = (size_t)n;
+	return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Parse the complete lines of c.  Entries go to fn (with arg), unless first
+ * is set and a "K" line in c acknowledges them; returns the bytes used (up
+ * to the last '\n').
+ */
+static size_t parse(const struct chunk *c, bool first, void (*fn)(void *, struct cs_entry *),
+		    void *arg)
+{
+	struct cs_entry *e = malloc(sizeof *e);
+	uint64_t *acked = NULL;
+	size_t nacked = 0, cap = 0, used = 0;
+
+	if (!e)
+		return 0;
+	for (int pass = first ? 0 : 1; pass < 2; pass++) {
+		size_t pos = 0;
+		while (pos < c->len) {
+			const char *nl = memchr(c->buf + pos, '\n', c->len - pos);
+			if (!nl)
+				break;
+			size_t n = nl - (c->buf + pos);
+			int rc = cs_journal_parse(c->buf + pos, n, e);
+			if (rc < 0 && pass == 1) {
+				cs_warn("journal: unreadable line at offset %" PRIu64 " skipped",
+					c->base + pos);
+			} else if (rc == 0 && e->op == CS_OP_ACK && pass == 0) {
+				if (nacked == cap) {
+					size_t ncap = cap ? 2 * cap : 64;
+					uint64_t *a = realloc(acked, ncap * sizeof *a);
+					if (a) {
+						acked = a;
+						cap = ncap;
+					}
+				}
+				if (nacked < cap)
+					acked[nacked++] = e->off;
+			} else if (rc == 0 && e->op != CS_OP_ACK && pass == 1) {
+				e->off = c->base + pos;
+				if (!nacked || !bsearch(&e->off, acked, nacked, sizeof *acked, cmp_u64))
+					fn(arg, e);
+			}
+			pos += n + 1;
+		}
+		used = pos;
+		if (pass == 0 && nacked)
+			qsort(acked, nacked, sizeof *acked, cmp_u64);
+	}
+	free(acked);
+	free(e);
+	return used;
+}
+
+static void queued(void *arg, struct cs_entry *e)
+{
+	struct journal *j = arg;
+
+	if (cs_queue_add(&T.q, e, j, cs_clock_ms()) == 0)
+		j->pending++;
+}
+
+/* Queue what was appended to j since it was last read. */
+static void read_more(struct journal *j, bool first)
+{
+	struct chunk c;
+	size_t skip = 0;
+
+	if (first) {
+		/* A compacted journal starts with a hole; the first line after
+		 * it may be cut, and is done (all before the hole's end was). */
+		off_t data = lseek(j->fd, 0, SEEK_DATA);
+		if (data < 0) {
+			struct stat st;
+			j->off = fstat(j->fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+			return;         /* holes only: nothing left */
+		}
+		j->off = j->punched = (uint64_t)data;
+	}
+	if (read_rest(j->fd, j->off, &c) < 0 || !c.buf)
+		return;
+	if (first && j->off > 0) {
+		char *nl = memchr(c.buf, '\n', c.len);
+		skip = nl ? (size_t)(nl - c.buf) + 1 : c.len;
+		c.buf += skip;
+		c.len -= skip;
+		c.base += skip;
+	}
+	j->off += skip + parse(&c, first, queued, j);
+	free(c.buf - skip);
+}
+
+static struct journal *find(const char *name)
+{
+	for (struct journal *j = T.list; j; j = j->next)
+		if (!strcmp(j->name, name))
+			return j;
+	return NULL;
+}
+
+/* A journal seen for the first time: open it and read it whole. */
+static struct journal *adopt(const char *name)
+{
+	struct journal *j;
+	int fd;
+
+	if (strlen(name) >= sizeof j->name ||
+	    (fd = openat(T.spool, name, O_RDWR | O_APPEND | O_CLOEXEC | O_NOFOLLOW)) < 0)
+		return NULL;
+	if (!(j = calloc(1, sizeof *j))) {
+		close(fd);
+		return NULL;
+	}
+	j->fd = fd;
+	strcpy(j->name, name);
+	j->next = T.list;
+	T.list = j;
+	read_more(j, true);
+	return j;
+}
+
+static void seen(const char *name)
+{
+	struct journal *j;
+
+	if (!journal_name(name))
+		return;
+	if ((j = find(name)))
+		read_more(j, false);
+	else
+		adopt(name);
+}
+
+/* Every journal in the directory (those missed by inotify, or all of them
+ * when there is no inotify); abandoned ".new" files go. */
+static void scan(void)
+{
+	int fd = openat(T.spool, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *e;
+
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((e = readdir(d))) {
+		size_t n = strlen(e->d_name);
+		struct stat st;
+
+		if (strncmp(e->d_name, "j.", 2) != 0)
+			continue;
+		if (n > 4 && strcmp(e->d_name + n - 4, ".new") == 0) {
+			/* Its creator died between creating and publishing it. */
+			if (fstatat(T.spool, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+			    time(NULL) - st.st_mtime > NEW_ABANDONED_S)
+				unlinkat(T.spool, e->d_name, 0);
+			continue;
+		}
+		seen(e->d_name);
+	}
+	closedir(d);
+}
+
+/* ---- acknowledging and finishing ----------------------------------------- */
+
+static void ack(struct journal *j, uint64_t off)
+{
+	char line[40];
+	int n = snprintf(line, sizeof line, "K\t%" PRIu64 "\n", off);
+
+	if (j->alen + n > j->acap) {
+		size_t cap = (j->alen + n) * 2;
+		char *a = realloc(j->acks, cap);
+		if (!a)
+			return;         /* not acknowledged: it runs again, harmlessly */
+		j->acks = a;
+		j->acap = cap;
+	}
+	memcpy(j->acks + j->alen, line, n);
+	j->alen += n;
+}
+
+static void flush_acks(void)
+{
+	for (struct journal *j = T.list; j; j = j->next) {
+		if (!j->alen)
+			continue;
+		ssize_t w = write(j->fd, j->acks, j->alen);
+		if (w != (ssize_t)j->alen)
+			cs_error_every(10, "%s: cannot acknowledge entries: %s", j->name,
+				       w < 0 ? strerror(errno) : "short write");
+		j->alen = 0;
+	}
+}
+
+/* Give back the disk space of j's done part. */
+static void compact(struct journal *j)
+{
+	uint64_t end = j->off ? (j->off - 1) & ~(uint64_t)4095 : 0;
+
+	if (end <= j->punched || end - j->punched < COMPACT_BYTES)
+		return;
+	if (fallocate(j->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)j->punched,
+		      (off_t)(end - j->punched)) == 0)
+		j->punched = end;
+}
+
+/* Journals whose writer is gone and which are all done are removed. */
+static void finish(void)
+{
+	for (struct journal **pp = &T.list; *pp;) {
+		struct journal *j = *pp;
+		struct stat st;
+
+		if (!j->pending)
+			read_more(j, false);    /* our own acks, or a last entry */
+		if (j->pending || fstat(j->fd, &st) < 0 || (uint64_t)st.st_size > j->off) {
+			pp = &j->next;
+			continue;
+		}
+		compact(j);
+		if (flock(j->fd, LOCK_EX | LOCK_NB) < 0) {
+			pp = &j->next;  /* its writer lives */
+			continue;
+		}
+		/* Its writer is gone: a last line it wrote before going? */
+		read_more(j, false);
+		if (j->pending) {
+			pp = &j->next;
+			continue;
+		}
+		unlinkat(T.spool, j->name, 0);
+		cs_debug("finished the journal %s", j->name);
+		*pp = j->next;
+		close(j->fd);
+		free(j->acks);
+		free(j);
+	}
+}
+
+/* ---- running the queue ----------------------------------------------------- */
+
+static uint64_t size_of(const struct cs_qentry *x)
+{
+	return cs_replicate_size(x);
+}
+
+/* Run what is ripe; ms until the next try, or -1 when nothing is queued. */
+static int run_queue(const int *stop)
+{
+	struct cs_qentry *b[CS_QUEUE_HOLDS];
+	int wait = -1;
+
+	while (!__atomic_load_n(stop, __ATOMIC_ACQUIRE)) {
+		int64_t began = cs_clock_ms();
+		int n = cs_queue_next(&T.q, began, b, CS_QUEUE_HOLDS, size_of, &wait);
+
+		if (n == 0)
+			break;
+		if (cs_replicate_batch(b, n, stop) == -EAGAIN)
+			cs_queue_pause(&T.q, cs_clock_ms());
+		else
+			cs_queue_resume(&T.q);
+		for (struct cs_qentry *x = cs_queue_retire(&T.q, b, n, began, cs_clock_ms()), *y;
+		     x; x = y) {
+			struct journal *j = x->journal;
+			y = x->next;
+			ack(j, x->off);
+			j->pending--;
+			cs_queue_free(x);
+		}
+		flush_acks();
+	}
+	__atomic_store_n(&T.backlog, T.q.count, __ATOMIC_RELEASE);
+	return wait;
+}
+
+static void housekeep(void)
+{
+	int64_t now = cs_clock_ms();
+
+	if (now - T.housekept < HOUSEKEEP_MS)
+		return;
+	T.housekept = now;
+	scan();
+	finish();
+}
+
+/* ---- the thread ---------------------------------------------------------- */
+
+static int open_spool(void)
+{
+	if (T.spool >= 0)
+		return 0;
+	cs_queue_init(&T.q);
+	T.spool = open(cs_cfg.spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	return T.spool < 0 ? -errno : 0;
+}
+
+static void events(void)
+{
+	char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
+	ssize_t n;
+
+	while ((n = read(T.ino, buf, sizeof buf)) > 0) {
+		for (char *p = buf; p < buf + n;) {
+			struct inotify_event *ev = (struct inotify_event *)p;
+			if (ev->mask & IN_Q_OVERFLOW)
+				T.housekept = 0;        /* events were lost: scan now */
+			else if (ev->len)
+				seen(ev->name);
+			p += sizeof *ev + ev->len;
+		}
+	}
+}
+
+static void *run(void *unused)
+{
+	int wait = 0;
+
+	(void)unused;
+	scan();
+	while (!__atomic_load_n(&stopping, __ATOMIC_ACQUIRE)) {
+		struct pollfd p = { .fd = T.ino, .events = POLLIN };
+		int timeout = wait >= 0 && wait < HOUSEKEEP_MS ? wait : HOUSEKEEP_MS;
+
+		if (poll(&p, T.ino >= 0 ? 1 : 0, timeout) > 0)
+			events();
+		wait = run_queue(&stopping);
+		housekeep();
+	}
+	return NULL;
+}
+
+int cs_tail_start(void)
+{
+	sigset_t all, old;
+	int rc;
+
+	if ((rc = open_spool()) < 0)
+		return rc;
+	T.ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (T.ino < 0 || inotify_add_watch(T.ino, cs_cfg.spool, IN_MODIFY | IN_MOVED_TO) < 0)
+		cs_warn("inotify on %s: %s; looking for new entries every %d ms", cs_cfg.spool,
+			strerror(errno), HOUSEKEEP_MS);
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&thread, NULL, run, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return rc == 0 ? 0 : -rc;
+}
+
+void cs_tail_stop(void)
+{
+	__atomic_store_n(&stopping, 1, __ATOMIC_RELEASE);
+	pthread_join(thread, NULL);
+}
+
+unsigned long cs_tail_backlog(void)
+{
+	return __atomic_load_n(&T.backlog, __ATOMIC_ACQUIRE);
+}
+
+long cs_tail_drain(int timeout_ms)
+{
+	int64_t deadline = cs_clock_ms() + timeout_ms;
+	int never = 0;
+
+	if (open_spool() < 0)
+		return -errno;
+	scan();
+	while (T.q.count && cs_clock_ms() < deadline) {
+		int wait = run_queue(&never);
+		if (wait > 0)
+			usleep((useconds_t)(wait > 100 ? 100 : wait) * 1000);
+		scan();
+	}
+	finish();
+	return (long)T.q.count;
+}
+
+/* ---- counting, read only -------------------------------------------------- */
+
+static void count(void *arg, struct cs_entry *e)
+{
+	(void)e;
+	(*(long *)arg)++;
+}
+
+long cs_tail_pending(int *live)
+{
+	DIR *d = opendir(cs_cfg.spool);
+	struct dirent *e;
+	long pending = 0;
+
+	*live = 0;
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((e = readdir(d))) {
+		struct chunk c;
+		int fd;
+
+		if (!journal_name(e->d_name) ||
+		    (fd = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+			continue;
+		if (flock(fd, LOCK_SH | LOCK_NB) < 0)
+			(*live)++;
+		off_t data = lseek(fd, 0, SEEK_DATA);
+		if (data >= 0 && read_rest(fd, (uint64_t)data, &c) == 0 && c.buf) {
+			size_t skip = 0;
+			if (data > 0) {
+				char *nl = memchr(c.buf, '\n', c.len);
+				skip = nl ? (size_t)(nl - c.buf) + 1 : c.len;
+			}
+			struct chunk rest = { c.buf + skip, c.len - skip, c.base + skip };
+			parse(&rest, true, count, &pending);
+			free(c.buf);
+		}
+		close(fd);
+	}
+	closedir(d);
+	return pending;
+}

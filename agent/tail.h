@@ -1,0 +1,28 @@
+/*
+ * tail.h - following every journal in CS_SPOOL and replicating what they
+ * say (tail.c): the agent's write path.
+ */
+#ifndef CS_TAIL_H
+#define CS_TAIL_H
+
+#include "cs.h"
+
+/* Start the replicator thread (the agent). */
+int cs_tail_start(void);
+void cs_tail_stop(void);
+
+/*
+ * Without an agent (cs-replicate drain when none runs): replicate every
+ * journal in CS_SPOOL here until nothing is left or timeout_ms passed.
+ * Returns the entries still pending.
+ */
+long cs_tail_drain(int timeout_ms);
+
+/* Entries not yet acknowledged in CS_SPOOL's journals (read only); *live:
+ * how many journals belong to running processes.  -errno on failure. */
+long cs_tail_pending(int *live);
+
+/* What is waiting now (the agent's report while the registry is down). */
+unsigned long cs_tail_backlog(void);
+
+#endif

@@ -1,0 +1,222 @@
+/*
+ * client.c - a host process asks its node's agent to make a missing name
+ * present, over the unix socket CS_SPOOL/agent.sock (protocol in cs.h).
+ *
+ * This runs inside open() and stat(), perhaps in a signal handler, perhaps
+ * in several threads at once: system calls, atomics and the stack only.  A
+ * few connections are kept for the process (opened lazily, close-on-exec),
+ * each used by one request at a time and claimed with an atomic; a request
+ * that finds them all busy makes a connection of its own for the occasion.
+ * A kept connection is checked before use (the host may have closed its
+ * number behind our back, and a forked child must not share the parent's),
+ * and made again when the agent restarted.  When no agent listens the answer
+ * comes in microseconds (-ECONNREFUSED); when one listens but does not
+ * answer, the deadline ends the wait.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "cs.h"
+
+#define KEPT 4
+
+static struct conn {
+	int busy;
+	int fd;                 /* -1: none */
+	dev_t dev;              /* the socket, to know the number is still it */
+	ino_t ino;
+} kept[KEPT] = { { 0, -1, 0, 0 }, { 0, -1, 0, 0 }, { 0, -1, 0, 0 }, { 0, -1, 0, 0 } };
+
+/* A new connection to the agent, or -errno (-ECONNREFUSED: none runs). */
+static int dial(void)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	int fd;
+
+	if ((size_t)snprintf(a.sun_path, sizeof a.sun_path, "%s/%s", cs_cfg.spool,
+			     CS_SOCKET_NAME) >= sizeof a.sun_path)
+		return -ENAMETOOLONG;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+		int e = errno;
+		cs_libc.close(fd);
+		if (e == ENOENT || e == ECONNREFUSED || e == ENOTSOCK)
+			return -ECONNREFUSED;
+		if (e == EACCES || e == EPERM)
+			cs_error_every(60, "%s/%s: %s: this user may not ask the agent",
+				       cs_cfg.spool, CS_SOCKET_NAME, strerror(e));
+		return -e;
+	}
+	return fd;
+}
+
+/* Whether c's descriptor is still the socket we made. */
+static bool still_ours(const struct conn *c)
+{
+	struct stat st;
+
+	return c->fd >= 0 && fstat(c->fd, &st) == 0 && S_ISSOCK(st.st_mode) &&
+	       st.st_dev == c->dev && st.st_ino == c->ino;
+}
+
+static void keep(struct conn *c, int fd)
+{
+	struct stat st;
+
+	c->fd = -1;
+	if (fd >= 0 && fstat(fd, &st) == 0) {
+		c->dev = st.st_dev;
+		c->ino = st.st_ino;
+		__atomic_store_n(&c->fd, fd, __ATOMIC_RELEASE);
+	}
+}
+
+/*
+ * One request on fd: the reply byte, or -EPIPE when the connection turned
+ * out to be dead before any answer (the agent restarted: try a new one),
+ * -ETIMEDOUT, or another -errno.
+ */
+static int ask(int fd, const char *ns, const char *rel, int64_t deadline)
+{
+	struct iovec v[5] = {
+		{ "P\t", 2 }, { (void *)ns, strlen(ns) }, { "\t", 1 },
+		{ (void *)rel, strlen(rel) }, { "\n", 1 },
+	};
+	struct msghdr m = { .msg_iov = v, .msg_iovlen = 5 };
+	size_t want = 0;
+	char reply[2];
+	size_t got = 0;
+
+	for (int i = 0; i < 5; i++)
+		want += v[i].iov_len;
+	ssize_t n;
+	do
+		n = sendmsg(fd, &m, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == EPIPE || errno == ECONNRESET ? -EPIPE : -errno;
+	if ((size_t)n != want)
+		return -EIO;    /* a request always fits the socket's buffer */
+	while (got < sizeof reply) {
+		int left = (int)(deadline - cs_clock_ms());
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (left <= 0)
+			return -ETIMEDOUT;
+		int r = poll(&p, 1, left);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return -ETIMEDOUT;
+		n = recv(fd, reply + got, sizeof reply - got, MSG_DONTWAIT);
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n == 0 || (n < 0 && errno == ECONNRESET))
+			return got == 0 ? -EPIPE : -EIO;
+		if (n < 0)
+			return -errno;
+		got += n;
+	}
+	return reply[1] == '\n' ? (unsigned char)reply[0] : -EIO;
+}
+
+int cs_client_present(const char *ns, const char *rel, int timeout_ms)
+{
+	int64_t deadline = cs_clock_ms() + timeout_ms;
+	struct conn *c = NULL;
+	int fd = -1, rc = -EIO;
+	bool fresh = false;
+
+	for (int i = 0; i < KEPT && !c; i++) {
+		int zero = 0;
+		if (__atomic_compare_exchange_n(&kept[i].busy, &zero, 1, false,
+						__ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+			c = &kept[i];
+	}
+	if (c && still_ours(c)) {
+		fd = c->fd;
+	} else if (c) {
+		c->fd = -1;     /* closed behind our back: the number is not ours */
+	}
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if (fd < 0) {
+			if ((fd = dial()) < 0) {
+				rc = fd;
+				break;
+			}
+			fresh = true;
+		}
+		rc = ask(fd, ns, rel, deadline);
+		if (rc >= 0)
+			break;
+		cs_libc.close(fd);      /* a late answer would be taken for the next */
+		fd = -1;
+		if (rc != -EPIPE || fresh)
+			break;          /* a kept connection's agent went: once more */
+	}
+	if (c) {
+		keep(c, rc >= 0 ? fd : -1);
+		__atomic_store_n(&c->busy, 0, __ATOMIC_RELEASE);
+	} else if (fd >= 0) {
+		cs_libc.close(fd);
+	}
+	switch (rc) {
+	case CS_REPLY_INSTALLED:
+		return 0;
+	case CS_REPLY_ABSENT:
+		return -ENOENT;
+	case -ECONNREFUSED:
+		return -ECONNREFUSED;
+	case -EPIPE:
+		return -ECONNREFUSED;   /* it went away and none came back */
+	default:
+		return -EIO;
+	}
+}
+
+void cs_client_prepare(void)
+{
+	struct conn *c = &kept[0];
+	int zero = 0;
+
+	if (!__atomic_compare_exchange_n(&c->busy, &zero, 1, false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_RELAXED))
+		return;
+	if (!still_ours(c)) {
+		int fd = dial();
+		keep(c, fd);
+	}
+	__atomic_store_n(&c->busy, 0, __ATOMIC_RELEASE);
+}
+
+void cs_client_closing(int fd)
+{
+	for (int i = 0; i < KEPT; i++) {
+		int cur = fd;
+		if (__atomic_load_n(&kept[i].fd, __ATOMIC_RELAXED) == fd)
+			__atomic_compare_exchange_n(&kept[i].fd, &cur, -1, false,
+						    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+	}
+}
+
+void cs_client_forget(void)
+{
+	/* The child has copies of the parent's connections: a request of
+	 * its own there would interleave with the parent's. */
+	for (int i = 0; i < KEPT; i++) {
+		if (kept[i].fd >= 0)
+			cs_libc.close(kept[i].fd);
+		kept[i].fd = -1;
+		kept[i].busy = 0;
+	}
+}

@@ -1,0 +1,131 @@
+/* test_record.c - the records memcached holds for the registry: they must
+ * round-trip exactly, and anything else must be refused rather than trusted. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "record.h"
+
+static struct cs_file sample(int holders)
+{
+	struct cs_file f = { .id = 42, .version = 7, .size = 123904,
+			     .mtime_ns = 1764000000123456789LL, .deleted = false };
+	for (int i = 0; i < CS_SHA256_LEN; i++)
+		f.sha256[i] = (unsigned char)(i * 7 + 1);
+	for (int i = 0; i < holders; i++)
+		f.holder[f.nholders++] = 100 + i;
+	return f;
+}
+
+static void round_trip(void **state)
+{
+	(void)state;
+	char buf[1024];
+	int counts[] = { 0, 1, 3, CS_MAX_HOLDERS };
+
+	for (size_t k = 0; k < sizeof counts / sizeof *counts; k++) {
+		struct cs_file f = sample(counts[k]), g;
+		int n = cs_record_encode(&f, buf, sizeof buf);
+		assert_true(n > 0);
+		assert_int_equal(cs_record_decode(buf, n, &g), 0);
+		assert_int_equal(g.id, 42);
+		assert_int_equal(g.version, 7);
+		assert_int_equal(g.size, 123904);
+		assert_int_equal(g.mtime_ns, 1764000000123456789LL);
+		assert_memory_equal(g.sha256, f.sha256, CS_SHA256_LEN);
+		assert_false(g.deleted);
+		assert_int_equal(g.nholders, counts[k]);
+		assert_memory_equal(g.holder, f.holder, counts[k] * sizeof *f.holder);
+	}
+	struct cs_file t = sample(0), g;
+	t.deleted = true;
+	int n = cs_record_encode(&t, buf, sizeof buf);
+	assert_int_equal(cs_record_decode(buf, n, &g), 0);
+	assert_true(g.deleted);
+}
+
+static void absent(void **state)
+{
+	(void)state;
+	char buf[8];
+	struct cs_file f;
+	int n = cs_record_encode_absent(buf, sizeof buf);
+
+	assert_int_equal(cs_record_decode(buf, n, &f), 1);
+}
+
+static void too_small_buffer(void **state)
+{
+	(void)state;
+	char buf[40];
+	struct cs_file f = sample(3);
+
+	assert_int_equal(cs_record_encode(&f, buf, sizeof buf), -ENOSPC);
+}
+
+static void refuses_garbage(void **state)
+{
+	(void)state;
+	static const char sha[] = "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20";
+	char good[256], bad[256];
+	struct cs_file f;
+	const char *cases[] = {
+		"", "X", "N ", "F", "F 1 2 3 4", "F 1 2 3 4 %s 0",
+		"F 1 2 3 4 %s 2 -",             /* deleted must be 0 or 1 */
+		"F 1 2 3 4 %s 0 1,,2",
+		"F 1 2 3 4 %s 0 0",             /* node ids start at 1 */
+		"F 1 2 3 4 %s 0 1 trailing",
+		"F x 2 3 4 %s 0 -",
+		"F 1 2 3 4 %.60s 0 -",          /* short checksum */
+		"F 1 2 3 4 %.63sz 0 -",         /* not hex */
+	};
+
+	snprintf(good, sizeof good, "F 1 2 3 4 %s 0 5,6", sha);
+	assert_int_equal(cs_record_decode(good, strlen(good), &f), 0);
+	assert_int_equal(f.nholders, 2);
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		snprintf(bad, sizeof bad, cases[i], sha);
+		if (cs_record_decode(bad, strlen(bad), &f) != -EINVAL)
+			fail_msg("accepted bad record '%s'", bad);
+	}
+	/* more holders than a record may carry */
+	int n = snprintf(bad, sizeof bad, "F 1 2 3 4 %s 0 ", sha);
+	for (int i = 1; i <= CS_MAX_HOLDERS + 1; i++)
+		n += snprintf(bad + n, sizeof bad - n, "%s%d", i > 1 ? "," : "", i);
+	assert_int_equal(cs_record_decode(bad, strlen(bad), &f), -EINVAL);
+}
+
+static void keys(void **state)
+{
+	(void)state;
+	char a[CS_KEY_MAX], b[CS_KEY_MAX], c[CS_KEY_MAX];
+	unsigned char h[CS_SHA256_LEN];
+
+	cs_path_hash("img", "a/b.jpg", h);
+	cs_record_key(h, a);
+	/* python3: hashlib.sha256(b"img\0a/b.jpg").hexdigest() */
+	assert_string_equal(a, "cs1:95a43b76e5a8d44ec5458663403764ae44f82a7fbaa1589a89e717ac26a8dcbd");
+	cs_path_hash("img/a", "b.jpg", h);      /* the namespace boundary counts */
+	cs_record_key(h, b);
+	cs_path_hash("im", "ga/b.jpg", h);
+	cs_record_key(h, c);
+	assert_string_not_equal(a, b);
+	assert_string_not_equal(a, c);
+	assert_true(strlen(a) < 250);           /* memcached's key limit */
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(round_trip),
+		cmocka_unit_test(absent),
+		cmocka_unit_test(too_small_buffer),
+		cmocka_unit_test(refuses_garbage),
+		cmocka_unit_test(keys),
+	};
+	return cmocka_run_group_tests_name("registry records", tests, NULL, NULL);
+}
