@@ -342,8 +342,6 @@ void cs_index_atfork_child(void);
 int cs_client_present(const char *ns, const char *rel, int timeout_ms);
 /* Connect now (chroot is coming: the socket could not be found after). */
 void cs_client_prepare(void);
-/* Whether fd is one of our connections (the host is closing it). */
-void cs_client_closing(int fd);
 /* In a forked child: our connections are the parent's. */
 void cs_client_forget(void);
 

@@ -199,16 +199,6 @@ void cs_client_prepare(void)
 	__atomic_store_n(&c->busy, 0, __ATOMIC_RELEASE);
 }
 
-void cs_client_closing(int fd)
-{
-	for (int i = 0; i < KEPT; i++) {
-		int cur = fd;
-		if (__atomic_load_n(&kept[i].fd, __ATOMIC_RELAXED) == fd)
-			__atomic_compare_exchange_n(&kept[i].fd, &cur, -1, false,
-						    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
-	}
-}
-
 void cs_client_forget(void)
 {
 	/* The child has copies of the parent's connections: a request of

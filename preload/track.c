@@ -282,11 +282,12 @@ static void on_rename(int da, const char *a, int db, const char *b, unsigned fla
 }
 
 /* The host closes descriptors (daemons close every one they did not open):
- * those among them that are the library's are no longer its. */
+ * those among them that are the library's are no longer its.  (The agent's
+ * connections need no word: each is checked to be still the same socket
+ * before it is used.) */
 static inline void ours_closing(int fd)
 {
 	cs_journal_closing(fd);
-	cs_client_closing(fd);
 }
 
 static void ours_closing_range(unsigned first, unsigned last)

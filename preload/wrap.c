@@ -74,11 +74,9 @@ static int ask_agent(const struct cs_prefix *p, const char *rel)
 	enum cs_index_answer known;
 	int rc;
 
-	if (!cs_path_rel_valid(rel, strlen(rel)))
-		return ENOENT;
 	known = cs_index_lookup(p->name, rel);
-	if (known == CS_INDEX_ABSENT)
-		return ENOENT;
+	if (known == CS_INDEX_ABSENT || !cs_path_rel_valid(rel, strlen(rel)))
+		return ENOENT;          /* a name the cluster refuses: it has none */
 	rc = cs_client_present(p->name, rel, cs_cfg.miss_timeout_ms);
 	if (rc == 0)
 		return 0;
