@@ -16,8 +16,8 @@
 #include "nodes.h"
 #include "peer.h"
 
-#define ANNOUNCE_MS 200
-#define SKIP_MS 5000
+#define ANNOUNCE_MS 1000        /* a node answers in about a millisecond */
+#define SKIP_MS 30000           /* ... and one that did not is left alone */
 #define MAX_NODES 256
 
 /* Nodes an announcement recently failed to reach. */
@@ -70,12 +70,13 @@ void cs_announce_send(struct cs_announce *a, bool self)
 {
 	struct cs_node *peers = NULL;
 	const char **urls = NULL;
+	bool *ok = NULL;
 	int np, nu = 0;
 	int64_t now = cs_clock_ms();
 
 	if (!a->len || a->oom || !(peers = malloc(MAX_NODES * sizeof *peers)) ||
 	    (np = cs_nodes_peers(peers, MAX_NODES)) < 0 ||
-	    !(urls = malloc((np + 1) * sizeof *urls)))
+	    !(urls = malloc((np + 1) * sizeof *urls)) || !(ok = malloc((np + 1) * sizeof *ok)))
 		goto out;
 	pthread_mutex_lock(&mu);
 	for (int i = 0; i < np; i++) {
@@ -88,20 +89,23 @@ void cs_announce_send(struct cs_announce *a, bool self)
 		urls[nu++] = cs_cfg.node_url;
 	if (nu == 0)
 		goto out;
-	int acked = cs_peer_announce(urls, nu, a->body, a->len, ANNOUNCE_MS);
+	int acked = cs_peer_announce(urls, nu, a->body, a->len, ANNOUNCE_MS, ok);
 	if (acked < nu) {
-		/* Not which ones: a round that failed everywhere leaves them
-		 * all alone for a while; a partial one nobody. */
+		/* The ones that did not answer are left alone for a while: an
+		 * unreachable node would make every batch wait. */
 		cs_info("announced %lu new names to %d of %d nodes", a->names, acked, nu);
 		pthread_mutex_lock(&mu);
 		for (int i = 0; i < nu; i++) {
+			if (ok[i])
+				continue;
 			size_t k = slot(urls[i]);
 			snprintf(skipped[k].url, sizeof skipped[k].url, "%s", urls[i]);
-			skipped[k].until = acked ? 0 : now + SKIP_MS;
+			skipped[k].until = now + SKIP_MS;
 		}
 		pthread_mutex_unlock(&mu);
 	}
 out:
+	free(ok);
 	free(urls);
 	free(peers);
 	a->len = 0;

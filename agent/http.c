@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fetch.h"
 #include "http.h"
 #include "http_put.h"
 #include "sign.h"
@@ -246,17 +247,21 @@ static int check(struct MHD_Connection *c, const char *url, const char *method,
 
 static enum MHD_Result answer_stats(struct MHD_Connection *c)
 {
-	char body[512];
+	struct cs_fetch_stats f;
+	char body[768];
 
+	cs_fetch_stats(&f);
 	snprintf(body, sizeof body,
 		 "requests %llu\nfiles_served %llu\nbytes_served %llu\n"
-		 "files_received %llu\nbytes_received %llu\nrejected %llu\n",
+		 "files_received %llu\nbytes_received %llu\nrejected %llu\n"
+		 "misses_asked %lu\nmisses_joined %lu\nmisses_done %lu\nmisses_unavailable %lu\n",
 		 (unsigned long long)atomic_load(&stats.requests),
 		 (unsigned long long)atomic_load(&stats.files_served),
 		 (unsigned long long)atomic_load(&stats.bytes_served),
 		 (unsigned long long)atomic_load(&stats.files_received),
 		 (unsigned long long)atomic_load(&stats.bytes_received),
-		 (unsigned long long)atomic_load(&stats.rejected));
+		 (unsigned long long)atomic_load(&stats.rejected), f.asked, f.joined, f.done,
+		 f.unavailable);
 	return reply(c, MHD_HTTP_OK, body);
 }
 

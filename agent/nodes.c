@@ -21,6 +21,7 @@
 
 #define MAX_NODES 256
 #define NODES_LOCAL_MS 2000
+#define NODES_FORCE_MS 200      /* an unknown holder reads the table again */
 #define NODES_MC_TTL 5
 #define COUNTS_LOCAL_MS 10000   /* per-node file counts, for choosing targets */
 
@@ -33,6 +34,13 @@ static struct {
 	uint32_t id;
 	uint64_t files;
 } counts[MAX_NODES];
+/* Nodes that failed a transfer lately: until when (monotonic ms), and how
+ * many times in a row (each doubles the time, from 1 s to CS_DEMOTE_MS). */
+static struct {
+	uint32_t id;
+	int fails;
+	int64_t until;
+} demoted[16];
 static int counts_n;
 static int64_t counts_at = -1;
 
@@ -150,20 +158,21 @@ static int from_db(struct cs_node *n, int max)
 	return count;
 }
 
-/* Refresh the table if it is older than NODES_LOCAL_MS; caller holds mu.
- * Keeps the old table when neither server answers. */
-static int locked_refresh(void)
+/* Refresh the table if it is older than NODES_LOCAL_MS, or from MySQL
+ * itself with force; caller holds mu.  Keeps the old table when neither
+ * server answers. */
+static int locked_refresh_how(bool force)
 {
 	static const char key[] = "cs1:nodes";
 	struct cs_node *fresh;
 	int count = -EAGAIN;
 	size_t len;
 
-	if (tab_at >= 0 && cs_clock_ms() - tab_at <= NODES_LOCAL_MS)
+	if (!force && tab_at >= 0 && cs_clock_ms() - tab_at <= NODES_LOCAL_MS)
 		return 0;
 	if (!(fresh = calloc(MAX_NODES, sizeof *fresh)))
 		return tab_n ? 0 : -ENOMEM;
-	char *v = cs_mc_get(key, &len);
+	char *v = force ? NULL : cs_mc_get(key, &len);
 	if (v) {
 		char *z = realloc(v, len + 1);
 		if (z) {
@@ -194,15 +203,71 @@ static int locked_refresh(void)
 	return count < 0 ? count : -ENOENT;
 }
 
+static int locked_refresh(void)
+{
+	return locked_refresh_how(false);
+}
+
 static bool same_zone(const struct cs_node *n)
 {
 	return cs_cfg.zone[0] && strcmp(n->zone, cs_cfg.zone) == 0;
 }
 
-/* Read ranking: lower is better. */
+void cs_nodes_demote(uint32_t id)
+{
+	int64_t now = cs_clock_ms(), ms = 1000;
+	size_t k = 0;
+
+	pthread_mutex_lock(&mu);
+	for (size_t i = 0; i < sizeof demoted / sizeof *demoted; i++) {
+		if (demoted[i].id == id) {
+			k = i;
+			break;
+		}
+		if (demoted[i].until < demoted[k].until)
+			k = i;          /* else the one that ends first */
+	}
+	if (demoted[k].id != id)
+		demoted[k].fails = 0;
+	demoted[k].id = id;
+	for (int f = demoted[k].fails++; f > 0 && ms < CS_DEMOTE_MS; f--)
+		ms *= 2;
+	demoted[k].until = now + (ms < CS_DEMOTE_MS ? ms : CS_DEMOTE_MS);
+	pthread_mutex_unlock(&mu);
+}
+
+void cs_nodes_worked(uint32_t id)
+{
+	pthread_mutex_lock(&mu);
+	for (size_t i = 0; i < sizeof demoted / sizeof *demoted; i++)
+		if (demoted[i].id == id)
+			demoted[i].fails = 0, demoted[i].until = 0;
+	pthread_mutex_unlock(&mu);
+}
+
+static bool locked_demoted(uint32_t id)
+{
+	int64_t now = cs_clock_ms();
+
+	for (size_t i = 0; i < sizeof demoted / sizeof *demoted; i++)
+		if (demoted[i].id == id && demoted[i].until > now)
+			return true;
+	return false;
+}
+
+/* Read ranking: lower is better (up, not failing lately, this zone). */
 static int read_rank(const struct cs_node *n)
 {
-	return (n->up ? 0 : 2) + (same_zone(n) ? 0 : 1);
+	return (n->up ? 0 : 4) + (locked_demoted(n->id) ? 2 : 0) + (same_zone(n) ? 0 : 1);
+}
+
+/* Whether node id is in the table. */
+static bool locked_known(uint32_t id)
+{
+	for (int j = 0; j < tab_n; j++)
+		if (tab[j].id == id)
+			return true;
+	return false;
 }
 
 int cs_nodes_holders(const struct cs_file *f, struct cs_node *out, int max)
@@ -212,15 +277,19 @@ int cs_nodes_holders(const struct cs_file *f, struct cs_node *out, int max)
 
 	pthread_mutex_lock(&mu);
 	rc = locked_refresh();
+	/* A holder the table does not know joined since it was read: read
+	 * it again from MySQL (at most every NODES_FORCE_MS). */
+	for (int i = 0; rc == 0 && i < f->nholders; i++)
+		if (!locked_known(f->holder[i]) && cs_clock_ms() - tab_at > NODES_FORCE_MS) {
+			rc = locked_refresh_how(true);
+			break;
+		}
 	for (int i = 0; rc == 0 && i < f->nholders && n < max; i++)
 		for (int j = 0; j < tab_n; j++)
 			if (tab[j].id == f->holder[i] && tab[j].id != self && tab[j].url[0]) {
 				out[n++] = tab[j];
 				break;
 			}
-	pthread_mutex_unlock(&mu);
-	if (rc < 0)
-		return rc;
 	/* Stable: registry order (oldest copy first) within a rank. */
 	for (int i = 1; i < n; i++) {
 		struct cs_node x = out[i];
@@ -231,7 +300,8 @@ int cs_nodes_holders(const struct cs_file *f, struct cs_node *out, int max)
 		}
 		out[j] = x;
 	}
-	return n;
+	pthread_mutex_unlock(&mu);
+	return rc < 0 ? rc : n;
 }
 
 /* Current files per node (caller holds mu); refreshed rarely. */
@@ -290,7 +360,7 @@ int cs_nodes_targets(const struct cs_file *f, struct cs_node *out, int max)
 
 		for (int i = 0; i < f->nholders; i++)
 			holds |= f->holder[i] == x->id;
-		if (holds || x->id == self || !x->up || !x->url[0])
+		if (holds || x->id == self || !x->up || !x->url[0] || locked_demoted(x->id))
 			continue;
 		out[n] = *x;
 		files[n++] = locked_count_of(x->id);

@@ -24,14 +24,22 @@ int cs_nodes_self(uint32_t *id);
 /* Register or refresh this node (name, url, zone) and its heartbeat. */
 int cs_nodes_heartbeat(void);
 /* The nodes holding f that could serve it to us, best first: not this node,
- * with a URL, up before down, this node's zone first.  How many, or -errno
+ * with a URL, up before down, not failing lately, this node's zone first.  How many, or -errno
  * when no node table could be had. */
 int cs_nodes_holders(const struct cs_file *f, struct cs_node *out, int max);
 /* Nodes to push a new version of f to: up, not this node, not holding it,
- * another CS_ZONE first, then the fewest files.  How many. */
+ * not failing lately, another CS_ZONE first, then the fewest files.  How
+ * many. */
 int cs_nodes_targets(const struct cs_file *f, struct cs_node *out, int max);
 /* Every other node that is up and has a URL. */
 int cs_nodes_peers(struct cs_node *out, int max);
+/* A transfer to or from node failed (no answer, or a stall): it is read
+ * from last and not pushed to for a while, 1 s doubling with each failure
+ * in a row to CS_DEMOTE_MS (a peer that stalls would hold up every batch);
+ * a transfer that works ends that. */
+#define CS_DEMOTE_MS 30000
+void cs_nodes_demote(uint32_t id);
+void cs_nodes_worked(uint32_t id);
 /* A push to node succeeded: count it until the counts are next read, so a
  * burst of writes spreads instead of all going to the emptiest node. */
 void cs_nodes_note_copy(uint32_t node);

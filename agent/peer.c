@@ -31,6 +31,7 @@ static pthread_key_t key;
 
 /* Pushes in flight at once (a batch of new files goes out in parallel). */
 #define PUSH_PARALLEL 8
+#define PUSH_STALL_S 3
 
 struct handle {
 	CURL *curl;
@@ -376,6 +377,9 @@ static int push_begin(struct push *p, CURL *c, struct cs_push *job)
 	    (rc = add_header(&p->r, "Expect:")) < 0)    /* no 100-continue round trip */
 		return rc;
 	curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+	/* A target that takes nothing for PUSH_STALL_S is given up (and
+	 * demoted by the caller): the node's other writes wait for it. */
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)PUSH_STALL_S);
 	curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
 	curl_easy_setopt(c, CURLOPT_READDATA, &p->src);
 	curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
@@ -394,7 +398,8 @@ static void push_end(struct push *p, CURLcode cc)
 	if (p->src.err)
 		cs_warn("push %s: reading the file: %s", p->r.url, strerror(-p->src.err));
 	p->job->rc = note(&p->r, "push", status,
-			  status / 100 == 2 ? 0 : status == 409 ? -ESTALE : -EIO);
+			  status / 100 == 2 ? 0 : status == 409 ? -ESTALE :
+			  status < 0 ? -EHOSTUNREACH : -EIO);
 	request_end(&p->r);
 }
 
@@ -520,7 +525,7 @@ out:
 /* ---- announcing names ------------------------------------------------- */
 
 int cs_peer_announce(const char *const *urls, int n, const char *body, size_t len,
-		     int timeout_ms)
+		     int timeout_ms, bool *ok)
 {
 	struct handle *h = thread_handles();
 	unsigned char digest[CS_SHA256_LEN];
@@ -537,6 +542,7 @@ int cs_peer_announce(const char *const *urls, int n, const char *body, size_t le
 	cs_hex(digest, CS_SHA256_LEN, sha);
 	for (int i = 0; i < n; i++) {
 		CURL *c = curl_easy_init();
+		ok[i] = false;
 		if (request_route(&r[i], c, "POST", urls[i], "/v1/index", "/v1/index", sha, NULL) < 0 ||
 		    add_header(&r[i], "X-CS-SHA256: %s", sha) < 0 ||
 		    add_header(&r[i], "Content-Type: text/plain") < 0 ||
@@ -552,6 +558,7 @@ int cs_peer_announce(const char *const *urls, int n, const char *body, size_t le
 		curl_easy_setopt(c, CURLOPT_HTTPHEADER, r[i].headers);
 		curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
 		curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
+		curl_easy_setopt(c, CURLOPT_PRIVATE, &ok[i]);
 		if (curl_multi_add_handle(h->multi, c) != CURLM_OK) {
 			request_end(&r[i]);
 			curl_easy_cleanup(c);
@@ -567,10 +574,14 @@ int cs_peer_announce(const char *const *urls, int n, const char *body, size_t le
 			long status = 0;
 			if (m->msg != CURLMSG_DONE)
 				continue;
+			char *done = NULL;
 			if (m->data.result == CURLE_OK &&
 			    curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &status) ==
-				    CURLE_OK && status == 200)
+				    CURLE_OK && status == 200 &&
+			    curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &done) == CURLE_OK) {
+				*(bool *)done = true;
 				acked++;
+			}
 		}
 		if (running > 0)
 			curl_multi_poll(h->multi, NULL, 0, 20, NULL);

@@ -22,7 +22,8 @@ int cs_peer_fetch(const char *base_url, const char *ns, const char *rel, int fd,
  * version f->version of (ns, rel); the peer verifies size and SHA-256 against
  * f and the registry, installs it atomically and records itself as holder.
  * 0 when it holds it now, -ESTALE when the registry has moved past f (the
- * peer refused with 409), -EIO otherwise.
+ * peer refused with 409), -EHOSTUNREACH when no answer came (refused,
+ * timed out, stalled), -EIO for another refusal.
  */
 int cs_peer_push(const char *base_url, const char *ns, const char *rel, int fd,
 		 const struct cs_file *f);
@@ -52,9 +53,10 @@ int cs_peer_delete(const char *base_url, const char *ns, const char *rel);
  * Tell the nodes at urls[0, n) that the names in body (lines
  * "<ns>\t<percent-encoded rel>\n") are about to be registered, so their
  * indexes know them before any reader could: POST /v1/index, all at once,
- * waiting at most timeout_ms.  How many acknowledged.
+ * waiting at most timeout_ms.  ok[i] says whether urls[i] acknowledged;
+ * returns how many did.
  */
 int cs_peer_announce(const char *const *urls, int n, const char *body, size_t len,
-		     int timeout_ms);
+		     int timeout_ms, bool *ok);
 
 #endif

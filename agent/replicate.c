@@ -215,7 +215,8 @@ static void spread_jobs(struct wjob *w, int n)
 		cap += w[i].nto;
 	}
 	int *owner = cap > 0 ? malloc(cap * sizeof *owner) : NULL;
-	if (owner && (push = malloc(cap * sizeof *push))) {
+	uint32_t *target = cap > 0 ? malloc(cap * sizeof *target) : NULL;
+	if (owner && target && (push = malloc(cap * sizeof *push))) {
 		while (!__atomic_load_n(stop, __ATOMIC_ACQUIRE)) {
 			int np = 0;
 			for (int i = 0; i < n; i++) {
@@ -223,6 +224,7 @@ static void spread_jobs(struct wjob *w, int n)
 				     need > 0 && w[i].next < w[i].nto; need--) {
 					const struct cs_node *t = &w[i].to[w[i].next++];
 					owner[np] = i;
+					target[np] = t->id;
 					push[np++] = (struct cs_push){ .url = t->url, .ns = w[i].p->name,
 								       .rel = w[i].rel, .fd = w[i].fd,
 								       .f = &w[i].pub.f };
@@ -235,15 +237,19 @@ static void spread_jobs(struct wjob *w, int n)
 				struct wjob *x = &w[owner[k]];
 				if (push[k].rc == 0) {
 					x->acks++;
+					cs_nodes_worked(target[k]);
 				} else if (push[k].rc == -ESTALE) {
 					x->acks = want;  /* a newer version exists: its entry spreads it */
 					x->next = x->nto;
+				} else if (push[k].rc == -EHOSTUNREACH) {
+					cs_nodes_demote(target[k]);
 				}
 			}
 		}
 		free(push);
 	}
 	free(owner);
+	free(target);
 	for (int i = 0; i < n; i++) {
 		int copies = w[i].have + w[i].acks;
 

@@ -7,7 +7,7 @@
 
 #include "cs.h"
 
-/* Start the replicator thread (the agent). */
+/* Start the thread that follows the journals (the agent). */
 int cs_tail_start(void);
 void cs_tail_stop(void);
 

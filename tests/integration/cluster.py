@@ -9,7 +9,10 @@ an nginx whose master runs as root under LD_PRELOAD=libcs.so with only what
 a host needs (CS_PREFIXES, CS_SPOOL, CS_LOG) and whose two workers drop to
 www-data, as in production.  Each nginx listens twice: `port` serves files
 with a plain `location` (nginx opens them with open64), `try_port` uses
-`try_files $uri =404` (nginx decides with stat64 first).
+`try_files $uri =404` (nginx decides with stat64 first).  On request
+(Node.start_apache) a node also runs Apache httpd 2.4, event or prefork MPM,
+optionally with mod_php, the same way: master as root under the library,
+children as www-data.
 
 Environment: B (build dir, default "build"), CS_TEST_PRELOAD (what to put
 in LD_PRELOAD; default <top>/<B>/libcs.so).  Needs root.
@@ -107,6 +110,71 @@ http {{
 }}
 """
 
+# Apache httpd 2.4 (Debian's apache2 binary), self-contained: no file of
+# /etc/apache2 is read and no APACHE_* variable is needed.  log_config and
+# unixd are compiled in.
+APACHE_CONF = """
+ServerRoot {d}
+ServerName 127.0.0.1
+PidFile {d}/apache.pid
+DefaultRuntimeDir {run}
+Mutex file:{run} default
+Listen 127.0.0.1:{port}
+User {user}
+Group {user}
+LoadModule mpm_{mpm}_module /usr/lib/apache2/modules/mod_mpm_{mpm}.so
+LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
+LoadModule mime_module /usr/lib/apache2/modules/mod_mime.so
+LoadModule dir_module /usr/lib/apache2/modules/mod_dir.so
+LoadModule autoindex_module /usr/lib/apache2/modules/mod_autoindex.so
+{mpm_conf}
+ErrorLog {d}/apache-error.log
+LogLevel warn
+TypesConfig /etc/mime.types
+EnableSendfile On
+KeepAlive On
+Timeout 60
+DocumentRoot {root}
+DirectoryIndex index.html index.php
+<Directory />
+    Options None
+    AllowOverride None
+    Require all denied
+</Directory>
+<Directory {root}>
+    Options +Indexes
+    AllowOverride None
+    Require all granted
+</Directory>
+{php_conf}
+"""
+
+APACHE_MPM = {
+    "event": """
+StartServers 1
+ServerLimit 2
+ThreadsPerChild 8
+ThreadLimit 8
+MaxRequestWorkers 16
+MinSpareThreads 1
+MaxSpareThreads 16
+""",
+    "prefork": """
+StartServers 2
+MinSpareServers 1
+MaxSpareServers 4
+ServerLimit 8
+MaxRequestWorkers 8
+""",
+}
+
+APACHE_PHP = """
+LoadModule php_module /usr/lib/apache2/modules/libphp8.2.so
+<FilesMatch "\\.php$">
+    SetHandler application/x-httpd-php
+</FilesMatch>
+"""
+
 
 class Node:
     def __init__(self, cluster, index):
@@ -121,6 +189,9 @@ class Node:
         self.url = "http://127.0.0.1:%d" % self.serve_port
         self.serve = None
         self.nginx = None
+        self.apache = None
+        self.apache_port = None
+        self.apache_mode = None       # (mpm, php) of the running Apache
         self.spool = os.path.join(self.home, "spool")
         os.makedirs(os.path.join(self.home, "tmp"))
         os.makedirs(self.dir)
@@ -204,6 +275,60 @@ class Node:
                 self.nginx.kill()
                 self.nginx.wait()
         self.nginx = None
+
+    def start_apache(self, mpm="event", php=False, preload=True):
+        """Apache httpd 2.4 serving this node's directory: the master runs
+        as root under the library (this node's host environment, plus the
+        LANG Debian's envvars sets), its children as the web user.  mpm is
+        "event" or "prefork"; php loads mod_php (libphp8.2.so, needs
+        prefork).  Listens on self.apache_port."""
+        self.stop_apache()
+        pw = pwd.getpwnam(WEB_USER)
+        run = os.path.join(self.home, "apache-run")
+        os.makedirs(run, exist_ok=True)
+        os.chown(run, pw.pw_uid, pw.pw_gid)
+        self.apache_port = free_port()
+        conf = os.path.join(self.home, "apache.conf")
+        with open(conf, "w") as f:
+            f.write(APACHE_CONF.format(d=self.home, run=run, port=self.apache_port,
+                                       user=WEB_USER, mpm=mpm, mpm_conf=APACHE_MPM[mpm],
+                                       root=self.dir, php_conf=APACHE_PHP if php else ""))
+        log = open(os.path.join(self.home, "apache.out"), "ab")
+        # A session of its own: on shutdown Apache's master sends SIGTERM to
+        # its whole process group, which would otherwise be the caller's.
+        self.apache = subprocess.Popen(
+            ["apache2", "-f", conf, "-DFOREGROUND"],
+            env=self.env(preload=preload, LANG="C"), stdout=log, stderr=log,
+            start_new_session=True)
+
+        def up():
+            if self.apache.poll() is not None:
+                raise RuntimeError("%s apache2 exited %d (see %s/apache.out, apache-error.log)"
+                                   % (self.name, self.apache.returncode, self.home))
+            socket.create_connection(("127.0.0.1", self.apache_port), 1).close()
+            return True
+        wait_for(up, 10, self.name + " apache")
+        self.apache_mode = (mpm, php)
+
+    def stop_apache(self):
+        if self.apache and self.apache.poll() is None:
+            self.apache.terminate()       # SIGTERM: the master stops its children
+            try:
+                self.apache.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.apache.pid, signal.SIGKILL)     # its own group
+                self.apache.wait()
+        self.apache = None
+        self.apache_mode = None
+
+    def get_apache(self, path, timeout=30):
+        conn = http.client.HTTPConnection("127.0.0.1", self.apache_port, timeout=timeout)
+        try:
+            conn.request("GET", urllib.parse.quote(path))
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
 
     def put(self, rel, data):
         """Write a file straight into this node's directory (not through
@@ -345,6 +470,7 @@ class Cluster:
     def stop(self):
         for node in self.nodes:
             node.stop_nginx()
+            node.stop_apache()
             node.stop_serve()
         for name in list(self.procs):
             self.stop_proc(name)
