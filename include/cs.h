@@ -220,6 +220,11 @@ int cs_path_normalize(const char *base, const char *path, char *out,
  */
 const struct cs_prefix *cs_path_match(const struct cs_config *cfg,
 				      const char *abs, const char **rel);
+/* The prefix holding path (relative to dirfd, AT_FDCWD or a directory
+ * descriptor) in cs_cfg, with abs[CS_PATH_MAX] filled and *rel pointing
+ * into it; NULL when none does. */
+const struct cs_prefix *cs_path_locate(int dirfd, const char *path, char *abs,
+				       const char **rel);
 /*
  * True when rel is a safe relative path inside a namespace: not empty, no
  * leading '/', no empty, "." or ".." segment, no NUL or control byte, each

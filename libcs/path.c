@@ -6,11 +6,14 @@
  * namespace: a path is a name, not a walk through this node's symlinks.  The
  * wrappers keep handing the caller's original path to libc, so the kernel's
  * own resolution still decides what is opened; this file only decides what
- * to ask the cluster for.  Nothing here touches the filesystem.
+ * to ask the cluster for.  Nothing here touches the filesystem but to learn
+ * where a relative path starts (the cwd, an *at() directory descriptor).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cs.h"
 
@@ -101,6 +104,28 @@ const struct cs_prefix *cs_path_match(const struct cs_config *cfg,
 		}
 	}
 	return NULL;
+}
+
+/* Where a relative path starts: the cwd or an *at() directory descriptor. */
+static int base_dir(int dirfd, char *buf, size_t size)
+{
+	if (dirfd == AT_FDCWD)
+		return getcwd(buf, size) ? 0 : -errno;
+	return cs_fd_path(dirfd, buf, size) < 0 ? -ENOENT : 0;
+}
+
+const struct cs_prefix *cs_path_locate(int dirfd, const char *path, char *abs,
+				       const char **rel)
+{
+	char base[CS_PATH_MAX];
+
+	if (!path || !path[0])
+		return NULL;
+	if (path[0] != '/' && base_dir(dirfd, base, sizeof base) < 0)
+		return NULL;
+	if (cs_path_normalize(base, path, abs, CS_PATH_MAX) < 0)
+		return NULL;
+	return cs_path_match(&cs_cfg, abs, rel);
 }
 
 bool cs_path_rel_valid(const char *rel, size_t len)

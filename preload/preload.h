@@ -63,11 +63,6 @@ static inline bool cs_active(void)
 	return cs_preload_state > 0;
 }
 
-/* The prefix holding path (relative to dirfd), with abs[CS_PATH_MAX]
- * filled and *rel pointing into it; NULL when none does. */
-const struct cs_prefix *cs_locate(int dirfd, const char *path, char *abs,
-				  const char **rel);
-
 /* Write tracking (track.c). */
 void cs_track_opened(int dirfd, const char *path, int fd);
 void cs_track_scan(void);

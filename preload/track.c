@@ -162,7 +162,7 @@ void cs_track_opened(int dirfd, const char *path, int fd)
 
 	if (fd < 0)
 		return;
-	if ((p = cs_locate(dirfd, path, abs, &rel))) {
+	if ((p = cs_path_locate(dirfd, path, abs, &rel))) {
 		first_write();
 		track(fd, p, rel);
 	}
@@ -188,7 +188,7 @@ void cs_track_scan(void)
 		fl = real.fcntl ? real.fcntl(fd, F_GETFL) : -1;
 		if (fl < 0 || (fl & O_ACCMODE) == O_RDONLY || cs_fd_path(fd, target, sizeof target) < 0)
 			continue;
-		if ((p = cs_locate(AT_FDCWD, target, abs, &rel))) {
+		if ((p = cs_path_locate(AT_FDCWD, target, abs, &rel))) {
 			first_write();
 			track(fd, p, rel);
 		}
@@ -243,7 +243,7 @@ static void on_path(enum cs_op op, int dirfd, const char *path)
 	const char *rel;
 	const struct cs_prefix *p;
 
-	if ((p = cs_locate(dirfd, path, abs, &rel)))
+	if ((p = cs_path_locate(dirfd, path, abs, &rel)))
 		journal(op, p->name, rel, NULL);
 }
 
@@ -262,8 +262,8 @@ static void on_rename(int da, const char *a, int db, const char *b, unsigned fla
 {
 	char absa[CS_PATH_MAX], absb[CS_PATH_MAX];
 	const char *rela, *relb;
-	const struct cs_prefix *pa = cs_locate(da, a, absa, &rela);
-	const struct cs_prefix *pb = cs_locate(db, b, absb, &relb);
+	const struct cs_prefix *pa = cs_path_locate(da, a, absa, &rela);
+	const struct cs_prefix *pb = cs_path_locate(db, b, absb, &relb);
 
 	if (flags & RENAME_EXCHANGE) {
 		if (pa)

@@ -45,28 +45,6 @@ static bool needs_mode(int flags)
 	return (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE;
 }
 
-/* Where a relative path starts: the cwd or an *at() directory descriptor. */
-static int base_dir(int dirfd, char *buf, size_t size)
-{
-	if (dirfd == AT_FDCWD)
-		return getcwd(buf, size) ? 0 : -errno;
-	return cs_fd_path(dirfd, buf, size) < 0 ? -ENOENT : 0;
-}
-
-const struct cs_prefix *cs_locate(int dirfd, const char *path, char *abs,
-				  const char **rel)
-{
-	char base[CS_PATH_MAX];
-
-	if (!path || !path[0])
-		return NULL;
-	if (path[0] != '/' && base_dir(dirfd, base, sizeof base) < 0)
-		return NULL;
-	if (cs_path_normalize(base, path, abs, CS_PATH_MAX) < 0)
-		return NULL;
-	return cs_path_match(&cs_cfg, abs, rel);
-}
-
 /* Ask the agent for a name under p that the real call did not find; the
  * errno to report, or 0 when it is here now. */
 static int ask_agent(const struct cs_prefix *p, const char *rel)
@@ -93,7 +71,7 @@ static int miss(int dirfd, const char *path)
 {
 	char abs[CS_PATH_MAX];
 	const char *rel;
-	const struct cs_prefix *p = cs_locate(dirfd, path, abs, &rel);
+	const struct cs_prefix *p = cs_path_locate(dirfd, path, abs, &rel);
 
 	return p ? ask_agent(p, rel) : ENOENT;
 }
@@ -103,7 +81,7 @@ static void before_create(int dirfd, const char *path)
 {
 	char abs[CS_PATH_MAX];
 	const char *rel;
-	const struct cs_prefix *p = cs_locate(dirfd, path, abs, &rel);
+	const struct cs_prefix *p = cs_path_locate(dirfd, path, abs, &rel);
 
 	if (p && real.faccessat(AT_FDCWD, abs, F_OK, AT_SYMLINK_NOFOLLOW) < 0 &&
 	    errno == ENOENT)
