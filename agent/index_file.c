@@ -69,13 +69,18 @@ static void add_one(struct cs_index_file *x, const char *ns, const char *rel)
 	uint64_t h[2];
 	uint64_t *b;
 
+	bool fresh = false;
+
 	cs_index_hash(ns, rel, h);
 	b = x->blocks + (h[0] & (x->head->nblocks - 1)) * CS_INDEX_BLOCK_WORDS;
 	for (int i = 0; i < CS_INDEX_K; i++) {
 		unsigned bit = (unsigned)(h[1] >> (9 * i)) & 511;
-		__atomic_fetch_or(&b[bit >> 6], 1ULL << (bit & 63), __ATOMIC_RELAXED);
+		uint64_t m = 1ULL << (bit & 63);
+		fresh |= !(__atomic_fetch_or(&b[bit >> 6], m, __ATOMIC_RELAXED) & m);
 	}
-	__atomic_add_fetch(&x->head->names, 1, __ATOMIC_RELAXED);
+	/* Counted once: the poll adds the same names again and again. */
+	if (fresh)
+		__atomic_add_fetch(&x->head->names, 1, __ATOMIC_RELAXED);
 }
 
 void cs_index_file_add(struct cs_index_file *x, const char *ns, const char *rel)

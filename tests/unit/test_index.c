@@ -74,6 +74,11 @@ static void names_and_their_directories(void **state)
 	/* Added while hosts have it mapped: seen at once. */
 	cs_index_file_add(&x, "img", "later/one.png");
 	assert_int_equal(cs_index_lookup("img", "later/one.png"), CS_INDEX_MAYBE);
+	/* Names are counted once, however often they are added (the poll
+	 * adds the same ones again): 2026, 2026/11, the photo, later, the png. */
+	for (int i = 0; i < 10; i++)
+		cs_index_file_add(&x, "img", "later/one.png");
+	assert_int_equal(x.head->names, 5);
 
 	/* Names never added: "absent", but for a few false positives. */
 	for (int i = 0; i < 100000; i++) {
