@@ -194,6 +194,7 @@ out:
 }
 
 struct polled {
+	char since[32];                 /* the cursor before this poll */
 	char newest[32];
 	unsigned long added, deleted;
 };
@@ -206,7 +207,9 @@ static void changed(void *arg, MYSQL_ROW row, unsigned long *len)
 	if (!row_name(row, len, ns, rel))
 		return;
 	if (row[2] && row[2][0] == '1') {
-		p->deleted++;
+		/* Counted once: the overlap brings rows back that were seen. */
+		if (row[3] && strcmp(row[3], p->since) > 0)
+			p->deleted++;
 	} else {
 		cs_indexer_add(ns, rel);
 		p->added++;
@@ -224,14 +227,14 @@ static bool timestamp_ok(const char *s)
 /* Add the names registered since the last poll. */
 static int poll_changes(void)
 {
-	struct polled p = { "", 0, 0 };
+	struct polled p = { "", "", 0, 0 };
 	struct cs_sql q = { 0 };
-	char since[32];
+	char *since = p.since;
 	struct cs_db *d;
 	int rc;
 
 	pthread_mutex_lock(&mu);
-	snprintf(since, sizeof since, "%s", cursor);
+	snprintf(p.since, sizeof p.since, "%s", cursor);
 	pthread_mutex_unlock(&mu);
 	if (!timestamp_ok(since))
 		return -EINVAL;
@@ -247,8 +250,6 @@ static int poll_changes(void)
 		return rc;
 	pthread_mutex_lock(&mu);
 	if (p.newest[0] && timestamp_ok(p.newest) && strcmp(p.newest, cursor) > 0) {
-		/* Rows counted again in the overlap inflate this a little: it
-		 * only decides when to build again. */
 		tombstones += p.deleted;
 		snprintf(cursor, sizeof cursor, "%s", p.newest);
 	}
