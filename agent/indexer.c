@@ -16,7 +16,8 @@
  * which answers "absent") until the file is built again from a full scan:
  * at start, when the filter fills past its capacity, or when a quarter of
  * its names are deleted ones.  An index left by a previous run is adopted
- * at start, so hosts keep answering while the first scan runs.
+ * at start, so hosts keep answering while the first scan runs (in the
+ * indexer's thread: a large registry takes a while).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -284,9 +285,10 @@ static void *run(void *arg)
 
 int cs_indexer_start(void)
 {
+	/* The scan runs in the thread: a large registry takes a while, and
+	 * the adopted index answers meanwhile (with none, hosts ask the agent
+	 * about every miss, which is slower but right). */
 	adopt();
-	if (build() < 0 && !cur.head)
-		cs_warn("index: none yet (registry unreachable); hosts ask the agent for every miss");
 	return pthread_create(&thread, NULL, run, NULL) == 0 ? 0 : -EAGAIN;
 }
 

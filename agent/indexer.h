@@ -7,8 +7,9 @@
 
 #include "cs.h"
 
-/* Adopt the index a previous run left, build one from the registry (or go
- * on with the adopted one while it is unreachable), and start polling. */
+/* Adopt the index a previous run left, and start the thread that builds
+ * one from the registry (going on with the adopted one meanwhile, or while
+ * the registry is unreachable) and then polls it. */
 int cs_indexer_start(void);
 void cs_indexer_stop(void);
 /* (ns, rel) and the directories above it are names the cluster has (or is
