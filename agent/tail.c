@@ -37,6 +37,7 @@
 #include "tail.h"
 
 #define HOUSEKEEP_MS 2000
+#define OWN_MS 200              /* the agent's own journal (holder records) */
 #define COMPACT_BYTES (1 << 20)
 #define NEW_ABANDONED_S 60      /* a .new journal older than this was abandoned */
 
@@ -57,7 +58,7 @@ static struct {
 	struct journal *list;
 	struct cs_queue q;
 	unsigned long backlog;          /* q.count, for other threads */
-	int64_t housekept;
+	int64_t housekept, own_read;
 } T = { .spool = -1, .ino = -1 };
 
 static int stopping;
@@ -386,10 +387,26 @@ static int run_queue(const int *stop)
 	return wait;
 }
 
+/* The agent's own journal (holder records) is read on a timer, not on
+ * inotify's word: every record and every acknowledgement it writes there
+ * would wake this thread once more. */
+static bool own(const char *name)
+{
+	const char *mine = cs_journal_name();
+
+	return *mine && !strcmp(name, mine);
+}
+
 static void housekeep(void)
 {
 	int64_t now = cs_clock_ms();
 
+	if (now - T.own_read >= OWN_MS) {
+		const char *mine = cs_journal_name();
+		T.own_read = now;
+		if (*mine)
+			seen(mine);
+	}
 	if (now - T.housekept < HOUSEKEEP_MS)
 		return;
 	T.housekept = now;
@@ -418,7 +435,7 @@ static void events(void)
 			struct inotify_event *ev = (struct inotify_event *)p;
 			if (ev->mask & IN_Q_OVERFLOW)
 				T.housekept = 0;        /* events were lost: scan now */
-			else if (ev->len)
+			else if (ev->len && !own(ev->name))
 				seen(ev->name);
 			p += sizeof *ev + ev->len;
 		}
@@ -433,9 +450,14 @@ static void *run(void *unused)
 	scan();
 	while (!__atomic_load_n(&stopping, __ATOMIC_ACQUIRE)) {
 		struct pollfd p = { .fd = T.ino, .events = POLLIN };
-		int timeout = wait >= 0 && wait < HOUSEKEEP_MS ? wait : HOUSEKEEP_MS;
+		int timeout = wait >= 0 && wait < OWN_MS ? wait : OWN_MS;
 
-		if (poll(&p, T.ino >= 0 ? 1 : 0, timeout) > 0)
+		/* With entries queued that ripen within the settle time, none
+		 * can run before: sleep through it rather than wake for every
+		 * line a busy writer appends meanwhile (inotify keeps the
+		 * events, merged).  Otherwise a new line wakes us at once. */
+		bool settling = wait > 0 && wait <= CS_QUEUE_SETTLE_MS;
+		if (poll(&p, T.ino >= 0 && !settling ? 1 : 0, timeout) >= 0 && T.ino >= 0)
 			events();
 		wait = run_queue(&stopping);
 		housekeep();

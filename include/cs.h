@@ -281,6 +281,8 @@ int cs_journal_parse(const char *line, size_t len, struct cs_entry *e);
 /* A new journal in CS_SPOOL, locked (flock) for this process's life and
  * only then named j.<pid>.<stamp>: its descriptor, or -errno. */
 int cs_journal_create(char *name, size_t namesz);
+/* This process's journal's name in CS_SPOOL, "" before the first entry. */
+const char *cs_journal_name(void);
 /* Open the spool directory now (chroot is coming: it could not be found). */
 int cs_journal_prepare(void);
 /* In a forked child: the journal is the parent's; start a new one. */
@@ -288,6 +290,8 @@ void cs_journal_forget(void);
 /* The host is closing fd: if it is our journal, start a new one next time
  * (daemons close every descriptor they did not open). */
 void cs_journal_closing(int fd);
+/* The same for every descriptor from first to last (close_range). */
+void cs_journal_closing_range(unsigned first, unsigned last);
 
 /* ---- the index of names the cluster has (index.c) -------------------- */
 

@@ -323,3 +323,20 @@ void cs_journal_closing(int fd)
 		__atomic_compare_exchange_n(&jr.spool_fd, &cur, -1, false, __ATOMIC_ACQ_REL,
 					    __ATOMIC_RELAXED);
 }
+
+void cs_journal_closing_range(unsigned first, unsigned last)
+{
+	int fds[2] = { __atomic_load_n(&jr.fd, __ATOMIC_RELAXED),
+		       __atomic_load_n(&jr.spool_fd, __ATOMIC_RELAXED) };
+
+	for (int i = 0; i < 2; i++)
+		if (fds[i] >= 0 && (unsigned)fds[i] >= first && (unsigned)fds[i] <= last)
+			cs_journal_closing(fds[i]);
+}
+
+const char *cs_journal_name(void)
+{
+	const char *slash = strrchr(jr.name, '/');
+
+	return slash ? slash + 1 : jr.name;
+}

@@ -47,6 +47,9 @@ struct slot {
 
 static struct slot pool[SLOTS];
 static struct slot *fd_slot[TRACK_FDS];
+/* Above every descriptor that ever had a slot: what exit and close_range
+ * look through (the whole table is 512 KiB of pages never touched). */
+static int fd_top;
 static int exit_registered;
 /* This process as the tracker knows it: a vfork child shares our memory
  * but not our pid, and must not touch what it shares. */
@@ -111,6 +114,15 @@ static struct slot *fd_take(int fd)
 	return __atomic_exchange_n(&fd_slot[fd], NULL, __ATOMIC_ACQ_REL);
 }
 
+static void raise_top(int fd)
+{
+	int top = __atomic_load_n(&fd_top, __ATOMIC_RELAXED);
+
+	while (fd >= top && !__atomic_compare_exchange_n(&fd_top, &top, fd + 1, true,
+							 __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+		;
+}
+
 /* fd2 now shares fd's description. */
 static void fd_share(int fd, int fd2)
 {
@@ -119,6 +131,7 @@ static void fd_share(int fd, int fd2)
 	if ((unsigned)fd >= TRACK_FDS || (unsigned)fd2 >= TRACK_FDS ||
 	    !(s = __atomic_load_n(&fd_slot[fd], __ATOMIC_ACQUIRE)))
 		return;
+	raise_top(fd2);
 	__atomic_add_fetch(&s->refs, 1, __ATOMIC_ACQ_REL);
 	slot_put(__atomic_exchange_n(&fd_slot[fd2], s, __ATOMIC_ACQ_REL));
 }
@@ -136,6 +149,7 @@ static void track(int fd, const struct cs_prefix *p, const char *rel)
 	s->refs = 1;
 	s->prefix = (int)(p - cs_cfg.prefix);
 	snprintf(s->rel, sizeof s->rel, "%s", rel);
+	raise_top(fd);
 	/* A stale mapping (the fd was closed behind our back) ends that
 	 * write now. */
 	slot_put(__atomic_exchange_n(&fd_slot[fd], s, __ATOMIC_ACQ_REL));
@@ -200,7 +214,9 @@ void cs_track_scan(void)
 /* Every tracked descriptor from first to last ends its write. */
 static void end_range(unsigned first, unsigned last)
 {
-	for (unsigned fd = first; fd <= last && fd < TRACK_FDS; fd++) {
+	unsigned top = (unsigned)__atomic_load_n(&fd_top, __ATOMIC_ACQUIRE);
+
+	for (unsigned fd = first; fd <= last && fd < top; fd++) {
 		struct slot *s = fd_take((int)fd);
 		if (s)
 			slot_put(s);
@@ -209,7 +225,9 @@ static void end_range(unsigned first, unsigned last)
 
 static void leaving(void)
 {
-	for (int fd = 0; fd < TRACK_FDS; fd++) {
+	int top = __atomic_load_n(&fd_top, __ATOMIC_ACQUIRE);
+
+	for (int fd = 0; fd < top; fd++) {
 		struct slot *s = fd_take(fd);
 		if (s) {
 			__atomic_store_n(&s->refs, 1, __ATOMIC_RELEASE);
@@ -292,8 +310,7 @@ static inline void ours_closing(int fd)
 
 static void ours_closing_range(unsigned first, unsigned last)
 {
-	for (unsigned fd = first; fd <= last && fd < TRACK_FDS; fd++)
-		ours_closing((int)fd);
+	cs_journal_closing_range(first, last);
 }
 
 /* fd2 was replaced by a duplicate of fd (r: the call's result). */

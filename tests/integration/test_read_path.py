@@ -279,12 +279,16 @@ def test_fork_after_connecting(c):
     for name in names:
         with open(os.path.join(n3.dir, name), "rb") as f:
             expect(f.read() == blobs[name], "%s has the right bytes" % name)
-    time.sleep(0.5)         # holder records are written in the background
-    rows = c.sql("SELECT COUNT(*) FROM replicas r JOIN nodes n ON n.id=r.node_id "
-                 "JOIN files f ON f.id=r.file_id WHERE n.name='node3' AND f.path LIKE 'fork/%'",
-                 db="cs").stdout.strip()
-    expect(rows == "4", "every fetch recorded node3 as a holder, from parent and children",
-           "4", rows)
+    # Holder records are written in the background, from the agent's journal.
+    def rows():
+        return c.sql("SELECT COUNT(*) FROM replicas r JOIN nodes n ON n.id=r.node_id "
+                     "JOIN files f ON f.id=r.file_id WHERE n.name='node3' AND f.path LIKE"
+                     " 'fork/%'", db="cs").stdout.strip()
+    deadline = time.monotonic() + 10
+    while rows() != "4" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    expect(rows() == "4", "every fetch recorded node3 as a holder, from parent and children",
+           "4", rows())
 
 
 def test_status_and_import_report(c):
