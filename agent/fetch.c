@@ -4,8 +4,8 @@
  *
  * A request joins the one already under way for the same name, if any, so
  * however many processes ask, one transfer is made and all are answered
- * with its outcome.  The work (on a pool thread, workers.c): look the name
- * up in the registry; a live file is fetched from the best holder (the next
+ * with its outcome.  The work (in the thread of the connection that asked
+ * first, local.c): look the name up in the registry; a live file is fetched from the best holder (the next
  * on error; if every holder the cached record named failed, MySQL is asked
  * for the current ones), verified, and installed by an atomic rename with
  * the registry's mtime; a directory with a live file below it is made; and
@@ -28,21 +28,18 @@
 #include "peer.h"
 #include "registry.h"
 #include "store.h"
-#include "workers.h"
 
 #define INSTALL_WAIT_MS 10000   /* for a push or sweep of the same path */
 #define TABLE 1024
 
-struct waiter {
-	struct waiter *next;
-	cs_fetch_done done;
-	void *arg;
-};
-
+/* A name being made present; whoever asks for it meanwhile waits for it. */
 struct job {
 	struct job *next;               /* in its table bucket */
 	uint64_t hash;
-	struct waiter *waiters;
+	int refs;                       /* the asker doing it, and those waiting */
+	bool done;
+	char reply;
+	pthread_cond_t cv;
 	char ns[CS_NAME_MAX];
 	char rel[CS_PATH_MAX];
 };
@@ -58,10 +55,11 @@ static uint64_t name_hash(const char *ns, const char *rel)
 	return cs_fnv1a(h, rel, strlen(rel));
 }
 
-/* Try each holder in order[0, n) not yet tried; 0 when one delivered. */
+/* Try each holder in order[0, n) not yet tried; 0 when one delivered.
+ * *used: the temporary file has had a try's bytes. */
 static int from_holders(const struct cs_prefix *p, const char *rel, struct cs_install *in,
 			const struct cs_file *f, struct cs_node *order, int n, uint32_t *tried,
-			int *ntried)
+			int *ntried, bool *used)
 {
 	for (int i = 0; i < n; i++) {
 		bool seen = false;
@@ -70,10 +68,12 @@ static int from_holders(const struct cs_prefix *p, const char *rel, struct cs_in
 			seen = tried[j] == order[i].id;
 		if (seen)
 			continue;
+		/* The temporary file is empty but after a holder that failed. */
+		if (*used && (lseek(in->fd, 0, SEEK_SET) < 0 || ftruncate(in->fd, 0) < 0))
+			return -EIO;
+		*used = true;
 		if (*ntried < CS_MAX_HOLDERS)
 			tried[(*ntried)++] = order[i].id;
-		if ((lseek(in->fd, 0, SEEK_SET) < 0 || ftruncate(in->fd, 0) < 0))
-			return -EIO;
 		if (cs_peer_fetch(order[i].url, p->name, rel, in->fd, f) == 0)
 			return 0;
 	}
@@ -88,6 +88,7 @@ static char install_file(const struct cs_prefix *p, const char *rel, struct cs_f
 	uint32_t tried[CS_MAX_HOLDERS];
 	struct cs_install in;
 	int ntried = 0, n, rc;
+	bool used = false;
 	char reply = CS_REPLY_UNAVAILABLE;
 
 	if (!order)
@@ -102,7 +103,7 @@ static char install_file(const struct cs_prefix *p, const char *rel, struct cs_f
 		goto out;
 	}
 	n = cs_nodes_holders(f, order, CS_MAX_HOLDERS);
-	rc = n > 0 ? from_holders(p, rel, &in, f, order, n, tried, &ntried) : -ENOENT;
+	rc = n > 0 ? from_holders(p, rel, &in, f, order, n, tried, &ntried, &used) : -ENOENT;
 	if (rc < 0 && cached) {
 		/* The cached record's holders may be out of date (copies made
 		 * since, a holder gone): ask the truth. */
@@ -112,7 +113,7 @@ static char install_file(const struct cs_prefix *p, const char *rel, struct cs_f
 				ntried = 0;     /* another version: every holder again */
 			*f = g;
 			n = cs_nodes_holders(f, order, CS_MAX_HOLDERS);
-			rc = n > 0 ? from_holders(p, rel, &in, f, order, n, tried, &ntried) : -ENOENT;
+			rc = n > 0 ? from_holders(p, rel, &in, f, order, n, tried, &ntried, &used) : -ENOENT;
 		}
 	}
 	if (rc < 0) {
@@ -142,17 +143,14 @@ out:
 char cs_fetch_present(const char *ns, const char *rel)
 {
 	const struct cs_prefix *p = cs_config_namespace(&cs_cfg, ns);
-	char abs[CS_PATH_MAX];
 	struct cs_file f;
-	struct stat st;
 	bool cached;
 	int rc;
 
-	if (!p || !cs_path_rel_valid(rel, strlen(rel)) ||
-	    (size_t)snprintf(abs, sizeof abs, "%s/%s", p->dir, rel) >= sizeof abs)
+	/* (A file that appeared here since the host looked is found by the
+	 * store, under its lock, before anything is fetched.) */
+	if (!p || !cs_path_rel_valid(rel, strlen(rel)))
 		return CS_REPLY_ABSENT;
-	if (lstat(abs, &st) == 0)
-		return CS_REPLY_INSTALLED;      /* here already (another request, a push) */
 	rc = cs_registry_lookup(ns, rel, &f, &cached);
 	if (rc == 0)
 		return install_file(p, rel, &f, cached);
@@ -168,77 +166,70 @@ char cs_fetch_present(const char *ns, const char *rel)
 	return rc == -ENOENT ? CS_REPLY_ABSENT : CS_REPLY_UNAVAILABLE;
 }
 
-/* A pool thread: do the job, then answer everyone who waited for it. */
-static void run(void *arg)
+static void put(struct job *j)
 {
-	struct job *j = arg;
-	int64_t start = cs_clock_us();
-	char reply = cs_fetch_present(j->ns, j->rel);
-	struct waiter *w;
-
-	pthread_mutex_lock(&mu);
-	for (struct job **pp = &table[j->hash % TABLE]; *pp; pp = &(*pp)->next)
-		if (*pp == j) {
-			*pp = j->next;
-			break;
-		}
-	w = j->waiters;
-	stats.running--;
-	stats.done++;
-	if (reply == CS_REPLY_UNAVAILABLE)
-		stats.unavailable++;
-	pthread_mutex_unlock(&mu);
-	cs_debug("%s/%s: %c in %.2f ms", j->ns, j->rel, reply, (cs_clock_us() - start) / 1000.0);
-	while (w) {
-		struct waiter *next = w->next;
-		w->done(w->arg, reply);
-		free(w);
-		w = next;
+	if (--j->refs == 0) {
+		pthread_cond_destroy(&j->cv);
+		free(j);
 	}
-	free(j);
 }
 
-int cs_fetch_submit(const char *ns, const char *rel, cs_fetch_done done, void *arg)
+char cs_fetch_wait(const char *ns, const char *rel)
 {
 	uint64_t h = name_hash(ns, rel);
-	struct waiter *w = malloc(sizeof *w);
+	int64_t start = cs_clock_us();
 	struct job *j;
+	char reply;
 
-	if (!w)
-		return -ENOMEM;
-	w->done = done;
-	w->arg = arg;
 	pthread_mutex_lock(&mu);
 	stats.asked++;
 	for (j = table[h % TABLE]; j; j = j->next)
 		if (j->hash == h && !strcmp(j->ns, ns) && !strcmp(j->rel, rel))
 			break;
 	if (j) {
-		/* Under way: wait for its outcome. */
-		w->next = j->waiters;
-		j->waiters = w;
+		/* Under way: its outcome is ours. */
+		j->refs++;
 		stats.joined++;
+		while (!j->done)
+			pthread_cond_wait(&j->cv, &mu);
+		reply = j->reply;
+		put(j);
 		pthread_mutex_unlock(&mu);
-		return 0;
+		return reply;
 	}
 	if (!(j = calloc(1, sizeof *j))) {
 		pthread_mutex_unlock(&mu);
-		free(w);
-		return -ENOMEM;
+		return cs_fetch_present(ns, rel);
 	}
 	j->hash = h;
+	j->refs = 1;
+	pthread_cond_init(&j->cv, NULL);
 	snprintf(j->ns, sizeof j->ns, "%s", ns);
 	snprintf(j->rel, sizeof j->rel, "%s", rel);
-	w->next = NULL;
-	j->waiters = w;
 	j->next = table[h % TABLE];
 	table[h % TABLE] = j;
 	stats.running++;
 	pthread_mutex_unlock(&mu);
-	if (cs_workers_submit(run, j) < 0) {
-		run(j);         /* no memory for a job: do it here */
-	}
-	return 0;
+
+	reply = cs_fetch_present(ns, rel);
+
+	pthread_mutex_lock(&mu);
+	for (struct job **pp = &table[h % TABLE]; *pp; pp = &(*pp)->next)
+		if (*pp == j) {
+			*pp = j->next;
+			break;
+		}
+	j->done = true;
+	j->reply = reply;
+	stats.running--;
+	stats.done++;
+	if (reply == CS_REPLY_UNAVAILABLE)
+		stats.unavailable++;
+	pthread_cond_broadcast(&j->cv);
+	put(j);
+	pthread_mutex_unlock(&mu);
+	cs_debug("%s/%s: %c in %.2f ms", ns, rel, reply, (cs_clock_us() - start) / 1000.0);
+	return reply;
 }
 
 void cs_fetch_stats(struct cs_fetch_stats *out)

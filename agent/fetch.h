@@ -7,15 +7,13 @@
 
 #include "cs.h"
 
-/* The outcome, as the local protocol's reply byte (cs.h): installed,
- * absent, or unavailable. */
-typedef void (*cs_fetch_done)(void *arg, char reply);
-
-/* Make (ns, rel) present; done(arg, reply) is called once, from a pool
- * thread, when it is or cannot be.  Joins a request already under way for
- * the same name.  0 or -ENOMEM. */
-int cs_fetch_submit(const char *ns, const char *rel, cs_fetch_done done, void *arg);
-/* The work itself, blocking: the reply byte. */
+/*
+ * Make (ns, rel) present, blocking: the outcome as the local protocol's
+ * reply byte (cs.h), installed, absent or unavailable.  A request for a
+ * name already under way waits for that one's outcome.
+ */
+char cs_fetch_wait(const char *ns, const char *rel);
+/* The work itself, without joining anyone. */
 char cs_fetch_present(const char *ns, const char *rel);
 
 struct cs_fetch_stats {

@@ -144,7 +144,6 @@ static enum MHD_Result serve_file(struct MHD_Connection *c, const char *method,
 		return reply(c, MHD_HTTP_NOT_FOUND, "no such file\n");
 	fd = cs_store_open_beneath(dirfd, rt->rel, O_RDONLY | O_NOCTTY);
 	int e = errno;
-	close(dirfd);
 	if (fd < 0) {
 		if (e == EACCES)
 			return reply(c, MHD_HTTP_FORBIDDEN, "permission denied\n");

@@ -2,9 +2,11 @@
  * peer.c - talk to another node's cs-replicate serve: fetch a file from it,
  * push a new version to it, ask it to rename or drop its copy.
  *
- * The only file that includes curl.  One easy handle per thread, kept between
- * requests so connections to peers are reused.  Every request is signed
- * (sign.c) and has connect and stall timeouts and CURLOPT_NOSIGNAL.  A
+ * The only file that includes curl.  Handles are kept between requests so
+ * connections to peers are reused: single requests take one from a pool
+ * all threads share, batches use a multi handle of their thread's.  Every
+ * request is signed (sign.c) and has connect and stall timeouts and
+ * CURLOPT_NOSIGNAL.  A
  * fetched body streams into the caller's temporary file while it is hashed,
  * and is rejected unless size and SHA-256 match the registry's record; a
  * pushed one streams from the caller's fd, and the peer does the checking
@@ -33,8 +35,9 @@ static pthread_key_t key;
 #define PUSH_PARALLEL 8
 #define PUSH_STALL_S 3
 
+/* A thread's handles for batches (pushes, announcements): the agent's
+ * write path runs in one thread, and keeps its connections in these. */
 struct handle {
-	CURL *curl;
 	CURLM *multi;                   /* made on the thread's first batch */
 	CURL *pool[PUSH_PARALLEL];      /* its transfers' handles, kept */
 };
@@ -48,7 +51,6 @@ static void handle_free(void *p)
 	for (int i = 0; i < PUSH_PARALLEL; i++)
 		if (h->pool[i])
 			curl_easy_cleanup(h->pool[i]);
-	curl_easy_cleanup(h->curl);
 	free(h);
 }
 
@@ -74,24 +76,55 @@ static struct handle *thread_handles(void)
 		h = calloc(1, sizeof *h);
 		if (!h)
 			return NULL;
-		h->curl = curl_easy_init();
-		if (!h->curl) {
-			free(h);
-			return NULL;
-		}
 		pthread_setspecific(key, h);
 	}
 	return h;
 }
 
+/*
+ * Handles for single requests (fetch, move, delete) come from a pool that
+ * every thread shares, not from the thread: the agent runs a thread per
+ * host connection, and a short-lived host (cat, a CGI) would otherwise
+ * make a new thread, a new handle and a new TCP connection to the peer for
+ * each miss.  Taken last in, first out, so the connections kept warm are
+ * the ones used.
+ */
+#define POOLED 64
+
+static struct {
+	pthread_mutex_t mu;
+	CURL *free[POOLED];
+	int n;
+} pool = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
 static CURL *get_handle(void)
 {
-	struct handle *h = thread_handles();
+	CURL *c = NULL;
 
-	if (!h)
-		return NULL;
-	curl_easy_reset(h->curl);
-	return h->curl;
+	pthread_once(&once, init);
+	pthread_mutex_lock(&pool.mu);
+	if (pool.n > 0)
+		c = pool.free[--pool.n];
+	pthread_mutex_unlock(&pool.mu);
+	if (c)
+		curl_easy_reset(c);
+	else
+		c = curl_easy_init();
+	return c;
+}
+
+static void put_handle(CURL *c)
+{
+	if (!c)
+		return;
+	pthread_mutex_lock(&pool.mu);
+	if (pool.n < POOLED) {
+		pool.free[pool.n++] = c;
+		c = NULL;
+	}
+	pthread_mutex_unlock(&pool.mu);
+	if (c)
+		curl_easy_cleanup(c);
 }
 
 /* ---- one signed request ---------------------------------------------- */
@@ -100,6 +133,7 @@ struct request {
 	CURL *c;
 	char *url;
 	struct curl_slist *headers;
+	bool pooled;            /* c goes back to the pool at the end */
 };
 
 static int add_header(struct request *r, const char *fmt, ...)
@@ -228,38 +262,80 @@ static void request_end(struct request *r)
 		curl_easy_setopt(r->c, CURLOPT_HTTPHEADER, NULL);
 	curl_slist_free_all(r->headers);
 	free(r->url);
+	if (r->pooled)
+		put_handle(r->c);
+}
+
+/* request_begin on a handle from the pool, which request_end gives back. */
+static int single_begin(struct request *r, const char *method, const char *base_url,
+			const char *ns, const char *rel, const char *body_sha,
+			const struct cs_file *f)
+{
+	CURL *c = get_handle();
+	int rc = request_begin(r, c, method, base_url, ns, rel, body_sha, f);
+
+	r->c = c;
+	r->pooled = true;
+	return rc;
 }
 
 /* ---- fetch ------------------------------------------------------------ */
+
+/* The body gathers in buf and goes to the file in writes of SINK_BYTES:
+ * curl hands it over as each read from the socket brings it (16 KiB or
+ * so), and a system call per piece is a good part of a miss's cost. */
+#define SINK_BYTES (256 * 1024)
 
 struct sink {
 	int fd;
 	uint64_t got, want;
 	struct cs_sha256 sha;
 	int err;
+	size_t held;
+	char *buf;
 };
+
+static int sink_flush(struct sink *s)
+{
+	size_t done = 0;
+
+	while (done < s->held) {
+		ssize_t w = write(s->fd, s->buf + done, s->held - done);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return s->err = -errno;
+		}
+		done += w;
+	}
+	s->held = 0;
+	return 0;
+}
 
 static size_t on_body(char *p, size_t size, size_t nmemb, void *arg)
 {
 	struct sink *s = arg;
-	size_t n = size * nmemb, done = 0;
+	size_t n = size * nmemb;
 
 	if (s->got + n > s->want) {
 		s->err = -EIO;          /* longer than the registry says */
 		return 0;
 	}
 	cs_sha256_update(&s->sha, p, n);
-	while (done < n) {
-		ssize_t w = write(s->fd, p + done, n - done);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			s->err = -errno;
-			return 0;
-		}
-		done += w;
-	}
 	s->got += n;
+	if (s->held + n > SINK_BYTES && sink_flush(s) < 0)
+		return 0;
+	if (n >= SINK_BYTES) {
+		s->held = 0;
+		char *keep = s->buf;
+		s->buf = p;
+		s->held = n;
+		int rc = sink_flush(s);
+		s->buf = keep;
+		return rc < 0 ? 0 : n;
+	}
+	memcpy(s->buf + s->held, p, n);
+	s->held += n;
 	return n;
 }
 
@@ -272,13 +348,19 @@ int cs_peer_fetch(const char *base_url, const char *ns, const char *rel, int fd,
 	long status;
 	int rc;
 
-	if (cs_sha256_init(&s.sha) < 0)
+	if (!(s.buf = malloc(SINK_BYTES)))
 		return -ENOMEM;
-	if ((rc = request_begin(&r, get_handle(), "GET", base_url, ns, rel, "-", NULL)) < 0)
+	if (cs_sha256_init(&s.sha) < 0) {
+		free(s.buf);
+		return -ENOMEM;
+	}
+	if ((rc = single_begin(&r, "GET", base_url, ns, rel, "-", NULL)) < 0)
 		goto out;
 	curl_easy_setopt(r.c, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(r.c, CURLOPT_WRITEDATA, &s);
 	status = request_perform(&r, "fetch");
+	if (!s.err && status == 200)
+		sink_flush(&s);
 	if (s.err) {
 		rc = s.err;
 		cs_warn("fetch %s: %s", r.url, strerror(-s.err));
@@ -302,6 +384,7 @@ int cs_peer_fetch(const char *base_url, const char *ns, const char *rel, int fd,
 out:
 	request_end(&r);
 	cs_sha256_free(&s.sha);
+	free(s.buf);
 	return rc;
 }
 
@@ -489,7 +572,7 @@ int cs_peer_move(const char *base_url, const char *ns, const char *from,
 	/* The signature covers the source path too. */
 	if (asprintf(&body_sha, "%s:%s", hex, from) < 0)
 		return -ENOMEM;
-	if ((rc = request_begin(&r, get_handle(), "POST", base_url, ns, to, body_sha, f)) < 0 ||
+	if ((rc = single_begin(&r, "POST", base_url, ns, to, body_sha, f)) < 0 ||
 	    (rc = add_header(&r, "X-CS-From: %s", enc)) < 0)
 		goto out;
 	curl_easy_setopt(r.c, CURLOPT_POST, 1L);
@@ -512,7 +595,7 @@ int cs_peer_delete(const char *base_url, const char *ns, const char *rel)
 	long status;
 	int rc;
 
-	if ((rc = request_begin(&r, get_handle(), "DELETE", base_url, ns, rel, "-", NULL)) < 0)
+	if ((rc = single_begin(&r, "DELETE", base_url, ns, rel, "-", NULL)) < 0)
 		goto out;
 	curl_easy_setopt(r.c, CURLOPT_CUSTOMREQUEST, "DELETE");
 	status = request_perform(&r, "delete");

@@ -61,11 +61,30 @@ int cs_store_open_beneath(int dirfd, const char *rel, int flags)
 	return cur;
 }
 
+/* Each namespace directory, opened once (O_PATH): a miss opens nothing it
+ * need not.  -1 until first used. */
+static int roots[CS_MAX_PREFIXES] = { -1, -1, -1, -1, -1, -1, -1, -1,
+				      -1, -1, -1, -1, -1, -1, -1, -1 };
+static int euid = -1;
+
 int cs_store_root(const struct cs_prefix *p)
 {
-	int fd = open(p->dir, DIR_FLAGS);
+	int i = (int)(p - cs_cfg.prefix), fd;
 
-	return fd < 0 ? -errno : fd;
+	if (i < 0 || i >= CS_MAX_PREFIXES)
+		return -EINVAL;
+	fd = __atomic_load_n(&roots[i], __ATOMIC_ACQUIRE);
+	if (fd < 0) {
+		int none = -1;
+		if ((fd = open(p->dir, DIR_FLAGS)) < 0)
+			return -errno;
+		if (!__atomic_compare_exchange_n(&roots[i], &none, fd, false, __ATOMIC_ACQ_REL,
+						 __ATOMIC_ACQUIRE)) {
+			close(fd);
+			fd = none;
+		}
+	}
+	return fd;
 }
 
 /* When root makes something below the namespace directory, it belongs to
@@ -74,7 +93,9 @@ static void give_to_owner(int rootfd, int dirfd, const char *name)
 {
 	struct stat st;
 
-	if (geteuid() == 0 && fstat(rootfd, &st) == 0 && st.st_uid != 0 &&
+	if (euid < 0)
+		euid = (int)geteuid();
+	if (euid == 0 && fstat(rootfd, &st) == 0 && st.st_uid != 0 &&
 	    fchownat(dirfd, name, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) < 0)
 		cs_error_every(10, "chown %s: %s", name, strerror(errno));
 }
@@ -135,16 +156,13 @@ int cs_store_mkdir(const struct cs_prefix *p, const char *rel)
 	if (root < 0)
 		return root;
 	/* The directory itself is the last segment of "rel/x". */
-	if ((size_t)snprintf(path, sizeof path, "%s/x", rel) >= sizeof path) {
-		close(root);
+	if ((size_t)snprintf(path, sizeof path, "%s/x", rel) >= sizeof path)
 		return -ENAMETOOLONG;
-	}
 	dir = cs_store_open_parent(root, path, true, &name);
 	if (dir < 0)
 		rc = way_out(errno);
 	else
 		close(dir);
-	close(root);
 	return rc;
 }
 
@@ -234,16 +252,12 @@ int cs_store_begin(const struct cs_prefix *p, const char *rel, bool replace, int
 	if ((root = cs_store_root(p)) < 0)
 		return root;
 	in->dirfd = cs_store_open_parent(root, rel, true, &name);
-	if (in->dirfd < 0) {
-		rc = way_out(errno);
-		close(root);
-		return rc;
-	}
+	if (in->dirfd < 0)
+		return way_out(errno);
 	snprintf(in->name, sizeof in->name, "%s", name);
 	snprintf(in->tmpname, sizeof in->tmpname, ".cs-%016llx.tmp",
 		 (unsigned long long)name_hash(in->name));
 	rc = take(root, in, replace, deadline);
-	close(root);
 	if (rc != 0) {
 		close(in->dirfd);
 		in->dirfd = -1;

@@ -38,7 +38,8 @@ int cs_store_mkdir(const struct cs_prefix *p, const char *rel);
 /* Open rel below dirfd with flags, refusing any way out of it (openat2
  * RESOLVE_BENEATH, or a walk without symlinks where that is missing). */
 int cs_store_open_beneath(int dirfd, const char *rel, int flags);
-/* The namespace directory p, O_PATH; -errno. */
+/* The namespace directory p, O_PATH, opened once and kept (the caller
+ * does not close it); -errno. */
 int cs_store_root(const struct cs_prefix *p);
 /* The directory holding rel, opened beneath rootfd; with create, missing
  * directories are made (each inside its parent as opened beneath rootfd).
