@@ -11,9 +11,9 @@
  * body streams into the store's temporary file beside the target (store.c),
  * so a reader sees the old file or the whole new one, never a torn one, and
  * a client that goes away midway leaves nothing (cs_put_end).  A copy made
- * here is journaled as held before it becomes visible and recorded in the
- * registry before the answer, so the writer counts only copies the registry
- * knows.
+ * here is recorded in the registry before the answer, so the writer counts
+ * only copies the registry knows; one that could not be recorded (or whose
+ * agent died in between) is not counted, and the writer pushes it again.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -108,18 +108,6 @@ static struct cs_verdict registry_has(const char *ns, const char *rel,
 	    memcmp(f->sha256, w->sha, CS_SHA256_LEN) != 0 || f->mtime_ns != w->mtime_ns)
 		return moved_on;
 	return go_on;
-}
-
-/* The copy of f about to appear at (ns, rel), journaled: should the record
- * below fail, or the agent die first, the journal records it later. */
-static void intend(const char *ns, const char *rel, const struct cs_file *f)
-{
-	struct cs_held h = { f->id, f->version, f->size, f->mtime_ns };
-	int rc = cs_journal_append_held(ns, rel, &h);
-
-	if (rc < 0)
-		cs_error_every(10, "%s/%s: cannot journal its holder record (%s)", ns, rel,
-			       strerror(-rc));
 }
 
 /* This node now holds f at (ns, rel): recorded before the peer counts it. */
@@ -256,7 +244,6 @@ struct cs_verdict cs_put_finish(struct MHD_Connection *c, struct cs_upload *u,
 		cs_store_abort(&u->in);
 		return v;
 	}
-	intend(u->ns, u->rel, &f);
 	if ((rc = cs_store_commit(&u->in, f.mtime_ns)) < 0) {
 		cs_error_every(10, "%s/%s: cannot install: %s", u->ns, u->rel, strerror(-rc));
 		return cannot;
@@ -347,10 +334,8 @@ struct cs_verdict cs_move(struct MHD_Connection *c, const struct cs_route *rt)
 	if (v.status)
 		return v;
 
-	if ((root = cs_store_root(p)) >= 0) {
+	if ((root = cs_store_root(p)) >= 0)
 		dir = cs_store_open_parent(root, from, false, &name);
-		close(root);
-	}
 	if (dir >= 0)
 		fd = openat(dir, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
@@ -365,7 +350,6 @@ struct cs_verdict cs_move(struct MHD_Connection *c, const struct cs_route *rt)
 	v = install_begin(p, rt->rel, &in);     /* the lock on `to` */
 	if (v.status)
 		goto out;
-	intend(p->name, rt->rel, &f);
 	rc = move_into(dir, name, fd, &st, &in, f.mtime_ns);
 	cs_store_abort(&in);
 	if (rc < 0) {

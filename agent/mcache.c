@@ -131,8 +131,14 @@ void cs_mc_store(const char *key, const char *val, size_t len, time_t ttl, bool 
 
 	if (!h)
 		return;
+	/* A writer's set is not waited for: it goes out before the next
+	 * request on this connection, and nothing hangs on its answer. */
+	if (overwrite)
+		memcached_behavior_set(h->mc, MEMCACHED_BEHAVIOR_NOREPLY, 1);
 	rc = overwrite ? memcached_set(h->mc, key, strlen(key), val, len, ttl, 0)
 		       : memcached_add(h->mc, key, strlen(key), val, len, ttl, 0);
+	if (overwrite)
+		memcached_behavior_set(h->mc, MEMCACHED_BEHAVIOR_NOREPLY, 0);
 	give_back(h, rc);
 }
 

@@ -235,7 +235,6 @@ int cs_registry_dir(const char *ns, const char *rel)
 int cs_registry_hold(const struct cs_hold *v, int n)
 {
 	struct cs_sql q = { 0 };
-	struct cs_db *d;
 	uint32_t self;
 	int rc;
 
@@ -243,23 +242,22 @@ int cs_registry_hold(const struct cs_hold *v, int n)
 		return 0;
 	if ((rc = cs_nodes_self(&self)) < 0)
 		return rc;
+	/* One statement for the batch.  A copy is stale from the start when
+	 * the registry has moved past the version installed: the sweep then
+	 * removes it. */
+	cs_sql_fmt(&q, "INSERT INTO replicas (file_id, node_id, version, size, mtime_ns, stale)"
+		       " SELECT f.id, %" PRIu32 ", c.v, c.s, c.m, (f.version <> c.v OR f.deleted)"
+		       " FROM (", self);
 	for (int i = 0; i < n; i++) {
 		const struct cs_held *h = &v[i].h;
 
-		/* Stale from the start when the registry has moved past the
-		 * version installed: the sweep then removes the copy. */
-		cs_sql_fmt(&q, "%sINSERT INTO replicas (file_id, node_id, version, size, mtime_ns, stale)"
-			       " SELECT f.id, %" PRIu32 ", %" PRIu64 ", %" PRIu64 ", %" PRId64 ","
-			       " (f.version <> %" PRIu64 " OR f.deleted) FROM files f WHERE f.id=%" PRIu64,
-			   i ? "; " : "", self, h->version, h->size, h->mtime_ns, h->version,
-			   h->file_id);
-		cs_sql_str(&q, REPLICA_UPDATE);
+		cs_sql_fmt(&q, "%sSELECT %" PRIu64 " AS i, %" PRIu64 " AS v, %" PRIu64 " AS s, %"
+			       PRId64 " AS m", i ? " UNION ALL " : "", h->file_id, h->version,
+			   h->size, h->mtime_ns);
 	}
-	if (!(d = cs_db_for(&q, &rc)))
-		return rc;
-	rc = cs_db_multi(d, q.s, q.len, NULL, 0, NULL, 0);
-	cs_db_put(d);
-	cs_sql_free(&q);
+	cs_sql_str(&q, ") c JOIN files f ON f.id=c.i");
+	cs_sql_str(&q, REPLICA_UPDATE);
+	rc = cs_db_query(&q, NULL);
 	return rc == 0 ? 0 : -EAGAIN;
 }
 

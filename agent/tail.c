@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,6 +39,7 @@
 
 #define HOUSEKEEP_MS 2000
 #define OWN_MS 200              /* the agent's own journal (holder records) */
+#define REPLICATE_NICE 10
 #define COMPACT_BYTES (1 << 20)
 #define NEW_ABANDONED_S 60      /* a .new journal older than this was abandoned */
 
@@ -447,6 +449,11 @@ static void *run(void *unused)
 	int wait = 0;
 
 	(void)unused;
+	/* Replication is background work: on a busy node the web server's
+	 * workers go first (this thread only; misses and the peer endpoint
+	 * keep the agent's priority). */
+	if (setpriority(PRIO_PROCESS, (id_t)gettid(), REPLICATE_NICE) < 0)
+		cs_debug("setpriority: %s", strerror(errno));
 	scan();
 	while (!__atomic_load_n(&stopping, __ATOMIC_ACQUIRE)) {
 		struct pollfd p = { .fd = T.ino, .events = POLLIN };
