@@ -3,24 +3,19 @@
  * least the same job can cost done by hand.
  *
  *   firstread open <dir> <n>
- *       (under LD_PRELOAD=libcs.so) open+close <dir>/first/NNN.bin, n files
- *       this node never had: each open fetches.
- *   firstread manual <memcached host:port> <peer base URL> <secret> <n>
- *       for each file: one memcached get of its registry record and one
- *       signed HTTP GET from the peer (libcurl, connection reused), the body
- *       written to /dev/null: the lookup plus the plain transfer, with no
- *       lock, no temporary file, no verification and no install.
- *   firstread store <memcached> <peer URL> <secret> <n> <dir>
- *       the same, but the body goes into a new file in <dir> that is then
- *       renamed into place, as nginx's proxy_store does: the least any
- *       fetch that keeps the file can cost on this filesystem.
- *   firstread revalidate <memcached host:port> <n>
- *       n memcached gets, back to back, of first/000.bin's registry record:
- *       the least a hit would pay each time it revalidated its path (the
- *       CS_REVALIDATE_MS design the library does not use).  Prints the
- *       median and mean microseconds per get.
+ *       (a host under LD_PRELOAD=libcs.so) open+close <dir>/first/NNN.bin,
+ *       n files this node never had: each open asks the node's agent, which
+ *       looks the name up, fetches, verifies and installs it.
+ *   firstread store <memcached host:port> <peer base URL> <secret> <n> <dir>
+ *       by hand, for each file: one memcached get of its registry record
+ *       (as the agent keys it), one signed HTTP GET from the peer (libcurl,
+ *       connection reused) into a new file in <dir> that is then renamed
+ *       into place, as nginx's proxy_store does: no lock, no verification,
+ *       no holder record.
+ *   firstread one <path>
+ *       (under the library) one open() of <path>; prints its milliseconds.
  *
- * Files are read 10 ms apart in every mode: a first read is a latency a
+ * Files are read 10 ms apart in open and store: a first read is a latency a
  * user sees, measured here on an otherwise idle cluster rather than in a
  * burst where each fetch competes with the last one's bookkeeping.
  * Prints the median and mean milliseconds per file.
@@ -76,7 +71,7 @@ static void hex(const unsigned char *d, int n, char *out)
 		sprintf(out + 2 * i, "%02x", d[i]);
 }
 
-/* The memcached key of img/<rel>, as the library makes it. */
+/* The memcached key of img/<rel>, as the agent makes it (agent/record.c). */
 static void record_key(const char *rel, char key[80])
 {
 	unsigned char h[32];
@@ -100,30 +95,6 @@ static memcached_st *mc_open(const char *servers)
 	memcached_server_push(mc, l);
 	memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_TCP_NODELAY, 1);
 	return mc;
-}
-
-static int revalidate(const char *servers, int n)
-{
-	memcached_st *mc = mc_open(servers);
-	double *t = calloc(n, sizeof *t);
-	char key[80];
-
-	record_key("first/000.bin", key);
-	for (int i = 0; i < n; i++) {
-		size_t vlen;
-		uint32_t flags;
-		memcached_return_t rc;
-		double a = now_ms();
-		char *v = memcached_get(mc, key, strlen(key), &vlen, &flags, &rc);
-		t[i] = (now_ms() - a) * 1000;
-		if (!v) {
-			fprintf(stderr, "no record for first/000.bin\n");
-			return 1;
-		}
-		free(v);
-	}
-	report(t, n);
-	return 0;
 }
 
 static size_t sink(char *p, size_t s, size_t n, void *arg)
@@ -157,10 +128,19 @@ int main(int argc, char **argv)
 		report(t, n);
 		return 0;
 	}
-	if (argc == 4 && !strcmp(argv[1], "revalidate"))
-		return revalidate(argv[2], atoi(argv[3]));
-	bool store = argc == 7 && !strcmp(argv[1], "store");
-	if (!store && (argc != 6 || strcmp(argv[1], "manual")))
+	if (argc == 3 && !strcmp(argv[1], "one")) {
+		double a = now_ms();
+		int fd = open(argv[2], O_RDONLY);
+		double t = now_ms() - a;
+		if (fd < 0) {
+			perror(argv[2]);
+			return 1;
+		}
+		close(fd);
+		printf("ms %.3f\n", t);
+		return 0;
+	}
+	if (argc != 7 || strcmp(argv[1], "store"))
 		return 2;
 	int n = atoi(argv[5]);
 	double *t = calloc(n, sizeof *t);
@@ -170,7 +150,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < n; i++) {
 		unsigned char mac[32];
 		unsigned int len = 32;
-		char key[80], url[1024], rel[64], sig[65], hdr[2][128];
+		char key[80], url[8192], rel[64], sig[65], hdr[2][128];
 		size_t vlen;
 		uint32_t flags;
 		memcached_return_t rc;
@@ -179,7 +159,7 @@ int main(int argc, char **argv)
 		snprintf(path, sizeof path, "/v1/files/img/%s", rel);
 		gap();
 		double a = now_ms();
-		/* lookup: the registry record, as the library keys it */
+		/* lookup: the registry record, as the agent keys it */
 		record_key(rel, key);
 		char *v = memcached_get(mc, key, strlen(key), &vlen, &flags, &rc);
 		if (!v) {
@@ -199,23 +179,26 @@ int main(int argc, char **argv)
 		snprintf(url, sizeof url, "%s%s", argv[3], path);
 		curl_easy_setopt(c, CURLOPT_URL, url);
 		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
-		int fd = -1;
 		char tmp[4096], dst[4096];
-		if (store) {
-			snprintf(tmp, sizeof tmp, "%s/.get-%03d.tmp", argv[6], i);
-			snprintf(dst, sizeof dst, "%s/get-%03d.bin", argv[6], i);
-			fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		snprintf(tmp, sizeof tmp, "%s/.get-%03d.tmp", argv[6], i);
+		snprintf(dst, sizeof dst, "%s/get-%03d.bin", argv[6], i);
+		int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (fd < 0) {
+			perror(tmp);
+			return 1;
 		}
 		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
 		curl_easy_setopt(c, CURLOPT_WRITEDATA, &fd);
 		curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-		if (curl_easy_perform(c) != CURLE_OK) {
-			fprintf(stderr, "GET %s failed\n", url);
+		long code = 0;
+		if (curl_easy_perform(c) != CURLE_OK ||
+		    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code) != CURLE_OK || code != 200) {
+			fprintf(stderr, "GET %s failed (HTTP %ld)\n", url, code);
 			return 1;
 		}
-		if (store) {
-			rename(tmp, dst);
-			close(fd);
+		if (rename(tmp, dst) < 0 || close(fd) < 0) {
+			perror(dst);
+			return 1;
 		}
 		t[i] = now_ms() - a;
 		curl_slist_free_all(hl);
