@@ -48,5 +48,19 @@ def run(tests, cluster, logs=("serve.log",)):
                             tail = open(path, errors="replace").read().splitlines()[-5:]
                             for line in tail:
                                 print("#   %s/%s: %s" % (node.name, log, line))
+        # In the sanitizer pass a report may come from a process no test
+        # looked at after it (an agent stopping, a worker exiting).
+        for node in c.nodes:
+            for log in logs:
+                path = os.path.join(node.home, log)
+                if not os.path.exists(path):
+                    continue
+                found = [line for line in open(path, errors="replace").read().splitlines()
+                         if "Sanitizer" in line or ": runtime error:" in line]
+                if found:
+                    failed += 1
+                    print("not ok - sanitizer reports in %s/%s" % (node.name, log), flush=True)
+                    for line in found[:10]:
+                        print("#   " + line)
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
