@@ -1,12 +1,17 @@
 """tap.py - what every integration suite shares besides the cluster: expect()
 and the runner, which prints "ok N - name" / "not ok N - name" lines (a
 failure with what was expected and what came, and the last lines of each
-node's logs) and the closing "N passed, N failed" that tests/run counts.
+node's logs) and the closing "N passed, N failed" that tests/run counts;
+and the small helpers the suites all use (waiting, hashing, copies).
 """
+import hashlib
 import os
+import pwd
 import sys
 import time
 import traceback
+
+from cluster import WEB_USER
 
 
 class Fail(Exception):
@@ -19,6 +24,63 @@ def expect(cond, what, want=None, got=None):
         if want is not None or got is not None:
             msg += "\n  expected: %r\n  got:      %r" % (want, got)
         raise Fail(msg)
+
+
+def sha(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def file_sha(path):
+    """sha256 of the file at path, or None where there is none."""
+    try:
+        with open(path, "rb") as f:
+            return sha(f.read())
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def eventually(pred, timeout=20, step=0.1):
+    """pred()'s first true value within timeout seconds, else its last."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(step)
+
+
+def mkdir_web(node, rel):
+    """Directory rel in node's namespace directory, made where missing and
+    owned (with every directory between) by the web user."""
+    pw = pwd.getpwnam(WEB_USER)
+    path = os.path.join(node.dir, rel)
+    os.makedirs(path, exist_ok=True)
+    d = path
+    while d != node.dir:
+        os.chown(d, pw.pw_uid, pw.pw_gid)
+        d = os.path.dirname(d)
+    return path
+
+
+def copies(c, rel):
+    """sha256 of rel on each node's disk (None where absent)."""
+    return [file_sha(os.path.join(n.dir, rel)) for n in c.nodes]
+
+
+def replicated(c, rels, want=2):
+    """True when each rel is on >= want nodes with one and the same content."""
+    for rel in rels:
+        got = [h for h in copies(c, rel) if h]
+        if len(got) < want or len(set(got)) != 1:
+            return False
+    return True
+
+
+def drain(node, timeout=60):
+    """cs-replicate drain on node, which must succeed."""
+    p = node.cs("drain", "--timeout", str(timeout), check=False, timeout=timeout + 30)
+    expect(p.returncode == 0, "cs-replicate drain on %s exits 0" % node.name, 0,
+           (p.returncode, p.stdout, p.stderr))
 
 
 def run(tests, cluster, logs=("serve.log",)):

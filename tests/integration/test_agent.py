@@ -10,7 +10,6 @@ own file names; a test that stops a server starts it again.  Prints
 TAP-style lines and ends with "N passed, N failed".
 """
 import concurrent.futures
-import hashlib
 import os
 import pwd
 import re
@@ -23,50 +22,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster import Cluster, WEB_USER, as_web_user  # noqa: E402
-from tap import expect, run  # noqa: E402
+from tap import expect, run, eventually, mkdir_web, replicated  # noqa: E402
 
 REPLICAS = 2
 DB_CONNECTIONS = 4
-
-
-def sha(b):
-    return hashlib.sha256(b).hexdigest()
-
-
-def eventually(pred, timeout=20, step=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got or time.monotonic() > deadline:
-            return got
-        time.sleep(step)
-
-
-def mkdir_web(node, rel):
-    pw = pwd.getpwnam(WEB_USER)
-    path = os.path.join(node.dir, rel)
-    os.makedirs(path, exist_ok=True)
-    d = path
-    while d != node.dir:
-        os.chown(d, pw.pw_uid, pw.pw_gid)
-        d = os.path.dirname(d)
-    return path
-
-
-def file_sha(path):
-    try:
-        with open(path, "rb") as f:
-            return sha(f.read())
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-def replicated(c, rels, want=REPLICAS):
-    for rel in rels:
-        got = [h for h in (file_sha(os.path.join(n.dir, rel)) for n in c.nodes) if h]
-        if len(got) < want or len(set(got)) != 1:
-            return False
-    return True
 
 
 def status(c, name):

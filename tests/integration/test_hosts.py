@@ -11,64 +11,14 @@ again.  Prints TAP-style lines and ends with "N passed, N failed".
 import hashlib
 import http.client
 import os
-import pwd
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Cluster, WEB_USER  # noqa: E402
-from tap import expect, run  # noqa: E402
+from cluster import Cluster  # noqa: E402
+from tap import (expect, run, copies, drain, eventually, file_sha, mkdir_web,  # noqa: E402
+                 replicated, sha)
 
 REPLICAS = 2
-
-
-def sha(b):
-    return hashlib.sha256(b).hexdigest()
-
-
-def file_sha(path):
-    try:
-        with open(path, "rb") as f:
-            return sha(f.read())
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-def eventually(pred, timeout=20, step=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got or time.monotonic() > deadline:
-            return got
-        time.sleep(step)
-
-
-def mkdir_web(node, rel):
-    pw = pwd.getpwnam(WEB_USER)
-    path = os.path.join(node.dir, rel)
-    os.makedirs(path, exist_ok=True)
-    os.chown(path, pw.pw_uid, pw.pw_gid)
-    return path
-
-
-def copies(c, rel):
-    """sha256 of rel on each node's disk (None where absent)."""
-    return [file_sha(os.path.join(n.dir, rel)) for n in c.nodes]
-
-
-def replicated(c, rels, want):
-    """True when each rel is on >= want nodes with one and the same content."""
-    for rel in rels:
-        got = [h for h in copies(c, rel) if h]
-        if len(got) < want or len(set(got)) != 1:
-            return False
-    return True
-
-
-def drain(node, timeout=60):
-    p = node.cs("drain", "--timeout", str(timeout), check=False, timeout=timeout + 30)
-    expect(p.returncode == 0, "cs-replicate drain on %s exits 0" % node.name, 0,
-           (p.returncode, p.stdout, p.stderr))
 
 
 def apache(node, mpm, php=False):

@@ -20,24 +20,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import BUILD, TOP, Cluster, WEB_USER  # noqa: E402
-from tap import expect, run  # noqa: E402
+from cluster import BUILD, Cluster, WEB_USER  # noqa: E402
+from tap import expect, run, eventually, sha  # noqa: E402
 
 ESTALE, ENOENT, EIO, EHOSTUNREACH = 116, 2, 5, 113
-
-
-def eventually(pred, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        if pred():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-
-
-def sha(b):
-    return hashlib.sha256(b).hexdigest()
 
 
 def q(s):

@@ -15,11 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster import BUILD, Cluster, WEB_USER  # noqa: E402
-from tap import expect, run  # noqa: E402
-
-
-def sha(b):
-    return hashlib.sha256(b).hexdigest()
+from tap import expect, run, sha  # noqa: E402
 
 
 def test_miss_fetch_served(c):

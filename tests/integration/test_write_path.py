@@ -6,9 +6,7 @@ serve and nginx under the library (workers as www-data), CS_REPLICAS=2.
 Each test uses its own directory; a test that stops a server starts it
 again.  Prints TAP-style lines and ends with "N passed, N failed".
 """
-import hashlib
 import os
-import pwd
 import signal
 import socket
 import subprocess
@@ -17,59 +15,11 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Cluster, WEB_USER, as_web_user  # noqa: E402
-from tap import expect, run  # noqa: E402
+from cluster import Cluster, as_web_user  # noqa: E402
+from tap import (expect, run, copies, drain, eventually, file_sha, mkdir_web,  # noqa: E402
+                 replicated, sha)
 
 REPLICAS = 2
-
-
-def sha(b):
-    return hashlib.sha256(b).hexdigest()
-
-
-def file_sha(path):
-    try:
-        with open(path, "rb") as f:
-            return sha(f.read())
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-def eventually(pred, timeout=20, step=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got or time.monotonic() > deadline:
-            return got
-        time.sleep(step)
-
-
-def mkdir_web(node, rel):
-    pw = pwd.getpwnam(WEB_USER)
-    path = os.path.join(node.dir, rel)
-    os.makedirs(path, exist_ok=True)
-    os.chown(path, pw.pw_uid, pw.pw_gid)
-    return path
-
-
-def copies(c, rel):
-    """sha256 of rel on each node's disk (None where absent)."""
-    return [file_sha(os.path.join(n.dir, rel)) for n in c.nodes]
-
-
-def replicated(c, rels, want):
-    """True when each rel is on >= want nodes with one and the same content."""
-    for rel in rels:
-        got = [h for h in copies(c, rel) if h]
-        if len(got) < want or len(set(got)) != 1:
-            return False
-    return True
-
-
-def drain(node, timeout=60):
-    p = node.cs("drain", "--timeout", str(timeout), check=False, timeout=timeout + 30)
-    expect(p.returncode == 0, "cs-replicate drain on %s exits 0" % node.name, 0,
-           (p.returncode, p.stdout, p.stderr))
 
 
 def run_ok(node, argv, **kw):
