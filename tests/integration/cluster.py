@@ -56,6 +56,17 @@ def wait_for(pred, timeout, what):
     raise RuntimeError("timed out waiting for " + what)
 
 
+def http_get(port, path, timeout=30):
+    """GET path (quoted here) from 127.0.0.1:port: (status, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", urllib.parse.quote(path))
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
 def as_root():
     """Run the calling program as root: re-run it with sudo when it is not
     (the README's commands work for root and for a user who may sudo)."""
@@ -322,13 +333,7 @@ class Node:
         self.apache_mode = None
 
     def get_apache(self, path, timeout=30):
-        conn = http.client.HTTPConnection("127.0.0.1", self.apache_port, timeout=timeout)
-        try:
-            conn.request("GET", urllib.parse.quote(path))
-            r = conn.getresponse()
-            return r.status, r.read()
-        finally:
-            conn.close()
+        return http_get(self.apache_port, path, timeout)
 
     def put(self, rel, data):
         """Write a file straight into this node's directory (not through
@@ -364,14 +369,7 @@ class Node:
         return self.cs("import", self.cluster.namespace)
 
     def get(self, path, try_files=False, timeout=30):
-        port = self.try_port if try_files else self.port
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-        try:
-            conn.request("GET", urllib.parse.quote(path))
-            r = conn.getresponse()
-            return r.status, r.read()
-        finally:
-            conn.close()
+        return http_get(self.try_port if try_files else self.port, path, timeout)
 
     def signed(self, method, path, raw=None, when=None, secret=None, sig=None,
                headers=None, body=None, body_sha="-"):
