@@ -20,7 +20,8 @@ OPT      ?= -O2
 SAN      ?=
 CFLAGS   ?=
 CFLAGS   += -std=c11 -D_GNU_SOURCE -U_FORTIFY_SOURCE $(OPT) -g -Wall -Wextra -Werror \
-            -fPIC -fvisibility=hidden -ftls-model=initial-exec -Iinclude $(SAN)
+            -fPIC -fvisibility=hidden -ftls-model=initial-exec -ffunction-sections \
+            -fdata-sections -Iinclude $(SAN)
 AGENT_CFLAGS := -Iagent $(shell pkg-config --cflags $(PKGS))
 LDFLAGS  += $(SAN)
 DEPLIBS  := $(shell pkg-config --libs $(PKGS)) -lpthread
@@ -56,9 +57,11 @@ $(B)/libagent.a: $(AGENT_OBJ)
 	ar rcs $@ $^
 
 # The preloaded library: the core and the interposition layer, libc only,
-# only the wrappers exported.
+# only the wrappers exported.  --gc-sections leaves out what the wrappers
+# never reach: the core's helpers that only cs-replicate calls (reading
+# journals, the agent's log file, hex) are in libcs.a, not in host processes.
 $(B)/libcs.so: $(CORE_OBJ) $(PRE_OBJ)
-	$(CC) -shared -Wl,-z,defs -Wl,-z,now $(LDFLAGS) -o $@ $^
+	$(CC) -shared -Wl,-z,defs -Wl,-z,now -Wl,--gc-sections $(LDFLAGS) -o $@ $^
 
 $(B)/cs-replicate: $(TOOL_OBJ) $(B)/libagent.a $(B)/libcs.a
 	$(CC) $(LDFLAGS) -o $@ $(TOOL_OBJ) $(B)/libagent.a $(B)/libcs.a $(DEPLIBS)

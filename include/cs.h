@@ -186,17 +186,25 @@ struct cs_config {
 typedef const char *(*cs_getenv_fn)(const char *name);
 
 /*
- * Parse the CS_* variables the role needs into *cfg.  Returns 0, -ENOENT
- * when CS_PREFIXES is unset (ClusterStorage is simply not wanted), or
- * -EINVAL with one sentence in err naming the variable at fault.
+ * Parse a host's CS_* variables into *cfg (the namespaces, CS_SPOOL, CS_LOG,
+ * CS_MISS_TIMEOUT; for CS_ROLE_HOST also what it should not hold).  Returns
+ * 0, -ENOENT when CS_PREFIXES is unset (ClusterStorage is simply not
+ * wanted), or -EINVAL with one sentence in err naming the variable at
+ * fault.  cs-replicate's roles read the rest with cs_settings_parse
+ * (agent/settings.h).
  */
 int cs_config_parse(struct cs_config *cfg, cs_getenv_fn get, enum cs_role role,
 		    char *err, size_t errlen);
 /* cs_config_parse with the process environment; sets the log level. */
 int cs_config_load(struct cs_config *cfg, enum cs_role role, char *err,
 		   size_t errlen);
-int cs_mysql_dsn_parse(const char *url, struct cs_mysql_dsn *dsn, char *err,
-		       size_t errlen);
+/* What both parsers share: getenv; one sentence into err, -EINVAL; a name
+ * fit for URLs, memcached keys and SQL; a bounded copy (false: too long). */
+const char *cs_config_env(const char *name);
+int cs_config_fail(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+bool cs_config_name_ok(const char *s, size_t len);
+bool cs_config_copy(char *dst, size_t dstsz, const char *src, size_t len);
 const struct cs_prefix *cs_config_namespace(const struct cs_config *cfg,
 					    const char *name);
 

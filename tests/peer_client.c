@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "peer.h"
+#include "settings.h"
 
 static int version_of(char **a, struct cs_file *f)
 {
@@ -36,7 +37,7 @@ int main(int argc, char **argv)
 	char err[512];
 	int rc;
 
-	if (cs_config_load(&cs_cfg, CS_ROLE_TOOL, err, sizeof err) < 0) {
+	if (cs_settings_load(&cs_cfg, CS_ROLE_TOOL, err, sizeof err) < 0) {
 		fprintf(stderr, "peer_client: %s\n", err);
 		return 2;
 	}

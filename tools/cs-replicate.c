@@ -23,6 +23,7 @@
 #include "cs.h"
 #include "nodes.h"
 #include "registry.h"
+#include "settings.h"
 #include "sign.h"
 #include "tail.h"
 
@@ -334,7 +335,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (cmd->run != cmd_help) {
-		int rc = cs_config_load(&cs_cfg, cmd->role, err, sizeof err);
+		int rc = cs_settings_load(&cs_cfg, cmd->role, err, sizeof err);
 		if (rc == -ENOENT) {
 			fprintf(stderr, "cs-replicate: CS_PREFIXES: unset; nothing to do\n");
 			return 2;

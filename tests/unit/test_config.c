@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "cs.h"
+#include "settings.h"
 
 static const char *const *env;   /* NULL-terminated name, value pairs */
 
@@ -29,7 +30,7 @@ static char err[512];
 static int parse(const char *const *e, enum cs_role role)
 {
 	env = e;
-	return cs_config_parse(&cfg, fake_getenv, role, err, sizeof err);
+	return cs_settings_parse(&cfg, fake_getenv, role, err, sizeof err);
 }
 
 #define BASE "CS_MYSQL", "mysql://cs:pw@127.0.0.1:3306/cs", "CS_SECRET", "k"

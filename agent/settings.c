@@ -1,0 +1,251 @@
+/*
+ * settings.c - the CS_* variables only cs-replicate reads: the node's name
+ * and address, the registry (CS_MYSQL, CS_MEMCACHED, CS_DB_CONNECTIONS),
+ * the secret, CS_REPLICAS, CS_ZONE and CS_LOG_FILE.  A host's variables are
+ * parsed first, by libcs/config.c; none of this is in libcs.so, so no host
+ * process carries the code that reads a secret.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "settings.h"
+
+int cs_mysql_dsn_parse(const char *url, struct cs_mysql_dsn *d, char *err,
+		       size_t errlen)
+{
+	static const char scheme[] = "mysql://";
+	const char *p, *at, *slash, *q, *hostend;
+
+	memset(d, 0, sizeof *d);
+	if (strncmp(url, scheme, sizeof scheme - 1) != 0)
+		return cs_config_fail(err, errlen,
+				      "CS_MYSQL: '%s' must start with mysql://", url);
+	p = url + sizeof scheme - 1;
+	slash = strchr(p, '/');
+	if (!slash)
+		return cs_config_fail(err, errlen, "CS_MYSQL: no /database in '%s'", url);
+	at = memchr(p, '@', slash - p);
+	if (at) {
+		const char *colon = memchr(p, ':', at - p);
+		const char *uend = colon ? colon : at;
+
+		if (cs_pct_decode(p, uend - p, d->user, sizeof d->user) < 0 ||
+		    (colon && cs_pct_decode(colon + 1, at - colon - 1, d->pass,
+					    sizeof d->pass) < 0))
+			return cs_config_fail(err, errlen, "CS_MYSQL: bad user or password");
+		p = at + 1;
+	}
+	hostend = slash;
+	if (*p == '[') {
+		const char *rb = memchr(p, ']', slash - p);
+		if (!rb || !cs_config_copy(d->host, sizeof d->host, p + 1, rb - p - 1))
+			return cs_config_fail(err, errlen, "CS_MYSQL: bad [host] in '%s'", url);
+		p = rb + 1;
+	} else {
+		const char *colon = memchr(p, ':', slash - p);
+		hostend = colon ? colon : slash;
+		if (!cs_config_copy(d->host, sizeof d->host, p, hostend - p))
+			return cs_config_fail(err, errlen, "CS_MYSQL: host too long");
+		p = hostend;
+	}
+	if (*p == ':') {
+		char *end;
+		unsigned long port = strtoul(p + 1, &end, 10);
+		if (end != slash || port == 0 || port > 65535)
+			return cs_config_fail(err, errlen, "CS_MYSQL: bad port in '%s'", url);
+		d->port = port;
+	} else if (p != slash) {
+		return cs_config_fail(err, errlen, "CS_MYSQL: cannot parse host in '%s'", url);
+	}
+	if (d->host[0] == '\0')
+		strcpy(d->host, "localhost");
+
+	q = strchr(slash, '?');
+	size_t dblen = q ? (size_t)(q - slash - 1) : strlen(slash + 1);
+	if (dblen == 0 || cs_pct_decode(slash + 1, dblen, d->database, sizeof d->database) <= 0)
+		return cs_config_fail(err, errlen, "CS_MYSQL: no database name in '%s'", url);
+	while (q && *q) {
+		const char *k = q + 1, *amp = strchr(k, '&');
+		size_t kl = amp ? (size_t)(amp - k) : strlen(k);
+
+		if (kl > 7 && strncmp(k, "socket=", 7) == 0) {
+			if (cs_pct_decode(k + 7, kl - 7, d->socket, sizeof d->socket) < 0 ||
+			    d->socket[0] != '/')
+				return cs_config_fail(err, errlen,
+						      "CS_MYSQL: socket= must be an absolute path");
+		} else if (kl) {
+			return cs_config_fail(err, errlen,
+					      "CS_MYSQL: unknown parameter '%.*s' (only socket=)",
+					      (int)kl, k);
+		}
+		q = amp;
+	}
+	return 0;
+}
+
+static int read_secret_file(struct cs_config *cfg, const char *path, char *err,
+			    size_t errlen)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return cs_config_fail(err, errlen, "CS_SECRET_FILE: cannot open '%s': %s",
+				      path, strerror(errno));
+	n = read(fd, cfg->secret, sizeof cfg->secret);
+	close(fd);
+	if (n < 0)
+		return cs_config_fail(err, errlen, "CS_SECRET_FILE: cannot read '%s': %s",
+				      path, strerror(errno));
+	if ((size_t)n == sizeof cfg->secret)
+		return cs_config_fail(err, errlen, "CS_SECRET_FILE: '%s' is longer than %d bytes",
+				      path, CS_SECRET_MAX - 1);
+	while (n > 0 && isspace(cfg->secret[n - 1]))
+		n--;
+	cfg->secret_len = n;
+	return 0;
+}
+
+/* A whole number in [lo, hi], or the default when unset. */
+static int parse_int(const char *name, const char *v, int lo, int hi, int def, int *out,
+		     char *err, size_t errlen)
+{
+	uint64_t n;
+
+	*out = def;
+	if (!v || !*v)
+		return 0;
+	if (!cs_parse_u64(v, &n) || n < (uint64_t)lo || n > (uint64_t)hi)
+		return cs_config_fail(err, errlen, "%s: '%s' is not a number from %d to %d",
+				      name, v, lo, hi);
+	*out = (int)n;
+	return 0;
+}
+
+/* The node's name, its address, its registry and its secret: the agent's
+ * and its commands'. */
+static int parse_cluster(struct cs_config *cfg, cs_getenv_fn get, bool agent, char *err,
+			 size_t errlen)
+{
+	const char *v;
+	int rc;
+
+	v = get("CS_NODE");
+	if (v && *v) {
+		if (!cs_config_name_ok(v, strlen(v)))
+			return cs_config_fail(err, errlen,
+					      "CS_NODE: '%s' must be 1-%d of A-Z a-z 0-9 . _ -",
+					      v, CS_NAME_MAX - 1);
+		strcpy(cfg->node, v);
+	} else {
+		char host[256] = "";
+		gethostname(host, sizeof host - 1);
+		char *dot = strchr(host, '.');
+		if (dot)
+			*dot = '\0';
+		if (!cs_config_name_ok(host, strlen(host)))
+			return cs_config_fail(err, errlen,
+					      "CS_NODE: unset, and hostname '%s' is not a usable node name",
+					      host);
+		strcpy(cfg->node, host);
+	}
+
+	v = get("CS_NODE_URL");
+	if (v && *v) {
+		size_t len = strlen(v);
+		if (strncmp(v, "http://", 7) && strncmp(v, "https://", 8))
+			return cs_config_fail(err, errlen,
+					      "CS_NODE_URL: '%s' must start with http:// or https://", v);
+		while (len > 0 && v[len - 1] == '/')
+			len--;
+		if (!cs_config_copy(cfg->node_url, sizeof cfg->node_url, v, len))
+			return cs_config_fail(err, errlen, "CS_NODE_URL: too long");
+	} else if (agent) {
+		return cs_config_fail(err, errlen,
+				      "CS_NODE_URL: unset; peers need the URL of this node's cs-replicate serve");
+	}
+
+	v = get("CS_LISTEN");
+	if (v && *v) {
+		const char *colon = strrchr(v, ':');
+		char *end;
+		long port = colon ? strtol(colon + 1, &end, 10) : 0;
+		if (!colon || colon == v || *end || port <= 0 || port > 65535 ||
+		    !cs_config_copy(cfg->listen, sizeof cfg->listen, v, strlen(v)))
+			return cs_config_fail(err, errlen, "CS_LISTEN: '%s' is not host:port", v);
+	} else if (agent) {
+		return cs_config_fail(err, errlen, "CS_LISTEN: unset; give host:port to bind");
+	}
+
+	v = get("CS_MEMCACHED");
+	if (v && *v && !cs_config_copy(cfg->memcached, sizeof cfg->memcached, v, strlen(v)))
+		return cs_config_fail(err, errlen, "CS_MEMCACHED: too long");
+
+	v = get("CS_MYSQL");
+	if (!v || !*v)
+		return cs_config_fail(err, errlen,
+				      "CS_MYSQL: unset; give mysql://user:pass@host:port/db");
+	if ((rc = cs_mysql_dsn_parse(v, &cfg->mysql, err, errlen)) < 0)
+		return rc;
+
+	v = get("CS_SECRET");
+	if (v && *v) {
+		size_t len = strlen(v);
+		if (len >= CS_SECRET_MAX)
+			return cs_config_fail(err, errlen, "CS_SECRET: longer than %d bytes",
+					      CS_SECRET_MAX - 1);
+		memcpy(cfg->secret, v, len);
+		cfg->secret_len = len;
+	} else if ((v = get("CS_SECRET_FILE")) && *v) {
+		if ((rc = read_secret_file(cfg, v, err, errlen)) < 0)
+			return rc;
+	}
+	if (cfg->secret_len == 0)
+		return cs_config_fail(err, errlen,
+				      "CS_SECRET / CS_SECRET_FILE: unset or empty; nodes cannot authenticate each other");
+
+	if ((rc = parse_int("CS_REPLICAS", get("CS_REPLICAS"), 1, CS_MAX_HOLDERS, 2,
+			    &cfg->replicas, err, errlen)) < 0 ||
+	    (rc = parse_int("CS_DB_CONNECTIONS", get("CS_DB_CONNECTIONS"), 1, 64, 4,
+			    &cfg->db_connections, err, errlen)) < 0)
+		return rc;
+
+	v = get("CS_ZONE");
+	if (v && *v) {
+		if (!cs_config_name_ok(v, strlen(v)))
+			return cs_config_fail(err, errlen,
+					      "CS_ZONE: '%s' must be 1-%d of A-Z a-z 0-9 . _ -",
+					      v, CS_NAME_MAX - 1);
+		strcpy(cfg->zone, v);
+	}
+
+	v = get("CS_LOG_FILE");
+	if (v && *v && (v[0] != '/' ||
+			!cs_config_copy(cfg->log_file, sizeof cfg->log_file, v, strlen(v))))
+		return cs_config_fail(err, errlen, "CS_LOG_FILE: '%s' must be an absolute path", v);
+	return 0;
+}
+
+int cs_settings_parse(struct cs_config *cfg, cs_getenv_fn get, enum cs_role role,
+		      char *err, size_t errlen)
+{
+	int rc = cs_config_parse(cfg, get, role, err, errlen);
+
+	if (rc < 0 || role == CS_ROLE_HOST)
+		return rc;
+	return parse_cluster(cfg, get, role == CS_ROLE_AGENT, err, errlen);
+}
+
+int cs_settings_load(struct cs_config *cfg, enum cs_role role, char *err, size_t errlen)
+{
+	int rc = cs_settings_parse(cfg, cs_config_env, role, err, errlen);
+
+	if (rc == 0)
+		cs_log_level = cfg->log_level;
+	return rc;
+}
