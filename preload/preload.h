@@ -65,7 +65,9 @@ static inline bool cs_active(void)
 
 /* Write tracking (track.c). */
 void cs_track_opened(int dirfd, const char *path, int fd);
-void cs_track_scan(void);
+/* In the constructor: the descriptors inherited open for writing under a
+ * prefix, and the exit handler that ends what is still open at exit. */
+void cs_track_start(void);
 void cs_track_atfork_child(void);
 
 #endif

@@ -50,7 +50,6 @@ static struct slot *fd_slot[TRACK_FDS];
 /* Above every descriptor that ever had a slot: what exit and close_range
  * look through (the whole table is 512 KiB of pages never touched). */
 static int fd_top;
-static int exit_registered;
 /* This process as the tracker knows it: a vfork child shares our memory
  * but not our pid, and must not touch what it shares. */
 static pid_t track_pid;
@@ -155,46 +154,31 @@ static void track(int fd, const struct cs_prefix *p, const char *rel)
 	slot_put(__atomic_exchange_n(&fd_slot[fd], s, __ATOMIC_ACQ_REL));
 }
 
-/* What is still open at exit ends there: exit() closes inside glibc. */
-static void exit_handler(void);
-
-static void first_write(void)
-{
-	int zero = 0;
-
-	if (!__atomic_load_n(&exit_registered, __ATOMIC_RELAXED) &&
-	    __atomic_compare_exchange_n(&exit_registered, &zero, 1, false,
-					__ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
-		atexit(exit_handler);
-}
-
 void cs_track_opened(int dirfd, const char *path, int fd)
 {
 	char abs[CS_PATH_MAX];
 	const char *rel;
 	const struct cs_prefix *p;
 
-	if (fd < 0)
-		return;
-	if ((p = cs_path_locate(dirfd, path, abs, &rel))) {
-		first_write();
+	if (fd >= 0 && (p = cs_path_locate(dirfd, path, abs, &rel)))
 		track(fd, p, rel);
-	}
 }
 
 /* ---- descriptors inherited and left open -------------------------------- */
 
-void cs_track_scan(void)
+/* What is still open at exit ends there: exit() closes inside glibc. */
+static void exit_handler(void);
+
+void cs_track_start(void)
 {
 	DIR *d;
 	struct dirent *e;
 
 	track_pid = getpid();
-	d = fdopendir(sys_open(AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0));
+	atexit(exit_handler);
+	d = sys_opendir("/proc/self/fd");
 	while (d && (e = readdir(d))) {
-		char target[CS_PATH_MAX], abs[CS_PATH_MAX];
-		const char *rel;
-		const struct cs_prefix *p;
+		char target[CS_PATH_MAX];
 		int fd = atoi(e->d_name), fl;
 
 		if (e->d_name[0] < '0' || e->d_name[0] > '9' || fd == dirfd(d))
@@ -202,10 +186,7 @@ void cs_track_scan(void)
 		fl = real.fcntl ? real.fcntl(fd, F_GETFL) : -1;
 		if (fl < 0 || (fl & O_ACCMODE) == O_RDONLY || cs_fd_path(fd, target, sizeof target) < 0)
 			continue;
-		if ((p = cs_path_locate(AT_FDCWD, target, abs, &rel))) {
-			first_write();
-			track(fd, p, rel);
-		}
+		cs_track_opened(AT_FDCWD, target, fd);
 	}
 	if (d)
 		closedir(d);
@@ -223,25 +204,12 @@ static void end_range(unsigned first, unsigned last)
 	}
 }
 
-static void leaving(void)
-{
-	int top = __atomic_load_n(&fd_top, __ATOMIC_ACQUIRE);
-
-	for (int fd = 0; fd < top; fd++) {
-		struct slot *s = fd_take(fd);
-		if (s) {
-			__atomic_store_n(&s->refs, 1, __ATOMIC_RELEASE);
-			slot_put(s);
-		}
-	}
-}
-
 static void exit_handler(void)
 {
 	int saved = errno;
 
 	if (cs_active() && track_pid == getpid())
-		leaving();
+		end_range(0, ~0U);
 	errno = saved;
 }
 
@@ -299,19 +267,12 @@ static void on_rename(int da, const char *a, int db, const char *b, unsigned fla
 	}
 }
 
-/* The host closes descriptors (daemons close every one they did not open):
- * those among them that are the library's are no longer its.  (The agent's
- * connections need no word: each is checked to be still the same socket
- * before it is used.) */
-static inline void ours_closing(int fd)
-{
-	cs_journal_closing(fd);
-}
-
-static void ours_closing_range(unsigned first, unsigned last)
-{
-	cs_journal_closing_range(first, last);
-}
+/*
+ * The host closes descriptors (daemons close every one they did not open):
+ * the journal's among them is no longer the library's (cs_journal_closing).
+ * The agent's connections need no word: each is checked to be still the
+ * same socket before it is used.
+ */
 
 /* fd2 was replaced by a duplicate of fd (r: the call's result). */
 static int dup_onto(int fd, int fd2, int r)
@@ -319,11 +280,21 @@ static int dup_onto(int fd, int fd2, int r)
 	int e = errno;
 
 	if (r >= 0 && fd != fd2) {
-		ours_closing(fd2);
+		cs_journal_closing(fd2);
 		fd_share(fd, fd2);
 	}
 	errno = e;
 	return r;
+}
+
+/* The descriptor of a stream being closed, or -1; errno as it was (fileno
+ * sets EBADF for a stream without one: fmemopen, open_memstream). */
+static int stream_fd(FILE *f)
+{
+	int e = errno, fd = f ? fileno(f) : -1;
+
+	errno = e;
+	return fd;
 }
 
 /* ---- the wrappers, from track.def ------------------------------------------ */
@@ -332,28 +303,16 @@ static int dup_onto(int fd, int fd2, int r)
 	if (__builtin_expect(!real.name, 0) && (!cs_real_resolve() || !real.name)) \
 		return fallback;
 
-#define TRACK_CLOSE(ret, name, params, args, fallback, fd)                      \
+/* fdexpr: the descriptor being closed (evaluated once, before the call). */
+#define TRACK_CLOSE(ret, name, params, args, fallback, fdexpr)                  \
 	CS_EXPORT ret name params                                              \
 	{                                                                      \
 		RESOLVE(name, fallback)                                        \
-		struct slot *s = fd_take(fd);                                  \
-		ours_closing(fd);                                              \
+		int fd_ = (fdexpr);                                            \
+		struct slot *s = fd_take(fd_);                                 \
+		cs_journal_closing(fd_);                                       \
 		ret r = real.name args;                                        \
 		if (__builtin_expect(s != NULL, 0)) {                          \
-			int e = errno;                                         \
-			slot_put(s);                                           \
-			errno = e;                                             \
-		}                                                              \
-		return r;                                                      \
-	}
-
-#define TRACK_FCLOSE(ret, name, params, args, fallback, f)                      \
-	CS_EXPORT ret name params                                              \
-	{                                                                      \
-		RESOLVE(name, fallback)                                        \
-		struct slot *s = f ? fd_take(fileno(f)) : NULL;                \
-		ret r = real.name args;                                        \
-		if (s) {                                                       \
 			int e = errno;                                         \
 			slot_put(s);                                           \
 			errno = e;                                             \
@@ -366,12 +325,7 @@ static int dup_onto(int fd, int fd2, int r)
 	{                                                                      \
 		RESOLVE(name, fallback)                                        \
 		ret r = real.name args;                                        \
-		if (r >= 0) {                                                  \
-			int e = errno;                                         \
-			fd_share(fd, r);                                       \
-			errno = e;                                             \
-		}                                                              \
-		return r;                                                      \
+		return dup_onto(fd, r, r);                                     \
 	}
 
 #define TRACK_DUPTO(ret, name, params, args, fallback, fd, fd2)                 \
@@ -400,19 +354,19 @@ static int dup_onto(int fd, int fd2, int r)
 #define RESULT_void(call) int r = (call, 0)
 #define RETURN_int return r
 #define RETURN_void (void)r
+#define FALLBACK_int(call) return call
+#define FALLBACK_void(call) do { call; return; } while (0)
 
 #define TRACK_RANGE(ret, name, params, args, fallback, first, last, fl)         \
 	CS_EXPORT ret name params                                              \
 	{                                                                      \
 		if (__builtin_expect(!real.name, 0) &&                         \
-		    (!cs_real_resolve() || !real.name)) {                      \
-			RESULT_##ret(fallback);                                \
-			RETURN_##ret;                                          \
-		}                                                              \
+		    (!cs_real_resolve() || !real.name))                        \
+			FALLBACK_##ret(fallback);                              \
 		RESULT_##ret(real.name args);                                  \
 		if (r == 0 && !((fl) & CLOSE_RANGE_CLOEXEC)) {                 \
 			int e = errno;                                         \
-			ours_closing_range(first, last);                       \
+			cs_journal_closing_range(first, last);                 \
 			end_range(first, last);                                \
 			errno = e;                                             \
 		}                                                              \
@@ -463,7 +417,7 @@ static int dup_onto(int fd, int fd2, int r)
 	CS_EXPORT ret name params                                              \
 	{                                                                      \
 		if (cs_active() && track_pid == (pid_t)syscall(SYS_getpid))    \
-			leaving();                                             \
+			end_range(0, ~0U);                                     \
 		if (real.name || (cs_real_resolve() && real.name))             \
 			real.name args;                                        \
 		fallback;                                                      \

@@ -198,7 +198,7 @@ __attribute__((constructor)) static void cs_preload_init(void)
 	if (configure()) {
 		pthread_atfork(NULL, NULL, atfork_child);
 		cs_preload_state = 1;
-		cs_track_scan();
+		cs_track_start();
 	} else {
 		cs_preload_state = -1;
 	}

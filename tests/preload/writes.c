@@ -53,7 +53,7 @@ int main(int argc, char **argv)
 	if (argc == 2 && strcmp(argv[1], "--expect") == 0) {
 		puts("W\tt\ta\nW\tt\tb\nW\tt\tc\nW\tt\td\nR\tt\ta\ta2\nD\tt\tb\nD\tt\tc\n"
 		     "W\tt\tmoved\nW\tt\td\nW\tt\tdlink\nR\tt\tsub\tsub2\nW\tt\tsp%20ace\n"
-		     "W\tt\tranged\nW\tt\tfrom");
+		     "W\tt\tranged\nW\tt\tfrom\nW\tt\tleft");
 		return 0;
 	}
 	if (argc != 3)
@@ -113,5 +113,11 @@ int main(int argc, char **argv)
 	CHECK((fd = open(at(in, "from"), O_WRONLY | O_CREAT, 0644)) >= 0);
 	CHECK(dup2(fd, 300) == 300 && close(fd) == 0);
 	closefrom(300);
+	/* a stream with no descriptor: fileno fails inside fclose's wrapper */
+	CHECK((f = fmemopen(NULL, 16, "w")) != NULL);
+	KEEPS_ERRNO(fclose(f));
+	/* still open at exit through two descriptors: one write, ended once */
+	CHECK((fd = open(at(in, "left"), O_WRONLY | O_CREAT, 0644)) >= 0);
+	CHECK(dup(fd) >= 0);
 	return failures ? 1 : 0;
 }
