@@ -350,13 +350,14 @@ void cs_index_atfork_child(void);
 
 /*
  * Ask this node's agent to make <ns>/<rel> present (a file or a directory
- * the cluster has), waiting at most timeout_ms.  0: installed, repeat the
+ * the cluster has; rel valid by cs_path_rel_valid, so it holds no tab or
+ * newline), waiting at most CS_MISS_TIMEOUT.  0: installed, repeat the
  * call; -ENOENT: the cluster has no such name; -EIO: it has it but cannot
  * deliver it now (registry or holders unreachable, or the deadline passed);
  * -ECONNREFUSED: no agent is running.  Async-signal-safe: system calls,
  * atomics and the stack only.
  */
-int cs_client_present(const char *ns, const char *rel, int timeout_ms);
+int cs_client_present(const char *ns, const char *rel);
 /* Connect now (chroot is coming: the socket could not be found after). */
 void cs_client_prepare(void);
 /* In a forked child: our connections are the parent's. */
@@ -364,7 +365,7 @@ void cs_client_forget(void);
 
 /*
  * The protocol, one line each way per request:
- *   host:  "P\t<ns>\t<percent-encoded rel>\n"   make it present
+ *   host:  "P\t<ns>\t<rel>\n"   make it present (rel as it is)
  *   agent: "I\n" installed, "A\n" absent, "U\n" unavailable
  */
 #define CS_REPLY_INSTALLED 'I'

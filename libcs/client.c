@@ -129,9 +129,9 @@ static int ask(int fd, const char *ns, const char *rel, int64_t deadline)
 	return reply[1] == '\n' ? (unsigned char)reply[0] : -EIO;
 }
 
-int cs_client_present(const char *ns, const char *rel, int timeout_ms)
+int cs_client_present(const char *ns, const char *rel)
 {
-	int64_t deadline = cs_clock_ms() + timeout_ms;
+	int64_t deadline = cs_clock_ms() + cs_cfg.miss_timeout_ms;
 	struct conn *c = NULL;
 	int fd = -1, rc = -EIO;
 	bool fresh = false;

@@ -55,7 +55,7 @@ static int ask_agent(const struct cs_prefix *p, const char *rel)
 	known = cs_index_lookup(p->name, rel);
 	if (known == CS_INDEX_ABSENT || !cs_path_rel_valid(rel, strlen(rel)))
 		return ENOENT;          /* a name the cluster refuses: it has none */
-	rc = cs_client_present(p->name, rel, cs_cfg.miss_timeout_ms);
+	rc = cs_client_present(p->name, rel);
 	if (rc == 0)
 		return 0;
 	if (rc == -ENOENT || (rc == -ECONNREFUSED && known == CS_INDEX_NONE))
@@ -178,7 +178,6 @@ static bool configure(void)
 	if (rc == -ENOENT)
 		return false;
 	if (rc < 0) {
-		cs_log_level = CS_LOG_ERROR;
 		cs_error("%s; ClusterStorage is off in this process", err);
 		return false;
 	}
