@@ -83,6 +83,15 @@ def drain(node, timeout=60):
            (p.returncode, p.stdout, p.stderr))
 
 
+def node_logs(c, logs):
+    """(node, log, path) for each of logs that each node has written."""
+    for node in c.nodes:
+        for log in logs:
+            path = os.path.join(node.home, log)
+            if os.path.exists(path):
+                yield node, log, path
+
+
 def run(tests, cluster, logs=("serve.log",)):
     """Run each test (a function of the cluster) in one started cluster; the
     command line may name a subset.  Returns the exit status."""
@@ -103,26 +112,24 @@ def run(tests, cluster, logs=("serve.log",)):
                 detail = str(e) if isinstance(e, Fail) else traceback.format_exc()
                 for line in detail.splitlines():
                     print("#   " + line, flush=True)
-                for node in c.nodes:
-                    for log in logs:
-                        path = os.path.join(node.home, log)
-                        if os.path.exists(path):
-                            tail = open(path, errors="replace").read().splitlines()[-5:]
-                            for line in tail:
-                                print("#   %s/%s: %s" % (node.name, log, line))
+                for node, log, path in node_logs(c, logs):
+                    tail = open(path, errors="replace").read().splitlines()[-5:]
+                    for line in tail:
+                        print("#   %s/%s: %s" % (node.name, log, line))
         # In the sanitizer pass a report may come from a process no test
-        # looked at after it (an agent stopping, a worker exiting).
+        # looked at after it (an agent stopping, a worker exiting): stop
+        # every node's servers first, so what they print at exit is read.
         for node in c.nodes:
-            for log in logs:
-                path = os.path.join(node.home, log)
-                if not os.path.exists(path):
-                    continue
-                found = [line for line in open(path, errors="replace").read().splitlines()
-                         if "Sanitizer" in line or ": runtime error:" in line]
-                if found:
-                    failed += 1
-                    print("not ok - sanitizer reports in %s/%s" % (node.name, log), flush=True)
-                    for line in found[:10]:
-                        print("#   " + line)
+            node.stop_nginx()
+            node.stop_apache()
+            node.stop_serve()
+        for node, log, path in node_logs(c, logs):
+            found = [line for line in open(path, errors="replace").read().splitlines()
+                     if "Sanitizer" in line or ": runtime error:" in line]
+            if found:
+                failed += 1
+                print("not ok - sanitizer reports in %s/%s" % (node.name, log), flush=True)
+                for line in found[:10]:
+                    print("#   " + line)
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
