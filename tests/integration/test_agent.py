@@ -365,6 +365,7 @@ def test_one_slow_holder_holds_up_nobody_else(c):
     t.start()
     c.sql("INSERT INTO nodes (name, url, zone, heartbeat_at) VALUES ('trickler', '%s', '',"
           " NOW(3) + INTERVAL 1 HOUR)" % url, db="cs")
+    pool = concurrent.futures.ThreadPoolExecutor(1)
     try:
         slow_data = os.urandom(100000)
         n1.put("slowly/held.bin", slow_data)
@@ -378,7 +379,6 @@ def test_one_slow_holder_holds_up_nobody_else(c):
         quick = os.urandom(4000)
         n1.put("slowly/quick.bin", quick)
         n1.import_ns()
-        pool = concurrent.futures.ThreadPoolExecutor(1)
         waiting = pool.submit(n3.get, "/slowly/held.bin", False, 60)
         time.sleep(0.5)
         expect(not waiting.done(), "the miss on the trickling holder is still waiting")
