@@ -413,10 +413,13 @@ def test_mariadb_down_misses_eio_writes_wait(c):
         expect(status_ >= 500, "MariaDB down: a file not held here is a 5xx", "5xx", status_)
         p = n1.run(["sh", "-c", "echo during the outage > %s/written.txt" % d])
         expect(p.returncode == 0, "a write succeeds locally")
-        time.sleep(2.5)      # a heartbeat later: the agent has said it
-        log = open(os.path.join(n3.home, "serve.log"), errors="replace").read()
-        expect(re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z cs-replicate\[\d+\] error: "
-                         r"MySQL unreachable", log, re.M),
+        serve_log = os.path.join(n3.home, "serve.log")
+        stamped = (r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z cs-replicate\[\d+\] error: "
+                   r"MySQL unreachable")
+        # A heartbeat later the agent has said it.
+        eventually(lambda: re.search(stamped, open(serve_log, errors="replace").read(), re.M), 10)
+        log = open(serve_log, errors="replace").read()
+        expect(re.search(stamped, log, re.M),
                "the agent's log says, with a timestamp, that MySQL is unreachable",
                "a stamped line", log[-600:])
     finally:
