@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster import BUILD, Cluster, WEB_USER  # noqa: E402
-from tap import expect, run, sha  # noqa: E402
+from tap import expect, run, eventually, sha  # noqa: E402
 
 
 def test_miss_fetch_served(c):
@@ -280,9 +280,7 @@ def test_fork_after_connecting(c):
         return c.sql("SELECT COUNT(*) FROM replicas r JOIN nodes n ON n.id=r.node_id "
                      "JOIN files f ON f.id=r.file_id WHERE n.name='node3' AND f.path LIKE"
                      " 'fork/%'", db="cs").stdout.strip()
-    deadline = time.monotonic() + 10
-    while rows() != "4" and time.monotonic() < deadline:
-        time.sleep(0.1)
+    eventually(lambda: rows() == "4", 10)
     expect(rows() == "4", "every fetch recorded node3 as a holder, from parent and children",
            "4", rows())
 
