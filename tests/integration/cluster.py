@@ -235,7 +235,8 @@ class Node:
                 e[k] = os.environ[k]
         if preload:
             e["LD_PRELOAD"] = c.preload
-        e.update(c.host_env if preload else c.extra_env)
+        else:
+            e.update(c.extra_env)
         e.update(extra)
         return e
 
@@ -418,8 +419,7 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, nodes=3, namespace="img", log_level="warn", nginx=True, extra_env=None,
-                 host_env=None):
+    def __init__(self, nodes=3, namespace="img", log_level="warn", nginx=True, extra_env=None):
         if os.geteuid() != 0:
             raise SystemExit("cluster.py: needs root (nginx workers and the daemon run as www-data)")
         self.namespace = namespace
@@ -433,7 +433,6 @@ class Cluster:
         self.want_nginx = nginx
         self.n = nodes
         self.extra_env = extra_env or {}      # the agent's and cs-replicate's
-        self.host_env = host_env or {}        # host processes'
 
     # -- lifetime --------------------------------------------------------
     def __enter__(self):
