@@ -9,9 +9,8 @@ tests, which run host programs with no cluster.
                                   down-*  unavailable
   fake_agent.py SPOOL DIR hang    accepts and never answers
 
-Each request is logged to SPOOL/requests.log as "<pid> <ns> <rel>", each
-connection to SPOOL/conns.log as "<pid>".  SPOOL/fake.ready appears when it
-listens.
+Each connection is logged to SPOOL/conns.log as "<pid>".  SPOOL/fake.ready
+appears when it listens.
 """
 import os
 import socket
@@ -60,7 +59,6 @@ def serve(c):
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
             op, ns, rel = line.decode().split("\t")
-            log("requests.log", "%d %s %s" % (pid, ns, rel))
             c.sendall(answer(rel))
     c.close()
 
