@@ -139,13 +139,6 @@ def restart_serve(node, **extra):
     wait_for(lambda: node.health() == 200, 10, node.name + " serve")
 
 
-def drain(node, timeout=120):
-    """Wait until node's agent has replicated every journal entry."""
-    p = node.cs("drain", "--timeout", str(timeout), check=False, timeout=timeout + 30)
-    if p.returncode != 0:
-        raise RuntimeError("%s: cs-replicate drain: %s%s" % (node.name, p.stdout, p.stderr))
-
-
 def cluster_log_lines(c):
     """What the agents logged besides their start line, and what the
     library logged in the hosts' error logs (lines with "cs["), per node."""
