@@ -19,7 +19,7 @@ import time
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(TOP, "tests", "integration"))
-from cluster import BUILD, WEB_USER, as_web_user, wait_for  # noqa: E402,F401
+from cluster import BUILD, WEB_USER  # noqa: E402
 
 SIZE = 121 * 1024
 BIN = os.path.join(TOP, "build", "bench")
@@ -131,12 +131,9 @@ def callgrind_total(argv, env, preexec_fn=None):
 
 def restart_serve(node, **extra):
     """Stop node's agent and start it again with extra environment (CS_ZONE,
-    CS_DB_CONNECTIONS ...), as cluster.py's start_serve does."""
+    CS_DB_CONNECTIONS ...)."""
     node.stop_serve()
-    log = open(os.path.join(node.home, "serve.log"), "ab")
-    node.serve = subprocess.Popen([AGENT, "serve"], env=node.env(**extra), stdout=log,
-                                  stderr=log, preexec_fn=as_web_user())
-    wait_for(lambda: node.health() == 200, 10, node.name + " serve")
+    node.start_serve(**extra)
 
 
 def cluster_log_lines(c):

@@ -240,10 +240,12 @@ class Node:
         e.update(extra)
         return e
 
-    def start_serve(self):
+    def start_serve(self, **extra):
+        """The agent, as the web user, with this node's environment plus
+        extra (CS_ZONE, CS_DB_CONNECTIONS ...)."""
         log = open(os.path.join(self.home, "serve.log"), "ab")
         self.serve = subprocess.Popen(
-            [os.path.join(BUILD, "cs-replicate"), "serve"], env=self.env(),
+            [os.path.join(BUILD, "cs-replicate"), "serve"], env=self.env(**extra),
             stdout=log, stderr=log, preexec_fn=as_web_user())
         wait_for(lambda: self.health() == 200, 10, self.name + " serve")
 
