@@ -187,6 +187,35 @@ LoadModule php_module /usr/lib/apache2/modules/libphp8.2.so
 """
 
 
+def apache_conf(d, run, port, root, mpm="event", php=False):
+    """Apache's configuration: ServerRoot (pid file, error log) d, runtime
+    directory run, serving root on 127.0.0.1:port with children as the web
+    user; mpm "event" or "prefork", php loads mod_php."""
+    return APACHE_CONF.format(d=d, run=run, port=port, user=WEB_USER, mpm=mpm,
+                              mpm_conf=APACHE_MPM[mpm], root=root,
+                              php_conf=APACHE_PHP if php else "")
+
+
+def spawn_apache(conf, env, out):
+    """apache2 -f conf in the foreground, its output to out.  In a session
+    of its own: on shutdown Apache's master sends SIGTERM to its whole
+    process group, which would otherwise be the caller's."""
+    return subprocess.Popen(["apache2", "-f", conf, "-DFOREGROUND"], env=env, stdout=out,
+                            stderr=out, start_new_session=True)
+
+
+def stop_apache(p):
+    """Stop an Apache from spawn_apache: SIGTERM, on which the master stops
+    its children; after 10 s SIGKILL to its whole group."""
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
 class Node:
     def __init__(self, cluster, index):
         self.cluster = cluster
@@ -304,16 +333,9 @@ class Node:
         self.apache_port = free_port()
         conf = os.path.join(self.home, "apache.conf")
         with open(conf, "w") as f:
-            f.write(APACHE_CONF.format(d=self.home, run=run, port=self.apache_port,
-                                       user=WEB_USER, mpm=mpm, mpm_conf=APACHE_MPM[mpm],
-                                       root=self.dir, php_conf=APACHE_PHP if php else ""))
+            f.write(apache_conf(self.home, run, self.apache_port, self.dir, mpm, php))
         log = open(os.path.join(self.home, "apache.out"), "ab")
-        # A session of its own: on shutdown Apache's master sends SIGTERM to
-        # its whole process group, which would otherwise be the caller's.
-        self.apache = subprocess.Popen(
-            ["apache2", "-f", conf, "-DFOREGROUND"],
-            env=self.env(preload=preload, LANG="C"), stdout=log, stderr=log,
-            start_new_session=True)
+        self.apache = spawn_apache(conf, self.env(preload=preload, LANG="C"), log)
 
         def up():
             if self.apache.poll() is not None:
@@ -325,13 +347,8 @@ class Node:
         self.apache_mode = (mpm, php)
 
     def stop_apache(self):
-        if self.apache and self.apache.poll() is None:
-            self.apache.terminate()       # SIGTERM: the master stops its children
-            try:
-                self.apache.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.apache.pid, signal.SIGKILL)     # its own group
-                self.apache.wait()
+        if self.apache:
+            stop_apache(self.apache)
         self.apache = None
         self.apache_mode = None
 
