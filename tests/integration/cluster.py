@@ -517,6 +517,12 @@ class Cluster:
     def stop_memcached(self):
         self.stop_proc("memcached")
 
+    def memcached(self, cmd):
+        """Send memcached one command line (e.g. "flush_all"); its reply."""
+        with socket.create_connection(("127.0.0.1", self.memcached_port)) as m:
+            m.sendall(cmd.encode() + b"\r\n")
+            return m.recv(100)
+
     # -- MariaDB ---------------------------------------------------------
     def init_mariadb(self):
         self.datadir = os.path.join(self.tmp, "mysql")

@@ -373,9 +373,7 @@ def test_one_slow_holder_holds_up_nobody_else(c):
         # The record now names the trickler as the only holder.
         c.sql("UPDATE replicas r JOIN files f ON f.id=r.file_id JOIN nodes n ON n.name='trickler'"
               " SET r.node_id=n.id WHERE f.path='slowly/held.bin'", db="cs")
-        with socket.create_connection(("127.0.0.1", c.memcached_port)) as m:
-            m.sendall(b"flush_all\r\n")
-            m.recv(100)
+        c.memcached("flush_all")
         quick = os.urandom(4000)
         n1.put("slowly/quick.bin", quick)
         n1.import_ns()
@@ -403,9 +401,7 @@ def test_mariadb_down_misses_eio_writes_wait(c):
     n1, n3 = c.nodes[0], c.nodes[2]
     n1.put("outage/registered.bin", b"registered before\n")
     n1.import_ns()
-    with socket.create_connection(("127.0.0.1", c.memcached_port)) as m:
-        m.sendall(b"flush_all\r\n")
-        m.recv(100)
+    c.memcached("flush_all")
     d = mkdir_web(n1, "outage")
     c.stop_mariadb()
     try:

@@ -323,9 +323,7 @@ sys.stdin.read()
 def forget_nodes(c):
     """Drop memcached's copy of the node table (kept 5 s), so the next
     process reads the nodes from MariaDB."""
-    with socket.create_connection(("127.0.0.1", c.memcached_port)) as m:
-        m.sendall(b"delete cs1:nodes\r\n")
-        m.recv(100)
+    c.memcached("delete cs1:nodes")
 
 
 def test_stalled_target_is_passed_over(c):
