@@ -355,16 +355,25 @@ class Node:
     def get_apache(self, path, timeout=30):
         return http_get(self.apache_port, path, timeout)
 
+    def mkdir(self, rel):
+        """Directory rel ("" for this node's directory itself) in this
+        node's directory, made where missing and owned (with every directory
+        between) by the web user."""
+        pw = pwd.getpwnam(WEB_USER)
+        path = os.path.join(self.dir, rel) if rel else self.dir
+        os.makedirs(path, exist_ok=True)
+        d = path
+        while d != self.dir:
+            os.chown(d, pw.pw_uid, pw.pw_gid)
+            d = os.path.dirname(d)
+        return path
+
     def put(self, rel, data):
         """Write a file straight into this node's directory (not through
         the library), owned by the web user."""
         path = os.path.join(self.dir, rel)
         pw = pwd.getpwnam(WEB_USER)
-        d = os.path.dirname(path)
-        os.makedirs(d, exist_ok=True)
-        while d != self.dir:
-            os.chown(d, pw.pw_uid, pw.pw_gid)
-            d = os.path.dirname(d)
+        self.mkdir(os.path.dirname(rel))
         with open(path, "wb") as f:
             f.write(data)
         os.chown(path, pw.pw_uid, pw.pw_gid)

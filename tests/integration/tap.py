@@ -6,12 +6,9 @@ and the small helpers the suites all use (waiting, hashing, copies).
 """
 import hashlib
 import os
-import pwd
 import sys
 import time
 import traceback
-
-from cluster import WEB_USER
 
 
 class Fail(Exception):
@@ -51,15 +48,8 @@ def eventually(pred, timeout=20, step=0.1):
 
 def mkdir_web(node, rel):
     """Directory rel in node's namespace directory, made where missing and
-    owned (with every directory between) by the web user."""
-    pw = pwd.getpwnam(WEB_USER)
-    path = os.path.join(node.dir, rel)
-    os.makedirs(path, exist_ok=True)
-    d = path
-    while d != node.dir:
-        os.chown(d, pw.pw_uid, pw.pw_gid)
-        d = os.path.dirname(d)
-    return path
+    owned (with every directory between) by the web user (Node.mkdir)."""
+    return node.mkdir(rel)
 
 
 def copies(c, rel):
