@@ -449,7 +449,8 @@ class Node:
 class Cluster:
     def __init__(self, nodes=3, namespace="img", log_level="warn", nginx=True, extra_env=None):
         if os.geteuid() != 0:
-            raise SystemExit("cluster.py: needs root (nginx workers and the daemon run as www-data)")
+            raise SystemExit("cluster.py: needs root (nginx workers, Apache children and the agent"
+                             " run as www-data)")
         self.namespace = namespace
         self.log_level = log_level
         self.secret = hashlib.sha256(os.urandom(16)).hexdigest()

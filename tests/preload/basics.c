@@ -3,7 +3,7 @@
  * to talk to: calls under and outside the prefixes keep libc's answers and
  * the caller's errno, from main, from a constructor, from threads and after
  * fork.  Knows nothing of libcs; tests/preload/run runs it under
- * LD_PRELOAD with CS_PREFIXES=t=<dir> and a registry that does not answer.
+ * LD_PRELOAD with CS_PREFIXES=t=<dir> and no agent running to ask.
  *
  * usage: basics <dir-under-prefix> <dir-outside>
  */
