@@ -55,11 +55,11 @@ static uint64_t name_hash(const char *ns, const char *rel)
 	return cs_fnv1a(h, rel, strlen(rel));
 }
 
-/* Try each holder in order[0, n) not yet tried; 0 when one delivered.
- * *used: the temporary file has had a try's bytes. */
+/* Try each holder in order[0, n) not yet tried; 0 when one delivered.  A
+ * holder that failed leaves the temporary file empty for the next. */
 static int from_holders(const struct cs_prefix *p, const char *rel, struct cs_install *in,
 			const struct cs_file *f, struct cs_node *order, int n, uint32_t *tried,
-			int *ntried, bool *used)
+			int *ntried)
 {
 	for (int i = 0; i < n; i++) {
 		bool seen = false;
@@ -68,14 +68,12 @@ static int from_holders(const struct cs_prefix *p, const char *rel, struct cs_in
 			seen = tried[j] == order[i].id;
 		if (seen)
 			continue;
-		/* The temporary file is empty but after a holder that failed. */
-		if (*used && (lseek(in->fd, 0, SEEK_SET) < 0 || ftruncate(in->fd, 0) < 0))
-			return -EIO;
-		*used = true;
 		if (*ntried < CS_MAX_HOLDERS)
 			tried[(*ntried)++] = order[i].id;
 		if (cs_peer_fetch(order[i].url, p->name, rel, in->fd, f) == 0)
 			return 0;
+		if (lseek(in->fd, 0, SEEK_SET) < 0 || ftruncate(in->fd, 0) < 0)
+			return -EIO;
 	}
 	return -ENOENT;
 }
@@ -88,7 +86,6 @@ static char install_file(const struct cs_prefix *p, const char *rel, struct cs_f
 	uint32_t tried[CS_MAX_HOLDERS];
 	struct cs_install in;
 	int ntried = 0, n, rc;
-	bool used = false;
 	char reply = CS_REPLY_UNAVAILABLE;
 
 	if (!order)
@@ -103,7 +100,7 @@ static char install_file(const struct cs_prefix *p, const char *rel, struct cs_f
 		goto out;
 	}
 	n = cs_nodes_holders(f, order, CS_MAX_HOLDERS);
-	rc = n > 0 ? from_holders(p, rel, &in, f, order, n, tried, &ntried, &used) : -ENOENT;
+	rc = n > 0 ? from_holders(p, rel, &in, f, order, n, tried, &ntried) : -ENOENT;
 	if (rc < 0 && cached) {
 		/* The cached record's holders may be out of date (copies made
 		 * since, a holder gone): ask the truth. */
@@ -113,7 +110,7 @@ static char install_file(const struct cs_prefix *p, const char *rel, struct cs_f
 				ntried = 0;     /* another version: every holder again */
 			*f = g;
 			n = cs_nodes_holders(f, order, CS_MAX_HOLDERS);
-			rc = n > 0 ? from_holders(p, rel, &in, f, order, n, tried, &ntried, &used) : -ENOENT;
+			rc = n > 0 ? from_holders(p, rel, &in, f, order, n, tried, &ntried) : -ENOENT;
 		}
 	}
 	if (rc < 0) {
