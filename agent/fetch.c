@@ -56,7 +56,8 @@ static uint64_t name_hash(const char *ns, const char *rel)
 }
 
 /* Try each holder in order[0, n) not yet tried; 0 when one delivered.  A
- * holder that failed leaves the temporary file empty for the next. */
+ * holder that failed leaves the temporary file empty for the next, and one
+ * that did not answer is read from last for a while (cs_nodes_demote). */
 static int from_holders(const struct cs_prefix *p, const char *rel, struct cs_install *in,
 			const struct cs_file *f, struct cs_node *order, int n, uint32_t *tried,
 			int *ntried)
@@ -70,8 +71,13 @@ static int from_holders(const struct cs_prefix *p, const char *rel, struct cs_in
 			continue;
 		if (*ntried < CS_MAX_HOLDERS)
 			tried[(*ntried)++] = order[i].id;
-		if (cs_peer_fetch(order[i].url, p->name, rel, in->fd, f) == 0)
+		int rc = cs_peer_fetch(order[i].url, p->name, rel, in->fd, f);
+		if (rc == 0) {
+			cs_nodes_worked(order[i].id);
 			return 0;
+		}
+		if (rc == -EHOSTUNREACH)
+			cs_nodes_demote(order[i].id);
 		if (lseek(in->fd, 0, SEEK_SET) < 0 || ftruncate(in->fd, 0) < 0)
 			return -EIO;
 	}

@@ -457,7 +457,7 @@ out:
 		rc = s.err;
 		cs_warn("fetch %s: %s", r.url, strerror(-s.err));
 	} else if (status != 200) {
-		rc = status == 404 ? -ENOENT : -EIO;
+		rc = status == 404 ? -ENOENT : status < 0 ? -EHOSTUNREACH : -EIO;
 		if (status > 0)
 			cs_warn("fetch %s: HTTP %ld", r.url, status);
 	} else if (s.got != want->size || memcmp(digest, want->sha256, CS_SHA256_LEN) != 0) {

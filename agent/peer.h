@@ -13,7 +13,9 @@ void cs_peer_global_init(void);
 /*
  * GET /v1/files/<ns>/<rel> from the node at base_url into fd (positioned at
  * 0, empty), verifying size and SHA-256.  0 or a negative errno: -ENOENT
- * when the peer lacks it, -EIO for a transfer or verification failure.
+ * when the peer lacks it, -EHOSTUNREACH when no answer came (refused, timed
+ * out, stalled, cut off), -EIO for another refusal or a body that does not
+ * verify, or the error writing fd.
  */
 int cs_peer_fetch(const char *base_url, const char *ns, const char *rel, int fd,
 		  const struct cs_file *want);

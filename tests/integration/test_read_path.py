@@ -99,6 +99,38 @@ def test_holder_down_other_holder_serves(c):
         n1.start_serve()
 
 
+def test_dead_holder_read_from_last(c):
+    """A holder that does not answer is demoted: the misses after it go to
+    the live holder first instead of trying the dead one every time."""
+    n1, n2, n3 = c.nodes
+    names = ["dead/f%02d.bin" % i for i in range(20)]
+    blobs = {}
+    for name in names:
+        blobs[name] = os.urandom(2000)
+        n1.put(name, blobs[name])
+        n2.put(name, blobs[name])
+    n1.import_ns()          # node1's copies are the older: it is tried first
+    n2.import_ns()
+    log = os.path.join(n3.home, "serve.log")
+    start = os.path.getsize(log)
+    n1.stop_serve()
+    try:
+        for name in names:
+            status, body = n3.get("/" + name)
+            expect(status == 200 and body == blobs[name],
+                   "node1 down: node3 gets %s from node2" % name, 200, status)
+    finally:
+        n1.start_serve()
+    with open(log, errors="replace") as f:
+        f.seek(start)
+        tries = sum(1 for line in f if "fetch %s/" % n1.url in line)
+    # Demoted for 1 s, then 2, 4, 8 ...: while its last heartbeat still
+    # counts (CS_UP_SECONDS, plus the node table's caching) node1 can be
+    # tried again at most a few times, however many misses there are.
+    expect(tries <= 5, "the dead holder was tried at most 5 times for %d misses" % len(names),
+           "<= 5", tries)
+
+
 def test_registry_down(c):
     n1, n3 = c.nodes[0], c.nodes[2]
     held = os.urandom(10000)
@@ -309,6 +341,7 @@ TESTS = [
     test_absent_is_404,
     test_create_after_404,
     test_holder_down_other_holder_serves,
+    test_dead_holder_read_from_last,
     test_concurrent_misses_one_transfer,
     test_concurrent_processes_one_transfer,
     test_peer_requests_refused,
