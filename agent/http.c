@@ -269,8 +269,8 @@ static enum MHD_Result verdict(struct MHD_Connection *c, struct cs_verdict v)
 	return reply(c, v.status, v.text);
 }
 
-/* A PUT's or POST's headers are in: refuse it now, or get ready for its
- * body (a POST with none waits for the end, as a GET does). */
+/* A PUT's or a POST /v1/index's headers are in: refuse it now, or get
+ * ready for its body. */
 static enum MHD_Result body_headers(struct MHD_Connection *c, const char *url,
 				    const char *method, void **con_cls)
 {
@@ -283,10 +283,6 @@ static enum MHD_Result body_headers(struct MHD_Connection *c, const char *url,
 	*con_cls = &answered;   /* unless the body is wanted */
 	if (check(c, url, method, &rt, &ret))
 		return ret;
-	if (strcmp(method, "POST") == 0 && rt.kind != CS_ROUTE_INDEX) {
-		*con_cls = &seen;
-		return MHD_YES;
-	}
 	if (rt.kind == CS_ROUTE_INDEX && strcmp(method, "POST") == 0) {
 		if (!(b = calloc(1, sizeof *b)))
 			return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
@@ -363,14 +359,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 
 	(void)cls, (void)version;
 	/* libmicrohttpd calls once with the headers, then with body data, then
-	 * with none.  Only a refused PUT or POST is answered on the first call
-	 * (which makes libmicrohttpd close the connection: it cannot know where
-	 * the body ends); the rest wait for the last, so connections are
-	 * reused.  A body where none is expected is read and dropped. */
+	 * with none.  Only a refused PUT or POST /v1/index is answered on the
+	 * first call (which makes libmicrohttpd close the connection: it cannot
+	 * know where the body ends); the rest, a move's POST too, wait for the
+	 * last, so connections are reused.  A body where none is expected is
+	 * read and dropped. */
 	if (*con_cls == NULL) {
 		atomic_fetch_add(&stats.requests, 1);
 		*con_cls = &seen;
-		if (strcmp(method, "PUT") == 0 || strcmp(method, "POST") == 0)
+		if (strcmp(method, "PUT") == 0 ||
+		    (strcmp(method, "POST") == 0 && cs_route_parse(url, &rt) == 0 &&
+		     rt.kind == CS_ROUTE_INDEX))
 			return body_headers(c, url, method, con_cls);
 		return MHD_YES;
 	}
