@@ -220,7 +220,6 @@ void cs_put_data(struct cs_upload *u, const char *data, size_t size)
 struct cs_verdict cs_put_finish(struct MHD_Connection *c, struct cs_upload *u,
 				uint64_t *bytes)
 {
-	const struct cs_prefix *p = cs_config_namespace(&cs_cfg, u->ns);
 	unsigned char digest[CS_SHA256_LEN];
 	struct cs_verdict v = go_on;
 	struct cs_file f;
@@ -248,8 +247,7 @@ struct cs_verdict cs_put_finish(struct MHD_Connection *c, struct cs_upload *u,
 		cs_error_every(10, "%s/%s: cannot install: %s", u->ns, u->rel, strerror(-rc));
 		return cannot;
 	}
-	if (p)
-		cs_indexer_add(p->name, u->rel);
+	cs_indexer_add(u->ns, u->rel);
 	if ((v = record(u->ns, u->rel, &f)).status)
 		return v;
 	*bytes = u->got;
