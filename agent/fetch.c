@@ -143,7 +143,8 @@ out:
 	return reply;
 }
 
-char cs_fetch_present(const char *ns, const char *rel)
+/* Make (ns, rel) present, without joining anyone: the reply byte. */
+static char present(const char *ns, const char *rel)
 {
 	const struct cs_prefix *p = cs_config_namespace(&cs_cfg, ns);
 	struct cs_file f;
@@ -202,7 +203,7 @@ char cs_fetch_wait(const char *ns, const char *rel)
 	}
 	if (!(j = calloc(1, sizeof *j))) {
 		pthread_mutex_unlock(&mu);
-		return cs_fetch_present(ns, rel);
+		return present(ns, rel);
 	}
 	j->hash = h;
 	j->refs = 1;
@@ -214,7 +215,7 @@ char cs_fetch_wait(const char *ns, const char *rel)
 	stats.running++;
 	pthread_mutex_unlock(&mu);
 
-	reply = cs_fetch_present(ns, rel);
+	reply = present(ns, rel);
 
 	pthread_mutex_lock(&mu);
 	for (struct job **pp = &table[h % TABLE]; *pp; pp = &(*pp)->next)

@@ -13,8 +13,6 @@
  * name already under way waits for that one's outcome.
  */
 char cs_fetch_wait(const char *ns, const char *rel);
-/* The work itself, without joining anyone. */
-char cs_fetch_present(const char *ns, const char *rel);
 
 struct cs_fetch_stats {
 	unsigned long asked;            /* requests */
