@@ -19,7 +19,7 @@ struct cs_fetch_stats {
 	unsigned long joined;           /* ... that joined one under way */
 	unsigned long done;             /* transfers and lookups made */
 	unsigned long unavailable;      /* ... answered "unavailable" */
-	unsigned long running;
+	unsigned long running;          /* transfers and lookups under way */
 };
 void cs_fetch_stats(struct cs_fetch_stats *out);
 

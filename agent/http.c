@@ -253,14 +253,15 @@ static enum MHD_Result answer_stats(struct MHD_Connection *c)
 	snprintf(body, sizeof body,
 		 "requests %llu\nfiles_served %llu\nbytes_served %llu\n"
 		 "files_received %llu\nbytes_received %llu\nrejected %llu\n"
-		 "misses_asked %lu\nmisses_joined %lu\nmisses_done %lu\nmisses_unavailable %lu\n",
+		 "misses_asked %lu\nmisses_joined %lu\nmisses_done %lu\nmisses_unavailable %lu\n"
+		 "misses_running %lu\n",
 		 (unsigned long long)atomic_load(&stats.requests),
 		 (unsigned long long)atomic_load(&stats.files_served),
 		 (unsigned long long)atomic_load(&stats.bytes_served),
 		 (unsigned long long)atomic_load(&stats.files_received),
 		 (unsigned long long)atomic_load(&stats.bytes_received),
 		 (unsigned long long)atomic_load(&stats.rejected), f.asked, f.joined, f.done,
-		 f.unavailable);
+		 f.unavailable, f.running);
 	return reply(c, MHD_HTTP_OK, body);
 }
 
