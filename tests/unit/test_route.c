@@ -1,7 +1,8 @@
 /* test_route.c - what the agent's peer endpoint accepts as a peer request path:
  * strict decoding and routing, so nothing can name a file outside a
- * namespace. */
+ * namespace; and which part of a file a Range header asks for. */
 #include <errno.h>
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "http.h"
 #include "route.h"
 
 static int decode(const char *in, char *out)
@@ -73,11 +75,52 @@ static void routing(void **state)
 	route("/v1/healthz", -ENOENT, 0, NULL, NULL);
 }
 
+static void range(const char *h, uint64_t size, int want, uint64_t off, uint64_t len)
+{
+	uint64_t o = 7, l = 7;
+	int rc = cs_http_parse_range(h, size, &o, &l);
+
+	if (rc != want || (rc == 1 && (o != off || l != len)))
+		fail_msg("%s of %" PRIu64 " bytes: expected %d [%" PRIu64 ", +%" PRIu64 "), got %d"
+			 " [%" PRIu64 ", +%" PRIu64 ")", h ? h : "(none)", size, want, off, len, rc,
+			 o, l);
+}
+
+static void ranges(void **state)
+{
+	(void)state;
+	range("bytes=10-19", 100, 1, 10, 10);
+	range("bytes=0-0", 100, 1, 0, 1);
+	range("bytes=90-", 100, 1, 90, 10);
+	range("bytes=50-500", 100, 1, 50, 50);          /* the end past the file: to its end */
+	range("bytes=-5", 100, 1, 95, 5);               /* the last 5 bytes */
+	range("bytes=-500", 100, 1, 0, 100);
+	/* Unsatisfiable: 416. */
+	range("bytes=100-", 100, -1, 0, 0);
+	range("bytes=100-200", 100, -1, 0, 0);
+	range("bytes=-0", 100, -1, 0, 0);
+	range("bytes=0-", 0, -1, 0, 0);
+	range("bytes=-1", 0, -1, 0, 0);
+	/* Ignored, the whole file sent: absent, multiple, malformed. */
+	range(NULL, 100, 0, 0, 0);
+	range("bytes=1-2,5-6", 100, 0, 0, 0);
+	range("bytes=5-4", 100, 0, 0, 0);
+	range("items=0-1", 100, 0, 0, 0);
+	range("bytes=", 100, 0, 0, 0);
+	range("bytes=-", 100, 0, 0, 0);
+	range("bytes=1", 100, 0, 0, 0);
+	range("bytes=x-1", 100, 0, 0, 0);
+	range("bytes=1-x", 100, 0, 0, 0);
+	range("bytes=-5x", 100, 0, 0, 0);
+	range("bytes=99999999999999999999999-", 100, 0, 0, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(decoding),
 		cmocka_unit_test(routing),
+		cmocka_unit_test(ranges),
 	};
 	return cmocka_run_group_tests_name("route", tests, NULL, NULL);
 }
