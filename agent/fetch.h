@@ -9,8 +9,9 @@
 
 /*
  * Make (ns, rel) present, blocking: the outcome as the local protocol's
- * reply byte (cs.h), installed, absent or unavailable.  A request for a
- * name already under way waits for that one's outcome.
+ * reply byte (cs.h), installed, absent or unavailable.  rel is a valid
+ * relative path (cs_path_rel_valid: the caller checked it).  A request for
+ * a name already under way waits for that one's outcome.
  */
 char cs_fetch_wait(const char *ns, const char *rel);
 
