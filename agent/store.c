@@ -62,9 +62,8 @@ int cs_store_open_beneath(int dirfd, const char *rel, int flags)
 }
 
 /* Each namespace directory, opened once (O_PATH): a miss opens nothing it
- * need not.  -1 until first used. */
-static int roots[CS_MAX_PREFIXES] = { -1, -1, -1, -1, -1, -1, -1, -1,
-				      -1, -1, -1, -1, -1, -1, -1, -1 };
+ * need not.  Its descriptor + 1: 0 until first used. */
+static int roots[CS_MAX_PREFIXES];
 static int euid = -1;
 
 int cs_store_root(const struct cs_prefix *p)
@@ -73,15 +72,15 @@ int cs_store_root(const struct cs_prefix *p)
 
 	if (i < 0 || i >= CS_MAX_PREFIXES)
 		return -EINVAL;
-	fd = __atomic_load_n(&roots[i], __ATOMIC_ACQUIRE);
+	fd = __atomic_load_n(&roots[i], __ATOMIC_ACQUIRE) - 1;
 	if (fd < 0) {
-		int none = -1;
+		int none = 0;
 		if ((fd = open(p->dir, DIR_FLAGS)) < 0)
 			return -errno;
-		if (!__atomic_compare_exchange_n(&roots[i], &none, fd, false, __ATOMIC_ACQ_REL,
+		if (!__atomic_compare_exchange_n(&roots[i], &none, fd + 1, false, __ATOMIC_ACQ_REL,
 						 __ATOMIC_ACQUIRE)) {
 			close(fd);
-			fd = none;
+			fd = none - 1;
 		}
 	}
 	return fd;
