@@ -64,7 +64,7 @@ int cs_store_open_beneath(int dirfd, const char *rel, int flags)
 /* Each namespace directory, opened once (O_PATH): a miss opens nothing it
  * need not.  Its descriptor + 1: 0 until first used. */
 static int roots[CS_MAX_PREFIXES];
-static int euid = -1;
+static int euid = -1;           /* geteuid(), taken by whichever thread first needs it */
 
 int cs_store_root(const struct cs_prefix *p)
 {
@@ -90,11 +90,14 @@ int cs_store_root(const struct cs_prefix *p)
  * that directory's owner: the web server's workers write there too. */
 static void give_to_owner(int rootfd, int dirfd, const char *name)
 {
+	int uid = __atomic_load_n(&euid, __ATOMIC_RELAXED);
 	struct stat st;
 
-	if (euid < 0)
-		euid = (int)geteuid();
-	if (euid == 0 && fstat(rootfd, &st) == 0 && st.st_uid != 0 &&
+	if (uid < 0) {
+		uid = (int)geteuid();
+		__atomic_store_n(&euid, uid, __ATOMIC_RELAXED);
+	}
+	if (uid == 0 && fstat(rootfd, &st) == 0 && st.st_uid != 0 &&
 	    fchownat(dirfd, name, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) < 0)
 		cs_error_every(10, "chown %s: %s", name, strerror(errno));
 }
