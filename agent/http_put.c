@@ -211,6 +211,8 @@ void cs_put_data(struct cs_upload *u, const char *data, size_t size)
 		ssize_t n = write(u->in.fd, data + done, size - done);
 		if (n < 0 && errno != EINTR)
 			u->err = errno;
+		else if (n == 0)
+			u->err = EIO;           /* no progress: never ends otherwise */
 		else if (n > 0)
 			done += n;
 	}
