@@ -372,6 +372,8 @@ static int sink_flush(struct sink *s)
 				continue;
 			return s->err = -errno;
 		}
+		if (w == 0)
+			return s->err = -EIO;   /* no progress: never ends otherwise */
 		done += w;
 	}
 	if (!s->apart) {
