@@ -201,20 +201,11 @@ struct cs_verdict cs_put_begin(struct MHD_Connection *c, const struct cs_route *
 
 void cs_put_data(struct cs_upload *u, const char *data, size_t size)
 {
-	size_t done = 0;
-
 	/* After a write error the rest is read and dropped, so the peer still
 	 * gets an answer rather than a reset. */
-	if (!u->err)
+	if (!u->err) {
 		cs_sha256_update(&u->sha, data, size);
-	while (!u->err && done < size) {
-		ssize_t n = write(u->in.fd, data + done, size - done);
-		if (n < 0 && errno != EINTR)
-			u->err = errno;
-		else if (n == 0)
-			u->err = EIO;           /* no progress: never ends otherwise */
-		else if (n > 0)
-			done += n;
+		u->err = -cs_write_all(u->in.fd, data, size);
 	}
 	u->got += size;
 }

@@ -363,19 +363,10 @@ static int sink_open(struct sink *s, int fd, uint64_t want)
 static int sink_flush(struct sink *s)
 {
 	char *p = s->slot[s->cur];
-	size_t done = 0;
+	int rc = cs_write_all(s->fd, p, s->held);
 
-	while (done < s->held) {
-		ssize_t w = write(s->fd, p + done, s->held - done);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return s->err = -errno;
-		}
-		if (w == 0)
-			return s->err = -EIO;   /* no progress: never ends otherwise */
-		done += w;
-	}
+	if (rc < 0)
+		return s->err = rc;
 	if (!s->apart) {
 		cs_sha256_update(&s->sha, p, s->held);
 	} else if (s->held) {

@@ -114,6 +114,9 @@ uint64_t cs_mix64(uint64_t x);
 /* The path the descriptor fd refers to (/proc/self/fd): its length, or
  * -errno; -ENOENT when it is not a path (a socket, a deleted file). */
 int cs_fd_path(int fd, char *out, size_t outsz);
+/* Write all of p[0, n) to fd, again after EINTR or a short write: 0, or
+ * -errno (-EIO when write(2) makes no progress). */
+int cs_write_all(int fd, const void *p, size_t n);
 /* A file's mtime in nanoseconds, as the registry records it. */
 static inline int64_t cs_mtime_ns(const struct stat *st)
 {

@@ -1,6 +1,7 @@
 /*
  * util.c - the small helpers every part needs once: clocks, hex, checked
- * number parsing, hashing, and the path behind a descriptor.
+ * number parsing, hashing, the path behind a descriptor, and writing a
+ * whole buffer.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -117,4 +118,23 @@ int cs_fd_path(int fd, char *out, size_t outsz)
 		return -errno;
 	out[n] = '\0';
 	return out[0] == '/' ? (int)n : -ENOENT;
+}
+
+int cs_write_all(int fd, const void *p, size_t n)
+{
+	const char *b = p;
+	size_t done = 0;
+
+	while (done < n) {
+		ssize_t w = write(fd, b + done, n - done);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (w == 0)
+			return -EIO;
+		done += w;
+	}
+	return 0;
 }
