@@ -27,7 +27,7 @@ static struct handle {
 static int pool_n = 4;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct cs_breaker brk;           /* under mu */
-static bool unusable;
+static bool unusable;                   /* CS_MEMCACHED refused (atomic) */
 
 void cs_mc_init(int connections)
 {
@@ -52,7 +52,7 @@ static memcached_st *make(void)
 		cs_error("CS_MEMCACHED: cannot use '%s'; going on without memcached",
 			 cs_cfg.memcached);
 		memcached_free(mc);
-		unusable = true;
+		__atomic_store_n(&unusable, true, __ATOMIC_RELAXED);
 		return NULL;
 	}
 	memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_NO_BLOCK, 1);
@@ -70,10 +70,10 @@ static struct handle *borrow(void)
 {
 	struct handle *h = NULL;
 
-	if (!cs_cfg.memcached[0])
+	if (!cs_cfg.memcached[0] || __atomic_load_n(&unusable, __ATOMIC_RELAXED))
 		return NULL;
 	pthread_mutex_lock(&mu);
-	if (!unusable && !cs_breaker_open(&brk, cs_clock_ms()))
+	if (!cs_breaker_open(&brk, cs_clock_ms()))
 		for (int i = 0; i < pool_n && !h; i++)
 			if (!pool[i].busy)
 				h = &pool[i];
