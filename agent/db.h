@@ -1,8 +1,9 @@
 /*
  * db.h - the agent's MySQL/MariaDB connections (db.c): a small pool shared
  * by every thread, a circuit breaker, one error classifier, and a builder
- * for statements.  The only code that includes the MySQL client's headers
- * besides the callers of cs_db_result().
+ * for statements.  The only header that includes the MySQL client's
+ * (<mysql.h>, for the result sets and rows its callers read); only db.c
+ * includes more of it.
  */
 #ifndef CS_DB_H
 #define CS_DB_H

@@ -19,7 +19,8 @@ struct cs_node {
 
 #define CS_UP_SECONDS 10        /* a heartbeat younger than this: node is up */
 
-/* This node's id, registering it by name if needed; 0 or -EAGAIN. */
+/* This node's id, registering it by name if needed: 0, -EAGAIN when MySQL
+ * cannot be used now, or another -errno (-ENOMEM, -EIO, as cs_db_exec). */
 int cs_nodes_self(uint32_t *id);
 /* Register or refresh this node (name, url, zone) and its heartbeat. */
 int cs_nodes_heartbeat(void);
