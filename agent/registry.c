@@ -311,9 +311,10 @@ int cs_registry_drop_copy(uint64_t file_id, uint64_t version)
 
 /* ---- import ---------------------------------------------------------- */
 
-static int import_locked(struct cs_db *d, const unsigned char h[CS_SHA256_LEN], const char *ns,
-			 const char *rel, uint64_t size, int64_t mtime_ns,
-			 const unsigned char sha[CS_SHA256_LEN], uint32_t self, struct cs_file *f)
+/* cs_registry_import on connection d: *f gets the record as registered. */
+static int import_one(struct cs_db *d, const unsigned char h[CS_SHA256_LEN], const char *ns,
+		      const char *rel, uint64_t size, int64_t mtime_ns,
+		      const unsigned char sha[CS_SHA256_LEN], uint32_t self, struct cs_file *f)
 {
 	struct cs_sql q = { 0 };
 	int rc = cs_registry_db_file(d, h, ns, rel, f, false);
@@ -360,7 +361,7 @@ int cs_registry_import(const char *ns, const char *rel, uint64_t size, int64_t m
 	cs_path_hash(ns, rel, h);
 	if (!(d = cs_db_get()))
 		return -EAGAIN;
-	rc = import_locked(d, h, ns, rel, size, mtime_ns, sha, self, &f);
+	rc = import_one(d, h, ns, rel, size, mtime_ns, sha, self, &f);
 	cs_db_put(d);
 	if (rc == 0)
 		cs_registry_cache(h, &f, true);
