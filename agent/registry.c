@@ -332,12 +332,14 @@ static int import_one(struct cs_db *d, const unsigned char h[CS_SHA256_LEN], con
 	} else if (rc < 0) {
 		return rc;
 	}
-	if (q.len && (q.oom || (rc = cs_db_exec(d, q.s, q.len, NULL, true)) < 0)) {
-		rc = q.oom ? -ENOMEM : rc;
-		goto out;
+	if (q.len || q.oom) {
+		if (q.oom || (rc = cs_db_exec(d, q.s, q.len, NULL, true)) < 0) {
+			rc = q.oom ? -ENOMEM : rc;
+			goto out;
+		}
+		if ((rc = cs_registry_db_file(d, h, ns, rel, f, false)) < 0)
+			goto out;
 	}
-	if ((rc = cs_registry_db_file(d, h, ns, rel, f, false)) < 0)
-		goto out;
 	q.len = 0;
 	cs_registry_sql_replica(&q, f->id, self, f->version, f->size, f->mtime_ns);
 	if ((rc = q.oom ? -ENOMEM : cs_db_exec(d, q.s, q.len, NULL, true)) == 0)
