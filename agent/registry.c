@@ -324,7 +324,8 @@ static int import_one(struct cs_db *d, const unsigned char h[CS_SHA256_LEN], con
 	if (rc == -ENOENT) {
 		cs_registry_sql_new_file(&q, h, ns, rel, size, mtime_ns, sha);
 	} else if (rc == 0 && f->deleted) {
-		/* Re-created over a tombstone: a new version. */
+		/* Re-created over a tombstone: a new version, unless another
+		 * writer got there first (then nothing matches the version). */
 		cs_sql_fmt(&q, "UPDATE files f SET version=version+1, deleted=0,"
 			       " size=%" PRIu64 ", mtime_ns=%" PRId64 ", sha256=", size, mtime_ns);
 		cs_sql_hex(&q, sha, CS_SHA256_LEN);
@@ -339,6 +340,11 @@ static int import_one(struct cs_db *d, const unsigned char h[CS_SHA256_LEN], con
 		}
 		if ((rc = cs_registry_db_file(d, h, ns, rel, f, false)) < 0)
 			goto out;
+		/* Another writer's version is not this node's copy. */
+		if (f->deleted || memcmp(f->sha256, sha, CS_SHA256_LEN) != 0) {
+			rc = -EEXIST;
+			goto out;
+		}
 	}
 	q.len = 0;
 	cs_registry_sql_replica(&q, f->id, self, f->version, f->size, f->mtime_ns);

@@ -46,7 +46,8 @@ int cs_registry_drop_copy(uint64_t file_id, uint64_t version);
 
 /*
  * Register a file this node already has (import).  0 when it was added or
- * already matched, -EEXIST when the registry holds other content.
+ * already matched, -EEXIST when the registry holds other content (also when
+ * another writer registered or deleted the path meanwhile).
  */
 int cs_registry_import(const char *ns, const char *rel, uint64_t size, int64_t mtime_ns,
 		       const unsigned char sha[CS_SHA256_LEN]);
