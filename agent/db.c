@@ -25,7 +25,6 @@
 #include "breaker.h"
 #include "db.h"
 
-#define MAX_CONNECTIONS 64
 #define WAIT_MS 2000            /* for a connection to come free */
 
 struct cs_db {
@@ -33,7 +32,7 @@ struct cs_db {
 	bool busy;
 };
 
-static struct cs_db pool[MAX_CONNECTIONS];
+static struct cs_db pool[CS_DB_CONNECTIONS_MAX];
 static int pool_n = 4;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t freed = PTHREAD_COND_INITIALIZER;
@@ -49,7 +48,8 @@ static void lib_init(void)
 void cs_db_init(int connections)
 {
 	pthread_once(&lib_once, lib_init);
-	pool_n = connections < 1 ? 1 : connections > MAX_CONNECTIONS ? MAX_CONNECTIONS : connections;
+	pool_n = connections < 1 ? 1 :
+		 connections > CS_DB_CONNECTIONS_MAX ? CS_DB_CONNECTIONS_MAX : connections;
 }
 
 static void failed(const char *why)

@@ -16,6 +16,9 @@
 struct cs_db;
 struct cs_sql;
 
+/* CS_DB_CONNECTIONS's largest value: MySQL connections a node keeps at
+ * most, and memcached ones likewise (mcache.c). */
+#define CS_DB_CONNECTIONS_MAX 64
 /* Size the pool (CS_DB_CONNECTIONS); once, before any cs_db_get. */
 void cs_db_init(int connections);
 /*

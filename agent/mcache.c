@@ -16,14 +16,13 @@
 #include <libmemcached/memcached.h>
 
 #include "breaker.h"
+#include "db.h"
 #include "mcache.h"
-
-#define MAX_HANDLES 64
 
 static struct handle {
 	memcached_st *mc;
 	bool busy;
-} pool[MAX_HANDLES];
+} pool[CS_DB_CONNECTIONS_MAX];
 static int pool_n = 4;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct cs_breaker brk;           /* under mu */
@@ -31,7 +30,8 @@ static bool unusable;                   /* CS_MEMCACHED refused (atomic) */
 
 void cs_mc_init(int connections)
 {
-	pool_n = connections < 1 ? 1 : connections > MAX_HANDLES ? MAX_HANDLES : connections;
+	pool_n = connections < 1 ? 1 :
+		 connections > CS_DB_CONNECTIONS_MAX ? CS_DB_CONNECTIONS_MAX : connections;
 }
 
 static memcached_st *make(void)

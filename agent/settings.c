@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "db.h"
 #include "settings.h"
 
 int cs_mysql_dsn_parse(const char *url, struct cs_mysql_dsn *d, char *err,
@@ -211,8 +212,8 @@ static int parse_cluster(struct cs_config *cfg, cs_getenv_fn get, bool agent, ch
 
 	if ((rc = parse_int("CS_REPLICAS", get("CS_REPLICAS"), 1, CS_MAX_HOLDERS, 2,
 			    &cfg->replicas, err, errlen)) < 0 ||
-	    (rc = parse_int("CS_DB_CONNECTIONS", get("CS_DB_CONNECTIONS"), 1, 64, 4,
-			    &cfg->db_connections, err, errlen)) < 0)
+	    (rc = parse_int("CS_DB_CONNECTIONS", get("CS_DB_CONNECTIONS"), 1,
+			    CS_DB_CONNECTIONS_MAX, 4, &cfg->db_connections, err, errlen)) < 0)
 		return rc;
 
 	v = get("CS_ZONE");
