@@ -18,7 +18,6 @@
 
 #define ANNOUNCE_MS 1000        /* a node answers in about a millisecond */
 #define SKIP_MS 30000           /* ... and one that did not is left alone */
-#define MAX_NODES 256
 
 /* Nodes an announcement recently failed to reach. */
 static struct {
@@ -74,8 +73,8 @@ void cs_announce_send(struct cs_announce *a, bool self)
 	int np, nu = 0;
 	int64_t now = cs_clock_ms();
 
-	if (!a->len || a->oom || !(peers = malloc(MAX_NODES * sizeof *peers)) ||
-	    (np = cs_nodes_peers(peers, MAX_NODES)) < 0 ||
+	if (!a->len || a->oom || !(peers = malloc(CS_MAX_NODES * sizeof *peers)) ||
+	    (np = cs_nodes_peers(peers, CS_MAX_NODES)) < 0 ||
 	    !(urls = malloc((np + 1) * sizeof *urls)) || !(ok = malloc((np + 1) * sizeof *ok)))
 		goto out;
 	pthread_mutex_lock(&mu);

@@ -19,7 +19,6 @@
 #include "mcache.h"
 #include "nodes.h"
 
-#define MAX_NODES 256
 #define NODES_LOCAL_MS 2000
 #define NODES_FORCE_MS 200      /* an unknown holder reads the table again */
 #define NODES_MC_TTL 5
@@ -27,13 +26,13 @@
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static uint32_t self_id;
-static struct cs_node tab[MAX_NODES];
+static struct cs_node tab[CS_MAX_NODES];
 static int tab_n;
 static int64_t tab_at = -1;
 static struct {
 	uint32_t id;
 	uint64_t files;
-} counts[MAX_NODES];
+} counts[CS_MAX_NODES];
 /* Nodes that failed a transfer lately: until when (monotonic ms), and how
  * many times in a row (each doubles the time, from 1 s to CS_DEMOTE_MS). */
 static struct {
@@ -170,20 +169,20 @@ static int locked_refresh_how(bool force)
 
 	if (!force && tab_at >= 0 && cs_clock_ms() - tab_at <= NODES_LOCAL_MS)
 		return 0;
-	if (!(fresh = calloc(MAX_NODES, sizeof *fresh)))
+	if (!(fresh = calloc(CS_MAX_NODES, sizeof *fresh)))
 		return tab_n ? 0 : -ENOMEM;
 	char *v = force ? NULL : cs_mc_get(key, &len);
 	if (v) {
 		char *z = realloc(v, len + 1);
 		if (z) {
 			z[len] = '\0';
-			count = decode(z, fresh, MAX_NODES);
+			count = decode(z, fresh, CS_MAX_NODES);
 			v = z;
 		}
 		free(v);
 	}
 	if (count <= 0) {
-		count = from_db(fresh, MAX_NODES);
+		count = from_db(fresh, CS_MAX_NODES);
 		if (count > 0) {
 			char *buf = malloc(64 * 1024);
 			int m = buf ? encode(fresh, count, buf, 64 * 1024) : -1;
@@ -315,7 +314,7 @@ static uint64_t locked_count_of(uint32_t id)
 		cs_sql_str(&q, "SELECT node_id, COUNT(*) FROM replicas WHERE stale=0 GROUP BY node_id");
 		if (cs_db_query(&q, &res) == 0) {
 			counts_n = 0;
-			while ((row = mysql_fetch_row(res)) && counts_n < MAX_NODES) {
+			while ((row = mysql_fetch_row(res)) && counts_n < CS_MAX_NODES) {
 				counts[counts_n].id = (uint32_t)cs_db_u64(row[0]);
 				counts[counts_n++].files = cs_db_u64(row[1]);
 			}
@@ -337,7 +336,7 @@ void cs_nodes_note_copy(uint32_t node)
 			counts[i].files++;
 			goto out;
 		}
-	if (counts_n < MAX_NODES) {
+	if (counts_n < CS_MAX_NODES) {
 		counts[counts_n].id = node;
 		counts[counts_n++].files = 1;
 	}
@@ -347,14 +346,14 @@ out:
 
 int cs_nodes_targets(const struct cs_file *f, struct cs_node *out, int max)
 {
-	uint64_t files[MAX_NODES];
+	uint64_t files[CS_MAX_NODES];
 	uint32_t self = 0;
 	int n = 0, rc;
 
 	cs_nodes_self(&self);
 	pthread_mutex_lock(&mu);
 	rc = locked_refresh();
-	for (int j = 0; rc == 0 && j < tab_n && n < max && n < MAX_NODES; j++) {
+	for (int j = 0; rc == 0 && j < tab_n && n < max && n < CS_MAX_NODES; j++) {
 		const struct cs_node *x = &tab[j];
 		bool holds = false;
 

@@ -18,6 +18,7 @@ struct cs_node {
 };
 
 #define CS_UP_SECONDS 10        /* a heartbeat younger than this: node is up */
+#define CS_MAX_NODES 256        /* nodes in the table, at most */
 
 /* This node's id, registering it by name if needed: 0, -EAGAIN when MySQL
  * cannot be used now, or another -errno (-ENOMEM, -EIO, as cs_db_exec). */
