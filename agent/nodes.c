@@ -355,11 +355,8 @@ int cs_nodes_targets(const struct cs_file *f, struct cs_node *out, int max)
 	rc = locked_refresh();
 	for (int j = 0; rc == 0 && j < tab_n && n < max && n < CS_MAX_NODES; j++) {
 		const struct cs_node *x = &tab[j];
-		bool holds = false;
 
-		for (int i = 0; i < f->nholders; i++)
-			holds |= f->holder[i] == x->id;
-		if (holds || x->id == self || !x->up || !x->url[0] || locked_demoted(x->id))
+		if (cs_file_holds(f, x->id) || x->id == self || !x->up || !x->url[0] || locked_demoted(x->id))
 			continue;
 		out[n] = *x;
 		files[n++] = locked_count_of(x->id);

@@ -106,11 +106,16 @@ int cs_record_decode(const char *in, size_t len, struct cs_file *f)
 	return 0;
 }
 
-void cs_file_add_holder(struct cs_file *f, uint32_t node)
+bool cs_file_holds(const struct cs_file *f, uint32_t node)
 {
 	for (int i = 0; i < f->nholders; i++)
 		if (f->holder[i] == node)
-			return;
-	if (f->nholders < CS_MAX_HOLDERS)
+			return true;
+	return false;
+}
+
+void cs_file_add_holder(struct cs_file *f, uint32_t node)
+{
+	if (!cs_file_holds(f, node) && f->nholders < CS_MAX_HOLDERS)
 		f->holder[f->nholders++] = node;
 }

@@ -31,6 +31,8 @@ int cs_record_encode_absent(char *out, size_t outsz);
 /* 0 and *f filled, 1 for the "not in the cluster" record, -EINVAL if bad. */
 int cs_record_decode(const char *in, size_t len, struct cs_file *f);
 
+/* Whether the record names node as holding f. */
+bool cs_file_holds(const struct cs_file *f, uint32_t node);
 /* f as held by node too (when there is room in the record). */
 void cs_file_add_holder(struct cs_file *f, uint32_t node);
 

@@ -118,6 +118,23 @@ static void keys(void **state)
 	assert_true(strlen(a) < 250);           /* memcached's key limit */
 }
 
+static void holders(void **state)
+{
+	(void)state;
+	struct cs_file f = sample(3), full = sample(CS_MAX_HOLDERS);
+
+	assert_true(cs_file_holds(&f, 101));
+	assert_false(cs_file_holds(&f, 99));
+	cs_file_add_holder(&f, 101);                    /* named already */
+	assert_int_equal(f.nholders, 3);
+	cs_file_add_holder(&f, 7);
+	assert_int_equal(f.nholders, 4);
+	assert_true(cs_file_holds(&f, 7));
+	cs_file_add_holder(&full, 7);                   /* no room */
+	assert_int_equal(full.nholders, CS_MAX_HOLDERS);
+	assert_false(cs_file_holds(&full, 7));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -126,6 +143,7 @@ int main(void)
 		cmocka_unit_test(too_small_buffer),
 		cmocka_unit_test(refuses_garbage),
 		cmocka_unit_test(keys),
+		cmocka_unit_test(holders),
 	};
 	return cmocka_run_group_tests_name("registry records", tests, NULL, NULL);
 }
