@@ -29,13 +29,19 @@ static void md_init(void)
 	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
 }
 
-int cs_sha256_init(struct cs_sha256 *h)
+/* SHA-256 as fetched once, or as looked up each time when that failed. */
+static const EVP_MD *md(void)
 {
 	pthread_once(&md_once, md_init);
+	return sha256_md ? sha256_md : EVP_sha256();
+}
+
+int cs_sha256_init(struct cs_sha256 *h)
+{
 	h->ctx = EVP_MD_CTX_new();
 	if (!h->ctx)
 		return -ENOMEM;
-	if (!EVP_DigestInit_ex(h->ctx, sha256_md ? sha256_md : EVP_sha256(), NULL)) {
+	if (!EVP_DigestInit_ex(h->ctx, md(), NULL)) {
 		EVP_MD_CTX_free(h->ctx);
 		h->ctx = NULL;
 		return -EIO;
@@ -68,8 +74,7 @@ void cs_sha256_buf(const void *p, size_t n, unsigned char d[CS_SHA256_LEN])
 {
 	unsigned int len = CS_SHA256_LEN;
 
-	pthread_once(&md_once, md_init);
-	if (!EVP_Digest(p, n, d, &len, sha256_md ? sha256_md : EVP_sha256(), NULL))
+	if (!EVP_Digest(p, n, d, &len, md(), NULL))
 		memset(d, 0, CS_SHA256_LEN);
 }
 
