@@ -128,6 +128,16 @@ static int parse_int(const char *name, const char *v, int lo, int hi, int def, i
 	return 0;
 }
 
+/* A name (CS_NODE, CS_ZONE) into out[CS_NAME_MAX], if it is one. */
+static int parse_name(const char *var, const char *v, char *out, char *err, size_t errlen)
+{
+	if (!cs_config_name_ok(v, strlen(v)))
+		return cs_config_fail(err, errlen, "%s: '%s' must be 1-%d of A-Z a-z 0-9 . _ -",
+				      var, v, CS_NAME_MAX - 1);
+	strcpy(out, v);
+	return 0;
+}
+
 /* The node's name, its address, its registry and its secret: the agent's
  * and its commands'. */
 static int parse_cluster(struct cs_config *cfg, cs_getenv_fn get, bool agent, char *err,
@@ -138,11 +148,8 @@ static int parse_cluster(struct cs_config *cfg, cs_getenv_fn get, bool agent, ch
 
 	v = get("CS_NODE");
 	if (v && *v) {
-		if (!cs_config_name_ok(v, strlen(v)))
-			return cs_config_fail(err, errlen,
-					      "CS_NODE: '%s' must be 1-%d of A-Z a-z 0-9 . _ -",
-					      v, CS_NAME_MAX - 1);
-		strcpy(cfg->node, v);
+		if ((rc = parse_name("CS_NODE", v, cfg->node, err, errlen)) < 0)
+			return rc;
 	} else {
 		char host[256] = "";
 		gethostname(host, sizeof host - 1);
@@ -217,13 +224,8 @@ static int parse_cluster(struct cs_config *cfg, cs_getenv_fn get, bool agent, ch
 		return rc;
 
 	v = get("CS_ZONE");
-	if (v && *v) {
-		if (!cs_config_name_ok(v, strlen(v)))
-			return cs_config_fail(err, errlen,
-					      "CS_ZONE: '%s' must be 1-%d of A-Z a-z 0-9 . _ -",
-					      v, CS_NAME_MAX - 1);
-		strcpy(cfg->zone, v);
-	}
+	if (v && *v && (rc = parse_name("CS_ZONE", v, cfg->zone, err, errlen)) < 0)
+		return rc;
 
 	v = get("CS_LOG_FILE");
 	if (v && *v && (v[0] != '/' ||
