@@ -184,10 +184,15 @@ int cs_db_exec(struct cs_db *d, const char *sql, size_t len, MYSQL_RES **res, bo
 	return -EAGAIN;
 }
 
-int cs_db_multi(struct cs_db *d, const char *sql, size_t len, MYSQL_RES **res, int nres,
+int cs_db_run(struct cs_db *d, const struct cs_sql *q, MYSQL_RES **res, bool retry)
+{
+	return q->oom ? -ENOMEM : cs_db_exec(d, q->s, q->len, res, retry);
+}
+
+int cs_db_multi(struct cs_db *d, const struct cs_sql *q, MYSQL_RES **res, int nres,
 		uint64_t *ids, int nids)
 {
-	int rc = cs_db_exec(d, sql, len, NULL, false), status, set = 0, stmt = 0;
+	int rc = cs_db_run(d, q, NULL, false), status, set = 0, stmt = 0;
 	bool lost = false;      /* a result set that could not be read */
 
 	if (rc < 0)

@@ -37,14 +37,17 @@ void cs_db_put(struct cs_db *d);
  * lock wait) that the caller should retry whole, -EIO for anything else.
  */
 int cs_db_exec(struct cs_db *d, const char *sql, size_t len, MYSQL_RES **res, bool retry);
+/* cs_db_exec of q's text, or -ENOMEM when q could not be built. */
+int cs_db_run(struct cs_db *d, const struct cs_sql *q, MYSQL_RES **res, bool retry);
 /*
- * Several statements in one round trip (inside a transaction: never sent
- * again on a new connection).  res[i] gets the i-th result set (of nres;
- * the rest are freed), ids[i] the AUTO_INCREMENT value statement i made (of
- * nids).  The server stops at the first failing statement; its error is
- * returned as cs_db_exec would, and the sets already taken are the caller's.
+ * q's several statements in one round trip (inside a transaction: never
+ * sent again on a new connection).  res[i] gets the i-th result set (of
+ * nres; the rest are freed), ids[i] the AUTO_INCREMENT value statement i
+ * made (of nids).  The server stops at the first failing statement; its
+ * error is returned as cs_db_exec would, and the sets already taken are the
+ * caller's.  -ENOMEM when q could not be built.
  */
-int cs_db_multi(struct cs_db *d, const char *sql, size_t len, MYSQL_RES **res, int nres,
+int cs_db_multi(struct cs_db *d, const struct cs_sql *q, MYSQL_RES **res, int nres,
 		uint64_t *ids, int nids);
 /* A SELECT whose rows go to fn as they arrive, for results too large to
  * hold (the index is built from every file the cluster has).  0 or as

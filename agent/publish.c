@@ -21,14 +21,6 @@
 #include "publish.h"
 #include "registry.h"
 
-/* Statement n of a transaction: no reconnect-and-repeat halfway through. */
-static int tx_stmt(struct cs_db *d, struct cs_sql *q)
-{
-	if (q->oom)
-		return -ENOMEM;
-	return cs_db_exec(d, q->s, q->len, NULL, false);
-}
-
 #define NEW_VERSION (-1)        /* stmt[i] of an existing path: a new version */
 #define SAME_BYTES (-2)         /* ... or the same bytes again: none */
 
@@ -60,11 +52,7 @@ static int attempt(struct cs_db *d, struct cs_publish *v, const int *order, int 
 		cs_sql_str(&q, "; ");
 		cs_registry_sql_file(&q, h[i], v[i].ns, v[i].rel, true);
 	}
-	if (q.oom) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	if ((rc = cs_db_multi(d, q.s, q.len, res, n, NULL, 0)) < 0)
+	if ((rc = cs_db_multi(d, &q, res, n, NULL, 0)) < 0)
 		goto fail;
 
 	q.len = 0;
@@ -111,11 +99,11 @@ static int attempt(struct cs_db *d, struct cs_publish *v, const int *order, int 
 	}
 	cs_sql_str(&q, "COMMIT");
 	nstmt++;
-	if (q.oom || !(made = calloc(nstmt, sizeof *made))) {
+	if (!(made = calloc(nstmt, sizeof *made))) {
 		rc = -ENOMEM;
 		goto fail;
 	}
-	if ((rc = cs_db_multi(d, q.s, q.len, NULL, 0, made, nstmt)) < 0)
+	if ((rc = cs_db_multi(d, &q, NULL, 0, made, nstmt)) < 0)
 		goto fail;
 	/* The records as committed. */
 	for (int i = 0; i < n; i++) {
@@ -216,17 +204,17 @@ static int tombstone(struct cs_db *d, const unsigned char h[CS_SHA256_LEN], cons
 		goto fail;
 	cs_sql_fmt(&q, "UPDATE files SET version=version+1, deleted=1 WHERE id=%" PRIu64,
 		prev->id);
-	if ((rc = tx_stmt(d, &q)) < 0)
+	if ((rc = cs_db_run(d, &q, NULL, false)) < 0)
 		goto fail;
 	q.len = 0;
 	cs_sql_fmt(&q, "UPDATE replicas SET stale=1 WHERE file_id=%" PRIu64
 		    " AND node_id<>%" PRIu32, prev->id, self);
-	if ((rc = tx_stmt(d, &q)) < 0)
+	if ((rc = cs_db_run(d, &q, NULL, false)) < 0)
 		goto fail;
 	q.len = 0;
 	cs_sql_fmt(&q, "DELETE FROM replicas WHERE file_id=%" PRIu64 " AND node_id=%" PRIu32,
 		prev->id, self);
-	if ((rc = tx_stmt(d, &q)) < 0)
+	if ((rc = cs_db_run(d, &q, NULL, false)) < 0)
 		goto fail;
 	rc = cs_db_exec(d, "COMMIT", 6, NULL, false);
 	if (rc < 0)

@@ -117,11 +117,7 @@ int cs_registry_db_file(struct cs_db *d, const unsigned char h[CS_SHA256_LEN], c
 	int rc;
 
 	cs_registry_sql_file(&q, h, ns, rel, for_update);
-	if (q.oom) {
-		cs_sql_free(&q);
-		return -ENOMEM;
-	}
-	rc = cs_db_exec(d, q.s, q.len, &res, !for_update);
+	rc = cs_db_run(d, &q, &res, !for_update);
 	if (rc == 0)
 		rc = cs_registry_row(res, f);
 	if (res)
@@ -334,10 +330,8 @@ static int import_one(struct cs_db *d, const unsigned char h[CS_SHA256_LEN], con
 		return rc;
 	}
 	if (q.len || q.oom) {
-		if (q.oom || (rc = cs_db_exec(d, q.s, q.len, NULL, true)) < 0) {
-			rc = q.oom ? -ENOMEM : rc;
+		if ((rc = cs_db_run(d, &q, NULL, true)) < 0)
 			goto out;
-		}
 		if ((rc = cs_registry_db_file(d, h, ns, rel, f, false)) < 0)
 			goto out;
 		/* Another writer's version is not this node's copy. */
@@ -348,7 +342,7 @@ static int import_one(struct cs_db *d, const unsigned char h[CS_SHA256_LEN], con
 	}
 	q.len = 0;
 	cs_registry_sql_replica(&q, f->id, self, f->version, f->size, f->mtime_ns);
-	if ((rc = q.oom ? -ENOMEM : cs_db_exec(d, q.s, q.len, NULL, true)) == 0)
+	if ((rc = cs_db_run(d, &q, NULL, true)) == 0)
 		rc = cs_registry_db_file(d, h, ns, rel, f, false);
 out:
 	cs_sql_free(&q);
