@@ -159,6 +159,11 @@ struct cs_qentry *cs_queue_retire(struct cs_queue *q, struct cs_qentry **b, int 
 		struct cs_qentry *x = b[i];
 
 		if (!x->done) {
+			/* The whole queue pauses for an outage of the registry
+			 * (cs_queue_pause, before this): it is no failure of
+			 * the entry's own, to back it off once more for. */
+			if (q->paused_until > now)
+				continue;
 			x->fails++;
 			int ms = BACKOFF_MIN_MS;
 			for (int f = 1; f < x->fails && ms < BACKOFF_MAX_MS; f++)

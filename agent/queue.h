@@ -51,8 +51,10 @@ int cs_queue_next(struct cs_queue *q, int64_t now, struct cs_qentry **b, int max
  * b[0, n), which began running at ms began, has run.  Each entry marked
  * done leaves the queue, together with the later writes of its path read
  * before began (their bytes were on disk before it ran: covered); the rest
- * back off on their own (0.1 s doubling to 5 s).  The entries that left are
- * returned as a list through ->next, to acknowledge and then free.
+ * back off on their own (0.1 s doubling to 5 s), unless the queue was paused
+ * for this batch (cs_queue_pause first: the pause is all the waiting an
+ * outage costs).  The entries that left are returned as a list through
+ * ->next, to acknowledge and then free.
  */
 struct cs_qentry *cs_queue_retire(struct cs_queue *q, struct cs_qentry **b, int n,
 				  int64_t began, int64_t now);

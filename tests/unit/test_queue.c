@@ -205,6 +205,32 @@ static void a_registry_outage_pauses_everything(void **state)
 	assert_string_equal(names(b, n), "a b");
 }
 
+/* The agent pauses the queue for an outage before it retires the batch:
+ * its entries wait out the pause only, and a failure of their own after it
+ * backs off from the start. */
+static void an_outage_is_not_the_entries_failure(void **state)
+{
+	(void)state;
+	struct cs_qentry *b[64];
+	int wait, n;
+
+	add(CS_OP_WRITE, "a", NULL, 0);
+	n = cs_queue_next(&q, 100, b, 64, no_size, &wait);
+	cs_queue_pause(&q, 100);                /* the registry is down */
+	cs_queue_retire(&q, b, n, 100, 100);
+	n = cs_queue_next(&q, 200, b, 64, no_size, &wait);
+	assert_string_equal(names(b, n), "a");  /* as soon as the pause ends */
+	cs_queue_pause(&q, 200);                /* still down: 0.2 s */
+	cs_queue_retire(&q, b, n, 200, 200);
+	n = cs_queue_next(&q, 400, b, 64, no_size, &wait);
+	assert_string_equal(names(b, n), "a");
+	cs_queue_resume(&q);                    /* back, but a fails on its own */
+	cs_queue_retire(&q, b, n, 400, 400);
+	assert_int_equal(cs_queue_next(&q, 499, b, 64, no_size, &wait), 0);
+	n = cs_queue_next(&q, 500, b, 64, no_size, &wait);
+	assert_string_equal(names(b, n), "a");  /* 0.1 s, as for a first failure */
+}
+
 static void holder_records_batch_apart_from_writes(void **state)
 {
 	(void)state;
@@ -253,6 +279,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(one_write_per_path_and_cover, setup, teardown),
 		cmocka_unit_test_setup_teardown(a_failing_entry_holds_back_its_path_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(a_registry_outage_pauses_everything, setup, teardown),
+		cmocka_unit_test_setup_teardown(an_outage_is_not_the_entries_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(holder_records_batch_apart_from_writes, setup, teardown),
 		cmocka_unit_test_setup_teardown(batches_are_bounded, setup, teardown),
 	};
