@@ -79,14 +79,16 @@ struct chunk {
 	char *buf;
 	size_t len;
 	uint64_t base;                  /* file offset of buf[0] */
+	char *mem;                      /* what to free (buf or before it) */
 };
 
-/* Everything from off to the end of fd: 0 with *c (c->buf malloc'd). */
+/* Everything from off to the end of fd: 0 with *c (c->mem malloc'd, or
+ * NULL when there is nothing), or -errno with c->base = off all the same. */
 static int read_rest(int fd, uint64_t off, struct chunk *c)
 {
 	struct stat st;
 
-	c->buf = NULL;
+	c->buf = c->mem = NULL;
 	c->len = 0;
 	c->base = off;
 	if (fstat(fd, &st) < 0)
@@ -94,15 +96,44 @@ static int read_rest(int fd, uint64_t off, struct chunk *c)
 	if ((uint64_t)st.st_size <= off)
 		return 0;
 	size_t want = (size_t)(st.st_size - off);
-	if (!(c->buf = malloc(want + 1)))
+	if (!(c->buf = c->mem = malloc(want + 1)))
 		return -ENOMEM;
 	ssize_t n = pread(fd, c->buf, want, (off_t)off);
 	if (n < 0) {
-		free(c->buf);
-		c->buf = NULL;
+		free(c->mem);
+		c->buf = c->mem = NULL;
 		return -errno;
 	}
 	c->len = (size_t)n;
+	return 0;
+}
+
+/*
+ * A journal read from its first entry on: 0 with *c as read_rest's, and
+ * *data where its data starts (disk space before that was given back), or
+ * -errno.  A compacted journal starts with a hole; the first line after it
+ * may be cut, and is done (all before the hole's end was): c starts after
+ * it.  Only ENXIO says the journal is all hole (or empty); when SEEK_DATA
+ * fails otherwise it is read whole, as it may hold entries.
+ */
+static int read_start(int fd, struct chunk *c, uint64_t *data)
+{
+	off_t d = lseek(fd, 0, SEEK_DATA);
+	struct stat st;
+	int rc;
+
+	if (d < 0 && errno == ENXIO) {
+		*data = fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+		return read_rest(fd, *data, c);         /* nothing, unless appended since */
+	}
+	*data = d < 0 ? 0 : (uint64_t)d;
+	if ((rc = read_rest(fd, *data, c)) < 0 || !c->buf || *data == 0)
+		return rc;
+	char *nl = memchr(c->buf, '\n', c->len);
+	size_t skip = nl ? (size_t)(nl - c->buf) + 1 : c->len;
+	c->buf += skip;
+	c->len -= skip;
+	c->base += skip;
 	return 0;
 }
 
@@ -173,34 +204,19 @@ static void queued(void *arg, struct cs_entry *e)
 		j->pending++;
 }
 
-/* Queue what was appended to j since it was last read. */
+/* Queue what was appended to j since it was last read (first: all of it). */
 static void read_more(struct journal *j, bool first)
 {
 	struct chunk c;
-	size_t skip = 0;
 
-	if (first) {
-		/* A compacted journal starts with a hole; the first line after
-		 * it may be cut, and is done (all before the hole's end was). */
-		off_t data = lseek(j->fd, 0, SEEK_DATA);
-		if (data < 0) {
-			struct stat st;
-			j->off = fstat(j->fd, &st) == 0 ? (uint64_t)st.st_size : 0;
-			return;         /* holes only: nothing left */
-		}
-		j->off = j->punched = (uint64_t)data;
-	}
-	if (read_rest(j->fd, j->off, &c) < 0 || !c.buf)
-		return;
-	if (first && j->off > 0) {
-		char *nl = memchr(c.buf, '\n', c.len);
-		skip = nl ? (size_t)(nl - c.buf) + 1 : c.len;
-		c.buf += skip;
-		c.len -= skip;
-		c.base += skip;
-	}
-	j->off += skip + parse(&c, first, queued, j);
-	free(c.buf - skip);
+	if (first)
+		read_start(j->fd, &c, &j->punched);
+	else
+		read_rest(j->fd, j->off, &c);
+	j->off = c.base;
+	if (c.buf)
+		j->off += parse(&c, first, queued, j);
+	free(c.mem);
 }
 
 static struct journal *find(const char *name)
@@ -538,6 +554,7 @@ long cs_tail_pending(int *live)
 		return errno == ENOENT ? 0 : -errno;
 	while ((e = readdir(d))) {
 		struct chunk c;
+		uint64_t data;
 		int fd;
 
 		if (!journal_name(e->d_name) ||
@@ -545,17 +562,9 @@ long cs_tail_pending(int *live)
 			continue;
 		if (flock(fd, LOCK_SH | LOCK_NB) < 0)
 			(*live)++;
-		off_t data = lseek(fd, 0, SEEK_DATA);
-		if (data >= 0 && read_rest(fd, (uint64_t)data, &c) == 0 && c.buf) {
-			size_t skip = 0;
-			if (data > 0) {
-				char *nl = memchr(c.buf, '\n', c.len);
-				skip = nl ? (size_t)(nl - c.buf) + 1 : c.len;
-			}
-			struct chunk rest = { c.buf + skip, c.len - skip, c.base + skip };
-			parse(&rest, true, count, &pending);
-			free(c.buf);
-		}
+		if (read_start(fd, &c, &data) == 0 && c.buf)
+			parse(&c, true, count, &pending);
+		free(c.mem);
 		close(fd);
 	}
 	closedir(d);
