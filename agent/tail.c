@@ -147,9 +147,10 @@ static int cmp_u64(const void *a, const void *b)
 /*
  * Parse the complete lines of c.  Entries go to fn (with arg), unless first
  * is set and a "K" line in c acknowledges them; returns the bytes used (up
- * to the last '\n').
+ * to the last '\n', or to the start of the line fn refused: it is read
+ * again next time).
  */
-static size_t parse(const struct chunk *c, bool first, void (*fn)(void *, struct cs_entry *),
+static size_t parse(const struct chunk *c, bool first, int (*fn)(void *, struct cs_entry *),
 		    void *arg)
 {
 	struct cs_entry *e = malloc(sizeof *e);
@@ -182,8 +183,9 @@ static size_t parse(const struct chunk *c, bool first, void (*fn)(void *, struct
 					acked[nacked++] = e->off;
 			} else if (rc == 0 && e->op != CS_OP_ACK && pass == 1) {
 				e->off = c->base + pos;
-				if (!nacked || !bsearch(&e->off, acked, nacked, sizeof *acked, cmp_u64))
-					fn(arg, e);
+				if ((!nacked || !bsearch(&e->off, acked, nacked, sizeof *acked, cmp_u64)) &&
+				    fn(arg, e) < 0)
+					break;
 			}
 			pos += n + 1;
 		}
@@ -196,12 +198,14 @@ static size_t parse(const struct chunk *c, bool first, void (*fn)(void *, struct
 	return used;
 }
 
-static void queued(void *arg, struct cs_entry *e)
+static int queued(void *arg, struct cs_entry *e)
 {
 	struct journal *j = arg;
+	int rc = cs_queue_add(&T.q, e, j, cs_clock_ms());
 
-	if (cs_queue_add(&T.q, e, j, cs_clock_ms()) == 0)
+	if (rc == 0)
 		j->pending++;
+	return rc;
 }
 
 /* Queue what was appended to j since it was last read (first: all of it). */
@@ -537,10 +541,11 @@ long cs_tail_drain(int timeout_ms)
 
 /* ---- counting, read only -------------------------------------------------- */
 
-static void count(void *arg, struct cs_entry *e)
+static int count(void *arg, struct cs_entry *e)
 {
 	(void)e;
 	(*(long *)arg)++;
+	return 0;
 }
 
 long cs_tail_pending(int *live)
