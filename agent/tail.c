@@ -51,6 +51,7 @@ struct journal {
 	unsigned long pending;          /* its entries in the queue */
 	char *acks;                     /* "K" lines to write */
 	size_t alen, acap;
+	bool cut;                       /* a short write left a line unended */
 	char name[256];
 };
 
@@ -314,15 +315,34 @@ static void ack(struct journal *j, uint64_t off)
 	j->alen += n;
 }
 
+/*
+ * End the line a short write cut (a full disk), before anything else goes
+ * into j: the writer's next entry would run into it and be lost with it.
+ * Ended by a byte no K line holds, so it reads as an unreadable line;
+ * a bare '\n' could make "K\t12" of "K\t1234", acknowledging another entry.
+ */
+static bool end_cut(struct journal *j)
+{
+	if (j->cut && write(j->fd, "~\n", 2) == 2)
+		j->cut = false;
+	return !j->cut;
+}
+
 static void flush_acks(void)
 {
 	for (struct journal *j = T.list; j; j = j->next) {
-		if (!j->alen)
+		if (!j->alen && !j->cut)
 			continue;
-		ssize_t w = write(j->fd, j->acks, j->alen);
-		if (w != (ssize_t)j->alen)
+		ssize_t w = -1;
+		if (end_cut(j) && j->alen)
+			w = write(j->fd, j->acks, j->alen);
+		if (j->alen && w != (ssize_t)j->alen)
 			cs_error_every(10, "%s: cannot acknowledge entries: %s", j->name,
 				       w < 0 ? strerror(errno) : "short write");
+		if (w > 0 && (size_t)w < j->alen && j->acks[w - 1] != '\n') {
+			j->cut = true;
+			end_cut(j);
+		}
 		j->alen = 0;
 	}
 }
