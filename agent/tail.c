@@ -368,7 +368,7 @@ static void finish(void)
 
 		if (!j->pending)
 			read_more(j, false);    /* our own acks, or a last entry */
-		if (j->pending || fstat(j->fd, &st) < 0 || (uint64_t)st.st_size > j->off) {
+		if (j->pending) {
 			pp = &j->next;
 			continue;
 		}
@@ -383,6 +383,11 @@ static void finish(void)
 			pp = &j->next;
 			continue;
 		}
+		/* Nobody ends a line its writer was killed in the middle of
+		 * writing: it is no entry, and keeps the journal no longer. */
+		if (fstat(j->fd, &st) == 0 && (uint64_t)st.st_size > j->off)
+			cs_warn("%s: the last %" PRIu64 " bytes, a line cut short, dropped", j->name,
+				(uint64_t)st.st_size - j->off);
 		unlinkat(T.spool, j->name, 0);
 		cs_debug("finished the journal %s", j->name);
 		*pp = j->next;
