@@ -15,8 +15,12 @@
  *   K \t offset \n                    the entry starting at offset is done
  *
  * Paths are percent-encoded, so a line holds no tab or newline of its own.
- * Entries are idempotent (replaying one that is done changes nothing), and a
- * line cut short by a crash lacks its '\n' and is ignored.
+ * Entries are idempotent (replaying one that is done changes nothing).  A
+ * line cut short lacks its '\n': the agent reads whole lines only, and drops
+ * such a line once its writer is gone (killed in the middle of writing it).
+ * A writer that lives on after a short write (a full disk) appends its next
+ * entry onto the cut line, and the two read as one unreadable line; the
+ * agent ends the K lines it cuts itself.
  *
  * The owner holds an flock on its journal for life; the agent reads every
  * journal in CS_SPOOL, writes the K lines, and deletes a journal once all of
