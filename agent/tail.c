@@ -549,10 +549,10 @@ unsigned long cs_tail_backlog(void)
 long cs_tail_drain(int timeout_ms)
 {
 	int64_t deadline = cs_clock_ms() + timeout_ms;
-	int never = 0;
+	int never = 0, rc;
 
-	if (open_spool() < 0)
-		return -errno;
+	if ((rc = open_spool()) < 0)
+		return rc;
 	scan();
 	while (T.q.count && cs_clock_ms() < deadline) {
 		int wait = run_queue(&never);

@@ -14,7 +14,8 @@ void cs_tail_stop(void);
 /*
  * Without an agent (cs-replicate drain when none runs): replicate every
  * journal in CS_SPOOL here until nothing is left or timeout_ms passed.
- * Returns the entries still pending.
+ * Returns the entries still pending, or -errno when CS_SPOOL cannot be
+ * opened.
  */
 long cs_tail_drain(int timeout_ms);
 

@@ -281,6 +281,11 @@ static int cmd_drain(int argc, char **argv)
 	}
 	if ((rc = cs_agent_lock()) == 0) {
 		pending = cs_tail_drain((int)(timeout * 1000));
+		if (pending < 0) {
+			fprintf(stderr, "cs-replicate drain: %s: %s\n", cs_cfg.spool,
+				strerror((int)-pending));
+			return 1;
+		}
 		if (pending == 0) {
 			printf("nothing pending (no agent running: replicated here)\n");
 			return 0;
