@@ -289,10 +289,8 @@ int cs_journal_format(enum cs_op op, const char *ns, const char *rel,
 /* Parse one line (without its '\n'); 0 or -EINVAL.  e->off is left alone
  * except for CS_OP_ACK. */
 int cs_journal_parse(const char *line, size_t len, struct cs_entry *e);
-/* A new journal in CS_SPOOL, locked (flock) for this process's life and
- * only then named j.<pid>.<stamp>: its descriptor, or -errno. */
-int cs_journal_create(char *name, size_t namesz);
-/* This process's journal's name in CS_SPOOL, "" before the first entry. */
+/* This process's journal's name in CS_SPOOL, "" before the first entry; from
+ * any thread, as long as nothing closes the journal (the agent never does). */
 const char *cs_journal_name(void);
 /* Open the spool directory now (chroot is coming: it could not be found). */
 int cs_journal_prepare(void);

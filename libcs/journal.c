@@ -52,7 +52,7 @@ static struct {
 	int fd;                 /* this process's journal, -1 until first use */
 	int opening;            /* a thread is creating it */
 	int spool_fd;           /* CS_SPOOL, O_PATH */
-	char name[CS_PATH_MAX];
+	char name[64];          /* fd's name in CS_SPOOL, written before fd */
 } jr = { .fd = -1, .spool_fd = -1 };
 
 /* CS_SPOOL's descriptor, opened (and the directory made) on first use. */
@@ -85,27 +85,27 @@ int cs_journal_prepare(void)
 	return fd < 0 ? fd : 0;
 }
 
-int cs_journal_create(char *name, size_t namesz)
+/* A new journal in CS_SPOOL, locked (flock) for this process's life and
+ * only then named j.<pid>.<stamp> (into name): its descriptor, or -errno. */
+static int create(char *name, size_t namesz)
 {
-	char base[64], tmp[80];
+	char tmp[80];
 	struct timespec ts;
 	int dir = spool_dir(), fd;
 
 	if (dir < 0)
 		return dir;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	snprintf(base, sizeof base, "j.%d.%llx%06lx", (int)getpid(),
+	snprintf(name, namesz, "j.%d.%llx%06lx", (int)getpid(),
 		 (unsigned long long)ts.tv_sec, (long)(ts.tv_nsec / 1000));
-	snprintf(tmp, sizeof tmp, "%s.new", base);
-	if ((size_t)snprintf(name, namesz, "%s/%s", cs_cfg.spool, base) >= namesz)
-		return -ENAMETOOLONG;
+	snprintf(tmp, sizeof tmp, "%s.new", name);
 	fd = cs_libc.openat(dir, tmp, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC | O_NOFOLLOW,
 			    0666);
 	if (fd < 0)
 		return -errno;
 	/* Whoever runs the agent must be able to acknowledge it for us. */
 	if (fchmod(fd, 0666) < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0 ||
-	    cs_libc.renameat(dir, tmp, dir, base) < 0) {
+	    cs_libc.renameat(dir, tmp, dir, name) < 0) {
 		int e = errno;
 		cs_libc.unlinkat(dir, tmp, 0);
 		cs_libc.close(fd);
@@ -125,7 +125,7 @@ static int journal_fd(int *err)
 						__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
 			fd = __atomic_load_n(&jr.fd, __ATOMIC_ACQUIRE);
 			if (fd < 0) {
-				fd = cs_journal_create(jr.name, sizeof jr.name);
+				fd = create(jr.name, sizeof jr.name);
 				if (fd >= 0)
 					__atomic_store_n(&jr.fd, fd, __ATOMIC_RELEASE);
 			}
@@ -340,7 +340,8 @@ void cs_journal_closing_range(unsigned first, unsigned last)
 
 const char *cs_journal_name(void)
 {
-	const char *slash = strrchr(jr.name, '/');
-
-	return slash ? slash + 1 : jr.name;
+	/* Another thread may be creating the journal: its name is whole once
+	 * its descriptor is seen, which journal_fd stores after the name,
+	 * with release. */
+	return __atomic_load_n(&jr.fd, __ATOMIC_ACQUIRE) >= 0 ? jr.name : "";
 }
