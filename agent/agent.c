@@ -165,7 +165,10 @@ int cs_agent_main(void)
 	if (cs_nodes_heartbeat() < 0)
 		cs_warn("not registered yet (registry unreachable); retrying every %d s",
 			HEARTBEAT_MS / 1000);
-	cs_indexer_start();
+	if ((rc = cs_indexer_start()) < 0) {
+		cs_error("cannot start the index of names: %s", strerror(-rc));
+		return 1;
+	}
 	if ((rc = cs_local_start()) < 0) {
 		cs_error("cannot listen on %s/%s: %s", cs_cfg.spool, CS_SOCKET_NAME, strerror(-rc));
 		return 1;
@@ -178,8 +181,11 @@ int cs_agent_main(void)
 	 * finds everything running. */
 	if (cs_http_start() < 0)
 		return 1;
-	pthread_create(&hb, NULL, heartbeat, NULL);
-	pthread_create(&sw, NULL, sweeper, NULL);
+	if ((rc = pthread_create(&hb, NULL, heartbeat, NULL)) != 0 ||
+	    (rc = pthread_create(&sw, NULL, sweeper, NULL)) != 0) {
+		cs_error("cannot start the heartbeat and the sweep: %s", strerror(rc));
+		return 1;
+	}
 	/* Said whatever CS_LOG is: an operator looks for this line. */
 	cs_log_write(CS_LOG_INFO, "node %s serving peers on %s (%s), hosts on %s/%s", cs_cfg.node,
 		     cs_cfg.listen, cs_cfg.node_url, cs_cfg.spool, CS_SOCKET_NAME);
