@@ -78,9 +78,7 @@ static void adopt(void)
 	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= CS_INDEX_HEAD) {
 		void *p = mmap(NULL, st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 		struct cs_index_head *h = p;
-		if (p != MAP_FAILED && memcmp(h->magic, CS_INDEX_MAGIC, 8) == 0 &&
-		    h->k == CS_INDEX_K && h->nblocks && !(h->nblocks & (h->nblocks - 1)) &&
-		    h->nblocks <= (uint64_t)(st.st_size - CS_INDEX_HEAD) / 64 && !h->superseded) {
+		if (p != MAP_FAILED && cs_index_head_ok(h, st.st_size) && !h->superseded) {
 			cur.head = h;
 			cur.blocks = (uint64_t *)((char *)p + CS_INDEX_HEAD);
 			cur.len = st.st_size;

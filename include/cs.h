@@ -327,6 +327,9 @@ struct cs_index_head {
 	uint64_t built_ms;              /* CLOCK_REALTIME when built */
 };
 
+/* Whether h, the start of a file of size bytes (at least CS_INDEX_HEAD), is
+ * an index of this format whose blocks are all in the file. */
+bool cs_index_head_ok(const struct cs_index_head *h, uint64_t size);
 /* The two hashes of a name: h[0] picks the block, h[1] the bits in it. */
 void cs_index_hash(const char *ns, const char *rel, uint64_t h[2]);
 /* Whether the bits of h are all set in the blocks. */

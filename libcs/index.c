@@ -53,6 +53,14 @@ bool cs_index_test(const uint64_t *blocks, uint64_t nblocks, const uint64_t h[2]
 	return true;
 }
 
+bool cs_index_head_ok(const struct cs_index_head *h, uint64_t size)
+{
+	uint64_t n = h->nblocks;
+
+	return memcmp(h->magic, CS_INDEX_MAGIC, 8) == 0 && h->k == CS_INDEX_K && n != 0 &&
+	       (n & (n - 1)) == 0 && n <= (size - CS_INDEX_HEAD) / 64;
+}
+
 /* Map CS_SPOOL/index; NULL when there is none or it is not one. */
 static const struct cs_index_head *map_file(size_t *len)
 {
@@ -73,15 +81,12 @@ static const struct cs_index_head *map_file(size_t *len)
 	cs_libc.close(fd);
 	if (p == MAP_FAILED)
 		return NULL;
-	const struct cs_index_head *h = p;
-	uint64_t n = h->nblocks;
-	if (memcmp(h->magic, CS_INDEX_MAGIC, 8) != 0 || h->k != CS_INDEX_K || n == 0 ||
-	    (n & (n - 1)) != 0 || n > (uint64_t)(st.st_size - CS_INDEX_HEAD) / 64) {
+	if (!cs_index_head_ok(p, st.st_size)) {
 		munmap(p, st.st_size);
 		return NULL;
 	}
 	*len = st.st_size;
-	return h;
+	return p;
 }
 
 /* Drop slot s's mapping if nobody reads it. */
