@@ -72,9 +72,9 @@ static void add_one(struct cs_index_file *x, const char *ns, const char *rel)
 	bool fresh = false;
 
 	cs_index_hash(ns, rel, h);
-	b = x->blocks + (h[0] & (x->head->nblocks - 1)) * CS_INDEX_BLOCK_WORDS;
+	b = x->blocks + cs_index_block(x->head->nblocks, h);
 	for (int i = 0; i < CS_INDEX_K; i++) {
-		unsigned bit = (unsigned)(h[1] >> (9 * i)) & 511;
+		unsigned bit = cs_index_bit(h, i);
 		uint64_t m = 1ULL << (bit & 63);
 		fresh |= !(__atomic_fetch_or(&b[bit >> 6], m, __ATOMIC_RELAXED) & m);
 	}

@@ -332,6 +332,18 @@ struct cs_index_head {
 bool cs_index_head_ok(const struct cs_index_head *h, uint64_t size);
 /* The two hashes of a name: h[0] picks the block, h[1] the bits in it. */
 void cs_index_hash(const char *ns, const char *rel, uint64_t h[2]);
+/* Where h's block starts among nblocks (in words), and which bit of it is
+ * h's i-th (0 <= i < CS_INDEX_K): the reader and the agent's writer share
+ * these, so they cannot disagree.  Inline: a lookup runs on every stat of
+ * a path the cluster does not have. */
+static inline uint64_t cs_index_block(uint64_t nblocks, const uint64_t h[2])
+{
+	return (h[0] & (nblocks - 1)) * CS_INDEX_BLOCK_WORDS;
+}
+static inline unsigned cs_index_bit(const uint64_t h[2], int i)
+{
+	return (unsigned)(h[1] >> (9 * i)) & 511;
+}
 /* Whether the bits of h are all set in the blocks. */
 bool cs_index_test(const uint64_t *blocks, uint64_t nblocks, const uint64_t h[2]);
 

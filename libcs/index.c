@@ -43,10 +43,10 @@ void cs_index_hash(const char *ns, const char *rel, uint64_t h[2])
 
 bool cs_index_test(const uint64_t *blocks, uint64_t nblocks, const uint64_t h[2])
 {
-	const uint64_t *b = blocks + (h[0] & (nblocks - 1)) * CS_INDEX_BLOCK_WORDS;
+	const uint64_t *b = blocks + cs_index_block(nblocks, h);
 
 	for (int i = 0; i < CS_INDEX_K; i++) {
-		unsigned bit = (unsigned)(h[1] >> (9 * i)) & 511;
+		unsigned bit = cs_index_bit(h, i);
 		if (!((__atomic_load_n(&b[bit >> 6], __ATOMIC_RELAXED) >> (bit & 63)) & 1))
 			return false;
 	}
