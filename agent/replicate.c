@@ -336,7 +336,6 @@ static int move_one(const struct cs_prefix *p, const char *from, const char *to)
 	struct wjob w = { .p = p, .rel = to };
 	struct cs_file prev;
 	struct cs_node *nodes;
-	uint32_t self = 0;
 	int moved = 0, rc;
 
 	if ((rc = publish_jobs(&w, 1)) < 0)
@@ -347,18 +346,18 @@ static int move_one(const struct cs_prefix *p, const char *from, const char *to)
 	}
 	if (w.fd < 0)
 		return delete_entry(p, from);
-	/* Holders of the old name that have these bytes rename their copy. */
+	/* Holders of the old name that have these bytes rename their copy
+	 * (other nodes with a URL: cs_nodes_holders leaves out the rest). */
 	const struct cs_file *fto = &w.pub.f;
 	if (cs_registry_lookup_db(p->name, from, &prev) == 0 && !prev.deleted &&
 	    prev.size == fto->size && memcmp(prev.sha256, fto->sha256, CS_SHA256_LEN) == 0 &&
 	    (nodes = malloc(CS_MAX_HOLDERS * sizeof *nodes))) {
 		int n = cs_nodes_holders(&prev, nodes, CS_MAX_HOLDERS);
-		cs_nodes_self(&self);
 		for (int i = 0; i < n && fto->nholders + moved < cs_cfg.replicas + 8; i++) {
-			bool holds = nodes[i].id == self;
+			bool holds = false;
 			for (int j = 0; j < fto->nholders; j++)
 				holds |= fto->holder[j] == nodes[i].id;
-			if (!holds && nodes[i].up && nodes[i].url[0] &&
+			if (!holds && nodes[i].up &&
 			    cs_peer_move(nodes[i].url, p->name, from, to, fto) == 0)
 				moved++;
 		}
