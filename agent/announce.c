@@ -49,14 +49,13 @@ void cs_announce_add(struct cs_announce *a, const char *ns, const char *rel)
 	char enc[3 * CS_PATH_MAX];
 	int n;
 
-	if (cs_indexer_has(ns, rel) || (n = cs_url_encode_path(rel, enc, sizeof enc)) < 0)
+	if ((n = cs_url_encode_path(rel, enc, sizeof enc)) < 0 || !cs_indexer_add(ns, rel))
 		return;
 	put(a, ns, strlen(ns));
 	put(a, "\t", 1);
 	put(a, enc, (size_t)n);
 	put(a, "\n", 1);
 	a->names++;
-	cs_indexer_add(ns, rel);
 }
 
 static size_t slot(const char *url)

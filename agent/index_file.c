@@ -64,7 +64,8 @@ int cs_index_file_create(struct cs_index_file *x, const char *dir, uint64_t name
 	return 0;
 }
 
-static void add_one(struct cs_index_file *x, const char *ns, const char *rel)
+/* Whether a bit of the name was not set yet: a name new to x. */
+static bool add_one(struct cs_index_file *x, const char *ns, const char *rel)
 {
 	uint64_t h[2];
 	uint64_t *b;
@@ -81,15 +82,16 @@ static void add_one(struct cs_index_file *x, const char *ns, const char *rel)
 	/* Counted once: the poll adds the same names again and again. */
 	if (fresh)
 		__atomic_add_fetch(&x->head->names, 1, __ATOMIC_RELAXED);
+	return fresh;
 }
 
-void cs_index_file_add(struct cs_index_file *x, const char *ns, const char *rel)
+bool cs_index_file_add(struct cs_index_file *x, const char *ns, const char *rel)
 {
 	char dir[CS_PATH_MAX];
 	size_t n = strlen(rel);
 
 	if (!x->head || n >= sizeof dir)
-		return;
+		return true;
 	/* Parents first: a host that sees the file's bits sees the way to it. */
 	memcpy(dir, rel, n + 1);
 	for (size_t i = 0; i < n; i++)
@@ -98,7 +100,7 @@ void cs_index_file_add(struct cs_index_file *x, const char *ns, const char *rel)
 			add_one(x, ns, dir);
 			dir[i] = '/';
 		}
-	add_one(x, ns, rel);
+	return add_one(x, ns, rel);
 }
 
 uint64_t cs_index_file_capacity(const struct cs_index_file *x)

@@ -18,8 +18,9 @@ struct cs_index_file {
 /* A new, empty index sized for about `names` names, as a temporary file in
  * dir.  0 or -errno. */
 int cs_index_file_create(struct cs_index_file *x, const char *dir, uint64_t names);
-/* Add a name and every directory above it (a/b/c: "a/b/c", "a/b", "a"). */
-void cs_index_file_add(struct cs_index_file *x, const char *ns, const char *rel);
+/* Add a name and every directory above it (a/b/c: "a/b/c", "a/b", "a").
+ * Whether the name was new to x (true too when x is no file to add to). */
+bool cs_index_file_add(struct cs_index_file *x, const char *ns, const char *rel);
 /* How many names it was sized for before lookups get less exact. */
 uint64_t cs_index_file_capacity(const struct cs_index_file *x);
 /* Rename it into place as dir/index.  0 or -errno. */

@@ -43,26 +43,16 @@ static bool building, built;
 static uint64_t tombstones;             /* deleted names seen since the build */
 static char cursor[32];                 /* newest updated_at seen (DB clock) */
 
-void cs_indexer_add(const char *ns, const char *rel)
+bool cs_indexer_add(const char *ns, const char *rel)
 {
+	bool fresh;
+
 	pthread_mutex_lock(&mu);
-	cs_index_file_add(&cur, ns, rel);
+	fresh = cs_index_file_add(&cur, ns, rel);
 	if (building)
 		cs_index_file_add(&next, ns, rel);
 	pthread_mutex_unlock(&mu);
-}
-
-bool cs_indexer_has(const char *ns, const char *rel)
-{
-	uint64_t h[2];
-	bool has = false;
-
-	cs_index_hash(ns, rel, h);
-	pthread_mutex_lock(&mu);
-	if (cur.head)
-		has = cs_index_test(cur.blocks, cur.head->nblocks, h);
-	pthread_mutex_unlock(&mu);
-	return has;
+	return fresh;
 }
 
 /* The published index of a previous run, mapped to go on adding to it. */

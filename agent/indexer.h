@@ -13,9 +13,8 @@
 int cs_indexer_start(void);
 void cs_indexer_stop(void);
 /* (ns, rel) and the directories above it are names the cluster has (or is
- * about to have): hosts ask the agent for them from now on. */
-void cs_indexer_add(const char *ns, const char *rel);
-/* Whether this node's index already has (ns, rel): no need to announce it. */
-bool cs_indexer_has(const char *ns, const char *rel);
+ * about to have): hosts ask the agent for them from now on.  Whether the
+ * name was new to this node's index (if not, no need to announce it). */
+bool cs_indexer_add(const char *ns, const char *rel);
 
 #endif

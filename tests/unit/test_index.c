@@ -77,8 +77,11 @@ static void names_and_their_directories(void **state)
 	/* Names are counted once, however often they are added (the poll
 	 * adds the same ones again): 2026, 2026/11, the photo, later, the png. */
 	for (int i = 0; i < 10; i++)
-		cs_index_file_add(&x, "img", "later/one.png");
+		assert_false(cs_index_file_add(&x, "img", "later/one.png"));
 	assert_int_equal(x.head->names, 5);
+	/* A name not added before is new, whatever the directories above it. */
+	assert_true(cs_index_file_add(&x, "img", "later/two.png"));
+	assert_int_equal(x.head->names, 6);
 
 	/* Names never added: "absent", but for a few false positives. */
 	for (int i = 0; i < 100000; i++) {
