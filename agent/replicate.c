@@ -43,6 +43,14 @@ static int local_path(const struct cs_prefix *p, const char *rel, char *abs)
 	return 0;
 }
 
+/* Whether there is something at rel on this node (not followed): *st. */
+static bool exists(const struct cs_prefix *p, const char *rel, struct stat *st)
+{
+	char abs[CS_PATH_MAX];
+
+	return local_path(p, rel, abs) == 0 && lstat(abs, st) == 0;
+}
+
 /* The agent is stopping: pushes under way are dropped (cs_replicate_batch). */
 static const int *stop;
 
@@ -169,12 +177,11 @@ static int publish_jobs(struct wjob *w, int n)
 	 * the disk has theirs.  Such a job runs again (and registers what is
 	 * there); pushing from our descriptor would spread the wrong bytes. */
 	for (int i = 0; i < n; i++) {
-		char abs[CS_PATH_MAX];
 		struct stat st;
 
 		if (w[i].fd < 0)
 			continue;
-		if (local_path(w[i].p, w[i].rel, abs) < 0 || lstat(abs, &st) < 0 ||
+		if (!exists(w[i].p, w[i].rel, &st) ||
 		    st.st_dev != w[i].dev || st.st_ino != w[i].ino ||
 		    (uint64_t)st.st_size != w[i].pub.size ||
 		    cs_mtime_ns(&st) != w[i].pub.mtime_ns) {
@@ -301,18 +308,6 @@ static int unpublish(const struct cs_prefix *p, const char *rel)
 	return 0;
 }
 
-static bool exists(const struct cs_prefix *p, const char *rel, mode_t *mode)
-{
-	char abs[CS_PATH_MAX];
-	struct stat st;
-
-	if (local_path(p, rel, abs) < 0 || lstat(abs, &st) < 0)
-		return false;
-	if (mode)
-		*mode = st.st_mode;
-	return true;
-}
-
 static int write_entry(const struct cs_prefix *p, const char *rel)
 {
 	struct wjob w = { .p = p, .rel = rel };
@@ -323,9 +318,9 @@ static int write_entry(const struct cs_prefix *p, const char *rel)
 
 static int delete_entry(const struct cs_prefix *p, const char *rel)
 {
-	mode_t mode;
+	struct stat st;
 
-	if (exists(p, rel, &mode) && S_ISREG(mode))
+	if (exists(p, rel, &st) && S_ISREG(st.st_mode))
 		return write_entry(p, rel);     /* created again since */
 	return unpublish(p, rel);
 }
@@ -336,6 +331,7 @@ static int move_one(const struct cs_prefix *p, const char *from, const char *to)
 	struct wjob w = { .p = p, .rel = to };
 	struct cs_file prev;
 	struct cs_node *nodes;
+	struct stat st;
 	int moved = 0, rc;
 
 	if ((rc = publish_jobs(&w, 1)) < 0)
@@ -363,7 +359,7 @@ static int move_one(const struct cs_prefix *p, const char *from, const char *to)
 		}
 		free(nodes);
 	}
-	if (!exists(p, from, NULL) && (rc = unpublish(p, from)) < 0) {
+	if (!exists(p, from, &st) && (rc = unpublish(p, from)) < 0) {
 		close_jobs(&w, 1);
 		return rc;
 	}
@@ -386,17 +382,17 @@ static int move_tree(const struct cs_prefix *p, const char *from, const char *to
 		return 0;
 	while ((d = readdir(dir))) {
 		char f2[CS_PATH_MAX], t2[CS_PATH_MAX];
-		mode_t mode;
+		struct stat st;
 
 		if (d->d_name[0] == '.' && (!d->d_name[1] || (d->d_name[1] == '.' && !d->d_name[2])))
 			continue;
 		if (!strncmp(d->d_name, ".cs-", 4) ||
 		    (size_t)snprintf(f2, sizeof f2, "%s/%s", from, d->d_name) >= sizeof f2 ||
 		    (size_t)snprintf(t2, sizeof t2, "%s/%s", to, d->d_name) >= sizeof t2 ||
-		    !exists(p, t2, &mode))
+		    !exists(p, t2, &st))
 			continue;
-		int r = S_ISDIR(mode) ? move_tree(p, f2, t2, depth + 1)
-				      : S_ISREG(mode) ? move_one(p, f2, t2) : 0;
+		int r = S_ISDIR(st.st_mode) ? move_tree(p, f2, t2, depth + 1)
+					    : S_ISREG(st.st_mode) ? move_one(p, f2, t2) : 0;
 		if (r < 0)
 			rc = r;
 	}
@@ -406,13 +402,13 @@ static int move_tree(const struct cs_prefix *p, const char *from, const char *to
 
 static int rename_entry(const struct cs_prefix *p, const char *from, const char *to)
 {
-	mode_t mode;
+	struct stat st;
 
-	if (!exists(p, to, &mode))
+	if (!exists(p, to, &st))
 		return delete_entry(p, from);   /* renamed on or removed since */
-	if (S_ISDIR(mode))
+	if (S_ISDIR(st.st_mode))
 		return move_tree(p, from, to, 0);
-	return S_ISREG(mode) ? move_one(p, from, to) : 0;
+	return S_ISREG(st.st_mode) ? move_one(p, from, to) : 0;
 }
 
 /* ---- holder records -------------------------------------------------- */
@@ -428,11 +424,10 @@ static int hold_entries(struct cs_qentry **b, int n)
 		return -ENOMEM;
 	for (int i = 0; i < n; i++) {
 		const struct cs_prefix *p = cs_config_namespace(&cs_cfg, b[i]->ns);
-		char abs[CS_PATH_MAX];
 		struct stat st;
 
-		if (p && local_path(p, b[i]->rel, abs) == 0 && lstat(abs, &st) == 0 &&
-		    S_ISREG(st.st_mode) && (uint64_t)st.st_size == b[i]->held.size &&
+		if (p && exists(p, b[i]->rel, &st) && S_ISREG(st.st_mode) &&
+		    (uint64_t)st.st_size == b[i]->held.size &&
 		    cs_mtime_ns(&st) == b[i]->held.mtime_ns)
 			v[m++] = (struct cs_hold){ .ns = b[i]->ns, .rel = b[i]->rel, .h = b[i]->held };
 	}
@@ -506,10 +501,7 @@ int cs_replicate_batch(struct cs_qentry **b, int n, const int *stopping)
 uint64_t cs_replicate_size(const struct cs_qentry *x)
 {
 	const struct cs_prefix *p = cs_config_namespace(&cs_cfg, x->ns);
-	char abs[CS_PATH_MAX];
 	struct stat st;
 
-	if (!p || local_path(p, x->rel, abs) < 0 || lstat(abs, &st) < 0)
-		return 0;
-	return (uint64_t)st.st_size;
+	return p && exists(p, x->rel, &st) ? (uint64_t)st.st_size : 0;
 }
