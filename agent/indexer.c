@@ -112,40 +112,36 @@ static void scanned(void *arg, MYSQL_ROW row, unsigned long *len)
 		cs_index_file_add(&next, ns, rel);      /* only this thread adds a scan */
 }
 
-/* One query's single value into out. */
-static int scalar(struct cs_db *d, const char *sql, char *out, size_t outsz)
-{
-	MYSQL_RES *res = NULL;
-	MYSQL_ROW row;
-	int rc = cs_db_exec(d, sql, strlen(sql), &res, true);
-
-	if (rc < 0)
-		return rc;
-	row = mysql_fetch_row(res);
-	snprintf(out, outsz, "%s", row && row[0] ? row[0] : "");
-	mysql_free_result(res);
-	return row ? 0 : -EIO;
-}
-
 /* Build the index again from every live name, publish it, and make it the
  * one names are added to. */
 static int build(void)
 {
 	struct cs_sql q = { 0 };
 	struct cs_index_file old, fresh;
-	char count[32], start[32];
+	MYSQL_RES *res = NULL;
+	MYSQL_ROW row;
+	char start[32];
+	uint64_t files;
 	struct cs_db *d = cs_db_get();
 	int rc = -ENOMEM;
 
 	if (!d)
 		return -EAGAIN;
-	cs_sql_str(&q, "SELECT COUNT(*) FROM files WHERE deleted=0 AND");
+	/* The scan's start (the poll goes on from there) and its size. */
+	cs_sql_str(&q, "SELECT NOW(3), COUNT(*) FROM files WHERE deleted=0 AND");
 	sql_namespaces(&q);
-	if (q.oom || (rc = scalar(d, "SELECT NOW(3)", start, sizeof start)) < 0 ||
-	    (rc = scalar(d, q.s, count, sizeof count)) < 0)
+	if (q.oom || (rc = cs_db_exec(d, q.s, q.len, &res, true)) < 0)
+		goto out;
+	if ((row = mysql_fetch_row(res))) {
+		snprintf(start, sizeof start, "%s", row[0] ? row[0] : "");
+		files = cs_db_u64(row[1]);
+	} else {
+		rc = -EIO;
+	}
+	mysql_free_result(res);
+	if (rc < 0)
 		goto out;
 	/* Names: every file, and the directories above them (fewer). */
-	uint64_t files = strtoull(count, NULL, 10);
 	if ((rc = cs_index_file_create(&fresh, cs_cfg.spool, files + files / 2 + 1024)) < 0) {
 		cs_error("cannot make the index in %s: %s", cs_cfg.spool, strerror(-rc));
 		goto out;
