@@ -399,11 +399,6 @@ static void finish(void)
 
 /* ---- running the queue ----------------------------------------------------- */
 
-static uint64_t size_of(const struct cs_qentry *x)
-{
-	return cs_replicate_size(x);
-}
-
 /* Run what is ripe; ms until the next try, or -1 when nothing is queued. */
 static int run_queue(const int *stop)
 {
@@ -412,7 +407,7 @@ static int run_queue(const int *stop)
 
 	while (!__atomic_load_n(stop, __ATOMIC_ACQUIRE)) {
 		int64_t began = cs_clock_ms();
-		int n = cs_queue_next(&T.q, began, b, CS_QUEUE_HOLDS, size_of, &wait);
+		int n = cs_queue_next(&T.q, began, b, CS_QUEUE_HOLDS, cs_replicate_size, &wait);
 
 		if (n == 0)
 			break;
