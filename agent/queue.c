@@ -172,7 +172,8 @@ struct cs_qentry *cs_queue_retire(struct cs_queue *q, struct cs_qentry **b, int 
 			continue;
 		}
 		/* Find it (the batch came from the first LOOK entries), and the
-		 * later writes it covers. */
+		 * later writes it covers (none in b: a batch holds one write of
+		 * a path). */
 		struct cs_qentry **pp = &q->head;
 		int looked = 0;
 		while (*pp && *pp != x)
@@ -186,15 +187,10 @@ struct cs_qentry *cs_queue_retire(struct cs_queue *q, struct cs_qentry **b, int 
 			struct cs_qentry *y = *pp;
 			if (y->op == CS_OP_WRITE && y->seen <= began && !y->done &&
 			    !strcmp(y->ns, x->ns) && !strcmp(y->rel, x->rel)) {
-				bool in_batch = false;
-				for (int k = i + 1; k < n && !in_batch; k++)
-					in_batch = b[k] == y;
-				if (!in_batch) {
-					unlink_at(q, pp);
-					*end = y;
-					end = &y->next;
-					continue;
-				}
+				unlink_at(q, pp);
+				*end = y;
+				end = &y->next;
+				continue;
 			}
 			pp = &y->next;
 		}
