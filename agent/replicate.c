@@ -336,10 +336,8 @@ static int move_one(const struct cs_prefix *p, const char *from, const char *to)
 
 	if ((rc = publish_jobs(&w, 1)) < 0)
 		return rc;
-	if (w.rc < 0) {
-		close_jobs(&w, 1);
-		return w.rc;
-	}
+	if (w.rc < 0)
+		return w.rc;    /* not read, or changed since: no descriptor */
 	if (w.fd < 0)
 		return delete_entry(p, from);
 	/* Holders of the old name that have these bytes rename their copy
