@@ -214,18 +214,17 @@ static int poll_changes(void)
 {
 	struct polled p = { "", "", 0, 0 };
 	struct cs_sql q = { 0 };
-	char *since = p.since;
 	struct cs_db *d;
 	int rc;
 
 	pthread_mutex_lock(&mu);
 	snprintf(p.since, sizeof p.since, "%s", cursor);
 	pthread_mutex_unlock(&mu);
-	if (!timestamp_ok(since))
+	if (!timestamp_ok(p.since))
 		return -EINVAL;
 	cs_sql_str(&q, "SELECT namespace, path, deleted, updated_at FROM files WHERE");
 	sql_namespaces(&q);
-	cs_sql_fmt(&q, " AND updated_at >= '%s' - INTERVAL %d SECOND", since, OVERLAP_S);
+	cs_sql_fmt(&q, " AND updated_at >= '%s' - INTERVAL %d SECOND", p.since, OVERLAP_S);
 	if (!(d = cs_db_for(&q, &rc)))
 		return rc;
 	rc = cs_db_each(d, q.s, q.len, changed, &p);
