@@ -167,6 +167,10 @@ static size_t parse(const struct chunk *c, bool first, int (*fn)(void *, struct 
 			if (!nl)
 				break;
 			size_t n = nl - (c->buf + pos);
+			if (pass == 0 && c->buf[pos] != CS_OP_ACK) {
+				pos += n + 1;   /* this pass reads the "K" lines only */
+				continue;
+			}
 			int rc = cs_journal_parse(c->buf + pos, n, e);
 			if (rc < 0 && pass == 1) {
 				cs_warn("journal: unreadable line at offset %" PRIu64 " skipped",
