@@ -124,12 +124,12 @@ int cs_queue_next(struct cs_queue *q, int64_t now, struct cs_qentry **b, int max
 				dup = !strcmp(b[i]->rel, x->rel) && !strcmp(b[i]->ns, x->ns);
 			if (dup)
 				continue;       /* covered when the first is done */
+			if (n >= CS_QUEUE_BATCH)
+				break;          /* before size(): an lstat */
 			uint64_t s = size ? size(x) : 0;
 			if (n > 0 && bytes + s > CS_QUEUE_BYTES)
 				break;
 			bytes += s;
-			if (n >= CS_QUEUE_BATCH)
-				break;
 		}
 		batch = k;
 		b[n++] = x;
