@@ -145,8 +145,8 @@ static void announce(struct wjob *w, int n)
 /* Hash every job and register what was read as each file's newest version,
  * all in one transaction.  A job whose file is gone is done (rc 0, fd -1);
  * one whose file could not be read is not (rc -EAGAIN, fd -1) and does not
- * hold the others back.  0, or -ENOTCONN for all when the registry did not
- * take them. */
+ * hold the others back.  0, or -errno for all when they were not registered
+ * (-ENOTCONN: the registry could not be reached). */
 static int publish_jobs(struct wjob *w, int n)
 {
 	struct cs_publish *v = malloc(n * sizeof *v);

@@ -56,7 +56,7 @@ struct journal {
 };
 
 static struct {
-	int spool;                      /* CS_SPOOL, O_PATH */
+	int spool;                      /* CS_SPOOL, a directory opened to read */
 	int ino;                        /* inotify, -1 without */
 	struct journal *list;
 	struct cs_queue q;
