@@ -116,7 +116,7 @@ static struct cs_verdict record(const char *ns, const char *rel, const struct cs
 	static const struct cs_verdict unrecorded = {
 		MHD_HTTP_SERVICE_UNAVAILABLE, "installed, but the registry did not record it yet\n"
 	};
-	struct cs_hold v = { ns, rel, { f->id, f->version, f->size, f->mtime_ns } };
+	struct cs_held v = { f->id, f->version, f->size, f->mtime_ns };
 	int rc = cs_registry_hold(&v, 1);
 
 	if (rc < 0) {

@@ -228,7 +228,7 @@ int cs_registry_dir(const char *ns, const char *rel)
 
 /* ---- this node's copies -------------------------------------------- */
 
-int cs_registry_hold(const struct cs_hold *v, int n)
+int cs_registry_hold(const struct cs_held *v, int n)
 {
 	struct cs_sql q = { 0 };
 	uint32_t self;
@@ -245,7 +245,7 @@ int cs_registry_hold(const struct cs_hold *v, int n)
 		       " SELECT f.id, %" PRIu32 ", c.v, c.s, c.m, (f.version <> c.v OR f.deleted)"
 		       " FROM (", self);
 	for (int i = 0; i < n; i++) {
-		const struct cs_held *h = &v[i].h;
+		const struct cs_held *h = &v[i];
 
 		cs_sql_fmt(&q, "%sSELECT %" PRIu64 " AS i, %" PRIu64 " AS v, %" PRIu64 " AS s, %"
 			       PRId64 " AS m", i ? " UNION ALL " : "", h->file_id, h->version,

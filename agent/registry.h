@@ -23,15 +23,10 @@ int cs_registry_lookup_db(const char *ns, const char *rel, struct cs_file *f);
 /* Whether a live file lies below the directory rel: 0 yes, -ENOENT, -EAGAIN. */
 int cs_registry_dir(const char *ns, const char *rel);
 
-/* A copy this node holds, as installed (a journal's CS_OP_HELD entry). */
-struct cs_hold {
-	const char *ns, *rel;
-	struct cs_held h;
-};
-/* Record that this node holds each v[i] (one round trip whatever n).  A
- * copy of a version the registry has since moved past is recorded stale,
- * so the sweep removes it.  0 or -EAGAIN. */
-int cs_registry_hold(const struct cs_hold *v, int n);
+/* Record that this node holds each copy v[i], as installed (one round trip
+ * whatever n).  A copy of a version the registry has since moved past is
+ * recorded stale, so the sweep removes it.  0 or -EAGAIN. */
+int cs_registry_hold(const struct cs_held *v, int n);
 
 /* A copy on this node whose version was superseded (or deleted). */
 struct cs_stale {

@@ -415,7 +415,7 @@ static int rename_entry(const struct cs_prefix *p, const char *from, const char 
  * those still on disk as installed; one gone or changed since needs none. */
 static int hold_entries(struct cs_qentry **b, int n)
 {
-	struct cs_hold *v = calloc(n, sizeof *v);
+	struct cs_held *v = calloc(n, sizeof *v);
 	int m = 0, rc;
 
 	if (!v)
@@ -427,7 +427,7 @@ static int hold_entries(struct cs_qentry **b, int n)
 		if (p && exists(p, b[i]->rel, &st) && S_ISREG(st.st_mode) &&
 		    (uint64_t)st.st_size == b[i]->held.size &&
 		    cs_mtime_ns(&st) == b[i]->held.mtime_ns)
-			v[m++] = (struct cs_hold){ .ns = b[i]->ns, .rel = b[i]->rel, .h = b[i]->held };
+			v[m++] = b[i]->held;
 	}
 	rc = cs_registry_hold(v, m);
 	free(v);
