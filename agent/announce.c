@@ -26,24 +26,6 @@ static struct {
 } skipped[16];
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 
-static void put(struct cs_announce *a, const char *s, size_t n)
-{
-	if (a->oom)
-		return;
-	if (a->len + n > a->cap) {
-		size_t cap = (a->len + n) * 2 + 256;
-		char *b = realloc(a->body, cap);
-		if (!b) {
-			a->oom = true;
-			return;
-		}
-		a->body = b;
-		a->cap = cap;
-	}
-	memcpy(a->body + a->len, s, n);
-	a->len += n;
-}
-
 void cs_announce_add(struct cs_announce *a, const char *ns, const char *rel)
 {
 	char enc[3 * CS_PATH_MAX];
@@ -51,10 +33,10 @@ void cs_announce_add(struct cs_announce *a, const char *ns, const char *rel)
 
 	if ((n = cs_url_encode_path(rel, enc, sizeof enc)) < 0 || !cs_indexer_add(ns, rel))
 		return;
-	put(a, ns, strlen(ns));
-	put(a, "\t", 1);
-	put(a, enc, (size_t)n);
-	put(a, "\n", 1);
+	cs_buf_put(&a->body, ns, strlen(ns));
+	cs_buf_put(&a->body, "\t", 1);
+	cs_buf_put(&a->body, enc, (size_t)n);
+	cs_buf_put(&a->body, "\n", 1);
 	a->names++;
 }
 
@@ -72,7 +54,7 @@ void cs_announce_send(struct cs_announce *a, bool self)
 	int np, nu = 0;
 	int64_t now = cs_clock_ms();
 
-	if (!a->len || a->oom || !(peers = malloc(CS_MAX_NODES * sizeof *peers)) ||
+	if (!a->body.len || a->body.oom || !(peers = malloc(CS_MAX_NODES * sizeof *peers)) ||
 	    (np = cs_nodes_peers(peers, CS_MAX_NODES)) < 0 ||
 	    !(urls = malloc((np + 1) * sizeof *urls)) || !(ok = malloc((np + 1) * sizeof *ok)))
 		goto out;
@@ -87,7 +69,7 @@ void cs_announce_send(struct cs_announce *a, bool self)
 		urls[nu++] = cs_cfg.node_url;
 	if (nu == 0)
 		goto out;
-	int acked = cs_peer_announce(urls, nu, a->body, a->len, ANNOUNCE_MS, ok);
+	int acked = cs_peer_announce(urls, nu, a->body.s, a->body.len, ANNOUNCE_MS, ok);
 	if (acked < nu) {
 		/* The ones that did not answer are left alone for a while: an
 		 * unreachable node would make every batch wait. */
@@ -106,13 +88,12 @@ out:
 	free(ok);
 	free(urls);
 	free(peers);
-	a->len = 0;
+	cs_buf_clear(&a->body);
 	a->names = 0;
-	a->oom = false;
 }
 
 void cs_announce_free(struct cs_announce *a)
 {
-	free(a->body);
-	memset(a, 0, sizeof *a);
+	cs_buf_free(&a->body);
+	a->names = 0;
 }

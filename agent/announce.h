@@ -6,13 +6,12 @@
 #ifndef CS_ANNOUNCE_H
 #define CS_ANNOUNCE_H
 
+#include "buf.h"
 #include "cs.h"
 
 struct cs_announce {
-	char *body;                     /* "<ns>\t<encoded rel>\n" per name */
-	size_t len, cap;
+	struct cs_buf body;             /* "<ns>\t<encoded rel>\n" per name */
 	unsigned long names;
-	bool oom;
 };
 
 /* Add a name this node's index does not know yet (and add it there). */

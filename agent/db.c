@@ -184,12 +184,12 @@ int cs_db_exec(struct cs_db *d, const char *sql, size_t len, MYSQL_RES **res, bo
 	return -EAGAIN;
 }
 
-int cs_db_run(struct cs_db *d, const struct cs_sql *q, MYSQL_RES **res, bool retry)
+int cs_db_run(struct cs_db *d, const struct cs_buf *q, MYSQL_RES **res, bool retry)
 {
 	return q->oom ? -ENOMEM : cs_db_exec(d, q->s, q->len, res, retry);
 }
 
-int cs_db_multi(struct cs_db *d, const struct cs_sql *q, MYSQL_RES **res, int nres,
+int cs_db_multi(struct cs_db *d, const struct cs_buf *q, MYSQL_RES **res, int nres,
 		uint64_t *ids, int nids)
 {
 	int rc = cs_db_run(d, q, NULL, false), status, set = 0, stmt = 0;
@@ -255,18 +255,18 @@ void cs_db_rollback(struct cs_db *d)
 	}
 }
 
-struct cs_db *cs_db_for(struct cs_sql *q, int *err)
+struct cs_db *cs_db_for(struct cs_buf *q, int *err)
 {
 	struct cs_db *d = q->oom ? NULL : cs_db_get();
 
 	if (!d) {
 		*err = q->oom ? -ENOMEM : -EAGAIN;
-		cs_sql_free(q);
+		cs_buf_free(q);
 	}
 	return d;
 }
 
-int cs_db_query(struct cs_sql *q, MYSQL_RES **res)
+int cs_db_query(struct cs_buf *q, MYSQL_RES **res)
 {
 	int rc;
 	struct cs_db *d = cs_db_for(q, &rc);
@@ -275,7 +275,7 @@ int cs_db_query(struct cs_sql *q, MYSQL_RES **res)
 		return rc;
 	rc = cs_db_exec(d, q->s, q->len, res, true);
 	cs_db_put(d);
-	cs_sql_free(q);
+	cs_buf_free(q);
 	return rc;
 }
 
@@ -302,31 +302,12 @@ uint64_t cs_db_u64(const char *s)
 
 /* ---- SQL text ---------------------------------------------------------- */
 
-void cs_sql_put(struct cs_sql *q, const char *p, size_t n)
+void cs_sql_str(struct cs_buf *q, const char *p)
 {
-	if (q->oom)
-		return;
-	if (q->len + n + 1 > q->cap) {
-		size_t cap = (q->len + n + 1) * 2;
-		char *s = realloc(q->s, cap);
-		if (!s) {
-			q->oom = true;
-			return;
-		}
-		q->s = s;
-		q->cap = cap;
-	}
-	memcpy(q->s + q->len, p, n);
-	q->len += n;
-	q->s[q->len] = '\0';
+	cs_buf_put(q, p, strlen(p));
 }
 
-void cs_sql_str(struct cs_sql *q, const char *p)
-{
-	cs_sql_put(q, p, strlen(p));
-}
-
-void cs_sql_fmt(struct cs_sql *q, const char *fmt, ...)
+void cs_sql_fmt(struct cs_buf *q, const char *fmt, ...)
 {
 	char buf[1024];        /* every format here is far shorter */
 	va_list ap;
@@ -335,36 +316,28 @@ void cs_sql_fmt(struct cs_sql *q, const char *fmt, ...)
 	int n = vsnprintf(buf, sizeof buf, fmt, ap);
 	va_end(ap);
 	if (n > 0)
-		cs_sql_put(q, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+		cs_buf_put(q, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
 }
 
-void cs_sql_hex(struct cs_sql *q, const void *p, size_t n)
+void cs_sql_hex(struct cs_buf *q, const void *p, size_t n)
 {
 	char hex[2 * 64 + 1];
 	const unsigned char *b = p;
 
 	if (n == 0) {
-		cs_sql_put(q, "''", 2);
+		cs_buf_put(q, "''", 2);
 		return;
 	}
-	cs_sql_put(q, "X'", 2);
+	cs_buf_put(q, "X'", 2);
 	for (size_t i = 0; i < n; i += 64) {
 		size_t m = n - i < 64 ? n - i : 64;
 		cs_hex(b + i, m, hex);
-		cs_sql_put(q, hex, 2 * m);
+		cs_buf_put(q, hex, 2 * m);
 	}
-	cs_sql_put(q, "'", 1);
+	cs_buf_put(q, "'", 1);
 }
 
-void cs_sql_text(struct cs_sql *q, const char *s)
+void cs_sql_text(struct cs_buf *q, const char *s)
 {
 	cs_sql_hex(q, s, strlen(s));
-}
-
-void cs_sql_free(struct cs_sql *q)
-{
-	free(q->s);
-	q->s = NULL;
-	q->len = q->cap = 0;
-	q->oom = false;
 }

@@ -10,11 +10,11 @@
 
 #include <mysql.h>
 
+#include "buf.h"
 #include "cs.h"
 
 /* One connection, checked out of the pool for a statement or a transaction. */
 struct cs_db;
-struct cs_sql;
 
 /* CS_DB_CONNECTIONS's largest value: MySQL connections a node keeps at
  * most, and memcached ones likewise (mcache.c). */
@@ -38,7 +38,7 @@ void cs_db_put(struct cs_db *d);
  */
 int cs_db_exec(struct cs_db *d, const char *sql, size_t len, MYSQL_RES **res, bool retry);
 /* cs_db_exec of q's text, or -ENOMEM when q could not be built. */
-int cs_db_run(struct cs_db *d, const struct cs_sql *q, MYSQL_RES **res, bool retry);
+int cs_db_run(struct cs_db *d, const struct cs_buf *q, MYSQL_RES **res, bool retry);
 /*
  * q's several statements in one round trip (inside a transaction: never
  * sent again on a new connection).  res[i] gets the i-th result set (of
@@ -47,7 +47,7 @@ int cs_db_run(struct cs_db *d, const struct cs_sql *q, MYSQL_RES **res, bool ret
  * error is returned as cs_db_exec would, and the sets already taken are the
  * caller's.  -ENOMEM when q could not be built.
  */
-int cs_db_multi(struct cs_db *d, const struct cs_sql *q, MYSQL_RES **res, int nres,
+int cs_db_multi(struct cs_db *d, const struct cs_buf *q, MYSQL_RES **res, int nres,
 		uint64_t *ids, int nids);
 /* A SELECT whose rows go to fn as they arrive, for results too large to
  * hold (the index is built from every file the cluster has).  0 or as
@@ -57,11 +57,11 @@ int cs_db_each(struct cs_db *d, const char *sql, size_t len,
 void cs_db_rollback(struct cs_db *d);
 /* A connection to run q on; NULL with *err set (-ENOMEM when q could not
  * be built, -EAGAIN) and q freed. */
-struct cs_db *cs_db_for(struct cs_sql *q, int *err);
+struct cs_db *cs_db_for(struct cs_buf *q, int *err);
 /* One statement that is safe to repeat, on a connection of the pool taken
  * and given back: cs_db_exec's answers, or -ENOMEM when q could not be
  * built.  q is freed. */
-int cs_db_query(struct cs_sql *q, MYSQL_RES **res);
+int cs_db_query(struct cs_buf *q, MYSQL_RES **res);
 uint64_t cs_db_insert_id(struct cs_db *d);
 
 /* Whether MySQL is failing, and since when (monotonic ms). */
@@ -73,21 +73,16 @@ void cs_db_shutdown(void);
 uint64_t cs_db_u64(const char *s);
 
 /*
- * SQL text: a growing buffer.  Names and paths always go in as hex literals
- * (X'...'), so nothing needs escaping and no byte of a path can end a
- * string.  q->oom says an allocation failed (the text is then incomplete).
+ * SQL text, built in a struct cs_buf.  Names and paths always go in as hex
+ * literals (X'...'), so nothing needs escaping and no byte of a path can
+ * end a string.  q->oom says an allocation failed (the text is then
+ * incomplete).
  */
-struct cs_sql {
-	char *s;
-	size_t len, cap;
-	bool oom;
-};
-void cs_sql_put(struct cs_sql *q, const char *p, size_t n);
-void cs_sql_str(struct cs_sql *q, const char *p);
-void cs_sql_fmt(struct cs_sql *q, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void cs_sql_hex(struct cs_sql *q, const void *p, size_t n);
+void cs_sql_str(struct cs_buf *q, const char *p);
+void cs_sql_fmt(struct cs_buf *q, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void cs_sql_hex(struct cs_buf *q, const void *p, size_t n);
 /* A string as a hex literal. */
-void cs_sql_text(struct cs_sql *q, const char *s);
-void cs_sql_free(struct cs_sql *q);
+void cs_sql_text(struct cs_buf *q, const char *s);
+void cs_buf_free(struct cs_buf *q);
 
 #endif

@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "fetch.h"
 #include "http.h"
 #include "http_put.h"
@@ -54,8 +55,7 @@ static char seen, answered;
 struct body {
 	char tag;               /* 'U': an upload (PUT), 'I': announced names */
 	struct cs_upload *up;
-	char *buf;
-	size_t len, cap;
+	struct cs_buf names;    /* 'I' */
 	bool too_long;
 };
 
@@ -315,19 +315,10 @@ static enum MHD_Result body_data(struct MHD_Connection *c, struct body *b, const
 	if (*size) {
 		if (b->tag == 'U') {
 			cs_put_data(b->up, data, *size);
-		} else if (b->len + *size > CS_ANNOUNCE_MAX) {
+		} else if (b->names.len + *size > CS_ANNOUNCE_MAX) {
 			b->too_long = true;
-		} else if (!b->too_long) {
-			if (b->len + *size > b->cap) {
-				size_t cap = (b->len + *size) * 2;
-				char *nb = realloc(b->buf, cap);
-				if (!nb)
-					return MHD_NO;
-				b->buf = nb;
-				b->cap = cap;
-			}
-			memcpy(b->buf + b->len, data, *size);
-			b->len += *size;
+		} else if (!b->too_long && !cs_buf_put(&b->names, data, *size)) {
+			return MHD_NO;
 		}
 		*size = 0;
 		return MHD_YES;
@@ -335,7 +326,7 @@ static enum MHD_Result body_data(struct MHD_Connection *c, struct body *b, const
 	if (b->tag == 'I') {
 		if (b->too_long)
 			return reply(c, MHD_HTTP_CONTENT_TOO_LARGE, "too many names at once\n");
-		return verdict(c, cs_announced(c, b->buf ? b->buf : "", b->len));
+		return verdict(c, cs_announced(c, b->names.s ? b->names.s : "", b->names.len));
 	}
 	if (!b->up)
 		return MHD_YES;         /* answered already */
@@ -404,7 +395,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	(void)cls, (void)c, (void)toe;
 	if (b && *con_cls != &seen && *con_cls != &answered) {
 		cs_put_end(b->up);
-		free(b->buf);
+		cs_buf_free(&b->names);
 		free(b);
 	}
 	*con_cls = NULL;

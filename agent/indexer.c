@@ -80,7 +80,7 @@ static void adopt(void)
 }
 
 /* " AND namespace IN (...)": the namespaces this node serves. */
-static void sql_namespaces(struct cs_sql *q)
+static void sql_namespaces(struct cs_buf *q)
 {
 	cs_sql_str(q, " namespace IN (");
 	for (int i = 0; i < cs_cfg.nprefix; i++) {
@@ -116,7 +116,7 @@ static void scanned(void *arg, MYSQL_ROW row, unsigned long *len)
  * one names are added to. */
 static int build(void)
 {
-	struct cs_sql q = { 0 };
+	struct cs_buf q = { 0 };
 	struct cs_index_file old, fresh;
 	MYSQL_RES *res = NULL;
 	MYSQL_ROW row;
@@ -174,7 +174,7 @@ static int build(void)
 			(unsigned long long)cs_index_file_capacity(&cur));
 out:
 	cs_db_put(d);
-	cs_sql_free(&q);
+	cs_buf_free(&q);
 	return rc;
 }
 
@@ -213,7 +213,7 @@ static bool timestamp_ok(const char *s)
 static int poll_changes(void)
 {
 	struct polled p = { "", "", 0, 0 };
-	struct cs_sql q = { 0 };
+	struct cs_buf q = { 0 };
 	struct cs_db *d;
 	int rc;
 
@@ -229,7 +229,7 @@ static int poll_changes(void)
 		return rc;
 	rc = cs_db_each(d, q.s, q.len, changed, &p);
 	cs_db_put(d);
-	cs_sql_free(&q);
+	cs_buf_free(&q);
 	if (rc < 0)
 		return rc;
 	pthread_mutex_lock(&mu);

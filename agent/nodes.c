@@ -46,7 +46,7 @@ static int64_t counts_at = -1;
 /* Register (or refresh) this node; heartbeat also stamps heartbeat_at. */
 static int enrol(bool heartbeat)
 {
-	struct cs_sql q = { 0 };
+	struct cs_buf q = { 0 };
 	struct cs_db *d;
 	int rc;
 
@@ -68,7 +68,7 @@ static int enrol(bool heartbeat)
 	if (rc == 0)
 		__atomic_store_n(&self_id, (uint32_t)cs_db_insert_id(d), __ATOMIC_RELEASE);
 	cs_db_put(d);
-	cs_sql_free(&q);
+	cs_buf_free(&q);
 	return rc;
 }
 
@@ -143,7 +143,7 @@ static void node_row(MYSQL_ROW row, struct cs_node *x)
 
 static int from_db(struct cs_node *n, int max)
 {
-	struct cs_sql q = { 0 };
+	struct cs_buf q = { 0 };
 	MYSQL_RES *res = NULL;
 	MYSQL_ROW row;
 	int count = 0, rc;
@@ -307,7 +307,7 @@ int cs_nodes_holders(const struct cs_file *f, struct cs_node *out, int max)
 static uint64_t locked_count_of(uint32_t id)
 {
 	if (counts_at < 0 || cs_clock_ms() - counts_at > COUNTS_LOCAL_MS) {
-		struct cs_sql q = { 0 };
+		struct cs_buf q = { 0 };
 		MYSQL_RES *res = NULL;
 		MYSQL_ROW row;
 
@@ -401,7 +401,7 @@ int cs_nodes_peers(struct cs_node *out, int max)
 
 int cs_nodes_status(struct cs_node_status *st, int *n, uint64_t *files)
 {
-	struct cs_sql q = { 0 };
+	struct cs_buf q = { 0 };
 	MYSQL_RES *res = NULL;
 	MYSQL_ROW row;
 	int count = 0, rc;

@@ -34,7 +34,7 @@
 static int attempt(struct cs_db *d, struct cs_publish *v, const int *order, int n,
 		   const unsigned char (*h)[CS_SHA256_LEN], uint32_t self)
 {
-	struct cs_sql q = { 0 };
+	struct cs_buf q = { 0 };
 	MYSQL_RES **res = calloc(n, sizeof *res);
 	uint64_t *made = NULL;
 	int *stmt = calloc(n, sizeof *stmt), nstmt = 0, rc = 0;
@@ -133,7 +133,7 @@ out:
 	free(res);
 	free(stmt);
 	free(made);
-	cs_sql_free(&q);
+	cs_buf_free(&q);
 	return rc;
 }
 
@@ -192,7 +192,7 @@ out:
 static int tombstone(struct cs_db *d, const unsigned char h[CS_SHA256_LEN], const char *ns,
 		     const char *rel, uint32_t self, struct cs_file *prev)
 {
-	struct cs_sql q = { 0 };
+	struct cs_buf q = { 0 };
 	int rc;
 
 	if ((rc = cs_db_exec(d, "START TRANSACTION", 17, NULL, false)) < 0)
@@ -219,11 +219,11 @@ static int tombstone(struct cs_db *d, const unsigned char h[CS_SHA256_LEN], cons
 	rc = cs_db_exec(d, "COMMIT", 6, NULL, false);
 	if (rc < 0)
 		goto fail;
-	cs_sql_free(&q);
+	cs_buf_free(&q);
 	return 0;
 fail:
 	cs_db_rollback(d);
-	cs_sql_free(&q);
+	cs_buf_free(&q);
 	return rc;
 }
 

@@ -27,7 +27,7 @@
 
 /* ---- statements ---------------------------------------------------- */
 
-static void sql_where(struct cs_sql *q, const unsigned char h[CS_SHA256_LEN],
+static void sql_where(struct cs_buf *q, const unsigned char h[CS_SHA256_LEN],
 		      const char *ns, const char *rel)
 {
 	cs_sql_str(q, " WHERE f.path_hash=");
@@ -38,7 +38,7 @@ static void sql_where(struct cs_sql *q, const unsigned char h[CS_SHA256_LEN],
 	cs_sql_text(q, rel);
 }
 
-void cs_registry_sql_file(struct cs_sql *q, const unsigned char h[CS_SHA256_LEN],
+void cs_registry_sql_file(struct cs_buf *q, const unsigned char h[CS_SHA256_LEN],
 			  const char *ns, const char *rel, bool for_update)
 {
 	cs_sql_str(q, "SELECT f.id, f.version, f.size, f.mtime_ns, f.sha256, f.deleted,"
@@ -75,7 +75,7 @@ int cs_registry_row(MYSQL_RES *res, struct cs_file *f)
 	return 0;
 }
 
-void cs_registry_sql_new_file(struct cs_sql *q, const unsigned char h[CS_SHA256_LEN],
+void cs_registry_sql_new_file(struct cs_buf *q, const unsigned char h[CS_SHA256_LEN],
 			      const char *ns, const char *rel, uint64_t size, int64_t mtime_ns,
 			      const unsigned char sha[CS_SHA256_LEN])
 {
@@ -100,7 +100,7 @@ void cs_registry_sql_new_file(struct cs_sql *q, const unsigned char h[CS_SHA256_
 	" mtime_ns=IF(VALUES(version) >= replicas.version, VALUES(mtime_ns), replicas.mtime_ns)," \
 	" version=GREATEST(replicas.version, VALUES(version))"
 
-void cs_registry_sql_replica(struct cs_sql *q, uint64_t file_id, uint32_t node,
+void cs_registry_sql_replica(struct cs_buf *q, uint64_t file_id, uint32_t node,
 			     uint64_t version, uint64_t size, int64_t mtime_ns)
 {
 	cs_sql_fmt(q, "INSERT INTO replicas (file_id, node_id, version, size, mtime_ns, stale)"
@@ -112,7 +112,7 @@ void cs_registry_sql_replica(struct cs_sql *q, uint64_t file_id, uint32_t node,
 int cs_registry_db_file(struct cs_db *d, const unsigned char h[CS_SHA256_LEN], const char *ns,
 			const char *rel, struct cs_file *f, bool for_update)
 {
-	struct cs_sql q = { 0 };
+	struct cs_buf q = { 0 };
 	MYSQL_RES *res = NULL;
 	int rc;
 
@@ -122,7 +122,7 @@ int cs_registry_db_file(struct cs_db *d, const unsigned char h[CS_SHA256_LEN], c
 		rc = cs_registry_row(res, f);
 	if (res)
 		mysql_free_result(res);
-	cs_sql_free(&q);
+	cs_buf_free(&q);
 	return rc;
 }
 
@@ -195,7 +195,7 @@ int cs_registry_dir(const char *ns, const char *rel)
 {
 	size_t n = strlen(rel);
 	char *lo = malloc(n + 2), *hi;
-	struct cs_sql q = { 0 };
+	struct cs_buf q = { 0 };
 	MYSQL_RES *res = NULL;
 	int rc;
 
@@ -230,7 +230,7 @@ int cs_registry_dir(const char *ns, const char *rel)
 
 int cs_registry_hold(const struct cs_held *v, int n)
 {
-	struct cs_sql q = { 0 };
+	struct cs_buf q = { 0 };
 	uint32_t self;
 	int rc;
 
@@ -259,7 +259,7 @@ int cs_registry_hold(const struct cs_held *v, int n)
 
 int cs_registry_stale(struct cs_stale *out, int max)
 {
-	struct cs_sql q = { 0 };
+	struct cs_buf q = { 0 };
 	MYSQL_RES *res = NULL;
 	MYSQL_ROW row;
 	uint32_t self;
@@ -294,7 +294,7 @@ int cs_registry_stale(struct cs_stale *out, int max)
 
 int cs_registry_drop_copy(uint64_t file_id, uint64_t version)
 {
-	struct cs_sql q = { 0 };
+	struct cs_buf q = { 0 };
 	uint32_t self;
 	int rc;
 
@@ -312,7 +312,7 @@ static int import_one(struct cs_db *d, const unsigned char h[CS_SHA256_LEN], con
 		      const char *rel, uint64_t size, int64_t mtime_ns,
 		      const unsigned char sha[CS_SHA256_LEN], uint32_t self, struct cs_file *f)
 {
-	struct cs_sql q = { 0 };
+	struct cs_buf q = { 0 };
 	int rc = cs_registry_db_file(d, h, ns, rel, f, false);
 
 	if (rc == 0 && !f->deleted && memcmp(f->sha256, sha, CS_SHA256_LEN) != 0)
@@ -345,7 +345,7 @@ static int import_one(struct cs_db *d, const unsigned char h[CS_SHA256_LEN], con
 	if ((rc = cs_db_run(d, &q, NULL, true)) == 0)
 		rc = cs_registry_db_file(d, h, ns, rel, f, false);
 out:
-	cs_sql_free(&q);
+	cs_buf_free(&q);
 	return rc;
 }
 

@@ -55,18 +55,18 @@ int cs_registry_import(const char *ns, const char *rel, uint64_t size, int64_t m
 void cs_registry_cache(const unsigned char h[CS_SHA256_LEN], const struct cs_file *f,
 		       bool overwrite);
 /* The SELECT of one file's record with its current holders (cs_registry_row). */
-void cs_registry_sql_file(struct cs_sql *q, const unsigned char h[CS_SHA256_LEN],
+void cs_registry_sql_file(struct cs_buf *q, const unsigned char h[CS_SHA256_LEN],
 			  const char *ns, const char *rel, bool for_update);
 /* Read one such row: 0, -ENOENT when there is none, -EIO. */
 int cs_registry_row(MYSQL_RES *res, struct cs_file *f);
 /* The INSERT of a path's first version, held by nobody yet. */
-void cs_registry_sql_new_file(struct cs_sql *q, const unsigned char h[CS_SHA256_LEN],
+void cs_registry_sql_new_file(struct cs_buf *q, const unsigned char h[CS_SHA256_LEN],
 			      const char *ns, const char *rel, uint64_t size, int64_t mtime_ns,
 			      const unsigned char sha[CS_SHA256_LEN]);
 /* The statement recording that node holds the current version of file_id
  * as installed there (size, mtime): a newer record never goes back to an
  * older one. */
-void cs_registry_sql_replica(struct cs_sql *q, uint64_t file_id, uint32_t node,
+void cs_registry_sql_replica(struct cs_buf *q, uint64_t file_id, uint32_t node,
 			     uint64_t version, uint64_t size, int64_t mtime_ns);
 /* MySQL's record (d checked out by the caller). */
 int cs_registry_db_file(struct cs_db *d, const unsigned char h[CS_SHA256_LEN], const char *ns,

@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "queue.h"
 #include "replicate.h"
 #include "tail.h"
@@ -49,8 +50,7 @@ struct journal {
 	uint64_t off;                   /* read up to here */
 	uint64_t punched;               /* disk space given back up to here */
 	unsigned long pending;          /* its entries in the queue */
-	char *acks;                     /* "K" lines to write */
-	size_t alen, acap;
+	struct cs_buf acks;             /* "K" lines to write */
 	bool cut;                       /* a short write left a line unended */
 	char name[256];
 };
@@ -307,16 +307,8 @@ static void ack(struct journal *j, uint64_t off)
 	char line[40];
 	int n = snprintf(line, sizeof line, "K\t%" PRIu64 "\n", off);
 
-	if (j->alen + n > j->acap) {
-		size_t cap = (j->alen + n) * 2;
-		char *a = realloc(j->acks, cap);
-		if (!a)
-			return;         /* not acknowledged: it runs again, harmlessly */
-		j->acks = a;
-		j->acap = cap;
-	}
-	memcpy(j->acks + j->alen, line, n);
-	j->alen += n;
+	/* Not acknowledged when memory is short: it runs again, harmlessly. */
+	cs_buf_put(&j->acks, line, (size_t)n);
 }
 
 /*
@@ -335,19 +327,20 @@ static bool end_cut(struct journal *j)
 static void flush_acks(void)
 {
 	for (struct journal *j = T.list; j; j = j->next) {
-		if (!j->alen && !j->cut)
+		size_t len = j->acks.len;
+		if (!len && !j->cut)
 			continue;
 		ssize_t w = -1;
-		if (end_cut(j) && j->alen)
-			w = write(j->fd, j->acks, j->alen);
-		if (j->alen && w != (ssize_t)j->alen)
+		if (end_cut(j) && len)
+			w = write(j->fd, j->acks.s, len);
+		if (len && w != (ssize_t)len)
 			cs_error_every(10, "%s: cannot acknowledge entries: %s", j->name,
 				       w < 0 ? strerror(errno) : "short write");
-		if (w > 0 && (size_t)w < j->alen && j->acks[w - 1] != '\n') {
+		if (w > 0 && (size_t)w < len && j->acks.s[w - 1] != '\n') {
 			j->cut = true;
 			end_cut(j);
 		}
-		j->alen = 0;
+		cs_buf_clear(&j->acks);
 	}
 }
 
@@ -396,7 +389,7 @@ static void finish(void)
 		cs_debug("finished the journal %s", j->name);
 		*pp = j->next;
 		close(j->fd);
-		free(j->acks);
+		cs_buf_free(&j->acks);
 		free(j);
 	}
 }
