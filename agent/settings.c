@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "db.h"
@@ -93,12 +94,17 @@ static int read_secret_file(struct cs_config *cfg, const char *path, char *err,
 			    size_t errlen)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
 	ssize_t n;
 
 	if (fd < 0)
 		return cs_config_fail(err, errlen, "CS_SECRET_FILE: cannot open '%s': %s",
 				      path, strerror(errno));
 	n = read(fd, cfg->secret, sizeof cfg->secret);
+	if (n >= 0 && fstat(fd, &st) == 0 && (st.st_mode & 0007))
+		cs_warn("CS_SECRET_FILE: '%s' is readable by every user (mode %04o); "
+			"whoever reads it can forge any node's requests: chmod 600 it",
+			path, (unsigned)(st.st_mode & 07777));
 	close(fd);
 	if (n < 0)
 		return cs_config_fail(err, errlen, "CS_SECRET_FILE: cannot read '%s': %s",
@@ -216,6 +222,11 @@ static int parse_cluster(struct cs_config *cfg, cs_getenv_fn get, bool agent, ch
 	if (cfg->secret_len == 0)
 		return cs_config_fail(err, errlen,
 				      "CS_SECRET / CS_SECRET_FILE: unset or empty; nodes cannot authenticate each other");
+	if (cfg->secret_len < CS_SECRET_MIN)
+		return cs_config_fail(err, errlen,
+				      "CS_SECRET / CS_SECRET_FILE: %zu bytes is too short to keep "
+				      "strangers out; give at least %d (e.g. openssl rand -hex 32)",
+				      cfg->secret_len, CS_SECRET_MIN);
 
 	if ((rc = parse_int("CS_REPLICAS", get("CS_REPLICAS"), 1, CS_MAX_HOLDERS, 2,
 			    &cfg->replicas, err, errlen)) < 0 ||

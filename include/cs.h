@@ -25,6 +25,7 @@
 #define CS_PATH_MAX 4096        /* absolute paths, including the NUL */
 #define CS_URL_MAX 512
 #define CS_SECRET_MAX 256
+#define CS_SECRET_MIN 16        /* bytes: shorter ones are refused */
 #define CS_SHA256_LEN 32
 #define CS_SHA256_HEX (2 * CS_SHA256_LEN + 1)
 #define CS_MAX_HOLDERS 32       /* copies of one file the registry tracks */

@@ -221,9 +221,11 @@ int cs_config_parse(struct cs_config *cfg, cs_getenv_fn get, enum cs_role role,
 	return 0;
 }
 
+/* secure_getenv: in a setuid or file-capability process nothing is read
+ * from the caller's environment (preload/wrap.c also stays off there). */
 const char *cs_config_env(const char *name)
 {
-	return getenv(name);
+	return secure_getenv(name);
 }
 
 int cs_config_load(struct cs_config *cfg, enum cs_role role, char *err,

@@ -31,6 +31,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <unistd.h>
 
 #include "cs.h"
@@ -173,6 +174,13 @@ static bool configure(void)
 	/* cs-replicate is the agent: preloaded into it, the library would ask
 	 * the agent for what it is asked to serve. */
 	if (strcmp(program_invocation_short_name, "cs-replicate") == 0)
+		return false;
+	/* A setuid, setgid or file-capability program runs on its caller's
+	 * environment: from /etc/ld.so.preload, CS_PREFIXES and CS_SPOOL would
+	 * be the caller's choice of where a privileged process writes and
+	 * which socket it trusts.  Off, silently: such programs are not
+	 * hosts. */
+	if (getauxval(AT_SECURE))
 		return false;
 	rc = cs_config_load(&cs_cfg, CS_ROLE_HOST, err, sizeof err);
 	if (rc == -ENOENT)

@@ -33,7 +33,8 @@ static int parse(const char *const *e, enum cs_role role)
 	return cs_settings_parse(&cfg, fake_getenv, role, err, sizeof err);
 }
 
-#define BASE "CS_MYSQL", "mysql://cs:pw@127.0.0.1:3306/cs", "CS_SECRET", "k"
+#define KEY "0123456789abcdef"      /* the shortest secret allowed */
+#define BASE "CS_MYSQL", "mysql://cs:pw@127.0.0.1:3306/cs", "CS_SECRET", KEY
 
 static void unset_prefixes_means_inert(void **state)
 {
@@ -62,8 +63,8 @@ static void full_configuration(void **state)
 	assert_int_equal(cfg.replicas, 3);
 	assert_string_equal(cfg.zone, "rack-a");
 	assert_int_equal(cfg.log_level, CS_LOG_INFO);
-	assert_memory_equal(cfg.secret, "k", 1);
-	assert_int_equal(cfg.secret_len, 1);
+	assert_memory_equal(cfg.secret, KEY, 16);
+	assert_int_equal(cfg.secret_len, 16);
 	assert_string_equal(cfg.mysql.user, "cs");
 	assert_int_equal(cfg.mysql.port, 3306);
 	assert_string_equal(cfg.spool, "/var/spool/cs");
@@ -169,7 +170,9 @@ static void siblings_do_not_overlap(void **state)
 static void bad_other_variables(void **state)
 {
 	(void)state;
-	const char *no_mysql[] = { "CS_PREFIXES", "img=/x", "CS_SECRET", "k", NULL };
+	const char *no_mysql[] = { "CS_PREFIXES", "img=/x", "CS_SECRET", KEY, NULL };
+	const char *short_secret[] = { "CS_PREFIXES", "img=/x", "CS_MYSQL", "mysql://u@h/db",
+				       "CS_SECRET", "0123456789abcde", NULL };
 	const char *no_secret[] = { "CS_PREFIXES", "img=/x", "CS_MYSQL", "mysql://u@h/db", NULL };
 	const char *replicas[] = { "CS_PREFIXES", "img=/x", "CS_REPLICAS", "two", BASE, NULL };
 	const char *replicas0[] = { "CS_PREFIXES", "img=/x", "CS_REPLICAS", "0", BASE, NULL };
@@ -189,6 +192,7 @@ static void bad_other_variables(void **state)
 
 	refuses("CS_MYSQL", no_mysql, CS_ROLE_TOOL);
 	refuses("CS_SECRET", no_secret, CS_ROLE_TOOL);
+	refuses("at least 16", short_secret, CS_ROLE_TOOL);
 	refuses("CS_REPLICAS", replicas, CS_ROLE_TOOL);
 	refuses("CS_REPLICAS", replicas0, CS_ROLE_TOOL);
 	refuses("CS_LOG", log, CS_ROLE_TOOL);
@@ -209,14 +213,14 @@ static void secret_file_trailing_newline(void **state)
 	char path[] = "/tmp/cs-secret-XXXXXX";
 	int fd = mkstemp(path);
 	assert_true(fd >= 0);
-	assert_int_equal(write(fd, "hunter2\n", 8), 8);
+	assert_int_equal(write(fd, "hunter2-hunter2-h\n", 18), 18);
 	close(fd);
 	const char *e[] = { "CS_PREFIXES", "img=/x", "CS_MYSQL", "mysql://u@h/db",
 			    "CS_SECRET_FILE", path, NULL };
 	assert_int_equal(parse(e, CS_ROLE_TOOL), 0);
 	unlink(path);
-	assert_int_equal(cfg.secret_len, 7);
-	assert_memory_equal(cfg.secret, "hunter2", 7);
+	assert_int_equal(cfg.secret_len, 17);
+	assert_memory_equal(cfg.secret, "hunter2-hunter2-h", 17);
 }
 
 static void symlinked_prefix_remembers_real_dir(void **state)
