@@ -7,17 +7,25 @@
  * timeout; a failure opens a breaker (1 s doubling to 8 s) during which
  * calls are misses at once, so a dead memcached costs nothing but the
  * MySQL query it would have saved.
+ *
+ * memcached has no authentication: whoever reaches it can write any key.
+ * So every value goes in sealed with the cluster secret and its expiry
+ * (record.c), and one whose seal is missing, wrong, made for another key or
+ * expired is a miss, said in the log at most every 10 s: the caller asks
+ * MySQL, and its answer overwrites the bad value.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libmemcached/memcached.h>
 
 #include "breaker.h"
 #include "db.h"
 #include "mcache.h"
+#include "record.h"
 
 static struct handle {
 	memcached_st *mc;
@@ -121,22 +129,48 @@ char *cs_mc_get(const char *key, size_t *len)
 		return NULL;
 	v = memcached_get(h->mc, key, strlen(key), len, &flags, &rc);
 	give_back(h, rc);
+	if (!v)
+		return NULL;
+	size_t vlen;
+	int bad = cs_unseal(cs_cfg.secret, cs_cfg.secret_len, key, v, *len,
+			    (int64_t)time(NULL), &vlen);
+	if (bad) {
+		if (bad == -EACCES)
+			cs_error_every(10, "memcached: the value at %s is not sealed with this "
+				       "cluster's secret (planted, or from another cluster); "
+				       "not used", key);
+		free(v);
+		return NULL;
+	}
+	v[vlen] = '\0';
+	*len = vlen;
 	return v;
 }
 
 void cs_mc_store(const char *key, const char *val, size_t len, time_t ttl, bool overwrite)
 {
-	struct handle *h = borrow();
+	char stack[1024 + CS_SEAL_MAX], *sealed = stack;
+	struct handle *h;
 	memcached_return_t rc;
+	int n;
 
-	if (!h)
+	if (len + CS_SEAL_MAX > sizeof stack && !(sealed = malloc(len + CS_SEAL_MAX)))
 		return;
+	n = cs_seal(cs_cfg.secret, cs_cfg.secret_len, key, val, len, (int64_t)time(NULL) + ttl,
+		    sealed, len + CS_SEAL_MAX);
+	if (n < 0 || !(h = borrow())) {
+		if (sealed != stack)
+			free(sealed);
+		return;
+	}
 	/* A writer's set is not waited for: it goes out before the next
 	 * request on this connection, and nothing hangs on its answer. */
 	if (overwrite)
 		memcached_behavior_set(h->mc, MEMCACHED_BEHAVIOR_NOREPLY, 1);
-	rc = overwrite ? memcached_set(h->mc, key, strlen(key), val, len, ttl, 0)
-		       : memcached_add(h->mc, key, strlen(key), val, len, ttl, 0);
+	rc = overwrite ? memcached_set(h->mc, key, strlen(key), sealed, n, ttl, 0)
+		       : memcached_add(h->mc, key, strlen(key), sealed, n, ttl, 0);
+	if (sealed != stack)
+		free(sealed);
 	if (overwrite)
 		memcached_behavior_set(h->mc, MEMCACHED_BEHAVIOR_NOREPLY, 0);
 	give_back(h, rc);

@@ -6,13 +6,17 @@
  *
  * Decoding refuses anything that is not exactly such a record: memcached is
  * a cache anyone who reaches it can write, and a bad record must be asked
- * of MySQL rather than trusted.
+ * of MySQL rather than trusted.  For the same reason every value the agent
+ * stores there carries a seal (cs_seal) made with the cluster secret, and a
+ * value without the right one is never used.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/crypto.h>
 
 #include "record.h"
 #include "sign.h"
@@ -118,4 +122,78 @@ void cs_file_add_holder(struct cs_file *f, uint32_t node)
 {
 	if (!cs_file_holds(f, node) && f->nholders < CS_MAX_HOLDERS)
 		f->holder[f->nholders++] = node;
+}
+
+/* HMAC over "cs-mc1\n" key "\n" expires "\n" value. */
+static int seal_mac(const unsigned char *secret, size_t secret_len, const char *key,
+		    const char *val, size_t len, int64_t expires, unsigned char mac[CS_SHA256_LEN])
+{
+	char head[CS_KEY_MAX + 48], stack[1024], *msg = stack;
+	int h = snprintf(head, sizeof head, "cs-mc1\n%s\n%" PRId64 "\n", key, expires);
+	int rc;
+
+	if (h < 0 || (size_t)h >= sizeof head)
+		return -ENOSPC;
+	if (h + len > sizeof stack && !(msg = malloc(h + len)))
+		return -ENOMEM;
+	memcpy(msg, head, h);
+	memcpy(msg + h, val, len);
+	rc = cs_hmac(secret, secret_len, msg, h + len, mac);
+	if (msg != stack)
+		free(msg);
+	return rc;
+}
+
+int cs_seal(const unsigned char *secret, size_t secret_len, const char *key, const char *val,
+	    size_t len, int64_t expires, char *out, size_t outsz)
+{
+	unsigned char mac[CS_SHA256_LEN];
+	char hex[CS_SHA256_HEX];
+	int rc = seal_mac(secret, secret_len, key, val, len, expires, mac), n;
+
+	if (rc < 0)
+		return rc;
+	cs_hex(mac, CS_SHA256_LEN, hex);
+	if (len >= outsz)
+		return -ENOSPC;
+	memmove(out, val, len);
+	n = snprintf(out + len, outsz - len, "\n~%" PRId64 " %s", expires, hex);
+	if (n < 0 || (size_t)n >= outsz - len)
+		return -ENOSPC;
+	return (int)(len + n);
+}
+
+int cs_unseal(const unsigned char *secret, size_t secret_len, const char *key, const char *in,
+	      size_t len, int64_t now, size_t *vlen)
+{
+	unsigned char want[CS_SHA256_LEN], got[CS_SHA256_LEN];
+	const char *nl = NULL, *sp;
+	char num[24], hex[CS_SHA256_HEX];
+	int64_t expires;
+
+	for (size_t i = len; i > 0; i--)
+		if (in[i - 1] == '\n') {
+			nl = in + i - 1;
+			break;
+		}
+	/* "\n~" digits " " 64 hex, nothing after. */
+	if (!nl || (size_t)(in + len - nl) > CS_SEAL_MAX || nl[1] != '~' ||
+	    (size_t)(in + len - nl) < 2 + 1 + 1 + CS_SHA256_HEX - 1)
+		return -EACCES;
+	sp = in + len - (CS_SHA256_HEX - 1) - 1;
+	if (*sp != ' ' || sp - (nl + 2) < 1 || (size_t)(sp - (nl + 2)) >= sizeof num)
+		return -EACCES;
+	memcpy(num, nl + 2, sp - (nl + 2));
+	num[sp - (nl + 2)] = '\0';
+	memcpy(hex, sp + 1, CS_SHA256_HEX - 1);
+	hex[CS_SHA256_HEX - 1] = '\0';
+	if (!cs_parse_i64(num, &expires) || cs_unhex(hex, got, CS_SHA256_LEN) < 0)
+		return -EACCES;
+	if (seal_mac(secret, secret_len, key, in, nl - in, expires, want) < 0 ||
+	    CRYPTO_memcmp(want, got, CS_SHA256_LEN) != 0)
+		return -EACCES;
+	if (now > expires + CS_SEAL_GRACE)
+		return -ESTALE;
+	*vlen = nl - in;
+	return 0;
 }

@@ -154,3 +154,15 @@ int cs_sign_verify(const unsigned char *secret, size_t secret_len,
 		return -EACCES;
 	return CRYPTO_memcmp(want, sig, CS_SIGN_HEX - 1) == 0 ? 0 : -EACCES;
 }
+
+int cs_hmac(const unsigned char *secret, size_t secret_len, const void *msg, size_t n,
+	    unsigned char mac[CS_SHA256_LEN])
+{
+	unsigned int len = 0;
+
+	if (!HMAC(md(), secret, (int)secret_len, msg, n, mac, &len) || len != CS_SHA256_LEN) {
+		memset(mac, 0, CS_SHA256_LEN);
+		return -EIO;
+	}
+	return 0;
+}

@@ -24,6 +24,9 @@ int cs_sign_verify(const unsigned char *secret, size_t secret_len,
 		   const char *method, const char *path, const char *when,
 		   const char *body_sha, const char *sig, long long now);
 
+/* HMAC-SHA256 of msg[0, n) with the secret: 0, or -EIO (mac zeroed). */
+int cs_hmac(const unsigned char *secret, size_t secret_len, const void *msg, size_t n,
+	    unsigned char mac[CS_SHA256_LEN]);
 /* Streaming SHA-256. */
 struct cs_sha256 {
 	void *ctx;

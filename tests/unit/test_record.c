@@ -135,6 +135,53 @@ static void holders(void **state)
 	assert_false(cs_file_holds(&full, 7));
 }
 
+/* A sealed value is used only with the secret, key and time it was made
+ * for: a forged, altered, moved or expired one is refused. */
+static void seals(void **state)
+{
+	(void)state;
+	static const unsigned char secret[] = "0123456789abcdef-cluster";
+	static const unsigned char other[] = "0123456789abcdef-another";
+	const char *key = "cs1:00ff", *val = "F 1 2 3 4 abc 0 1,2";
+	char out[512], bad[512];
+	size_t vlen = 0;
+	int n = cs_seal(secret, sizeof secret - 1, key, val, strlen(val), 1000, out, sizeof out);
+
+	assert_true(n > (int)strlen(val));
+	assert_int_equal(cs_unseal(secret, sizeof secret - 1, key, out, n, 990, &vlen), 0);
+	assert_int_equal(vlen, strlen(val));
+	assert_memory_equal(out, val, vlen);
+	/* expired, with the grace for clocks that differ a little */
+	assert_int_equal(cs_unseal(secret, sizeof secret - 1, key, out, n, 1000 + CS_SEAL_GRACE,
+				   &vlen), 0);
+	assert_int_equal(cs_unseal(secret, sizeof secret - 1, key, out, n,
+				   1001 + CS_SEAL_GRACE, &vlen), -ESTALE);
+	/* another secret, another key */
+	assert_int_equal(cs_unseal(other, sizeof other - 1, key, out, n, 990, &vlen), -EACCES);
+	assert_int_equal(cs_unseal(secret, sizeof secret - 1, "cs1:00fe", out, n, 990, &vlen),
+			 -EACCES);
+	/* any byte changed: the value, the expiry, the MAC */
+	for (int i = 0; i < n; i++) {
+		memcpy(bad, out, n);
+		bad[i] ^= 1;
+		assert_int_not_equal(cs_unseal(secret, sizeof secret - 1, key, bad, n, 990, &vlen),
+				     0);
+	}
+	/* an unsealed record, a truncated one, one with a later expiry */
+	assert_int_equal(cs_unseal(secret, sizeof secret - 1, key, val, strlen(val), 990, &vlen),
+			 -EACCES);
+	assert_int_equal(cs_unseal(secret, sizeof secret - 1, key, out, n - 1, 990, &vlen),
+			 -EACCES);
+	memcpy(bad, out, n);
+	char *tilde = strstr(bad, "\n~1000 ");
+	assert_non_null(tilde);
+	tilde[2] = '9';
+	assert_int_equal(cs_unseal(secret, sizeof secret - 1, key, bad, n, 990, &vlen), -EACCES);
+	/* no room */
+	assert_int_equal(cs_seal(secret, sizeof secret - 1, key, val, strlen(val), 1000, out,
+				 strlen(val) + 10), -ENOSPC);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -144,6 +191,7 @@ int main(void)
 		cmocka_unit_test(refuses_garbage),
 		cmocka_unit_test(keys),
 		cmocka_unit_test(holders),
+		cmocka_unit_test(seals),
 	};
 	return cmocka_run_group_tests_name("registry records", tests, NULL, NULL);
 }
