@@ -138,6 +138,33 @@ void cs_registry_cache(const unsigned char h[CS_SHA256_LEN], const struct cs_fil
 	cs_mc_store(key, rec, n, f ? CS_POS_MC_TTL : CS_NEG_MC_TTL, overwrite);
 }
 
+int cs_registry_confirm(struct cs_held_at *at, int n)
+{
+	struct cs_buf q = { 0 };
+	MYSQL_RES *res = NULL;
+	MYSQL_ROW row;
+	int rc;
+
+	cs_sql_str(&q, "SELECT file_id, node_id, version FROM replicas WHERE stale=0 AND"
+		       " (file_id, node_id) IN (");
+	for (int i = 0; i < n; i++) {
+		at[i].held = false;
+		cs_sql_fmt(&q, "%s(%" PRIu64 ",%" PRIu32 ")", i ? "," : "", at[i].file_id,
+			   at[i].node);
+	}
+	cs_sql_str(&q, ")");
+	if ((rc = cs_db_query(&q, &res)) < 0)
+		return rc == -ENOMEM ? rc : -EAGAIN;
+	while (res && (row = mysql_fetch_row(res)))
+		for (int i = 0; i < n; i++)
+			if (at[i].file_id == cs_db_u64(row[0]) && at[i].node == cs_db_u64(row[1]) &&
+			    cs_db_u64(row[2]) >= at[i].version)
+				at[i].held = true;
+	if (res)
+		mysql_free_result(res);
+	return 0;
+}
+
 /* ---- lookups ------------------------------------------------------- */
 
 static int db_lookup(const unsigned char h[CS_SHA256_LEN], const char *ns, const char *rel,

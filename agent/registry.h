@@ -10,6 +10,18 @@
 #include "db.h"
 #include "record.h"
 
+/* A holder record asked about: file, node and version in; held out. */
+struct cs_held_at {
+	uint64_t file_id;
+	uint32_t node;
+	uint64_t version;
+	bool held;
+};
+/* Set each at[i].held: whether the replicas table has a live record of
+ * that node holding that version of the file or a later one.  One query;
+ * 0 or -EAGAIN (MySQL unreachable). */
+int cs_registry_confirm(struct cs_held_at *at, int n);
+
 /*
  * Look (ns, rel) up: memcached, then MySQL (filling memcached).  0 with *f,
  * -ENOENT when not in the cluster (or deleted), -EAGAIN when the registry

@@ -195,6 +195,44 @@ static int publish_jobs(struct wjob *w, int n)
 }
 
 /*
+ * Which of the pushes that answered 200 made a copy the registry knows:
+ * push[k] went to target[k] for job owner[k], ok[k] says it answered 200;
+ * on return ok[k] says the target's holder record of that version is in
+ * the replicas table.  One query for the round.  A 200 proves only that
+ * something at the target's address said so: an impostor there (the node
+ * gone, its port taken) or a node table that lies must not be counted as
+ * a copy.  A real agent records its copy before it answers (http_put.c).
+ * When MySQL cannot say, none is counted, and the entry is tried again.
+ */
+static void confirm(struct wjob *w, const int *owner, const uint32_t *target, bool *ok, int np)
+{
+	struct cs_held_at *at = malloc(np * sizeof *at);
+	int asked = 0, rc = -ENOMEM;
+
+	for (int k = 0; at && k < np; k++)
+		if (ok[k])
+			at[asked++] = (struct cs_held_at){ w[owner[k]].pub.f.id, target[k],
+							   w[owner[k]].pub.f.version, false };
+	if (asked == 0) {
+		free(at);
+		return;
+	}
+	if (at && (rc = cs_registry_confirm(at, asked)) < 0)
+		cs_info("cannot confirm %d pushed copies in the registry (%s); they are pushed again",
+			asked, strerror(-rc));
+	for (int k = 0, j = 0; k < np; k++) {
+		if (!ok[k])
+			continue;
+		ok[k] = rc == 0 && at[j++].held;
+		if (rc == 0 && !ok[k])
+			cs_error_every(10, "%s/%s: node %" PRIu32 " answered 200 to a push but the "
+				       "registry does not show its copy; not counted",
+				       w[owner[k]].p->name, w[owner[k]].rel, target[k]);
+	}
+	free(at);
+}
+
+/*
  * Push each published job's file to other nodes until CS_REPLICAS copies
  * exist (w->have counts copies made by renames the registry has not shown
  * yet).  All jobs' pushes of a round run at once; a failed one is tried on
@@ -223,7 +261,8 @@ static void spread_jobs(struct wjob *w, int n)
 	}
 	int *owner = cap > 0 ? malloc(cap * sizeof *owner) : NULL;
 	uint32_t *target = cap > 0 ? malloc(cap * sizeof *target) : NULL;
-	if (owner && target && (push = malloc(cap * sizeof *push))) {
+	bool *ok = cap > 0 ? malloc(cap * sizeof *ok) : NULL;
+	if (owner && target && ok && (push = malloc(cap * sizeof *push))) {
 		while (!__atomic_load_n(stop, __ATOMIC_ACQUIRE)) {
 			int np = 0;
 			for (int i = 0; i < n; i++) {
@@ -240,11 +279,16 @@ static void spread_jobs(struct wjob *w, int n)
 			if (np == 0)
 				break;
 			cs_peer_push_many(push, np, stop);
+			for (int k = 0; k < np; k++)
+				ok[k] = push[k].rc == 0;
+			confirm(w, owner, target, ok, np);
 			for (int k = 0; k < np; k++) {
 				struct wjob *x = &w[owner[k]];
-				if (push[k].rc == 0) {
+				if (ok[k]) {
 					x->acks++;
 					cs_nodes_worked(target[k]);
+				} else if (push[k].rc == 0) {
+					continue;       /* answered, not recorded: not a copy */
 				} else if (push[k].rc == -ESTALE) {
 					x->acks = want;  /* a newer version exists: its entry spreads it */
 					x->next = x->nto;
@@ -257,6 +301,7 @@ static void spread_jobs(struct wjob *w, int n)
 	}
 	free(owner);
 	free(target);
+	free(ok);
 	for (int i = 0; i < n; i++) {
 		int copies = w[i].have + w[i].acks;
 
