@@ -1,0 +1,227 @@
+"""test_hardening.py - what someone outside the cluster can do to it, tried
+for real: plant records and nodes in memcached (which has no
+authentication), stand in for a node at its address, and take installed
+files that come out world-writable.  Real memcached, MariaDB, three nodes
+each with cs-replicate serve and nginx under the library, CS_REPLICAS=2.
+
+Each test uses its own file names; a test that stops a server starts it
+again.  Prints TAP-style lines and ends with "N passed, N failed".
+"""
+import hashlib
+import http.server
+import os
+import socket
+import stat
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster import Cluster, free_port  # noqa: E402
+from tap import expect, run, eventually, file_sha, mkdir_web, replicated, sha  # noqa: E402
+
+EVIL = b"<script>planted by someone who can reach memcached</script>\n"
+
+
+class Impostor:
+    """An HTTP server that answers every request 200 with EVIL and counts
+    what it was asked: what an attacker would run at an address of their
+    choosing."""
+
+    def __init__(self, port=None):
+        outer = self
+        self.requests = []
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def answer(self):
+                outer.requests.append((self.command, self.path))
+                n = int(self.headers.get("Content-Length") or 0)
+                while n > 0:
+                    got = self.rfile.read(min(n, 65536))
+                    if not got:
+                        break
+                    n -= len(got)
+                body = EVIL if self.command in ("GET", "HEAD") else b"stored\n"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("X-CS-Size", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = answer
+
+            def log_message(self, *a):
+                pass
+
+        self.port = port or free_port()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), H)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def mc_set(c, key, value, ttl=0):
+    """Store value at key as anyone who reaches memcached can."""
+    with socket.create_connection(("127.0.0.1", c.memcached_port)) as m:
+        m.sendall(b"set %s 0 %d %d\r\n%s\r\n" % (key.encode(), ttl, len(value), value))
+        reply = m.recv(100)
+    expect(reply == b"STORED\r\n", "memcached takes the planted value", b"STORED\r\n", reply)
+
+
+def record_key(c, rel):
+    return "cs1:" + hashlib.sha256(c.namespace.encode() + b"\0" + rel.encode()).hexdigest()
+
+
+def node_table(c, extra):
+    """The node table as the agents encode it, with extra lines: "id up name
+    url zone" (nodes.c)."""
+    rows = c.sql("SELECT id, name, url FROM nodes ORDER BY id", db="cs").stdout.split("\n")
+    lines = ["%s 1 %s %s -" % tuple(r.split("\t")) for r in rows if r.strip()]
+    return ("\n".join(lines + extra) + "\n").encode()
+
+
+def register(c, rel, data):
+    """rel written on node1 through the library and replicated; its row id."""
+    n1 = c.nodes[0]
+    d = os.path.dirname(rel)
+    if d:
+        mkdir_web(n1, d)
+    p = n1.run(["sh", "-c", 'cat > "$1"', "sh", os.path.join(n1.dir, rel)], input=data)
+    expect(p.returncode == 0, "test setup: %s written on node1" % rel, 0, p.stderr)
+    ok = eventually(lambda: replicated(c, [rel], 2), 20)
+    expect(ok, "test setup: %s replicated" % rel)
+    return int(c.sql("SELECT id FROM files WHERE namespace='%s' AND path='%s'"
+                     % (c.namespace, rel), db="cs").stdout)
+
+
+def lacking(c, rel):
+    """A node that does not hold rel."""
+    for n in c.nodes:
+        if not os.path.exists(os.path.join(n.dir, rel)):
+            return n
+    raise AssertionError("every node holds " + rel)
+
+
+# ---- memcached ------------------------------------------------------------
+
+def test_planted_record_and_node_are_not_used(c):
+    """Someone who reaches memcached rewrites a real file's record (their
+    bytes' SHA-256, held by their node only) and adds their node to the
+    node table; a node that lacks the file still serves the real bytes,
+    asks their server nothing, and says in its log what it refused."""
+    real = b"the real page\n" * 100
+    rel = "plant/page.html"
+    fid = register(c, rel, real)
+    target = lacking(c, rel)
+    evil = Impostor()
+    try:
+        planted_record = ("F %d 99 %d 1764000000000000000 %s 0 999"
+                          % (fid, len(EVIL), sha(EVIL))).encode()
+        planted_nodes = node_table(c, ["999 1 evil http://127.0.0.1:%d -" % evil.port])
+        # Both as they were before records were sealed, and with a seal
+        # made up by someone without the secret.
+        fake_seal = b"\n~%d %s" % (int(time.time()) + 600, b"ab" * 32)
+        for how in (b"", fake_seal):
+            os.path.exists(os.path.join(target.dir, rel)) and os.unlink(
+                os.path.join(target.dir, rel))
+            for _ in range(3):          # the agents put their own back
+                mc_set(c, record_key(c, rel), planted_record + how)
+                mc_set(c, "cs1:nodes", planted_nodes + how)
+                time.sleep(0.4)
+            mc_set(c, record_key(c, rel), planted_record + how)
+            mc_set(c, "cs1:nodes", planted_nodes + how)
+            status, body = target.get("/" + rel)
+            expect(status == 200 and body == real,
+                   "%s serves the real bytes (%s)" % (target.name,
+                                                      "sealed" if how else "unsealed"),
+                   (200, sha(real)), (status, sha(body)))
+            expect(file_sha(os.path.join(target.dir, rel)) == sha(real),
+                   "the installed copy is the real one", sha(real),
+                   file_sha(os.path.join(target.dir, rel)))
+        expect(evil.requests == [], "the planted node is never asked", [], evil.requests[:5])
+        log = open(os.path.join(target.home, "serve.log"), errors="replace").read()
+        expect("not sealed with this cluster's secret" in log,
+               "the agent says it refused a planted value", "not sealed ...", log[-500:])
+    finally:
+        evil.close()
+
+
+def test_planted_node_gets_no_copy(c):
+    """A node table in memcached that names a node of someone else's, up
+    and empty: a new upload still reaches CS_REPLICAS real nodes, and their
+    server receives nothing."""
+    evil = Impostor()
+    stop = threading.Event()
+    planted = node_table(c, ["998 1 evil2 http://127.0.0.1:%d -" % evil.port])
+
+    def plant():
+        while not stop.is_set():
+            mc_set(c, "cs1:nodes", planted)
+            time.sleep(0.05)
+
+    t = threading.Thread(target=plant, daemon=True)
+    t.start()
+    try:
+        rels = []
+        n1 = c.nodes[0]
+        mkdir_web(n1, "fake")
+        for i in range(10):
+            rel = "fake/u%d.bin" % i
+            data = os.urandom(3000 + i)
+            p = n1.run(["sh", "-c", 'cat > "$1"', "sh", os.path.join(n1.dir, rel)],
+                       input=data)
+            expect(p.returncode == 0, "upload written", 0, p.stderr)
+            rels.append(rel)
+            time.sleep(0.1)
+        ok = eventually(lambda: replicated(c, rels, 2), 20)
+        expect(ok, "every upload on 2 real nodes", True,
+               [[bool(file_sha(os.path.join(n.dir, r))) for n in c.nodes] for r in rels])
+        expect(evil.requests == [], "the planted node received nothing", [],
+               evil.requests[:5])
+    finally:
+        stop.set()
+        t.join()
+        evil.close()
+
+
+def test_impostor_at_a_node_address_is_not_a_copy(c):
+    """node3's agent is gone and something else answers 200 at its address
+    (its port taken); node2's agent is down too.  A write on node1 is not
+    counted as copied by the impostor's 200: its entry stays pending, and
+    when node2's agent is back the file reaches node2."""
+    n1, n2, n3 = c.nodes
+    mkdir_web(n1, "imp")
+    n2.stop_serve()
+    n3.stop_serve()
+    evil = Impostor(port=n3.serve_port)
+    try:
+        rel = "imp/upload.bin"
+        data = os.urandom(5000)
+        p = n1.run(["sh", "-c", 'cat > "$1"', "sh", os.path.join(n1.dir, rel)], input=data)
+        expect(p.returncode == 0, "upload written", 0, p.stderr)
+        got = eventually(lambda: any(m == "PUT" for m, _ in evil.requests), 10)
+        expect(got, "the impostor was pushed to (it is node3's address)", "a PUT",
+               evil.requests[:5])
+        evil.close()
+        evil = None
+        n2.start_serve()
+        ok = eventually(lambda: file_sha(os.path.join(n2.dir, rel)) == sha(data), 30, 0.2)
+        expect(ok, "the upload reached node2 once it was back", sha(data),
+               file_sha(os.path.join(n2.dir, rel)))
+    finally:
+        if evil:
+            evil.close()
+        if not n2.serve:
+            n2.start_serve()
+        n3.start_serve()
+
+
+if __name__ == "__main__":
+    sys.exit(run([test_planted_record_and_node_are_not_used,
+                  test_planted_node_gets_no_copy,
+                  test_impostor_at_a_node_address_is_not_a_copy],
+                 Cluster(nodes=3, log_level="info")))
