@@ -29,7 +29,6 @@
 #include "registry.h"
 #include "store.h"
 
-#define INSTALL_WAIT_MS 10000   /* for a push or sweep of the same path */
 #define TABLE 1024
 
 /* A name being made present; whoever asks for it meanwhile waits for it. */
@@ -96,9 +95,15 @@ static char install_file(const struct cs_prefix *p, const char *rel, struct cs_f
 
 	if (!order)
 		return CS_REPLY_UNAVAILABLE;
-	rc = cs_store_begin(p, rel, false, INSTALL_WAIT_MS, &in);
-	if (rc == 1) {
+	if (cs_store_exists(p, rel)) {
 		reply = CS_REPLY_INSTALLED;     /* a push put it here meanwhile */
+		goto out;
+	}
+	rc = cs_store_begin(p, rel, &in);
+	if (rc == -EXDEV) {
+		/* Here the name leads out of the namespace (a symlink on the
+		 * way) or through a file: nothing of the cluster's is there. */
+		reply = CS_REPLY_ABSENT;
 		goto out;
 	}
 	if (rc < 0) {
@@ -132,11 +137,21 @@ static char install_file(const struct cs_prefix *p, const char *rel, struct cs_f
 	if ((rc = cs_journal_append_held(p->name, rel, &h)) < 0)
 		cs_error_every(10, "%s/%s: cannot journal its holder record (%s); installing anyway",
 			       p->name, rel, strerror(-rc));
-	if ((rc = cs_store_commit(&in, f->mtime_ns)) < 0) {
+	/* Never over what is there: a push may have put a newer version here
+	 * while this one was on its way (then that one stays). */
+	int lock = cs_store_lock(p->name, rel);
+	rc = cs_store_commit(&in, f->mtime_ns, false);
+	cs_store_unlock(lock);
+	if (rc == -EXDEV) {
+		reply = CS_REPLY_ABSENT;        /* a way out was planted meanwhile */
+		goto out;
+	}
+	if (rc < 0) {
 		cs_error_every(10, "%s/%s: cannot install: %s", p->name, rel, strerror(-rc));
 		goto out;
 	}
-	cs_info("fetched %s/%s (%" PRIu64 " bytes)", p->name, rel, f->size);
+	if (rc == 0)
+		cs_info("fetched %s/%s (%" PRIu64 " bytes)", p->name, rel, f->size);
 	reply = CS_REPLY_INSTALLED;
 out:
 	free(order);

@@ -8,9 +8,10 @@
  * the authority on content: a pushed body is installed only when it matches
  * its signed X-CS-SHA256 and is exactly the version the registry holds now
  * (version, size, SHA-256, mtime); anything else leaves no file behind.  The
- * body streams into the store's temporary file beside the target (store.c),
- * so a reader sees the old file or the whole new one, never a torn one, and
- * a client that goes away midway leaves nothing (cs_put_end).  A copy made
+ * body streams into the store's anonymous temporary file (store.c), so a
+ * reader sees the old file or the whole new one, never a torn one, nobody
+ * waits for a push in progress, and a client that goes away midway leaves
+ * nothing, not even a directory (cs_put_end).  A copy made
  * here is recorded in the registry before the answer, so the writer counts
  * only copies the registry knows; one that could not be recorded (or whose
  * agent died in between) is not counted, and the writer pushes it again.
@@ -32,10 +33,6 @@
 #include "store.h"
 
 #define CS_MAX_PUT (16ULL << 30)        /* the largest body a PUT may announce */
-/* How long to wait for another fetch or push of the same path.  Short: the
- * wait blocks one of the few server threads, maybe the very one feeding the
- * other push; the peer gets 503 and tries again later. */
-#define INSTALL_WAIT_MS 2000
 
 static const struct cs_verdict go_on;
 static const struct cs_verdict moved_on = { MHD_HTTP_CONFLICT, "registry has moved on\n" };
@@ -127,22 +124,20 @@ static struct cs_verdict record(const char *ns, const char *rel, const struct cs
 	return go_on;
 }
 
-/* The store's lock and temporary file for rel in namespace p. */
+static const struct cs_verdict outside = {
+	MHD_HTTP_BAD_REQUEST, "path leads out of the namespace or through a file\n"
+};
+
+/* The store's temporary file for rel in namespace p. */
 static struct cs_verdict install_begin(const struct cs_prefix *p, const char *rel,
 				       struct cs_install *in)
 {
-	static const struct cs_verdict outside = {
-		MHD_HTTP_BAD_REQUEST, "path leads out of the namespace or through a file\n"
-	};
-	static const struct cs_verdict busy = { MHD_HTTP_SERVICE_UNAVAILABLE, "path busy\n" };
-	int rc = cs_store_begin(p, rel, true, INSTALL_WAIT_MS, in);
+	int rc = cs_store_begin(p, rel, in);
 
 	if (rc == 0)
 		return go_on;
 	if (rc == -EXDEV || rc == -ENAMETOOLONG)
 		return outside;
-	if (rc == -ETIMEDOUT)
-		return busy;
 	cs_error_every(10, "%s/%s: cannot install here: %s", p->name, rel, strerror(-rc));
 	return cannot;
 }
@@ -185,7 +180,7 @@ struct cs_verdict cs_put_begin(struct MHD_Connection *c, const struct cs_route *
 		free(u);
 		return (struct cs_verdict){ MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n" };
 	}
-	u->in.fd = u->in.dirfd = -1;
+	u->in.fd = -1;
 	u->want = w;
 	u->length = n;
 	snprintf(u->ns, sizeof u->ns, "%s", rt->ns);
@@ -227,16 +222,26 @@ struct cs_verdict cs_put_finish(struct MHD_Connection *c, struct cs_upload *u,
 		v = (struct cs_verdict){ MHD_HTTP_BAD_REQUEST, "truncated body\n" };
 	} else if (memcmp(digest, u->want.sha, CS_SHA256_LEN) != 0) {
 		v = (struct cs_verdict){ MHD_HTTP_BAD_REQUEST, "checksum mismatch\n" };
-	} else {
-		v = registry_has(u->ns, u->rel, &u->want, &f);
-		if (!v.status && f.size != u->got)
-			v = moved_on;
 	}
 	if (v.status) {
 		cs_store_abort(&u->in);
 		return v;
 	}
-	if ((rc = cs_store_commit(&u->in, f.mtime_ns)) < 0) {
+	/* Under the path's lock from the registry's word to the rename, so an
+	 * older push that ends at the same moment cannot land over this one. */
+	int lock = cs_store_lock(u->ns, u->rel);
+	v = registry_has(u->ns, u->rel, &u->want, &f);
+	if (!v.status && f.size != u->got)
+		v = moved_on;
+	rc = v.status ? 0 : cs_store_commit(&u->in, f.mtime_ns, true);
+	cs_store_unlock(lock);
+	if (v.status) {
+		cs_store_abort(&u->in);
+		return v;
+	}
+	if (rc == -EXDEV)
+		return outside;         /* a symlink planted on the way meanwhile */
+	if (rc < 0) {
 		cs_error_every(10, "%s/%s: cannot install: %s", u->ns, u->rel, strerror(-rc));
 		return cannot;
 	}
@@ -265,11 +270,11 @@ void cs_put_end(struct cs_upload *u)
 
 /*
  * Rename the file open at fd (named name in dir, stat *st when it was
- * hashed) to in's target with mtime_ns: one rename(2), so a reader sees
+ * hashed) to toname in todir with mtime_ns: one rename(2), so a reader sees
  * nothing or the whole file.  -EAGAIN when it changed since it was hashed.
  */
 static int move_into(int dir, const char *name, int fd, const struct stat *st,
-		     const struct cs_install *in, int64_t mtime_ns)
+		     int todir, const char *toname, int64_t mtime_ns)
 {
 	const struct timespec ts[2] = {
 		{ .tv_nsec = UTIME_OMIT },
@@ -286,7 +291,7 @@ static int move_into(int dir, const char *name, int fd, const struct stat *st,
 		return -EAGAIN;
 	if (futimens(fd, ts) < 0)
 		return -errno;
-	if (renameat(dir, name, in->dirfd, in->name) < 0) {
+	if (renameat(dir, name, todir, toname) < 0) {
 		int e = errno;
 		/* Leave it as installed, so the stale sweep still knows it. */
 		if (futimens(fd, old) < 0)
@@ -307,7 +312,6 @@ struct cs_verdict cs_move(struct MHD_Connection *c, const struct cs_route *rt)
 	unsigned char digest[CS_SHA256_LEN];
 	char from[CS_PATH_MAX];
 	const char *why, *name;
-	struct cs_install in;
 	struct cs_verdict v;
 	struct cs_file f;
 	struct stat st;
@@ -328,7 +332,7 @@ struct cs_verdict cs_move(struct MHD_Connection *c, const struct cs_route *rt)
 	if ((root = cs_store_root(p)) >= 0)
 		dir = cs_store_open_parent(root, from, false, &name);
 	if (dir >= 0)
-		fd = openat(dir, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+		fd = openat(dir, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		v = no_copy;
 		goto out;
@@ -338,11 +342,17 @@ struct cs_verdict cs_move(struct MHD_Connection *c, const struct cs_route *rt)
 		v = rc < 0 ? cannot : differs;
 		goto out;
 	}
-	v = install_begin(p, rt->rel, &in);     /* the lock on `to` */
-	if (v.status)
+	int lock = cs_store_lock(p->name, rt->rel);
+	const char *toname;
+	int todir = cs_store_open_parent(root, rt->rel, true, &toname);
+	rc = todir < 0 ? -errno : move_into(dir, name, fd, &st, todir, toname, f.mtime_ns);
+	cs_store_unlock(lock);
+	if (todir >= 0)
+		close(todir);
+	if (rc == -EXDEV || rc == -ELOOP || rc == -ENOTDIR) {
+		v = outside;
 		goto out;
-	rc = move_into(dir, name, fd, &st, &in, f.mtime_ns);
-	cs_store_abort(&in);
+	}
 	if (rc < 0) {
 		if (rc != -EAGAIN)
 			cs_error_every(10, "rename %s/%s to %s: %s", p->dir, from, rt->rel,

@@ -9,7 +9,7 @@
  * while it still looks exactly like that, because anything else is a local
  * write the journal has not published yet, and throwing it away would lose
  * it.  Each removal holds the store's per-path lock (store.c), so a push or
- * fetch installing the new version at the same moment is not removed in its
+ * fetch committing the new version at the same moment is not removed in its
  * stead, and reaches the copy through directories opened beneath the
  * namespace directory.  Run by the agent (its sweeper thread and DELETE
  * requests).
@@ -27,7 +27,6 @@
 #include "store.h"
 
 #define SWEEP_BATCH 256
-#define SWEEP_LOCK_MS 1000      /* a path busy for longer waits for the next sweep */
 
 /* One sweep at a time: two would race between checking and removing. */
 static pthread_mutex_t sweeping = PTHREAD_MUTEX_INITIALIZER;
@@ -45,9 +44,9 @@ static int sweep_one(const struct cs_stale *x)
 {
 	const struct cs_prefix *p = cs_config_namespace(&cs_cfg, x->ns);
 	char abs[CS_PATH_MAX];
-	struct cs_install in;
+	const char *name;
 	struct stat st;
-	int rc;
+	int root, dir, lock, rc = 0;
 
 	if (!p || !cs_path_rel_valid(x->rel, strlen(x->rel)))
 		return 0;       /* not a namespace this node serves: nothing here */
@@ -57,21 +56,25 @@ static int sweep_one(const struct cs_stale *x)
 		return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
 	if (!as_installed(&st, x))
 		return 0;
-	rc = cs_store_begin(p, x->rel, true, SWEEP_LOCK_MS, &in);
-	if (rc == -EXDEV)
-		return 0;       /* not a way inside the namespace: no copy of ours */
-	if (rc < 0)
-		return rc;
+	root = cs_store_root(p);
+	if (root < 0)
+		return root;
+	lock = cs_store_lock(p->name, x->rel);
+	dir = cs_store_open_parent(root, x->rel, false, &name);
 	/* Look again under the lock: a new version may have just landed. */
-	if (fstatat(in.dirfd, in.name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-	    as_installed(&st, x)) {
-		if (unlinkat(in.dirfd, in.name, 0) == 0)
+	if (dir < 0) {
+		rc = errno == ENOENT || errno == EXDEV || errno == ELOOP || errno == ENOTDIR ?
+		     0 : -errno;  /* gone, or not a way inside the namespace: no copy of ours */
+	} else if (fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && as_installed(&st, x)) {
+		if (unlinkat(dir, name, 0) == 0)
 			cs_info("removed %s/%s (version %llu superseded)", x->ns, x->rel,
 				(unsigned long long)x->version);
 		else if (errno != ENOENT)
 			rc = -errno;
 	}
-	cs_store_abort(&in);
+	cs_store_unlock(lock);
+	if (dir >= 0)
+		close(dir);
 	return rc;
 }
 

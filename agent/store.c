@@ -2,26 +2,34 @@
  * store.c - putting a file into this node's directory without ever showing a
  * torn one, and never outside the namespace.
  *
- * A fetched or pushed file is written to a temporary file beside its target
- * and becomes visible only by rename(2) once complete and verified.  The
- * temporary name is derived from the target name (".cs-<hash>.tmp"), and its
- * holder keeps an flock(2) on it: every thread or process installing the
- * same path meets the same file, exactly one of them writes, the others wait
- * and then find the installed file.  flock dies with its holder, so a writer
- * killed midway leaves a temporary file the next one simply takes over.
+ * A fetched or pushed file is written to an anonymous file (O_TMPFILE) in
+ * the namespace directory: nothing a web server could serve, nothing anyone
+ * could plant at its name, nothing left behind by a crash.  It becomes
+ * visible, complete and verified, in one step: linked at its final name
+ * (linkat, which never replaces: a fetch) or linked at a hidden name and
+ * renamed over the old copy (a push).  Where O_TMPFILE is not supported the
+ * file is made under a random hidden name, exclusively and not followed.
+ * An installed file gets mode 0644, whatever the umask of the agent or the
+ * writer, and belongs, when root installs it, to the namespace directory's
+ * owner; directories made for it get 0755.
+ *
+ * Nothing is made before the file is complete: the directories on its way
+ * are made at commit.  Transfers hold no lock, so a reader never waits for a
+ * push in progress; only the short steps that look and then change a name
+ * (commit, a sweep's removal, a move) hold a per-path lock in this process,
+ * the one process that installs.
  *
  * Every directory is reached by opening it beneath the namespace directory
  * (openat2 RESOLVE_BENEATH), and a missing one is made inside its parent as
- * so opened: no symlink or ".." takes a write outside.  When root makes
- * directories and files they are handed to the namespace directory's owner,
- * so the web server's workers can use them.
+ * so opened: no symlink or ".." takes a write outside.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -127,9 +135,11 @@ int cs_store_open_parent(int rootfd, const char *rel, bool create, const char **
 			continue;
 		char c = *end;
 		*end = '\0';
-		int made = mkdirat(cur, seg, 0777);
-		if (made == 0)
+		int made = mkdirat(cur, seg, CS_STORE_DIR_MODE);
+		if (made == 0) {
+			fchmodat(cur, seg, CS_STORE_DIR_MODE, 0);      /* whatever the umask */
 			give_to_owner(rootfd, cur, seg);
+		}
 		next = made == 0 || errno == EEXIST ?
 		       cs_store_open_beneath(rootfd, dir, DIR_FLAGS) : -1;
 		int e = errno;
@@ -144,10 +154,7 @@ int cs_store_open_parent(int rootfd, const char *rel, bool create, const char **
 	return cur;
 }
 
-static int way_out(int e)
-{
-	return e == EXDEV || e == ELOOP || e == ENOTDIR ? -EXDEV : -e;
-}
+static int way_out(int e);
 
 int cs_store_mkdir(const struct cs_prefix *p, const char *rel)
 {
@@ -168,132 +175,228 @@ int cs_store_mkdir(const struct cs_prefix *p, const char *rel)
 	return rc;
 }
 
-static uint64_t name_hash(const char *s)
+/* ---- per-path locks --------------------------------------------------- */
+
+#define STRIPES 256
+static pthread_mutex_t stripes[STRIPES];
+static pthread_once_t stripes_once = PTHREAD_ONCE_INIT;
+
+static void stripes_init(void)
 {
-	return cs_fnv1a(CS_FNV_SEED, s, strlen(s));
+	for (int i = 0; i < STRIPES; i++)
+		pthread_mutex_init(&stripes[i], NULL);
 }
 
-static void pause_ms(int ms)
+int cs_store_lock(const char *ns, const char *rel)
 {
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
+	uint64_t h = cs_fnv1a(cs_fnv1a(CS_FNV_SEED, ns, strlen(ns) + 1), rel, strlen(rel));
+	int k = (int)(h % STRIPES);
 
-	nanosleep(&ts, NULL);
+	pthread_once(&stripes_once, stripes_init);
+	pthread_mutex_lock(&stripes[k]);
+	return k;
 }
 
-/* With the parent open: lock the temporary file (see cs_store_begin). */
-static int take(int root, struct cs_install *in, bool replace, int64_t deadline)
+void cs_store_unlock(int lock)
 {
-	struct stat a, b;
-	int wait = 1, rc;
+	pthread_mutex_unlock(&stripes[lock]);
+}
 
-	for (;;) {
-		/* Usually nobody else wants this file: creating the temporary
-		 * file exclusively proves it is ours, with no check to make. */
-		int fd = openat(in->dirfd, in->tmpname,
-				O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0666);
-		bool fresh = fd >= 0;
-		if (!fresh && errno == EEXIST)
-			fd = openat(in->dirfd, in->tmpname,
-				    O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
-		if (fd < 0) {
-			if (errno == ENOENT)
-				continue;       /* renamed away between the two opens */
-			return -errno;
-		}
-		if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
-			/* Ours only if the name still points at what we locked:
-			 * a finished writer renames its file away while locked. */
-			if (!fresh &&
-			    (fstat(fd, &a) < 0 ||
-			     fstatat(in->dirfd, in->tmpname, &b, AT_SYMLINK_NOFOLLOW) < 0 ||
-			     a.st_ino != b.st_ino || a.st_dev != b.st_dev)) {
-				close(fd);
-				continue;
-			}
-			if (!replace &&
-			    faccessat(in->dirfd, in->name, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
-				unlinkat(in->dirfd, in->tmpname, 0);
-				close(fd);
-				return 1;
-			}
-			/* A dead writer's leftovers: start over. */
-			if (!fresh && a.st_size != 0 && ftruncate(fd, 0) < 0) {
-				rc = -errno;
-				unlinkat(in->dirfd, in->tmpname, 0);
-				close(fd);
-				return rc;
-			}
-			give_to_owner(root, in->dirfd, in->tmpname);
-			in->fd = fd;
-			return 0;
-		}
-		rc = errno == EWOULDBLOCK ? 0 : -errno;
-		close(fd);
-		if (rc < 0)
-			return rc;
-		if (!replace && faccessat(in->dirfd, in->name, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
-			return 1;
-		if (cs_clock_ms() >= deadline)
-			return -ETIMEDOUT;
-		pause_ms(wait);
-		if (wait < 20)
-			wait *= 2;
+/* ---- installing ----------------------------------------------------- */
+
+/* A random hidden name for a file on its way in. */
+static void tmp_name(char out[64])
+{
+	uint64_t r;
+
+	if (getrandom(&r, sizeof r, GRND_NONBLOCK) != sizeof r)
+		r = (uint64_t)cs_clock_ms() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)pthread_self();
+	snprintf(out, 64, ".cs-%016llx.tmp", (unsigned long long)r);
+}
+
+/* A new regular file of ours in dirfd under a random name (*name). */
+static int named_tmp(int dirfd, char name[64])
+{
+	for (int tries = 0; tries < 16; tries++) {
+		tmp_name(name);
+		int fd = openat(dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC |
+					     O_NOCTTY, 0600);
+		if (fd >= 0 || errno != EEXIST)
+			return fd < 0 ? -errno : fd;
 	}
+	return -EEXIST;
 }
 
-int cs_store_begin(const struct cs_prefix *p, const char *rel, bool replace, int wait_ms,
-		   struct cs_install *in)
+bool cs_store_exists(const struct cs_prefix *p, const char *rel)
 {
-	int64_t deadline = cs_clock_ms() + wait_ms;
+	int root = cs_store_root(p), dir;
 	const char *name;
-	int root, rc;
+	bool there;
 
-	in->fd = in->dirfd = -1;
-	if (!cs_path_rel_valid(rel, strlen(rel)))
+	if (root < 0 || (dir = cs_store_open_parent(root, rel, false, &name)) < 0)
+		return false;
+	there = faccessat(dir, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+	close(dir);
+	return there;
+}
+
+int cs_store_begin(const struct cs_prefix *p, const char *rel, struct cs_install *in)
+{
+	int root, fd;
+
+	in->fd = -1;
+	in->tmpname[0] = '\0';
+	if (!cs_path_rel_valid(rel, strlen(rel)) || strlen(rel) >= sizeof in->rel)
 		return -EXDEV;
 	if ((root = cs_store_root(p)) < 0)
 		return root;
-	in->dirfd = cs_store_open_parent(root, rel, true, &name);
-	if (in->dirfd < 0)
+	in->root = root;
+	snprintf(in->rel, sizeof in->rel, "%s", rel);
+	/* A way out (a symlink leading outside, a file on the way) is refused
+	 * now, before any byte is taken in; a missing directory is made at
+	 * commit. */
+	const char *name;
+	int dir = cs_store_open_parent(root, rel, false, &name);
+	if (dir < 0 && errno != ENOENT)
 		return way_out(errno);
-	snprintf(in->name, sizeof in->name, "%s", name);
-	snprintf(in->tmpname, sizeof in->tmpname, ".cs-%016llx.tmp",
-		 (unsigned long long)name_hash(in->name));
-	rc = take(root, in, replace, deadline);
-	if (rc != 0) {
-		close(in->dirfd);
-		in->dirfd = -1;
-	}
-	return rc;
+	if (dir >= 0)
+		close(dir);
+	fd = openat(root, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL))
+		fd = named_tmp(root, in->tmpname);      /* no O_TMPFILE here */
+	else if (fd < 0)
+		fd = -errno;
+	if (fd < 0)
+		return fd;
+	in->fd = fd;
+	return 0;
 }
 
-int cs_store_commit(struct cs_install *in, int64_t mtime_ns)
+/* Give the file its final mode, owner and mtime. */
+static int finish(struct cs_install *in, int64_t mtime_ns)
 {
-	struct timespec ts[2] = {
+	const struct timespec ts[2] = {
 		{ .tv_nsec = UTIME_NOW },
 		{ .tv_sec = mtime_ns / 1000000000, .tv_nsec = mtime_ns % 1000000000 },
 	};
-	int rc = 0;
+	struct stat st;
 
+	if (fchmod(in->fd, CS_STORE_FILE_MODE) < 0)
+		return -errno;
+	if (geteuid() == 0 && fstat(in->root, &st) == 0 && st.st_uid != 0 &&
+	    fchown(in->fd, st.st_uid, st.st_gid) < 0)
+		return -errno;
 	if (mtime_ns >= 0 && futimens(in->fd, ts) < 0)
-		rc = -errno;
-	if (rc == 0 && renameat(in->dirfd, in->tmpname, in->dirfd, in->name) < 0)
-		rc = -errno;
-	if (rc < 0)
-		unlinkat(in->dirfd, in->tmpname, 0);
+		return -errno;
+	return 0;
+}
+
+/* Copy the whole of in->fd to a new named file in dirfd (the target's
+ * directory is on another filesystem than the namespace directory). */
+static int copy_to(struct cs_install *in, int dirfd, char name[64])
+{
+	int fd = named_tmp(dirfd, name);
+	loff_t from = 0;
+	ssize_t n;
+
+	if (fd < 0)
+		return fd;
+	while ((n = copy_file_range(in->fd, &from, fd, NULL, 1 << 30, 0)) > 0)
+		;
+	if (n < 0 || fsync(fd) < 0) {
+		int e = -errno;
+		unlinkat(dirfd, name, 0);
+		close(fd);
+		return e;
+	}
 	close(in->fd);
-	close(in->dirfd);
-	in->fd = in->dirfd = -1;
+	in->fd = fd;
+	return 0;
+}
+
+/* Link the anonymous file at name in dirfd; -EEXIST when taken. */
+static int link_at(int fd, int dirfd, const char *name)
+{
+	char proc[48];
+
+	snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+	if (linkat(AT_FDCWD, proc, dirfd, name, AT_SYMLINK_FOLLOW) == 0)
+		return 0;
+	if (errno != ENOENT)
+		return -errno;
+	/* No /proc: root may link a descriptor itself. */
+	return linkat(fd, "", dirfd, name, AT_EMPTY_PATH) == 0 ? 0 : -errno;
+}
+
+static int way_out(int e)
+{
+	return e == EXDEV || e == ELOOP || e == ENOTDIR ? -EXDEV : -e;
+}
+
+int cs_store_commit(struct cs_install *in, int64_t mtime_ns, bool replace)
+{
+	const char *name;
+	char hidden[64];
+	int dir = -1, rc;
+
+	if ((rc = finish(in, mtime_ns)) < 0)
+		goto out;
+	dir = cs_store_open_parent(in->root, in->rel, true, &name);
+	if (dir < 0) {
+		rc = way_out(errno);
+		goto out;
+	}
+	if (in->tmpname[0]) {
+		/* A named temporary file in the namespace directory. */
+		rc = renameat2(in->root, in->tmpname, dir, name, replace ? 0 : RENAME_NOREPLACE);
+		rc = rc == 0 ? 0 : -errno;
+		if (rc == -EXDEV && (rc = copy_to(in, dir, hidden)) == 0) {
+			unlinkat(in->root, in->tmpname, 0);
+			snprintf(in->tmpname, sizeof in->tmpname, "%s", hidden);
+			in->root = dir;         /* the name now lives there */
+			rc = renameat2(dir, hidden, dir, name, replace ? 0 : RENAME_NOREPLACE);
+			rc = rc == 0 ? 0 : -errno;
+		}
+		if (rc == 0)
+			in->tmpname[0] = '\0';
+	} else if (!replace) {
+		rc = link_at(in->fd, dir, name);
+		if (rc == -EXDEV && (rc = copy_to(in, dir, in->tmpname)) == 0) {
+			in->root = dir;
+			rc = renameat2(dir, in->tmpname, dir, name, RENAME_NOREPLACE);
+			rc = rc == 0 ? 0 : -errno;
+			if (rc == 0)
+				in->tmpname[0] = '\0';
+		}
+	} else {
+		/* Linked at a hidden name for as long as the rename takes. */
+		for (int tries = 0; tries < 16; tries++) {
+			tmp_name(hidden);
+			if ((rc = link_at(in->fd, dir, hidden)) != -EEXIST)
+				break;
+		}
+		if (rc == -EXDEV)
+			rc = copy_to(in, dir, hidden);
+		if (rc == 0 && renameat(dir, hidden, dir, name) < 0) {
+			rc = -errno;
+			unlinkat(dir, hidden, 0);
+		}
+	}
+	if (rc == -EEXIST)
+		rc = 1;                 /* a fetch found the file there meanwhile */
+out:
+	cs_store_abort(in);
+	if (dir >= 0)
+		close(dir);
 	return rc;
 }
 
 void cs_store_abort(struct cs_install *in)
 {
-	if (in->fd >= 0) {
-		unlinkat(in->dirfd, in->tmpname, 0);
+	if (in->fd >= 0 && in->tmpname[0])
+		unlinkat(in->root, in->tmpname, 0);
+	if (in->fd >= 0)
 		close(in->fd);
-	}
-	if (in->dirfd >= 0)
-		close(in->dirfd);
-	in->fd = in->dirfd = -1;
+	in->fd = -1;
+	in->tmpname[0] = '\0';
 }

@@ -10,27 +10,42 @@
 
 #include "cs.h"
 
+#define CS_STORE_FILE_MODE 0644  /* every installed file, whatever the umask */
+#define CS_STORE_DIR_MODE 0755   /* every directory made for one */
+
 struct cs_install {
-	int fd;                 /* temporary file, locked, empty */
-	int dirfd;              /* its directory */
-	char tmpname[64];
-	char name[NAME_MAX + 1];        /* final name within dirfd */
+	int fd;                 /* the new file, not visible yet; -1: none */
+	int root;               /* where a named temporary file lives (not ours) */
+	char tmpname[64];       /* its name; "" for an anonymous one (O_TMPFILE) */
+	char rel[CS_PATH_MAX];  /* the target */
 };
 
 /*
- * Take the right to install rel (a valid relative path) in namespace p: its
- * directory is opened beneath p's directory (made where missing, owned like
- * it), and a temporary file beside the target is locked, so every other
- * thread or process wanting the same path waits.  With replace false,
- * returns 1 when the target appeared meanwhile (nothing to do).  Else 0
- * with *in ready to fill, or -EXDEV (the way leads out of the namespace or
- * through a file), -ETIMEDOUT (busy for wait_ms), another -errno.
+ * Start installing rel (a valid relative path) in namespace p: *in gets an
+ * empty file to fill, which nobody can see or reach by a name.  Nothing is
+ * made on the way to rel yet.  0, -EXDEV (rel is no path inside a
+ * namespace), another -errno.
  */
-int cs_store_begin(const struct cs_prefix *p, const char *rel, bool replace, int wait_ms,
-		   struct cs_install *in);
-/* Give the file its mtime and rename it into place. */
-int cs_store_commit(struct cs_install *in, int64_t mtime_ns);
+int cs_store_begin(const struct cs_prefix *p, const char *rel, struct cs_install *in);
+/*
+ * Make in's file visible at its target, with mode CS_STORE_FILE_MODE and
+ * mtime_ns, the directories on the way made where missing: over what is
+ * there with replace, else only if nothing is (1 when something is: ours is
+ * dropped).  The caller holds the path's lock.  0, 1, -EXDEV (the way leads
+ * out of the namespace or through a file), another -errno.  *in is released
+ * either way.
+ */
+int cs_store_commit(struct cs_install *in, int64_t mtime_ns, bool replace);
+/* Drop in's file (released; nothing of it stays). */
 void cs_store_abort(struct cs_install *in);
+/* Whether anything is at rel in namespace p (not followed). */
+bool cs_store_exists(const struct cs_prefix *p, const char *rel);
+
+/* The per-path lock for the steps that look at a name and then change it
+ * (commit, a sweep's removal, a move): its token for cs_store_unlock.
+ * Held for no transfer, only for such short steps. */
+int cs_store_lock(const char *ns, const char *rel);
+void cs_store_unlock(int lock);
 
 /* Directory rel of namespace p, made beneath p's directory where missing
  * (owned like it): 0, -EXDEV, or another -errno. */
