@@ -142,7 +142,8 @@ static enum MHD_Result serve_file(struct MHD_Connection *c, const char *method,
 	dirfd = cs_store_root(p);
 	if (dirfd < 0)
 		return reply(c, MHD_HTTP_NOT_FOUND, "no such file\n");
-	fd = cs_store_open_beneath(dirfd, rt->rel, O_RDONLY | O_NOCTTY);
+	/* O_NONBLOCK: a FIFO planted at the name must not hang this thread. */
+	fd = cs_store_open_beneath(dirfd, rt->rel, O_RDONLY | O_NOCTTY | O_NONBLOCK);
 	int e = errno;
 	if (fd < 0) {
 		if (e == EACCES)
@@ -157,6 +158,14 @@ static enum MHD_Result serve_file(struct MHD_Connection *c, const char *method,
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		close(fd);
 		return reply(c, MHD_HTTP_NOT_FOUND, "no such file\n");
+	}
+	/* Another name of this file may be outside the namespace (someone
+	 * linked it in): never served.  Copies the agent installs have one. */
+	if (st.st_nlink > 1) {
+		close(fd);
+		cs_error_every(10, "%s/%s: hard-linked (%lu names); not served to peers", p->dir,
+			       rt->rel, (unsigned long)st.st_nlink);
+		return reply(c, MHD_HTTP_FORBIDDEN, "hard-linked file not served\n");
 	}
 	len = st.st_size;
 	int range = cs_http_parse_range(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Range"),

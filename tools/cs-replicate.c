@@ -117,8 +117,18 @@ static void import_file(struct import *im, int dirfd, const char *name, const ch
 {
 	struct hashed *h = &im->batch[im->n];
 	struct stat st;
-	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 
+	if (fd >= 0 && fstat(fd, &st) == 0 && (!S_ISREG(st.st_mode) || st.st_nlink > 1)) {
+		/* A hard link may be another name of a file outside the
+		 * namespace; a FIFO or device is no file to serve. */
+		fprintf(stderr, "cs-replicate import: %s: %s; not imported\n", rel,
+			S_ISREG(st.st_mode) ? "hard-linked (another name may lead outside the "
+					      "namespace; copy it instead)" : "not a regular file");
+		im->errors++;
+		close(fd);
+		return;
+	}
 	if (fd < 0 || fstat(fd, &st) < 0 || cs_sha256_fd(fd, h->sha, &h->size) < 0 ||
 	    !(h->rel = strdup(rel))) {
 		fprintf(stderr, "cs-replicate import: %s: %s\n", rel, strerror(errno));
