@@ -79,10 +79,12 @@ def as_root():
                      % os.path.relpath(prog))
 
 
-def as_web_user():
+def as_web_user(umask=None):
     pw = pwd.getpwnam(WEB_USER)
 
     def demote():
+        if umask is not None:
+            os.umask(umask)
         os.setgroups([])
         os.setgid(pw.pw_gid)
         os.setuid(pw.pw_uid)
@@ -269,13 +271,13 @@ class Node:
         e.update(extra)
         return e
 
-    def start_serve(self, **extra):
-        """The agent, as the web user, with this node's environment plus
-        extra (CS_ZONE, CS_DB_CONNECTIONS ...)."""
+    def start_serve(self, umask=None, **extra):
+        """The agent, as the web user (with umask if given), with this
+        node's environment plus extra (CS_ZONE, CS_DB_CONNECTIONS ...)."""
         log = open(os.path.join(self.home, "serve.log"), "ab")
         self.serve = subprocess.Popen(
             [os.path.join(BUILD, "cs-replicate"), "serve"], env=self.env(**extra),
-            stdout=log, stderr=log, preexec_fn=as_web_user())
+            stdout=log, stderr=log, preexec_fn=as_web_user(umask))
         wait_for(lambda: self.health() == 200, 10, self.name + " serve")
 
     def stop_serve(self):
@@ -440,9 +442,24 @@ class Node:
         return {k: int(v) for k, v in (l.split() for l in body.decode().splitlines())}
 
     def temp_files(self):
+        """Files on their way in: hidden ones in the namespace directory
+        (where there is no O_TMPFILE), and anonymous ones the agent holds
+        open there ("fd N: DIR/#INODE (deleted)")."""
         found = []
         for root, dirs, files in os.walk(self.dir):
             found += [os.path.join(root, f) for f in files if f.startswith(".cs-")]
+        if self.serve and self.serve.poll() is None:
+            fds = "/proc/%d/fd" % self.serve.pid
+            try:
+                for fd in os.listdir(fds):
+                    try:
+                        target = os.readlink(os.path.join(fds, fd))
+                    except OSError:
+                        continue
+                    if target.startswith(self.dir + "/#") and target.endswith("(deleted)"):
+                        found.append("fd %s: %s" % (fd, target))
+            except OSError:
+                pass
         return found
 
 

@@ -8,8 +8,10 @@ Each test uses its own file names; a test that stops a server starts it
 again.  Prints TAP-style lines and ends with "N passed, N failed".
 """
 import hashlib
+import hmac
 import http.server
 import os
+import shutil
 import socket
 import stat
 import sys
@@ -220,8 +222,143 @@ def test_impostor_at_a_node_address_is_not_a_copy(c):
         n3.start_serve()
 
 
+# ---- installed files ---------------------------------------------------------
+
+def test_installed_files_have_a_fixed_mode(c):
+    """An agent with umask 0 (nginx's workers run so) installs fetched and
+    pushed files 0644 and the directories it makes 0755: nobody else on the
+    node can change web content through them."""
+    n1, n2, n3 = c.nodes
+    n3.stop_serve()
+    n3.start_serve(umask=0)
+    try:
+        fetched = "mode/deep/er/fetched.txt"
+        register(c, fetched, b"fetched\n")
+        target = lacking(c, fetched)
+        status, _ = target.get("/" + fetched)
+        expect(status == 200, "fetched", 200, status)
+        if target is not n3:
+            os.unlink(os.path.join(n3.dir, fetched))
+            status, _ = n3.get("/" + fetched)
+            expect(status == 200, "fetched on node3", 200, status)
+        st = os.stat(os.path.join(n3.dir, fetched))
+        expect(stat.S_IMODE(st.st_mode) == 0o644, "a fetched file is 0644", "0o644",
+               oct(stat.S_IMODE(st.st_mode)))
+        for d in ("mode/deep/er", "mode/deep"):
+            m = stat.S_IMODE(os.stat(os.path.join(n3.dir, d)).st_mode)
+            if os.stat(os.path.join(n3.dir, d)).st_uid == os.stat(n3.dir).st_uid:
+                expect(m == 0o755, "a directory made for it is 0755: " + d, "0o755", oct(m))
+        # A push: node1 writes, node3 must receive (node2 stopped).
+        n2.stop_serve()
+        mkdir_web(n1, "mode/pushed")
+        data = os.urandom(2000)
+        rel = "mode/pushed/p.bin"
+        p = n1.run(["sh", "-c", 'umask 0; cat > "$1"', "sh", os.path.join(n1.dir, rel)],
+                   input=data)
+        expect(p.returncode == 0, "written", 0, p.stderr)
+        ok = eventually(lambda: file_sha(os.path.join(n3.dir, rel)) == sha(data), 20)
+        expect(ok, "pushed to node3")
+        m = stat.S_IMODE(os.stat(os.path.join(n3.dir, rel)).st_mode)
+        expect(m == 0o644, "a pushed file is 0644", "0o644", oct(m))
+    finally:
+        if not n2.serve:
+            n2.start_serve()
+        n3.stop_serve()
+        n3.start_serve()
+
+
+def test_nothing_in_the_web_root_while_a_push_streams(c):
+    """While a push's body is on its way, nothing of it has a name in the
+    namespace directory (a web server there could serve it, anyone could
+    plant something at it): the file is anonymous until it is complete."""
+    n1, n2 = c.nodes[0], c.nodes[1]
+    rel = "streaming/big.bin"
+    data = os.urandom(4 << 20)
+    register(c, rel, data)
+    if os.path.exists(os.path.join(n2.dir, rel)):
+        os.unlink(os.path.join(n2.dir, rel))
+    rec = c.sql("SELECT version, mtime_ns, LOWER(HEX(sha256)) FROM files WHERE path='%s'"
+                % rel, db="cs").stdout.split()
+    path = "/v1/files/img/" + rel
+    when = int(time.time())
+    sig = hmac.new(c.secret.encode(), ("PUT\n%s\n%d\n%s" % (path, when, rec[2])).encode(),
+                   hashlib.sha256).hexdigest()
+    head = ("PUT %s HTTP/1.1\r\nHost: x\r\nX-CS-Time: %d\r\nX-CS-Signature: %s\r\n"
+            "X-CS-SHA256: %s\r\nX-CS-Version: %s\r\nX-CS-Mtime: %s\r\n"
+            "Content-Length: %d\r\n\r\n" % (path, when, sig, rec[2], rec[0], rec[1], len(data)))
+    s = socket.create_connection(("127.0.0.1", n2.serve_port))
+    try:
+        s.sendall(head.encode() + data[:len(data) // 2])
+        expect(eventually(lambda: n2.temp_files() != [], 3), "the push is under way")
+        named = []
+        for root, dirs, files in os.walk(n2.dir):
+            named += [os.path.join(root, f) for f in files if ".cs-" in f]
+        expect(named == [], "no named temporary file in the web root", [], named)
+        expect(all(t.startswith("fd ") for t in n2.temp_files()),
+               "the file on its way is anonymous", "fd ...", n2.temp_files())
+        expect(not os.path.exists(os.path.join(n2.dir, rel)), "not visible before complete")
+    finally:
+        s.close()
+    expect(eventually(lambda: n2.temp_files() == [], 3), "dropped with its client", [],
+           n2.temp_files())
+
+
+def test_fifo_and_hard_link_not_served(c):
+    """A FIFO planted at a name peers may ask for does not hang the agent
+    (404 at once), and a hard link to a file outside the namespace is
+    neither served to peers nor imported."""
+    n2 = c.nodes[1]
+    n2.mkdir("planted")
+    os.mkfifo(os.path.join(n2.dir, "planted/fifo"))
+    t = time.monotonic()
+    status, _ = n2.signed("GET", "/v1/files/img/planted/fifo")
+    expect(status == 404 and time.monotonic() - t < 2, "a FIFO: 404 at once", 404,
+           (status, time.monotonic() - t))
+    expect(n2.health() == 200, "the agent still answers")
+    outside = os.path.join(c.tmp, "outside-secret")
+    with open(outside, "w") as f:
+        f.write("db_password=hunter2\n")
+    os.link(outside, os.path.join(n2.dir, "planted/linked.txt"))
+    status, body = n2.signed("GET", "/v1/files/img/planted/linked.txt")
+    expect(status == 403 and b"hunter2" not in body, "a hard link: 403", 403, (status, body))
+    p = n2.cs("import", c.namespace, check=False)
+    rows = c.sql("SELECT COUNT(*) FROM files WHERE path LIKE 'planted/%'", db="cs").stdout
+    expect(rows.strip() == "0", "import registered neither", "0", rows)
+    expect("planted/linked.txt: hard-linked" in p.stderr,
+           "import says why it skipped the link", "hard-linked", p.stderr)
+    os.unlink(os.path.join(n2.dir, "planted/fifo"))
+    os.unlink(os.path.join(n2.dir, "planted/linked.txt"))
+
+
+def test_fetch_through_symlink_stays_inside(c):
+    """A directory on a node replaced by a symlink to elsewhere: a miss
+    below it installs nothing outside the namespace (and is a 404 here)."""
+    n1, n2 = c.nodes[0], c.nodes[1]
+    rel = "lnkdir/f.txt"
+    register(c, rel, b"inside only\n")
+    outside = os.path.join(c.tmp, "elsewhere")
+    os.makedirs(outside)
+    os.chmod(outside, 0o777)
+    for n in c.nodes[1:]:
+        p = os.path.join(n.dir, "lnkdir")
+        if os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p)
+        os.symlink(outside, p)
+    try:
+        status, _ = n2.get("/" + rel)
+        expect(status == 404, "404 on a node where the way leads out", 404, status)
+        expect(os.listdir(outside) == [], "nothing installed outside", [], os.listdir(outside))
+    finally:
+        for n in c.nodes[1:]:
+            os.unlink(os.path.join(n.dir, "lnkdir"))
+
+
 if __name__ == "__main__":
     sys.exit(run([test_planted_record_and_node_are_not_used,
                   test_planted_node_gets_no_copy,
-                  test_impostor_at_a_node_address_is_not_a_copy],
+                  test_impostor_at_a_node_address_is_not_a_copy,
+                  test_installed_files_have_a_fixed_mode,
+                  test_nothing_in_the_web_root_while_a_push_streams,
+                  test_fifo_and_hard_link_not_served,
+                  test_fetch_through_symlink_stays_inside],
                  Cluster(nodes=3, log_level="info")))
