@@ -59,9 +59,16 @@ static uint64_t name_hash(const char *ns, const char *rel)
  * that did not answer is read from last for a while (cs_nodes_demote). */
 static int from_holders(const struct cs_prefix *p, const char *rel, struct cs_install *in,
 			const struct cs_file *f, struct cs_node *order, int n, uint32_t *tried,
-			int *ntried)
+			int *ntried, int64_t deadline)
 {
 	for (int i = 0; i < n; i++) {
+		int64_t left = deadline - cs_clock_ms();
+		if (left <= 0) {
+			cs_error_every(10, "%s/%s: no holder delivered it in time "
+				       "(CS_FETCH_TIMEOUT, plus its size at CS_FETCH_MIN_RATE); "
+				       "given up", p->name, rel);
+			return -ETIMEDOUT;
+		}
 		bool seen = false;
 
 		for (int j = 0; j < *ntried && !seen; j++)
@@ -70,12 +77,14 @@ static int from_holders(const struct cs_prefix *p, const char *rel, struct cs_in
 			continue;
 		if (*ntried < CS_MAX_HOLDERS)
 			tried[(*ntried)++] = order[i].id;
-		int rc = cs_peer_fetch(order[i].url, p->name, rel, in->fd, f);
+		int rc = cs_peer_fetch(order[i].url, p->name, rel, in->fd, f, left);
 		if (rc == 0) {
 			cs_nodes_worked(order[i].id);
 			return 0;
 		}
-		if (rc == -EHOSTUNREACH)
+		/* Silent, slow, failing or serving wrong bytes: read from last
+		 * for a while.  (One that lacks the file is only out of date.) */
+		if (rc != -ENOENT)
 			cs_nodes_demote(order[i].id);
 		if (lseek(in->fd, 0, SEEK_SET) < 0 || ftruncate(in->fd, 0) < 0)
 			return -EIO;
@@ -92,6 +101,10 @@ static char install_file(const struct cs_prefix *p, const char *rel, struct cs_f
 	struct cs_install in;
 	int ntried = 0, n, rc;
 	char reply = CS_REPLY_UNAVAILABLE;
+	/* The whole miss, every holder tried: CS_FETCH_TIMEOUT plus the time
+	 * its size takes at CS_FETCH_MIN_RATE. */
+	int64_t deadline = cs_clock_ms() + cs_cfg.fetch_timeout_ms +
+			   (int64_t)(f->size * 1000 / (cs_cfg.fetch_min_rate ? cs_cfg.fetch_min_rate : 1));
 
 	if (!order)
 		return CS_REPLY_UNAVAILABLE;
@@ -111,8 +124,18 @@ static char install_file(const struct cs_prefix *p, const char *rel, struct cs_f
 		goto out;
 	}
 	n = cs_nodes_holders(f, order, CS_MAX_HOLDERS);
-	rc = n > 0 ? from_holders(p, rel, &in, f, order, n, tried, &ntried) : -ENOENT;
-	if (rc < 0 && cached) {
+	/* Every holder the cached record names failed lately: its list may be
+	 * old, and MySQL may know a copy that works. */
+	if (cached && n > 0 && cs_nodes_is_demoted(order[0].id)) {
+		struct cs_file g;
+		if (cs_registry_lookup_db(p->name, rel, &g) == 0 && !g.deleted &&
+		    g.version == f->version) {
+			*f = g;
+			n = cs_nodes_holders(f, order, CS_MAX_HOLDERS);
+		}
+	}
+	rc = n > 0 ? from_holders(p, rel, &in, f, order, n, tried, &ntried, deadline) : -ENOENT;
+	if (rc < 0 && rc != -ETIMEDOUT && cached) {
 		/* The cached record's holders may be out of date (copies made
 		 * since, a holder gone): ask the truth. */
 		struct cs_file g;
@@ -121,7 +144,8 @@ static char install_file(const struct cs_prefix *p, const char *rel, struct cs_f
 				ntried = 0;     /* another version: every holder again */
 			*f = g;
 			n = cs_nodes_holders(f, order, CS_MAX_HOLDERS);
-			rc = n > 0 ? from_holders(p, rel, &in, f, order, n, tried, &ntried) : -ENOENT;
+			rc = n > 0 ? from_holders(p, rel, &in, f, order, n, tried, &ntried,
+						  deadline) : -ENOENT;
 		}
 	}
 	if (rc < 0) {

@@ -254,6 +254,14 @@ static bool locked_demoted(uint32_t id)
 	return false;
 }
 
+bool cs_nodes_is_demoted(uint32_t id)
+{
+	pthread_mutex_lock(&mu);
+	bool d = locked_demoted(id);
+	pthread_mutex_unlock(&mu);
+	return d;
+}
+
 /* Read ranking: lower is better (up, not failing lately, this zone). */
 static int read_rank(const struct cs_node *n)
 {

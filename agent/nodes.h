@@ -40,6 +40,8 @@ int cs_nodes_peers(struct cs_node *out, int max);
  * in a row to CS_DEMOTE_MS (a peer that stalls would hold up every batch);
  * a transfer that works ends that. */
 #define CS_DEMOTE_MS 30000
+/* Whether node id is demoted now. */
+bool cs_nodes_is_demoted(uint32_t id);
 void cs_nodes_demote(uint32_t id);
 void cs_nodes_worked(uint32_t id);
 /* A push to node succeeded: count it until the counts are next read, so a

@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -427,7 +428,7 @@ static void sink_close(struct sink *s, bool flush, unsigned char d[CS_SHA256_LEN
 }
 
 int cs_peer_fetch(const char *base_url, const char *ns, const char *rel, int fd,
-		  const struct cs_file *want)
+		  const struct cs_file *want, int64_t timeout_ms)
 {
 	struct request r = { 0 };
 	struct sink s;
@@ -441,6 +442,13 @@ int cs_peer_fetch(const char *base_url, const char *ns, const char *rel, int fd,
 		goto out;
 	curl_easy_setopt(r.c, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(r.c, CURLOPT_WRITEDATA, &s);
+	/* A host is waiting: a holder that trickles is left for the next. */
+	curl_easy_setopt(r.c, CURLOPT_TIMEOUT_MS, (long)(timeout_ms > 0 ? timeout_ms : 1));
+	curl_easy_setopt(r.c, CURLOPT_CONNECTTIMEOUT_MS,
+			 (long)(timeout_ms > 0 && timeout_ms < 1000 ? timeout_ms : 1000));
+	curl_easy_setopt(r.c, CURLOPT_LOW_SPEED_LIMIT,
+			 (long)(cs_cfg.fetch_min_rate < LONG_MAX ? cs_cfg.fetch_min_rate : LONG_MAX));
+	curl_easy_setopt(r.c, CURLOPT_LOW_SPEED_TIME, 1L);
 	status = request_perform(&r, "fetch");
 out:
 	sink_close(&s, rc == 0 && status == 200, digest);

@@ -14,11 +14,12 @@ void cs_peer_global_init(void);
  * GET /v1/files/<ns>/<rel> from the node at base_url into fd (positioned at
  * 0, empty), verifying size and SHA-256.  0 or a negative errno: -ENOENT
  * when the peer lacks it, -EHOSTUNREACH when no answer came (refused, timed
- * out, stalled, cut off), -EIO for another refusal or a body that does not
+ * out, stalled, cut off, or slower than CS_FETCH_MIN_RATE for a second; the
+ * whole transfer gets timeout_ms), -EIO for another refusal or a body that does not
  * verify, or the error writing fd.
  */
 int cs_peer_fetch(const char *base_url, const char *ns, const char *rel, int fd,
-		  const struct cs_file *want);
+		  const struct cs_file *want, int64_t timeout_ms);
 /*
  * PUT the file open at fd (read from offset 0) to the node at base_url as
  * version f->version of (ns, rel); the peer verifies size and SHA-256 against

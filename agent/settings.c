@@ -234,6 +234,26 @@ static int parse_cluster(struct cs_config *cfg, cs_getenv_fn get, bool agent, ch
 			    CS_DB_CONNECTIONS_MAX, 4, &cfg->db_connections, err, errlen)) < 0)
 		return rc;
 
+	/* A miss may take CS_FETCH_TIMEOUT plus its size at CS_FETCH_MIN_RATE,
+	 * from all holders together; a holder slower than the rate for a
+	 * second is left for the next.  121 KB: 1.5 + 0.47 s. */
+	cfg->fetch_timeout_ms = 1500;
+	cfg->fetch_min_rate = 256 * 1024;
+	v = get("CS_FETCH_TIMEOUT");
+	if (v && *v) {
+		char *end;
+		double sec = strtod(v, &end);
+		if (end == v || *end || !(sec >= 0.1 && sec <= 3600))
+			return cs_config_fail(err, errlen, "CS_FETCH_TIMEOUT: '%s' is not a number "
+					      "of seconds from 0.1 to 3600", v);
+		cfg->fetch_timeout_ms = (int)(sec * 1000 + 0.5);
+	}
+	v = get("CS_FETCH_MIN_RATE");
+	if (v && *v && (!cs_parse_u64(v, &cfg->fetch_min_rate) || cfg->fetch_min_rate < 1024 ||
+			cfg->fetch_min_rate > (1ULL << 40)))
+		return cs_config_fail(err, errlen, "CS_FETCH_MIN_RATE: '%s' is not a number of "
+				      "bytes per second from 1024 up", v);
+
 	v = get("CS_ZONE");
 	if (v && *v && (rc = parse_name("CS_ZONE", v, cfg->zone, err, errlen)) < 0)
 		return rc;

@@ -182,6 +182,8 @@ struct cs_config {
 	size_t secret_len;
 	int replicas;
 	int db_connections;             /* CS_DB_CONNECTIONS */
+	int fetch_timeout_ms;           /* CS_FETCH_TIMEOUT: a miss's budget ... */
+	uint64_t fetch_min_rate;        /* ... + size / CS_FETCH_MIN_RATE (bytes/s) */
 	char zone[CS_NAME_MAX];
 	char log_file[CS_PATH_MAX];     /* CS_LOG_FILE, "" for stderr */
 };

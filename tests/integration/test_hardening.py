@@ -17,6 +17,7 @@ import stat
 import sys
 import threading
 import time
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster import Cluster, free_port  # noqa: E402
@@ -353,6 +354,121 @@ def test_fetch_through_symlink_stays_inside(c):
             os.unlink(os.path.join(n.dir, "lnkdir"))
 
 
+# ---- a slow holder -------------------------------------------------------------
+
+class Trickler(Impostor):
+    """A holder that has the right bytes (node's directory) and sends them
+    at 2 KB/s, on that node's address."""
+
+    def __init__(self, node):
+        outer = self
+        self.requests = []
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.requests.append(("GET", self.path))
+                rel = urllib.parse.unquote(self.path[len("/v1/files/img/"):])
+                try:
+                    data = open(os.path.join(node.dir, rel), "rb").read()
+                except OSError:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("X-CS-Size", str(len(data)))
+                self.end_headers()
+                try:
+                    for i in range(0, len(data), 200):
+                        self.wfile.write(data[i:i + 200])
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                except OSError:
+                    pass
+
+            def log_message(self, *a):
+                pass
+
+        self.port = node.serve_port
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), H)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+
+def test_slow_holder_is_left_for_the_next(c):
+    """node1 trickles its files at 2 KB/s (in node3's zone, so node3 asks
+    it first); node2 holds them too.  Four 121 KB misses at once on node3's
+    nginx (two workers) each come in about 2 s with the right bytes, a
+    local hit meanwhile waits no longer than they do, and the trickler is
+    asked no more after that."""
+    n1, n2, n3 = c.nodes
+    for n, zone in ((n1, "a"), (n2, "b"), (n3, "a")):
+        n.stop_serve()
+        n.start_serve(CS_ZONE=zone)
+    n3.stop_serve()                     # so the copies go to node1 and node2
+    mkdir_web(n1, "slow")
+    rels = ["slow/p%d.jpg" % i for i in range(6)]
+    blobs = {r: os.urandom(121 * 1024) for r in rels}
+    try:
+        for r in rels:
+            p = n1.run(["sh", "-c", 'cat > "$1"', "sh", os.path.join(n1.dir, r)],
+                       input=blobs[r])
+            expect(p.returncode == 0, "written", 0, p.stderr)
+        ok = eventually(lambda: all(file_sha(os.path.join(n.dir, r)) == sha(blobs[r])
+                                    for r in rels for n in (n1, n2)), 20)
+        expect(ok, "test setup: every file on node1 and node2")
+    finally:
+        n3.start_serve(CS_ZONE="a")
+    n3.put("slow/local.txt", b"here already\n")
+    n1.stop_serve()
+    slow = Trickler(n1)
+    try:
+        results = {}
+
+        def miss(r):
+            t = time.monotonic()
+            status, body = n3.get("/" + r, timeout=60)
+            results[r] = (status, sha(body) == sha(blobs[r]), time.monotonic() - t)
+
+        threads = [threading.Thread(target=miss, args=(r,)) for r in rels[:4]]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        status, body = n3.get("/slow/local.txt")
+        hit = time.monotonic() - t0
+        for t in threads:
+            t.join()
+        expect(all(v[0] == 200 and v[1] for v in results.values()),
+               "every miss answered 200 with the right bytes", True, results)
+        worst = max(v[2] for v in results.values())
+        expect(worst < 3.0, "each within about 2 s", "< 3 s", "%.2f s" % worst)
+        # Both workers are inside open() for misses; a hit waits for one to
+        # come back, which the fetch deadline bounds (the trickle would
+        # have taken a minute).
+        expect(status == 200 and hit < 2.0, "a local hit meanwhile waits no longer than a miss",
+               "< 2 s", "%d in %.2f s" % (status, hit))
+        asked = len(slow.requests)
+        for r in rels[4:]:
+            t = time.monotonic()
+            status, body = n3.get("/" + r)
+            took = time.monotonic() - t
+            expect(status == 200 and sha(body) == sha(blobs[r]) and took < 0.5,
+                   "a later miss goes to node2 at once", "200 in < 0.5 s",
+                   "%d in %.2f s" % (status, took))
+        expect(len(slow.requests) == asked, "the trickler is asked no more", asked,
+               slow.requests)
+        print("# 4 misses beside a 2 KB/s holder: worst %.2f s; a hit meanwhile %.3f s"
+              % (worst, hit))
+    finally:
+        slow.close()
+        if os.environ.get("CS_TEST_DUMP"):
+            print(open(os.path.join(n3.home, "serve.log")).read()[-6000:])
+        for n in c.nodes:
+            n.stop_serve()
+            n.start_serve()
+
+
 if __name__ == "__main__":
     sys.exit(run([test_planted_record_and_node_are_not_used,
                   test_planted_node_gets_no_copy,
@@ -360,5 +476,6 @@ if __name__ == "__main__":
                   test_installed_files_have_a_fixed_mode,
                   test_nothing_in_the_web_root_while_a_push_streams,
                   test_fifo_and_hard_link_not_served,
-                  test_fetch_through_symlink_stays_inside],
+                  test_fetch_through_symlink_stays_inside,
+                  test_slow_holder_is_left_for_the_next],
                  Cluster(nodes=3, log_level="info")))
