@@ -233,6 +233,14 @@ struct cs_verdict cs_put_finish(struct MHD_Connection *c, struct cs_upload *u,
 	v = registry_has(u->ns, u->rel, &u->want, &f);
 	if (!v.status && f.size != u->got)
 		v = moved_on;
+	/* The copy about to be replaced may be the loser of two writes made at
+	 * once: kept, not overwritten (stale.c). */
+	if (!v.status && (rc = cs_stale_keep_lost(cs_config_namespace(&cs_cfg, u->ns), u->rel,
+						  f.id)) < 0) {
+		cs_error_every(10, "%s/%s: cannot keep the lost version here: %s", u->ns, u->rel,
+			       strerror(-rc));
+		v = rc == -EAGAIN ? unreachable : cannot;
+	}
 	rc = v.status ? 0 : cs_store_commit(&u->in, f.mtime_ns, true);
 	cs_store_unlock(lock);
 	if (v.status) {

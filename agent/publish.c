@@ -9,6 +9,9 @@
  * deadlock; the second INSERT of one path gets a duplicate key and the whole
  * is tried again.  Registering a version marks every other node's copy
  * stale; their sweeps remove them.  Committed records are set in memcached.
+ * A version replaced by a write from a node that held no copy of it was
+ * written elsewhere at about the same time: it is recorded as a conflict,
+ * never silently dropped (its holders keep it, stale.c).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -62,6 +65,7 @@ static int attempt(struct cs_db *d, struct cs_publish *v, const int *order, int 
 		uint64_t size = v[i].size;
 		int64_t mtime_ns = v[i].mtime_ns;
 
+		v[i].lost = 0;
 		rc = res[k] ? cs_registry_row(res[k], f) : -EIO;
 		if (rc < 0 && rc != -ENOENT)
 			goto fail;
@@ -81,6 +85,20 @@ static int attempt(struct cs_db *d, struct cs_publish *v, const int *order, int 
 		if (f->deleted || f->size != size ||
 		    memcmp(f->sha256, v[i].sha256, CS_SHA256_LEN) != 0) {
 			stmt[i] = NEW_VERSION;
+			/* This node holds no copy of the version it replaces: its
+			 * write was made without having seen it (another node
+			 * wrote the path meanwhile).  That version is the loser:
+			 * recorded, and its holders keep it (stale.c). */
+			if (!f->deleted && !cs_file_holds(f, self)) {
+				cs_sql_fmt(&q, "INSERT IGNORE INTO conflicts (file_id, lost_version,"
+					    " size, sha256, winner_version, winner_node) VALUES"
+					    " (%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",", f->id,
+					f->version, f->size);
+				cs_sql_hex(&q, f->sha256, CS_SHA256_LEN);
+				cs_sql_fmt(&q, ",%" PRIu64 ",%" PRIu32 "); ", f->version + 1, self);
+				nstmt++;
+				v[i].lost = f->version;
+			}
 			f->version++;
 			cs_sql_fmt(&q, "UPDATE files SET version=%" PRIu64 ", deleted=0,"
 				    " size=%" PRIu64 ", mtime_ns=%" PRId64 ", sha256=",
@@ -180,8 +198,13 @@ int cs_publish_many(struct cs_publish *v, int n)
 			break;
 	}
 	cs_db_put(d);
-	for (int i = 0; rc == 0 && i < n; i++)
+	for (int i = 0; rc == 0 && i < n; i++) {
 		cs_registry_cache(h[i], &v[i].f, true);
+		if (v[i].lost)
+			cs_warn("%s/%s: version %" PRIu64 ", written elsewhere, was replaced by a "
+				"write here that never saw it (two nodes wrote it at once); it is "
+				"kept: cs-replicate conflicts", v[i].ns, v[i].rel, v[i].lost);
+	}
 out:
 	free(h);
 	free(k);

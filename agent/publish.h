@@ -15,6 +15,7 @@ struct cs_publish {
 	int64_t mtime_ns;
 	unsigned char sha256[CS_SHA256_LEN];
 	struct cs_file f;
+	uint64_t lost;          /* out: the version this write replaced unseen, or 0 */
 };
 
 /*

@@ -294,8 +294,9 @@ int cs_registry_stale(struct cs_stale *out, int max)
 
 	if ((rc = cs_nodes_self(&self)) < 0)
 		return rc;
-	cs_sql_fmt(&q, "SELECT r.file_id, r.version, r.size, r.mtime_ns, f.namespace, f.path"
-		       " FROM replicas r JOIN files f ON f.id=r.file_id"
+	cs_sql_fmt(&q, "SELECT r.file_id, r.version, r.size, r.mtime_ns, f.namespace, f.path,"
+		       " c.id FROM replicas r JOIN files f ON f.id=r.file_id"
+		       " LEFT JOIN conflicts c ON c.file_id=r.file_id AND c.lost_version=r.version"
 		       " WHERE r.node_id=%" PRIu32 " AND r.stale=1 LIMIT %d", self, max);
 	rc = cs_db_query(&q, &res);
 	while (rc == 0 && (row = mysql_fetch_row(res)) && n < max) {
@@ -308,6 +309,7 @@ int cs_registry_stale(struct cs_stale *out, int max)
 		x->version = cs_db_u64(row[1]);
 		x->size = cs_db_u64(row[2]);
 		x->mtime_ns = row[3] ? strtoll(row[3], NULL, 10) : 0;
+		x->conflict = cs_db_u64(row[6]);
 		memcpy(x->ns, row[4], l[4]);
 		x->ns[l[4]] = '\0';
 		memcpy(x->rel, row[5], l[5]);
@@ -317,6 +319,103 @@ int cs_registry_stale(struct cs_stale *out, int max)
 	if (res)
 		mysql_free_result(res);
 	return rc < 0 ? rc : n;
+}
+
+int cs_registry_lost_copy(uint64_t file_id, struct cs_stale *x)
+{
+	struct cs_buf q = { 0 };
+	MYSQL_RES *res = NULL;
+	MYSQL_ROW row;
+	uint32_t self;
+	int rc;
+
+	if ((rc = cs_nodes_self(&self)) < 0)
+		return rc;
+	cs_sql_fmt(&q, "SELECT c.id, r.version, r.size, r.mtime_ns FROM replicas r JOIN conflicts c"
+		       " ON c.file_id=r.file_id AND c.lost_version=r.version"
+		       " WHERE r.file_id=%" PRIu64 " AND r.node_id=%" PRIu32, file_id, self);
+	if ((rc = cs_db_query(&q, &res)) < 0)
+		return rc;
+	rc = -ENOENT;
+	if (res && (row = mysql_fetch_row(res))) {
+		x->file_id = file_id;
+		x->conflict = cs_db_u64(row[0]);
+		x->version = cs_db_u64(row[1]);
+		x->size = cs_db_u64(row[2]);
+		x->mtime_ns = row[3] ? strtoll(row[3], NULL, 10) : 0;
+		rc = 0;
+	}
+	if (res)
+		mysql_free_result(res);
+	return rc;
+}
+
+int cs_registry_kept(uint64_t conflict, const char *path)
+{
+	struct cs_buf q = { 0 };
+	uint32_t self;
+	int rc;
+
+	if ((rc = cs_nodes_self(&self)) < 0)
+		return rc;
+	cs_sql_fmt(&q, "UPDATE conflicts SET kept_node=%" PRIu32 ", kept_path=", self);
+	cs_sql_text(&q, path);
+	cs_sql_fmt(&q, " WHERE id=%" PRIu64 " AND kept_node IS NULL", conflict);
+	return cs_db_query(&q, NULL);
+}
+
+/* Copy column i of row (lengths l) into out[size] as a string. */
+static void column(MYSQL_ROW row, const unsigned long *l, int i, char *out, size_t size)
+{
+	size_t n = row[i] ? (l[i] < size ? l[i] : size - 1) : 0;
+
+	if (n)
+		memcpy(out, row[i], n);
+	out[n] = '\0';
+}
+
+int cs_registry_conflicts(void (*each)(const struct cs_conflict *c, void *arg), void *arg)
+{
+	struct cs_buf q = { 0 };
+	struct cs_conflict *c = malloc(sizeof *c);
+	MYSQL_RES *res = NULL;
+	MYSQL_ROW row;
+	int n = 0, rc;
+
+	if (!c)
+		return -ENOMEM;
+	cs_sql_str(&q, "SELECT f.namespace, f.path, c.lost_version, c.size, c.sha256,"
+		       " c.winner_version, w.name, k.name, c.kept_path,"
+		       " DATE_FORMAT(c.detected_at, '%Y-%m-%d %H:%i:%s')"
+		       " FROM conflicts c JOIN files f ON f.id=c.file_id"
+		       " LEFT JOIN nodes w ON w.id=c.winner_node LEFT JOIN nodes k ON k.id=c.kept_node"
+		       " ORDER BY c.id");
+	if ((rc = cs_db_query(&q, &res)) < 0) {
+		free(c);
+		return rc == -ENOMEM ? rc : -EAGAIN;
+	}
+	while (res && (row = mysql_fetch_row(res))) {
+		unsigned long *l = mysql_fetch_lengths(res);
+
+		column(row, l, 0, c->ns, sizeof c->ns);
+		column(row, l, 1, c->rel, sizeof c->rel);
+		c->lost_version = cs_db_u64(row[2]);
+		c->size = cs_db_u64(row[3]);
+		memset(c->sha256, 0, sizeof c->sha256);
+		if (row[4] && l[4] == CS_SHA256_LEN)
+			memcpy(c->sha256, row[4], CS_SHA256_LEN);
+		c->winner_version = cs_db_u64(row[5]);
+		column(row, l, 6, c->winner, sizeof c->winner);
+		column(row, l, 7, c->kept_node, sizeof c->kept_node);
+		column(row, l, 8, c->kept_path, sizeof c->kept_path);
+		column(row, l, 9, c->detected, sizeof c->detected);
+		each(c, arg);
+		n++;
+	}
+	if (res)
+		mysql_free_result(res);
+	free(c);
+	return n;
 }
 
 int cs_registry_drop_copy(uint64_t file_id, uint64_t version)

@@ -44,10 +44,30 @@ int cs_registry_hold(const struct cs_held *v, int n);
 struct cs_stale {
 	uint64_t file_id, version, size;
 	int64_t mtime_ns;               /* the copy as it was installed */
+	uint64_t conflict;              /* a concurrent write's loser: its record, or 0 */
 	char ns[CS_NAME_MAX];
 	char rel[CS_PATH_MAX];
 };
 int cs_registry_stale(struct cs_stale *out, int max);
+/* A version lost to a write made at the same time elsewhere. */
+struct cs_conflict {
+	char ns[CS_NAME_MAX];
+	char rel[CS_PATH_MAX];
+	uint64_t lost_version, size, winner_version;
+	unsigned char sha256[CS_SHA256_LEN];
+	char winner[CS_NAME_MAX];       /* the node whose write won */
+	char kept_node[CS_NAME_MAX];    /* "" while no holder has kept it yet */
+	char kept_path[CS_PATH_MAX + 64];
+	char detected[32];              /* "YYYY-MM-DD hh:mm:ss" UTC */
+};
+/* Each recorded conflict, oldest first, to each(); how many, or -EAGAIN. */
+int cs_registry_conflicts(void (*each)(const struct cs_conflict *c, void *arg), void *arg);
+/* This node's copy of file_id, when it is of a version lost to a
+ * concurrent write: 0 with x's file_id, version, size, mtime_ns and
+ * conflict set (not ns, rel); -ENOENT when not; -errno. */
+int cs_registry_lost_copy(uint64_t file_id, struct cs_stale *x);
+/* This node kept the loser of conflict at path (unless a node did first). */
+int cs_registry_kept(uint64_t conflict, const char *path);
 /* This node no longer holds the stale copy (file_id, version). */
 int cs_registry_drop_copy(uint64_t file_id, uint64_t version);
 

@@ -11,13 +11,16 @@
  * it.  Each removal holds the store's per-path lock (store.c), so a push or
  * fetch committing the new version at the same moment is not removed in its
  * stead, and reaches the copy through directories opened beneath the
- * namespace directory.  Run by the agent (its sweeper thread and DELETE
+ * namespace directory.  A stale copy that lost to a write made at the same
+ * time on another node (publish.c) is not removed but kept, out of the web
+ * root, in CS_SPOOL/lost/.  Run by the agent (its sweeper thread and DELETE
  * requests).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -36,6 +39,72 @@ static bool as_installed(const struct stat *st, const struct cs_stale *x)
 {
 	return S_ISREG(st->st_mode) && (uint64_t)st->st_size == x->size &&
 	       cs_mtime_ns(st) == x->mtime_ns;
+}
+
+/* Make the directories of path (below the spool, which exists). */
+static int make_dirs(char *path)
+{
+	for (char *p = path + strlen(cs_cfg.spool) + 1; (p = strchr(p, '/')); p++) {
+		*p = '\0';
+		int rc = mkdir(path, 0750);
+		*p = '/';
+		if (rc < 0 && errno != EEXIST)
+			return -errno;
+	}
+	return 0;
+}
+
+/* Copy the file open at from to a new file at path (another filesystem). */
+static int copy_out(int from, const char *path)
+{
+	int to = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+	loff_t off = 0;
+	ssize_t n;
+	int rc = 0;
+
+	if (to < 0)
+		return -errno;
+	while ((n = copy_file_range(from, &off, to, NULL, 1 << 30, 0)) > 0)
+		;
+	if (n < 0 || fsync(to) < 0)
+		rc = -errno;
+	close(to);
+	if (rc < 0)
+		unlink(path);
+	return rc;
+}
+
+/*
+ * x's copy (name in dir) is the loser of two writes made at once: moved out
+ * of the web root into CS_SPOOL/lost/<ns>/<rel>~v<version> rather than
+ * removed, and recorded where it is kept.
+ */
+static int keep_lost(const struct cs_stale *x, int dir, const char *name)
+{
+	char path[CS_PATH_MAX + 64];
+	int rc = 0;
+
+	if ((size_t)snprintf(path, sizeof path, "%s/lost/%s/%s~v%llu", cs_cfg.spool, x->ns,
+			     x->rel, (unsigned long long)x->version) >= sizeof path)
+		return -ENAMETOOLONG;
+	if ((rc = make_dirs(path)) < 0)
+		return rc;
+	if (renameat(dir, name, AT_FDCWD, path) < 0) {
+		if (errno != EXDEV)
+			return -errno;
+		int fd = openat(dir, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+		rc = copy_out(fd, path);
+		close(fd);
+		if (rc < 0 || unlinkat(dir, name, 0) < 0)
+			return rc < 0 ? rc : -errno;
+	}
+	cs_warn("%s/%s: version %llu lost to a write made at the same time elsewhere; kept "
+		"as %s", x->ns, x->rel, (unsigned long long)x->version, path);
+	if ((rc = cs_registry_kept(x->conflict, path)) < 0)
+		cs_error("%s: kept, but not recorded where (%s)", path, strerror(-rc));
+	return 0;
 }
 
 /* Remove x's copy if it is as installed: 0 when handled (removed, kept as a
@@ -66,7 +135,9 @@ static int sweep_one(const struct cs_stale *x)
 		rc = errno == ENOENT || errno == EXDEV || errno == ELOOP || errno == ENOTDIR ?
 		     0 : -errno;  /* gone, or not a way inside the namespace: no copy of ours */
 	} else if (fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && as_installed(&st, x)) {
-		if (unlinkat(dir, name, 0) == 0)
+		if (x->conflict)
+			rc = keep_lost(x, dir, name);
+		else if (unlinkat(dir, name, 0) == 0)
 			cs_info("removed %s/%s (version %llu superseded)", x->ns, x->rel,
 				(unsigned long long)x->version);
 		else if (errno != ENOENT)
@@ -76,6 +147,30 @@ static int sweep_one(const struct cs_stale *x)
 	if (dir >= 0)
 		close(dir);
 	return rc;
+}
+
+int cs_stale_keep_lost(const struct cs_prefix *p, const char *rel, uint64_t file_id)
+{
+	struct cs_stale x;
+	const char *name;
+	struct stat st;
+	int root, dir, rc;
+
+	if ((root = cs_store_root(p)) < 0)
+		return root;
+	dir = cs_store_open_parent(root, rel, false, &name);
+	if (dir < 0)
+		return 0;               /* nothing there to keep */
+	rc = fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ? -ENOENT :
+	     cs_registry_lost_copy(file_id, &x);
+	if (rc == 0) {
+		snprintf(x.ns, sizeof x.ns, "%s", p->name);
+		snprintf(x.rel, sizeof x.rel, "%s", rel);
+		if (as_installed(&st, &x))
+			rc = keep_lost(&x, dir, name);
+	}
+	close(dir);
+	return rc == -ENOENT ? 0 : rc;
 }
 
 int cs_stale_sweep(void)

@@ -31,6 +31,7 @@ static int cmd_serve(int argc, char **argv);
 static int cmd_import(int argc, char **argv);
 static int cmd_status(int argc, char **argv);
 static int cmd_drain(int argc, char **argv);
+static int cmd_conflicts(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
 
 static const struct command {
@@ -42,6 +43,7 @@ static const struct command {
 	{ "serve", cmd_serve, CS_ROLE_AGENT, "serve                 run this node's agent: misses, replication, peer endpoint" },
 	{ "import", cmd_import, CS_ROLE_TOOL, "import <namespace>    register the files already in this node's directory" },
 	{ "status", cmd_status, CS_ROLE_TOOL, "status                list nodes, their state and the files they hold" },
+	{ "conflicts", cmd_conflicts, CS_ROLE_TOOL, "conflicts             versions lost to writes made at the same time on two nodes, and where each is kept" },
 	{ "drain", cmd_drain, CS_ROLE_TOOL, "drain [--timeout S]   wait until every journal entry is replicated; exit 0 when none is left" },
 	{ "help", cmd_help, CS_ROLE_TOOL, "help                  this list" },
 };
@@ -223,6 +225,11 @@ static int cmd_import(int argc, char **argv)
 
 /* ---- status --------------------------------------------------------- */
 
+static void count_conflict(const struct cs_conflict *c, void *arg)
+{
+	(void)c, (void)arg;
+}
+
 static int cmd_status(int argc, char **argv)
 {
 	struct cs_node_status *st;
@@ -259,6 +266,48 @@ static int cmd_status(int argc, char **argv)
 	}
 	printf("%d nodes, %" PRIu64 " files\n", n, files);
 	free(st);
+	int lost = cs_registry_conflicts(count_conflict, NULL);
+	if (lost < 0) {
+		fprintf(stderr, "cs-replicate status: registry unreachable\n");
+		return 1;
+	}
+	printf("%d concurrent-write losers%s\n", lost, lost ? " (cs-replicate conflicts)" : "");
+	return 0;
+}
+
+/* ---- conflicts -------------------------------------------------------- */
+
+static void print_conflict(const struct cs_conflict *c, void *arg)
+{
+	char sha[CS_SHA256_HEX], path[CS_NAME_MAX + CS_PATH_MAX + 1];
+	int *n = arg;
+
+	if ((*n)++ == 0)
+		printf("%-19s  %-40s %-8s %-10s %-16s %-18s %s\n", "DETECTED (UTC)", "PATH",
+		       "LOST", "SIZE", "SHA-256", "WON BY", "KEPT AT");
+	cs_hex(c->sha256, CS_SHA256_LEN, sha);
+	snprintf(path, sizeof path, "%s/%s", c->ns, c->rel);
+	printf("%-19s  %-40s v%-7" PRIu64 " %-10" PRIu64 " %.16s v%" PRIu64 " on %-10s %s%s%s\n",
+	       c->detected, path, c->lost_version, c->size, sha, c->winner_version,
+	       c->winner[0] ? c->winner : "?", c->kept_node[0] ? c->kept_node : "not kept yet",
+	       c->kept_node[0] ? ":" : "", c->kept_path);
+}
+
+static int cmd_conflicts(int argc, char **argv)
+{
+	int shown = 0, n;
+
+	(void)argv;
+	if (argc != 1) {
+		fprintf(stderr, "usage: cs-replicate conflicts\n");
+		return 2;
+	}
+	n = cs_registry_conflicts(print_conflict, &shown);
+	if (n < 0) {
+		fprintf(stderr, "cs-replicate conflicts: registry unreachable\n");
+		return 1;
+	}
+	printf("%d versions lost to concurrent writes\n", n);
 	return 0;
 }
 

@@ -469,6 +469,55 @@ def test_slow_holder_is_left_for_the_next(c):
             n.start_serve()
 
 
+# ---- two writers of one path -------------------------------------------------
+
+def test_concurrent_writers_loser_is_kept(c):
+    """node2 writes a path while its agent is down (as a write races a
+    slow registry); node1 writes the same path meanwhile and registers it
+    first.  When node2's agent is back its write is registered last and
+    wins everywhere, and node1's version is not lost silently: it is
+    recorded, counted by status, listed by `conflicts`, and kept byte for
+    byte outside the web root."""
+    n1, n2, n3 = c.nodes
+    rel = "race/db.sqlite"
+    mine, theirs = b"node2's version\n" * 50, b"node1's version\n" * 60
+    for n in (n1, n2):
+        mkdir_web(n, "race")
+    n2.stop_serve()
+    try:
+        p = n2.run(["sh", "-c", 'cat > "$1"', "sh", os.path.join(n2.dir, rel)], input=mine)
+        expect(p.returncode == 0, "node2 writes", 0, p.stderr)
+        p = n1.run(["sh", "-c", 'cat > "$1"', "sh", os.path.join(n1.dir, rel)], input=theirs)
+        expect(p.returncode == 0, "node1 writes", 0, p.stderr)
+        ok = eventually(lambda: file_sha(os.path.join(n3.dir, rel)) == sha(theirs), 20)
+        expect(ok, "test setup: node1's version registered and on node3")
+    finally:
+        n2.start_serve()
+    ok = eventually(lambda: all(file_sha(os.path.join(n.dir, rel)) in (sha(mine), None)
+                                for n in c.nodes) and
+                    sum(file_sha(os.path.join(n.dir, rel)) == sha(mine) for n in c.nodes) >= 2,
+                    30, 0.2)
+    expect(ok, "node2's write, registered last, wins on every node that has the file",
+           sha(mine), [file_sha(os.path.join(n.dir, rel)) for n in c.nodes])
+    def kept_listing():
+        out = n3.cs("conflicts").stdout
+        return out if "/lost/" in out else None
+
+    listing = eventually(kept_listing, 20, 0.3)
+    for line in (listing or "").splitlines():
+        print("# " + line)
+    expect(listing and rel in listing and "v1" in listing, "conflicts lists the lost version",
+           rel, listing)
+    kept = [l.split()[-1].split(":", 1)[1] for l in listing.splitlines() if rel in l]
+    expect(kept and file_sha(kept[0]) == sha(theirs), "kept byte for byte", sha(theirs),
+           kept)
+    expect(not any(kept[0].startswith(n.dir) for n in c.nodes), "outside the web root",
+           "not under a namespace directory", kept)
+    status = n3.cs("status").stdout
+    expect("1 concurrent-write losers" in status, "status counts it", "1 concurrent-write losers",
+           status)
+
+
 if __name__ == "__main__":
     sys.exit(run([test_planted_record_and_node_are_not_used,
                   test_planted_node_gets_no_copy,
@@ -477,5 +526,6 @@ if __name__ == "__main__":
                   test_nothing_in_the_web_root_while_a_push_streams,
                   test_fifo_and_hard_link_not_served,
                   test_fetch_through_symlink_stays_inside,
-                  test_slow_holder_is_left_for_the_next],
+                  test_slow_holder_is_left_for_the_next,
+                  test_concurrent_writers_loser_is_kept],
                  Cluster(nodes=3, log_level="info")))
