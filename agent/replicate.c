@@ -206,8 +206,12 @@ static int publish_jobs(struct wjob *w, int n)
  */
 static void confirm(struct wjob *w, const int *owner, const uint32_t *target, bool *ok, int np)
 {
-	struct cs_held_at *at = malloc(np * sizeof *at);
+	struct cs_held_at *at;
 	int asked = 0, rc = -ENOMEM;
+
+	if (np <= 0)
+		return;
+	at = malloc((size_t)np * sizeof *at);
 
 	for (int k = 0; at && k < np; k++)
 		if (ok[k])
