@@ -304,6 +304,39 @@ def test_nothing_in_the_web_root_while_a_push_streams(c):
            n2.temp_files())
 
 
+def test_reader_does_not_wait_for_a_push(c):
+    """A push of a file to node2 stalls halfway (a captured PUT replayed
+    with a trickled body); a reader on node2 meanwhile gets the file from
+    another holder at once instead of waiting for the push."""
+    rel = "stalled/photo.jpg"
+    data = os.urandom(300 * 1024)
+    register(c, rel, data)
+    n2 = c.nodes[1]
+    if os.path.exists(os.path.join(n2.dir, rel)):
+        os.unlink(os.path.join(n2.dir, rel))
+    rec = c.sql("SELECT version, mtime_ns, LOWER(HEX(sha256)) FROM files WHERE path='%s'"
+                % rel, db="cs").stdout.split()
+    path = "/v1/files/img/" + rel
+    when = int(time.time())
+    sig = hmac.new(c.secret.encode(), ("PUT\n%s\n%d\n%s" % (path, when, rec[2])).encode(),
+                   hashlib.sha256).hexdigest()
+    head = ("PUT %s HTTP/1.1\r\nHost: x\r\nX-CS-Time: %d\r\nX-CS-Signature: %s\r\n"
+            "X-CS-SHA256: %s\r\nX-CS-Version: %s\r\nX-CS-Mtime: %s\r\n"
+            "Content-Length: %d\r\n\r\n" % (path, when, sig, rec[2], rec[0], rec[1], len(data)))
+    s = socket.create_connection(("127.0.0.1", n2.serve_port))
+    try:
+        s.sendall(head.encode() + data[:1000])
+        expect(eventually(lambda: n2.temp_files() != [], 3), "the push is under way")
+        t = time.monotonic()
+        status, body = n2.get("/" + rel)
+        took = time.monotonic() - t
+        expect(status == 200 and body == data and took < 1.0,
+               "the reader got it from another holder at once", "200 in < 1 s",
+               "%d in %.2f s" % (status, took))
+    finally:
+        s.close()
+
+
 def test_fifo_and_hard_link_not_served(c):
     """A FIFO planted at a name peers may ask for does not hang the agent
     (404 at once), and a hard link to a file outside the namespace is
@@ -524,6 +557,7 @@ if __name__ == "__main__":
                   test_impostor_at_a_node_address_is_not_a_copy,
                   test_installed_files_have_a_fixed_mode,
                   test_nothing_in_the_web_root_while_a_push_streams,
+                  test_reader_does_not_wait_for_a_push,
                   test_fifo_and_hard_link_not_served,
                   test_fetch_through_symlink_stays_inside,
                   test_slow_holder_is_left_for_the_next,
