@@ -240,14 +240,9 @@ static int parse_cluster(struct cs_config *cfg, cs_getenv_fn get, bool agent, ch
 	cfg->fetch_timeout_ms = 1500;
 	cfg->fetch_min_rate = 256 * 1024;
 	v = get("CS_FETCH_TIMEOUT");
-	if (v && *v) {
-		char *end;
-		double sec = strtod(v, &end);
-		if (end == v || *end || !(sec >= 0.1 && sec <= 3600))
-			return cs_config_fail(err, errlen, "CS_FETCH_TIMEOUT: '%s' is not a number "
-					      "of seconds from 0.1 to 3600", v);
-		cfg->fetch_timeout_ms = (int)(sec * 1000 + 0.5);
-	}
+	if (v && *v && !cs_parse_seconds(v, 0.1, 3600, &cfg->fetch_timeout_ms))
+		return cs_config_fail(err, errlen, "CS_FETCH_TIMEOUT: '%s' is not a number "
+				      "of seconds from 0.1 to 3600", v);
 	v = get("CS_FETCH_MIN_RATE");
 	if (v && *v && (!cs_parse_u64(v, &cfg->fetch_min_rate) || cfg->fetch_min_rate < 1024 ||
 			cfg->fetch_min_rate > (1ULL << 40)))

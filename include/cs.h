@@ -107,6 +107,8 @@ int cs_unhex(const char *hex, void *out, size_t n);
  * spaces, signs and "0x"). */
 bool cs_parse_u64(const char *s, uint64_t *v);
 bool cs_parse_i64(const char *s, int64_t *v);
+/* A number of seconds in [lo, hi], decimals allowed, as milliseconds. */
+bool cs_parse_seconds(const char *s, double lo, double hi, int *ms);
 /* FNV-1a, continuing from h (start with CS_FNV_SEED). */
 #define CS_FNV_SEED 1469598103934665603ULL
 uint64_t cs_fnv1a(uint64_t h, const void *p, size_t n);

@@ -175,14 +175,9 @@ static int parse_host(struct cs_config *cfg, cs_getenv_fn get, bool need_spool, 
 		return rc;
 	cfg->miss_timeout_ms = CS_MISS_TIMEOUT_MS;
 	v = get("CS_MISS_TIMEOUT");
-	if (v && *v) {
-		char *end;
-		double s = strtod(v, &end);
-		if (end == v || *end || !(s >= 0.05 && s <= 600))
-			return cs_config_fail(err, errlen, "CS_MISS_TIMEOUT: '%s' is not a number "
-					      "of seconds from 0.05 to 600", v);
-		cfg->miss_timeout_ms = (int)(s * 1000 + 0.5);
-	}
+	if (v && *v && !cs_parse_seconds(v, 0.05, 600, &cfg->miss_timeout_ms))
+		return cs_config_fail(err, errlen, "CS_MISS_TIMEOUT: '%s' is not a number "
+				      "of seconds from 0.05 to 600", v);
 	return 0;
 }
 

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -85,6 +86,20 @@ bool cs_parse_i64(const char *s, int64_t *v)
 	if (!cs_parse_u64(neg ? s + 1 : s, &u) || u > (uint64_t)INT64_MAX)
 		return false;
 	*v = neg ? -(int64_t)u : (int64_t)u;
+	return true;
+}
+
+bool cs_parse_seconds(const char *s, double lo, double hi, int *ms)
+{
+	char *end;
+	double v;
+
+	if (!s || !*s)
+		return false;
+	v = strtod(s, &end);
+	if (end == s || *end || !(v >= lo && v <= hi))
+		return false;
+	*ms = (int)(v * 1000 + 0.5);
 	return true;
 }
 

@@ -109,6 +109,23 @@ def lacking(c, rel):
     raise AssertionError("every node holds " + rel)
 
 
+def start_push(c, node, rel, data):
+    """A signed PUT of rel's registered version to node, on a raw socket
+    that has sent the headers and none of the body yet."""
+    rec = c.sql("SELECT version, mtime_ns, LOWER(HEX(sha256)) FROM files WHERE path='%s'"
+                % rel, db="cs").stdout.split()
+    path = "/v1/files/img/" + rel
+    when = int(time.time())
+    sig = hmac.new(c.secret.encode(), ("PUT\n%s\n%d\n%s" % (path, when, rec[2])).encode(),
+                   hashlib.sha256).hexdigest()
+    head = ("PUT %s HTTP/1.1\r\nHost: x\r\nX-CS-Time: %d\r\nX-CS-Signature: %s\r\n"
+            "X-CS-SHA256: %s\r\nX-CS-Version: %s\r\nX-CS-Mtime: %s\r\n"
+            "Content-Length: %d\r\n\r\n" % (path, when, sig, rec[2], rec[0], rec[1], len(data)))
+    s = socket.create_connection(("127.0.0.1", node.serve_port))
+    s.sendall(head.encode())
+    return s
+
+
 # ---- memcached ------------------------------------------------------------
 
 def test_planted_record_and_node_are_not_used(c):
@@ -278,18 +295,9 @@ def test_nothing_in_the_web_root_while_a_push_streams(c):
     register(c, rel, data)
     if os.path.exists(os.path.join(n2.dir, rel)):
         os.unlink(os.path.join(n2.dir, rel))
-    rec = c.sql("SELECT version, mtime_ns, LOWER(HEX(sha256)) FROM files WHERE path='%s'"
-                % rel, db="cs").stdout.split()
-    path = "/v1/files/img/" + rel
-    when = int(time.time())
-    sig = hmac.new(c.secret.encode(), ("PUT\n%s\n%d\n%s" % (path, when, rec[2])).encode(),
-                   hashlib.sha256).hexdigest()
-    head = ("PUT %s HTTP/1.1\r\nHost: x\r\nX-CS-Time: %d\r\nX-CS-Signature: %s\r\n"
-            "X-CS-SHA256: %s\r\nX-CS-Version: %s\r\nX-CS-Mtime: %s\r\n"
-            "Content-Length: %d\r\n\r\n" % (path, when, sig, rec[2], rec[0], rec[1], len(data)))
-    s = socket.create_connection(("127.0.0.1", n2.serve_port))
+    s = start_push(c, n2, rel, data)
     try:
-        s.sendall(head.encode() + data[:len(data) // 2])
+        s.sendall(data[:len(data) // 2])
         expect(eventually(lambda: n2.temp_files() != [], 3), "the push is under way")
         named = []
         for root, dirs, files in os.walk(n2.dir):
@@ -314,18 +322,9 @@ def test_reader_does_not_wait_for_a_push(c):
     n2 = c.nodes[1]
     if os.path.exists(os.path.join(n2.dir, rel)):
         os.unlink(os.path.join(n2.dir, rel))
-    rec = c.sql("SELECT version, mtime_ns, LOWER(HEX(sha256)) FROM files WHERE path='%s'"
-                % rel, db="cs").stdout.split()
-    path = "/v1/files/img/" + rel
-    when = int(time.time())
-    sig = hmac.new(c.secret.encode(), ("PUT\n%s\n%d\n%s" % (path, when, rec[2])).encode(),
-                   hashlib.sha256).hexdigest()
-    head = ("PUT %s HTTP/1.1\r\nHost: x\r\nX-CS-Time: %d\r\nX-CS-Signature: %s\r\n"
-            "X-CS-SHA256: %s\r\nX-CS-Version: %s\r\nX-CS-Mtime: %s\r\n"
-            "Content-Length: %d\r\n\r\n" % (path, when, sig, rec[2], rec[0], rec[1], len(data)))
-    s = socket.create_connection(("127.0.0.1", n2.serve_port))
+    s = start_push(c, n2, rel, data)
     try:
-        s.sendall(head.encode() + data[:1000])
+        s.sendall(data[:1000])
         expect(eventually(lambda: n2.temp_files() != [], 3), "the push is under way")
         t = time.monotonic()
         status, body = n2.get("/" + rel)
