@@ -240,6 +240,20 @@ static void symlinked_prefix_remembers_real_dir(void **state)
 	rmdir(dir);
 }
 
+/* A name is judged on all its bytes: a NUL among them is no '.', '_' or
+ * '-' (strchr finds the terminator; found by fuzzing journal lines). */
+static void names(void **state)
+{
+	(void)state;
+	assert_true(cs_config_name_ok("img", 3));
+	assert_true(cs_config_name_ok("a.b_c-D9", 8));
+	assert_false(cs_config_name_ok("", 0));
+	assert_false(cs_config_name_ok("i\0g", 3));
+	assert_false(cs_config_name_ok("img\0", 4));
+	assert_false(cs_config_name_ok("i g", 3));
+	assert_false(cs_config_name_ok("i/g", 3));
+}
+
 static void dsn(void **state)
 {
 	(void)state;
@@ -287,6 +301,7 @@ int main(void)
 		cmocka_unit_test(bad_other_variables),
 		cmocka_unit_test(secret_file_trailing_newline),
 		cmocka_unit_test(symlinked_prefix_remembers_real_dir),
+		cmocka_unit_test(names),
 		cmocka_unit_test(dsn),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
