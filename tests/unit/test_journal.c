@@ -120,6 +120,37 @@ static void refused(void **state)
 		assert_int_equal(cs_journal_parse(bad[i], strlen(bad[i]), &e), -EINVAL);
 }
 
+/* What no writer makes is refused, not read as something near it: a NUL
+ * ended a field early (the rest ignored), a namespace no configuration
+ * accepts, a trailing tab after an acknowledgement.  Found by
+ * tests/fuzz/fuzz_journal.c. */
+static void refused_bytes(void **state)
+{
+	(void)state;
+	struct cs_entry e;
+	static const struct {
+		const char *line;
+		size_t len;
+	} bad[] = {
+#define L(s) { s, sizeof s - 1 }
+		L("W\timg\0junk\ta.jpg"),       /* read as namespace "img" */
+		L("W\tim\0g\ta.jpg"),
+		L("W\timg\ta.jpg\0junk"),       /* read as "a.jpg" */
+		L("K\t12\0" "3"),                /* read as 12 */
+		L("H\timg\ta\t1\t2\t3\t4\0" "5"),
+		L("W\ti m g\ta.jpg"),            /* no configuration has it */
+		L("W\timg/x\ta.jpg"),
+		L("K\t1\t"),
+#undef L
+	};
+
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+		if (cs_journal_parse(bad[i].line, bad[i].len, &e) != -EINVAL)
+			fail_msg("line %zu accepted: op %c ns '%s' rel '%s'", i, e.op, e.ns, e.rel);
+	assert_int_equal(cs_journal_parse("W\tim-g_1.x\ta.jpg", 16, &e), 0);
+	assert_string_equal(e.ns, "im-g_1.x");
+}
+
 static void too_long(void **state)
 {
 	(void)state;
@@ -141,6 +172,7 @@ int main(void)
 		cmocka_unit_test(control_bytes),
 		cmocka_unit_test(acknowledgements),
 		cmocka_unit_test(refused),
+		cmocka_unit_test(refused_bytes),
 		cmocka_unit_test(too_long),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
