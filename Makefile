@@ -4,6 +4,8 @@
 #   make            build everything with -Wall -Wextra -Werror
 #   make test       unit + preload + integration tests (servers started by tests/run)
 #   make asan       the same build under AddressSanitizer + UBSan, in build-asan/
+#   make fuzz       libFuzzer harnesses (tests/fuzz) built with clang in
+#                   build-fuzz/, each run FUZZ_SECONDS (default 10)
 #   make bench      benchmarks (bench/run), results in bench/RESULTS.md
 #   make install    PREFIX=/usr/local DESTDIR=
 #
@@ -95,6 +97,27 @@ asan:
 asan-test: asan
 	B=build-asan tests/run
 
+# The parsers under libFuzzer: the core and the agent built again with
+# clang, coverage and the sanitizers in build-fuzz/, one harness per parser
+# linked as the unit tests are.  tests/fuzz/run runs each from its seeds
+# and ends with "N passed, N failed".
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZERS  := $(FUZZ_SRC:tests/fuzz/%.c=$(B)/fuzz/%)
+FUZZ_SAN := -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+            -fno-sanitize-recover=all
+FUZZ_SECONDS ?= 10
+
+$(B)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz.h $(B)/libagent.a $(B)/libcs.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(AGENT_CFLAGS) -fsanitize=fuzzer -o $@ $< $(B)/libagent.a $(B)/libcs.a \
+		$(DEPLIBS)
+
+fuzzers: $(FUZZERS)
+
+fuzz:
+	$(MAKE) B=build-fuzz CC=clang OPT=-O1 SAN="$(FUZZ_SAN)" fuzzers
+	B=build-fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run
+
 bench: all
 	bench/run
 
@@ -107,9 +130,9 @@ install: all
 	install -m 0644 sql/migrations/*.sql $(DESTDIR)$(PREFIX)/share/clusterstorage/migrations/
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
-.PHONY: all test unit asan asan-test bench install clean
+.PHONY: all test unit asan asan-test fuzz fuzzers bench install clean
 .SECONDARY:
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

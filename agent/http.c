@@ -81,10 +81,17 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const ch
 	return ret;
 }
 
+static bool digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
 /*
  * One "bytes=" range against size.  Returns 1 with [*off, *off + *len) for
  * a satisfiable single range, 0 to ignore the header (absent, multiple or
- * malformed: send it all), -1 when unsatisfiable (416).
+ * malformed: send it all), -1 when unsatisfiable (416).  Each number is
+ * digits only: strtoull alone would take a space, a sign ("--5" as the last
+ * 2^64 - 5 bytes) or "0x".
  */
 int cs_http_parse_range(const char *h, uint64_t size, uint64_t *off, uint64_t *len)
 {
@@ -95,9 +102,11 @@ int cs_http_parse_range(const char *h, uint64_t size, uint64_t *off, uint64_t *l
 		return 0;
 	h += 6;
 	if (*h == '-') {                        /* the last b bytes */
+		if (!digit(h[1]))
+			return 0;
 		errno = 0;
 		b = strtoull(h + 1, &end, 10);
-		if (*end || errno || end == h + 1)
+		if (*end || errno)
 			return 0;
 		if (b == 0 || size == 0)
 			return -1;
@@ -105,14 +114,18 @@ int cs_http_parse_range(const char *h, uint64_t size, uint64_t *off, uint64_t *l
 		*off = size - *len;
 		return 1;
 	}
+	if (!digit(*h))
+		return 0;
 	errno = 0;
 	a = strtoull(h, &end, 10);
-	if (end == h || *end != '-' || errno)
+	if (*end != '-' || errno)
 		return 0;
 	if (end[1] == '\0') {
 		b = size ? size - 1 : 0;
 	} else {
 		char *e2;
+		if (!digit(end[1]))
+			return 0;
 		b = strtoull(end + 1, &e2, 10);
 		if (*e2 || errno || b < a)
 			return 0;

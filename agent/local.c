@@ -52,20 +52,37 @@ static const char *outcome(char reply)
 	       reply == CS_REPLY_ABSENT ? "absent" : "unavailable";
 }
 
-/* One request line (its '\n' replaced): the reply byte. */
-static char answer(struct conn *c, char *line)
+int cs_local_parse(char *line, size_t len, const char **ns, const char **rel)
 {
-	char *ns = line + 2, *tab = strchr(ns, '\t'), reply;
-	int64_t start = cs_clock_us();
+	char *tab;
 
-	if (line[0] != 'P' || line[1] != '\t' || !tab)
-		return 0;
+	if (len < 2 || line[0] != 'P' || line[1] != '\t' ||
+	    !(tab = memchr(line + 2, '\t', len - 2)))
+		return -EINVAL;
 	*tab = '\0';
-	if (strlen(ns) >= CS_NAME_MAX || !cs_path_rel_valid(tab + 1, strlen(tab + 1)))
-		reply = CS_REPLY_ABSENT;
-	else
-		reply = cs_fetch_wait(ns, tab + 1);
-	cs_info("pid %d uid %u: %s/%s %s (%.2f ms)", (int)c->pid, (unsigned)c->uid, ns, tab + 1,
+	*ns = line + 2;
+	*rel = tab + 1;
+	/* Every byte counts: a NUL would end a name early and the rest be
+	 * ignored (cs_path_rel_valid refuses it in rel). */
+	if (!cs_config_name_ok(*ns, tab - *ns) ||
+	    !cs_path_rel_valid(*rel, len - (size_t)(*rel - line)))
+		return -ENOENT;
+	return 0;
+}
+
+/* One request line (its '\n' replaced by a NUL): the reply byte, or 0
+ * for what is no request. */
+static char answer(struct conn *c, char *line, size_t len)
+{
+	const char *ns, *rel;
+	int64_t start = cs_clock_us();
+	int rc = cs_local_parse(line, len, &ns, &rel);
+	char reply;
+
+	if (rc == -EINVAL)
+		return 0;
+	reply = rc == 0 ? cs_fetch_wait(ns, rel) : CS_REPLY_ABSENT;
+	cs_info("pid %d uid %u: %s/%s %s (%.2f ms)", (int)c->pid, (unsigned)c->uid, ns, rel,
 		outcome(reply), (cs_clock_us() - start) / 1000.0);
 	return reply;
 }
@@ -91,7 +108,7 @@ static void *serve(void *arg)
 			continue;
 		}
 		*nl = '\0';
-		char msg[2] = { answer(c, c->buf), '\n' };
+		char msg[2] = { answer(c, c->buf, (size_t)(nl - c->buf)), '\n' };
 		if (!msg[0]) {
 			cs_warn("pid %d uid %u: not a request; connection closed", (int)c->pid,
 				(unsigned)c->uid);

@@ -5,9 +5,20 @@
 #ifndef CS_LOCAL_H
 #define CS_LOCAL_H
 
+#include <stddef.h>
+
 /* Listen on CS_SPOOL/agent.sock and answer there from a thread of its own.
  * 0 or -errno (said on stderr). */
 int cs_local_start(void);
 void cs_local_stop(void);
+
+/*
+ * One request line, line[0, len) with line[len] == '\0' (its '\n' replaced),
+ * parsed in place: 0 with *ns and *rel pointing into line, to be fetched;
+ * -ENOENT for a request naming what the cluster cannot have (a namespace no
+ * configuration accepts, a path cs_path_rel_valid refuses): answered
+ * absent; -EINVAL for what is no request (the connection is closed).
+ */
+int cs_local_parse(char *line, size_t len, const char **ns, const char **rel);
 
 #endif

@@ -4,11 +4,12 @@
  *   "F <id> <version> <size> <mtime_ns> <sha256> <deleted> <h1,h2,...|->"
  *   "N"  (not in the cluster)
  *
- * Decoding refuses anything that is not exactly such a record: memcached is
- * a cache anyone who reaches it can write, and a bad record must be asked
- * of MySQL rather than trusted.  For the same reason every value the agent
- * stores there carries a seal (cs_seal) made with the cluster secret, and a
- * value without the right one is never used.
+ * Decoding refuses anything that is not exactly such a record, byte for
+ * byte as cs_record_encode writes it: memcached is a cache anyone who
+ * reaches it can write, and a bad record must be asked of MySQL rather
+ * than trusted.  For the same reason every value the agent stores there
+ * carries a seal (cs_seal) made with the cluster secret, and a value
+ * without the right one is never used.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -77,36 +78,88 @@ int cs_record_encode_absent(char *out, size_t outsz)
 	return 1;
 }
 
+/*
+ * A number in s[0, n) exactly as the encoder writes it (PRIu64, PRId64 with
+ * sign): digits, no leading zero, no '+', no "-0".  Into *u, or *i when
+ * sign.
+ */
+static bool number(const char *s, size_t n, bool sign, uint64_t *u, int64_t *i)
+{
+	char buf[24];
+	size_t neg = sign && n && s[0] == '-';
+
+	if (n == neg || n >= sizeof buf || (s[neg] == '0' && (n > neg + 1 || neg)))
+		return false;
+	for (size_t k = neg; k < n; k++)
+		if (s[k] < '0' || s[k] > '9')
+			return false;
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	return sign ? cs_parse_i64(buf, i) : cs_parse_u64(buf, u);
+}
+
+/* The checksum as cs_hex writes it: 64 lowercase hex digits. */
+static bool checksum(const char *s, size_t n, unsigned char out[CS_SHA256_LEN])
+{
+	char hex[CS_SHA256_HEX];
+
+	if (n != CS_SHA256_HEX - 1)
+		return false;
+	for (size_t k = 0; k < n; k++)
+		if (!((s[k] >= '0' && s[k] <= '9') || (s[k] >= 'a' && s[k] <= 'f')))
+			return false;
+	memcpy(hex, s, n);
+	hex[n] = '\0';
+	return cs_unhex(hex, out, CS_SHA256_LEN) == 0;
+}
+
+/* "-", or node ids from 1 joined by ','. */
+static bool holders(const char *s, size_t n, struct cs_file *f)
+{
+	if (n == 1 && s[0] == '-')
+		return true;
+	for (const char *p = s, *end = s + n;;) {
+		const char *comma = memchr(p, ',', end - p), *e = comma ? comma : end;
+		uint64_t id;
+
+		if (!number(p, e - p, false, &id, NULL) || id == 0 || id > UINT32_MAX ||
+		    f->nholders == CS_MAX_HOLDERS)
+			return false;
+		f->holder[f->nholders++] = (uint32_t)id;
+		if (!comma)
+			return true;
+		p = comma + 1;
+	}
+}
+
 int cs_record_decode(const char *in, size_t len, struct cs_file *f)
 {
-	char buf[1024], sha[CS_SHA256_HEX + 1], holders[512];
-	int deleted, used = 0;
+	enum { KIND, ID, VERSION, SIZE, MTIME, SHA, DELETED, HOLDERS, FIELDS };
+	const char *field[FIELDS], *end = in + len, *p = in;
+	size_t flen[FIELDS];
 
 	if (len == 1 && in[0] == 'N')
 		return 1;
-	if (len == 0 || len >= sizeof buf)
-		return -EINVAL;
-	memcpy(buf, in, len);
-	buf[len] = '\0';
-	memset(f, 0, sizeof *f);
-	if (sscanf(buf, "F %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNd64 " %64s %d %511s%n",
-		   &f->id, &f->version, &f->size, &f->mtime_ns, sha, &deleted,
-		   holders, &used) != 7 || (size_t)used != len ||
-	    (deleted != 0 && deleted != 1) || cs_unhex(sha, f->sha256, CS_SHA256_LEN) < 0)
-		return -EINVAL;
-	f->deleted = deleted;
-	if (strcmp(holders, "-") == 0)
-		return 0;
-	for (char *p = holders; *p;) {
-		char *end;
-		unsigned long id = strtoul(p, &end, 10);
-
-		if (end == p || id == 0 || id > UINT32_MAX ||
-		    f->nholders == CS_MAX_HOLDERS || (*end && *end != ','))
+	/* Fields apart by one space each, no more and no fewer. */
+	for (int k = 0; k < FIELDS; k++) {
+		const char *sp = memchr(p, ' ', end - p);
+		if (!sp != (k == FIELDS - 1))
 			return -EINVAL;
-		f->holder[f->nholders++] = (uint32_t)id;
-		p = *end ? end + 1 : end;
+		field[k] = p;
+		flen[k] = (sp ? sp : end) - p;
+		p = sp ? sp + 1 : end;
 	}
+	memset(f, 0, sizeof *f);
+	if (flen[KIND] != 1 || field[KIND][0] != 'F' ||
+	    !number(field[ID], flen[ID], false, &f->id, NULL) ||
+	    !number(field[VERSION], flen[VERSION], false, &f->version, NULL) ||
+	    !number(field[SIZE], flen[SIZE], false, &f->size, NULL) ||
+	    !number(field[MTIME], flen[MTIME], true, NULL, &f->mtime_ns) ||
+	    !checksum(field[SHA], flen[SHA], f->sha256) ||
+	    flen[DELETED] != 1 || (field[DELETED][0] != '0' && field[DELETED][0] != '1') ||
+	    !holders(field[HOLDERS], flen[HOLDERS], f))
+		return -EINVAL;
+	f->deleted = field[DELETED][0] == '1';
 	return 0;
 }
 

@@ -17,6 +17,23 @@
 #include "db.h"
 #include "settings.h"
 
+/* A TCP port: s[0, n) digits only (strtoul alone would take a space, a
+ * sign, and wrap "-18446744073709551615" round to 1), from 1 to 65535. */
+static bool parse_port(const char *s, size_t n, unsigned *port)
+{
+	unsigned v = 0;
+
+	if (n == 0 || n > 5)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (unsigned)(s[i] - '0');
+	}
+	*port = v;
+	return v >= 1 && v <= 65535;
+}
+
 int cs_mysql_dsn_parse(const char *url, struct cs_mysql_dsn *d, char *err,
 		       size_t errlen)
 {
@@ -56,11 +73,8 @@ int cs_mysql_dsn_parse(const char *url, struct cs_mysql_dsn *d, char *err,
 		p = hostend;
 	}
 	if (*p == ':') {
-		char *end;
-		unsigned long port = strtoul(p + 1, &end, 10);
-		if (end != slash || port == 0 || port > 65535)
+		if (!parse_port(p + 1, slash - p - 1, &d->port))
 			return cs_config_fail(err, errlen, "CS_MYSQL: bad port in '%s'", url);
-		d->port = port;
 	} else if (p != slash) {
 		return cs_config_fail(err, errlen, "CS_MYSQL: cannot parse host in '%s'", url);
 	}
@@ -172,9 +186,11 @@ static int parse_cluster(struct cs_config *cfg, cs_getenv_fn get, bool agent, ch
 	v = get("CS_NODE_URL");
 	if (v && *v) {
 		size_t len = strlen(v);
-		if (strncmp(v, "http://", 7) && strncmp(v, "https://", 8))
-			return cs_config_fail(err, errlen,
-					      "CS_NODE_URL: '%s' must start with http:// or https://", v);
+		size_t scheme = !strncmp(v, "http://", 7) ? 7 : !strncmp(v, "https://", 8) ? 8 : 0;
+		/* and a host: "http://" less its slashes would be "http:" */
+		if (!scheme || !v[scheme] || v[scheme] == '/')
+			return cs_config_fail(err, errlen, "CS_NODE_URL: '%s' must be http:// or "
+					      "https:// and a host", v);
 		while (len > 0 && v[len - 1] == '/')
 			len--;
 		if (!cs_config_copy(cfg->node_url, sizeof cfg->node_url, v, len))
@@ -187,9 +203,8 @@ static int parse_cluster(struct cs_config *cfg, cs_getenv_fn get, bool agent, ch
 	v = get("CS_LISTEN");
 	if (v && *v) {
 		const char *colon = strrchr(v, ':');
-		char *end;
-		long port = colon ? strtol(colon + 1, &end, 10) : 0;
-		if (!colon || colon == v || *end || port <= 0 || port > 65535 ||
+		unsigned port;
+		if (!colon || colon == v || !parse_port(colon + 1, strlen(colon + 1), &port) ||
 		    !cs_config_copy(cfg->listen, sizeof cfg->listen, v, strlen(v)))
 			return cs_config_fail(err, errlen, "CS_LISTEN: '%s' is not host:port", v);
 	} else if (agent) {

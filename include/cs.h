@@ -224,7 +224,8 @@ extern struct cs_config cs_cfg;
 /*
  * Make path absolute against base (a directory, itself absolute) and remove
  * ".", ".." and repeated slashes lexically.  Writes a NUL-terminated path to
- * out; returns its length or -ENAMETOOLONG / -EINVAL.
+ * out; returns its length, -ENAMETOOLONG when that path does not fit outsz,
+ * or -EINVAL.
  */
 int cs_path_normalize(const char *base, const char *path, char *out,
 		      size_t outsz);

@@ -42,7 +42,7 @@ bool cs_config_name_ok(const char *s, size_t len)
 	if (len == 0 || len >= CS_NAME_MAX)
 		return false;
 	for (size_t i = 0; i < len; i++)
-		if (!isalnum((unsigned char)s[i]) && !strchr("._-", s[i]))
+		if (!isalnum((unsigned char)s[i]) && !(s[i] && strchr("._-", s[i])))
 			return false;
 	return true;
 }

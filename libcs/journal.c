@@ -237,9 +237,11 @@ static const char *field(const char **p, const char *end, size_t *flen)
 	return s;
 }
 
+/* A NUL would end the field early for every reader after us: a line that
+ * holds one is damaged, not shorter. */
 static int decode_rel(const char *s, size_t len, char *out)
 {
-	if (len == 0 || len >= CS_PATH_MAX)
+	if (len == 0 || len >= CS_PATH_MAX || memchr(s, '\0', len))
 		return -EINVAL;
 	memcpy(out, s, len);
 	out[len] = '\0';
@@ -256,7 +258,7 @@ static int number(const char **p, const char *end, bool sign, uint64_t *u, int64
 	size_t n;
 	const char *s = field(p, end, &n);
 
-	if (n == 0 || n >= sizeof num)
+	if (n == 0 || n >= sizeof num || memchr(s, '\0', n))
 		return -EINVAL;
 	memcpy(num, s, n);
 	num[n] = '\0';
@@ -268,7 +270,8 @@ int cs_journal_parse(const char *line, size_t len, struct cs_entry *e)
 	const char *p = line, *end = line + len, *s;
 	size_t n;
 
-	if (len < 3 || line[1] != '\t')
+	/* A tab ends a field that is followed by another: never the last byte. */
+	if (len < 3 || line[1] != '\t' || line[len - 1] == '\t')
 		return -EINVAL;
 	e->op = line[0];
 	p += 2;
@@ -278,7 +281,7 @@ int cs_journal_parse(const char *line, size_t len, struct cs_entry *e)
 	    e->op != CS_OP_HELD)
 		return -EINVAL;
 	s = field(&p, end, &n);
-	if (n == 0 || n >= CS_NAME_MAX)
+	if (!cs_config_name_ok(s, n))   /* only a configured name is ever written */
 		return -EINVAL;
 	memcpy(e->ns, s, n);
 	e->ns[n] = '\0';
@@ -297,7 +300,7 @@ int cs_journal_parse(const char *line, size_t len, struct cs_entry *e)
 	     number(&p, end, false, &e->held.size, NULL) < 0 ||
 	     number(&p, end, true, NULL, &e->held.mtime_ns) < 0))
 		return -EINVAL;
-	return p == end && (len == 0 || line[len - 1] != '\t') ? 0 : -EINVAL;
+	return p == end ? 0 : -EINVAL;
 }
 
 void cs_journal_forget(void)

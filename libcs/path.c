@@ -17,9 +17,17 @@
 
 #include "cs.h"
 
-/* Append the segments of p to out (which holds olen bytes, starting "/"). */
-static int walk(const char *p, char *out, size_t outsz, size_t olen)
+/*
+ * Append the segments of p to out, which holds *olen bytes starting "/".
+ * A segment that does not fit is counted in *over instead, and so is every
+ * one after it, since they lie below it: a later ".." takes one away again.
+ * Only the normal form decides whether the path is too long, not the way
+ * there ("long/.." under a long cwd).
+ */
+static void walk(const char *p, char *out, size_t outsz, size_t *olen, size_t *over)
 {
+	size_t n = *olen;
+
 	while (*p) {
 		const char *seg = p;
 		size_t len;
@@ -32,28 +40,32 @@ static int walk(const char *p, char *out, size_t outsz, size_t olen)
 		if (len == 0 || (len == 1 && seg[0] == '.'))
 			continue;
 		if (len == 2 && seg[0] == '.' && seg[1] == '.') {
-			while (olen > 1 && out[olen - 1] != '/')
-				olen--;
-			if (olen > 1)
-				olen--;
+			if (*over) {
+				(*over)--;
+				continue;
+			}
+			while (n > 1 && out[n - 1] != '/')
+				n--;
+			if (n > 1)
+				n--;
 			continue;
 		}
-		size_t need = olen + (olen > 1) + len;
-		if (need + 1 > outsz)
-			return -ENAMETOOLONG;
-		if (olen > 1)
-			out[olen++] = '/';
-		memcpy(out + olen, seg, len);
-		olen += len;
+		if (*over || n + (n > 1) + len + 1 > outsz) {
+			(*over)++;
+			continue;
+		}
+		if (n > 1)
+			out[n++] = '/';
+		memcpy(out + n, seg, len);
+		n += len;
 	}
-	out[olen] = '\0';
-	return (int)olen;
+	*olen = n;
 }
 
 int cs_path_normalize(const char *base, const char *path, char *out,
 		      size_t outsz)
 {
-	int n;
+	size_t n = 1, over = 0;
 
 	if (!path || outsz < 2)
 		return -EINVAL;
@@ -69,16 +81,16 @@ int cs_path_normalize(const char *base, const char *path, char *out,
 		return (int)len;
 	}
 	out[0] = '/';
-	out[1] = '\0';
-	n = 1;
 	if (path[0] != '/') {
 		if (!base || base[0] != '/')
 			return -EINVAL;
-		n = walk(base, out, outsz, 1);
-		if (n < 0)
-			return n;
+		walk(base, out, outsz, &n, &over);
 	}
-	return walk(path, out, outsz, n);
+	walk(path, out, outsz, &n, &over);
+	if (over)
+		return -ENAMETOOLONG;
+	out[n] = '\0';
+	return (int)n;
 }
 
 static const char *below(const char *abs, const char *dir, size_t dirlen)

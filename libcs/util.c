@@ -83,9 +83,10 @@ bool cs_parse_i64(const char *s, int64_t *v)
 	bool neg = s && *s == '-';
 	uint64_t u;
 
-	if (!cs_parse_u64(neg ? s + 1 : s, &u) || u > (uint64_t)INT64_MAX)
+	/* INT64_MIN too: what PRId64 writes must read back. */
+	if (!cs_parse_u64(neg ? s + 1 : s, &u) || u > (uint64_t)INT64_MAX + neg)
 		return false;
-	*v = neg ? -(int64_t)u : (int64_t)u;
+	*v = !neg ? (int64_t)u : u ? -(int64_t)(u - 1) - 1 : 0;
 	return true;
 }
 

@@ -205,6 +205,23 @@ static void bad_other_variables(void **state)
 	refuses("CS_DB_CONNECTIONS", conns, CS_ROLE_TOOL);
 	refuses("CS_LOG_FILE", logfile, CS_ROLE_TOOL);
 	refuses("CS_SPOOL", no_spool_agent, CS_ROLE_AGENT);
+
+	/* A URL without a host (it became "http:"), a port with a sign or a
+	 * space (strtol took them): found by tests/fuzz/fuzz_config.c. */
+	const char *no_host[] = { "CS_PREFIXES", "img=/x", "CS_NODE_URL", "http://", BASE, NULL };
+	const char *no_host2[] = { "CS_PREFIXES", "img=/x", "CS_NODE_URL", "https:///", BASE, NULL };
+	const char *plus[] = { "CS_PREFIXES", "img=/x", "CS_NODE_URL", "http://x", "CS_LISTEN",
+			       "h:+8081", "CS_SPOOL", "/s", BASE, NULL };
+	const char *space[] = { "CS_PREFIXES", "img=/x", "CS_NODE_URL", "http://x", "CS_LISTEN",
+				"h: 8081", "CS_SPOOL", "/s", BASE, NULL };
+	refuses("CS_NODE_URL", no_host, CS_ROLE_TOOL);
+	refuses("CS_NODE_URL", no_host2, CS_ROLE_TOOL);
+	refuses("CS_LISTEN", plus, CS_ROLE_AGENT);
+	refuses("CS_LISTEN", space, CS_ROLE_AGENT);
+	const char *ok[] = { "CS_PREFIXES", "img=/x", "CS_NODE_URL", "http://x/", "CS_LISTEN",
+			     "[::1]:65535", "CS_SPOOL", "/s", BASE, NULL };
+	assert_int_equal(parse(ok, CS_ROLE_AGENT), 0);
+	assert_string_equal(cfg.node_url, "http://x");
 }
 
 static void secret_file_trailing_newline(void **state)
@@ -244,6 +261,20 @@ static void symlinked_prefix_remembers_real_dir(void **state)
 	rmdir(dir);
 }
 
+/* A name is judged on all its bytes: a NUL among them is no '.', '_' or
+ * '-' (strchr finds the terminator; found by fuzzing journal lines). */
+static void names(void **state)
+{
+	(void)state;
+	assert_true(cs_config_name_ok("img", 3));
+	assert_true(cs_config_name_ok("a.b_c-D9", 8));
+	assert_false(cs_config_name_ok("", 0));
+	assert_false(cs_config_name_ok("i\0g", 3));
+	assert_false(cs_config_name_ok("img\0", 4));
+	assert_false(cs_config_name_ok("i g", 3));
+	assert_false(cs_config_name_ok("i/g", 3));
+}
+
 static void dsn(void **state)
 {
 	(void)state;
@@ -273,6 +304,12 @@ static void dsn(void **state)
 	assert_int_equal(cs_mysql_dsn_parse("mysql://u@h:0/db", &d, err, sizeof err), -EINVAL);
 	assert_int_equal(cs_mysql_dsn_parse("mysql://u@h:99999/db", &d, err, sizeof err), -EINVAL);
 	assert_int_equal(cs_mysql_dsn_parse("mysql://u@h:33x/db", &d, err, sizeof err), -EINVAL);
+	/* digits only: strtoul took these, the last as port 1 */
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u@h:+3306/db", &d, err, sizeof err), -EINVAL);
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u@h: 3306/db", &d, err, sizeof err), -EINVAL);
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u@h:-18446744073709551615/db", &d, err,
+					    sizeof err), -EINVAL);
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u@h:/db", &d, err, sizeof err), -EINVAL);
 	assert_int_equal(cs_mysql_dsn_parse("mysql://u:%zz@h/db", &d, err, sizeof err), -EINVAL);
 	assert_int_equal(cs_mysql_dsn_parse("mysql://u:%4@h/db", &d, err, sizeof err), -EINVAL);
 	assert_int_equal(cs_mysql_dsn_parse("mysql://u@h/db?socket=rel", &d, err, sizeof err), -EINVAL);
@@ -291,6 +328,7 @@ int main(void)
 		cmocka_unit_test(bad_other_variables),
 		cmocka_unit_test(secret_file_trailing_newline),
 		cmocka_unit_test(symlinked_prefix_remembers_real_dir),
+		cmocka_unit_test(names),
 		cmocka_unit_test(dsn),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);

@@ -5,6 +5,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
@@ -29,6 +30,35 @@ static void round_trip(enum cs_op op, const char *rel, const char *rel2)
 		assert_string_equal(e.rel2, rel2);
 	if (op == CS_OP_HELD)
 		assert_memory_equal(&e.held, &h, sizeof h);
+}
+
+/* A holder record with the extreme numbers reads back: cs_parse_i64 took
+ * every int64 but INT64_MIN, which PRId64 writes (found by fuzzing). */
+static void extremes_round_trip(void **state)
+{
+	(void)state;
+	char line[256];
+	struct cs_held lo = { 1, 1, 0, INT64_MIN }, hi = { UINT64_MAX, UINT64_MAX, UINT64_MAX,
+							  INT64_MAX };
+	struct cs_entry e;
+	int64_t v;
+	int n;
+
+	n = cs_journal_format(CS_OP_HELD, "img", "a", NULL, &lo, line, sizeof line);
+	assert_true(n > 0);
+	assert_int_equal(cs_journal_parse(line, n - 1, &e), 0);
+	assert_memory_equal(&e.held, &lo, sizeof lo);
+	n = cs_journal_format(CS_OP_HELD, "img", "a", NULL, &hi, line, sizeof line);
+	assert_true(n > 0);
+	assert_int_equal(cs_journal_parse(line, n - 1, &e), 0);
+	assert_memory_equal(&e.held, &hi, sizeof hi);
+
+	assert_true(cs_parse_i64("-9223372036854775808", &v) && v == INT64_MIN);
+	assert_true(cs_parse_i64("9223372036854775807", &v) && v == INT64_MAX);
+	assert_true(cs_parse_i64("-0", &v) && v == 0);
+	assert_false(cs_parse_i64("-9223372036854775809", &v));
+	assert_false(cs_parse_i64("9223372036854775808", &v));
+	assert_false(cs_parse_i64("-", &v));
 }
 
 static void lines_round_trip(void **state)
@@ -90,6 +120,37 @@ static void refused(void **state)
 		assert_int_equal(cs_journal_parse(bad[i], strlen(bad[i]), &e), -EINVAL);
 }
 
+/* What no writer makes is refused, not read as something near it: a NUL
+ * ended a field early (the rest ignored), a namespace no configuration
+ * accepts, a trailing tab after an acknowledgement.  Found by
+ * tests/fuzz/fuzz_journal.c. */
+static void refused_bytes(void **state)
+{
+	(void)state;
+	struct cs_entry e;
+	static const struct {
+		const char *line;
+		size_t len;
+	} bad[] = {
+#define L(s) { s, sizeof s - 1 }
+		L("W\timg\0junk\ta.jpg"),       /* read as namespace "img" */
+		L("W\tim\0g\ta.jpg"),
+		L("W\timg\ta.jpg\0junk"),       /* read as "a.jpg" */
+		L("K\t12\0" "3"),                /* read as 12 */
+		L("H\timg\ta\t1\t2\t3\t4\0" "5"),
+		L("W\ti m g\ta.jpg"),            /* no configuration has it */
+		L("W\timg/x\ta.jpg"),
+		L("K\t1\t"),
+#undef L
+	};
+
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+		if (cs_journal_parse(bad[i].line, bad[i].len, &e) != -EINVAL)
+			fail_msg("line %zu accepted: op %c ns '%s' rel '%s'", i, e.op, e.ns, e.rel);
+	assert_int_equal(cs_journal_parse("W\tim-g_1.x\ta.jpg", 16, &e), 0);
+	assert_string_equal(e.ns, "im-g_1.x");
+}
+
 static void too_long(void **state)
 {
 	(void)state;
@@ -107,9 +168,11 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(lines_round_trip),
+		cmocka_unit_test(extremes_round_trip),
 		cmocka_unit_test(control_bytes),
 		cmocka_unit_test(acknowledgements),
 		cmocka_unit_test(refused),
+		cmocka_unit_test(refused_bytes),
 		cmocka_unit_test(too_long),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

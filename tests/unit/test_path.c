@@ -59,6 +59,35 @@ static void normalize_errors(void **state)
 	assert_int_equal(cs_path_normalize(NULL, big, o2, sizeof o2), -ENAMETOOLONG);
 }
 
+/* Only the normal form must fit, not the way there: a segment that ".."
+ * takes away again (under a cwd near PATH_MAX) is no reason to fail.
+ * Found by tests/fuzz/fuzz_path.c. */
+static void too_long_only_at_the_end(void **state)
+{
+	(void)state;
+	char out[16], base[CS_PATH_MAX], want[CS_PATH_MAX], abs[CS_PATH_MAX];
+
+	assert_int_equal(cs_path_normalize("/0123456789abcdef", "../a", out, sizeof out), 2);
+	assert_string_equal(out, "/a");
+	assert_int_equal(cs_path_normalize(NULL, "/x/0123456789abcdef/../../a/b", out,
+					   sizeof out), 4);
+	assert_string_equal(out, "/a/b");
+	assert_int_equal(cs_path_normalize("/0123456789abcdef", "../0123456789abcdef", out,
+					   sizeof out), -ENAMETOOLONG);
+
+	/* A cwd of 4080 bytes, and a file just below it reached through "..". */
+	memset(base, 'd', 4080);
+	base[0] = '/';
+	base[4080] = '\0';
+	memcpy(want, base, 4080);
+	strcpy(want + 4080, "/a.jpg");
+	assert_int_equal(cs_path_normalize(base, "0123456789abcdefghij/../a.jpg", abs, sizeof abs),
+			 (int)strlen(want));
+	assert_string_equal(abs, want);
+	assert_int_equal(cs_path_normalize(base, "0123456789abcdefghij/a.jpg", abs, sizeof abs),
+			 -ENAMETOOLONG);
+}
+
 static struct cs_config cfg;
 
 static void setup_cfg(void)
@@ -145,6 +174,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(normalize),
 		cmocka_unit_test(normalize_errors),
+		cmocka_unit_test(too_long_only_at_the_end),
 		cmocka_unit_test(prefix_matching),
 		cmocka_unit_test(rel_valid),
 	};

@@ -113,6 +113,17 @@ static void ranges(void **state)
 	range("bytes=1-x", 100, 0, 0, 0);
 	range("bytes=-5x", 100, 0, 0, 0);
 	range("bytes=99999999999999999999999-", 100, 0, 0, 0);
+	/* Digits only: no space, sign or "0x" before a number (strtoull would
+	 * take them; found by tests/fuzz/fuzz_range.c). */
+	range("bytes= 5-9", 100, 0, 0, 0);
+	range("bytes=0- 9", 100, 0, 0, 0);
+	range("bytes=+5-9", 100, 0, 0, 0);
+	range("bytes=5-+9", 100, 0, 0, 0);
+	range("bytes=--5", 100, 0, 0, 0);
+	range("bytes=- 5", 100, 0, 0, 0);
+	range("bytes=-+5", 100, 0, 0, 0);
+	range("bytes=5--3", 100, 0, 0, 0);
+	range("bytes=0x10-", 100, 0, 0, 0);
 }
 
 int main(void)

@@ -55,6 +55,10 @@ static void verify(void **state)
 	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, "99999999999999999999", "-", SIG, T), -EACCES);
 	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, " 1700000000", "-", SIG, T), -EACCES);
 	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, "+1700000000", "-", SIG, T), -EACCES);
+	/* Only the digits that were signed: the same number written otherwise
+	 * is not (found by tests/fuzz/fuzz_sign.c). */
+	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, "01700000000", "-", SIG, T), -EACCES);
+	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, "0001700000000", "-", SIG, T), -EACCES);
 }
 
 static void sha256(void **state)
