@@ -230,8 +230,8 @@ int cs_unseal(const unsigned char *secret, size_t secret_len, const char *key, c
 			break;
 		}
 	/* "\n~" digits " " 64 hex, nothing after. */
-	if (!nl || (size_t)(in + len - nl) > CS_SEAL_MAX || nl[1] != '~' ||
-	    (size_t)(in + len - nl) < 2 + 1 + 1 + CS_SHA256_HEX - 1)
+	if (!nl || (size_t)(in + len - nl) > CS_SEAL_MAX ||
+	    (size_t)(in + len - nl) < 2 + 1 + 1 + CS_SHA256_HEX - 1 || nl[1] != '~')
 		return -EACCES;
 	sp = in + len - (CS_SHA256_HEX - 1) - 1;
 	if (*sp != ' ' || sp - (nl + 2) < 1 || (size_t)(sp - (nl + 2)) >= sizeof num)

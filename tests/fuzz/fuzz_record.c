@@ -12,11 +12,18 @@
  *     checksum, 0 to CS_MAX_HOLDERS holders numbered from 1) is encoded,
  *     within exactly the room it needs and no less, and decodes to itself.
  *
- * Input: the raw record; the same bytes also fill the struct.
+ *   - the seal on values in memcached: no input is taken as sealed with
+ *     the cluster secret (forging one is the attack the seal stops); any
+ *     value sealed is unsealed to itself, and with any one byte changed
+ *     (value, expiry or MAC) it is refused.
+ *
+ * Input: the raw record; the same bytes also fill the struct, and are the
+ * value sealed.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
+#include <stdlib.h>
 
 #include "fuzz.h"
 #include "record.h"
@@ -88,9 +95,36 @@ static void made(const uint8_t *data, size_t size)
 	free(short_);
 }
 
+static const unsigned char secret[] = "fuzz-cluster-secret-0123456789";
+static const char key[] = "cs1:00112233";
+
+static void sealed(const uint8_t *data, size_t size)
+{
+	char *in = malloc(size ? size : 1), *out = malloc(size + CS_SEAL_MAX);
+	size_t vlen = 0;
+
+	if (!in || !out)
+		abort();
+	memcpy(in, data, size);
+	FUZZ_CHECK(cs_unseal(secret, sizeof secret - 1, key, in, size, 0, &vlen) != 0,
+		   "'%s' taken as sealed", fuzz_show(in, size));
+	int n = cs_seal(secret, sizeof secret - 1, key, in, size, 1000, out, size + CS_SEAL_MAX);
+	FUZZ_CHECK(n > (int)size, "seal: %d", n);
+	FUZZ_CHECK(cs_unseal(secret, sizeof secret - 1, key, out, n, 999, &vlen) == 0 &&
+		   vlen == size && memcmp(out, in, size) == 0, "'%s' does not unseal to itself",
+		   fuzz_show(out, n));
+	size_t at = size ? data[0] % (size_t)n : (size_t)n - 1;
+	out[at] ^= (char)(size > 1 ? (data[1] | 1) : 1);
+	FUZZ_CHECK(cs_unseal(secret, sizeof secret - 1, key, out, n, 999, &vlen) != 0,
+		   "a sealed value changed at byte %zu still unseals", at);
+	free(in);
+	free(out);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	raw(data, size);
 	made(data, size);
+	sealed(data, size);
 	return 0;
 }
