@@ -403,20 +403,23 @@ class Node:
         return http_get(self.try_port if try_files else self.port, path, timeout)
 
     def signed(self, method, path, raw=None, when=None, secret=None, sig=None,
-               headers=None, body=None, body_sha="-"):
+               headers=None, body=None, body_sha="-", length=None, target=None):
         """A peer request to this node's serve; path is the decoded path that
         is signed, raw (default: path quoted) what goes on the wire.  body_sha
         is what the signature covers as the body's hash; headers go out as
-        given, and a body with its Content-Length unless headers have one."""
+        given, and a body with its Content-Length unless headers have one.
+        The signature covers that Content-Length (or length) and this node's
+        URL (or target)."""
         when = int(time.time()) if when is None else when
-        secret = self.cluster.secret if secret is None else secret
-        msg = "%s\n%s\n%d\n%s" % (method, path, when, body_sha)
-        if sig is None:
-            sig = hmac.new(secret.encode(), msg.encode("utf-8", "surrogateescape"),
-                           hashlib.sha256).hexdigest()
         headers = dict(headers or {})
         if body is not None and not any(k.lower() == "content-length" for k in headers):
             headers["Content-Length"] = str(len(body))
+        if length is None:
+            sent = [v for k, v in headers.items() if k.lower() == "content-length"]
+            length = int(sent[0]) if sent else 0
+        if sig is None:
+            sig = self.cluster.signature(method, path, when, body_sha, length,
+                                         self.url if target is None else target, secret)
         conn = http.client.HTTPConnection("127.0.0.1", self.serve_port, timeout=10)
         try:
             conn.putrequest(method, raw if raw is not None else urllib.parse.quote(path),
@@ -479,6 +482,15 @@ class Cluster:
         self.want_nginx = nginx
         self.n = nodes
         self.extra_env = extra_env or {}      # the agent's and cs-replicate's
+
+    def signature(self, method, path, when, body_sha="-", length=0, target=None, secret=None):
+        """The X-CS-Signature of a peer request (agent/sign.c): path decoded,
+        body_sha "-" for no body, length its Content-Length, target the URL
+        of the node it is sent to; signed with the cluster's secret or
+        secret."""
+        msg = "%s\n%s\n%d\n%s\n%d\n%s" % (method, path, when, body_sha, length, target)
+        key = (self.secret if secret is None else secret).encode()
+        return hmac.new(key, msg.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
 
     # -- lifetime --------------------------------------------------------
     def __enter__(self):
