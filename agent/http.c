@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <netdb.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,7 @@
 #include "buf.h"
 #include "fetch.h"
 #include "http.h"
+#include "http_guard.h"
 #include "http_put.h"
 #include "sign.h"
 #include "store.h"
@@ -301,21 +303,24 @@ static int check(struct MHD_Connection *c, const char *url, const char *method,
 static enum MHD_Result answer_stats(struct MHD_Connection *c)
 {
 	struct cs_fetch_stats f;
-	char body[768];
+	struct cs_guard_stats g;
+	char body[1024];
 
 	cs_fetch_stats(&f);
+	cs_guard_stats(&g);
 	snprintf(body, sizeof body,
 		 "requests %llu\nfiles_served %llu\nbytes_served %llu\n"
 		 "files_received %llu\nbytes_received %llu\nrejected %llu\n"
 		 "misses_asked %lu\nmisses_joined %lu\nmisses_done %lu\nmisses_unavailable %lu\n"
-		 "misses_running %lu\n",
+		 "misses_running %lu\nconnections %lu\nconnections_max %lu\n"
+		 "connections_made_way %lu\nconnections_timed_out %lu\n",
 		 (unsigned long long)atomic_load(&stats.requests),
 		 (unsigned long long)atomic_load(&stats.files_served),
 		 (unsigned long long)atomic_load(&stats.bytes_served),
 		 (unsigned long long)atomic_load(&stats.files_received),
 		 (unsigned long long)atomic_load(&stats.bytes_received),
 		 (unsigned long long)atomic_load(&stats.rejected), f.asked, f.joined, f.done,
-		 f.unavailable, f.running);
+		 f.unavailable, f.running, g.open, g.cap, g.made_way, g.timed_out);
 	return reply(c, MHD_HTTP_OK, body);
 }
 
@@ -324,9 +329,10 @@ static enum MHD_Result verdict(struct MHD_Connection *c, struct cs_verdict v)
 	return reply(c, v.status, v.text);
 }
 
-/* A body is coming: b (tag and upload) becomes the request's *con_cls. */
+/* A body of length bytes is coming, to be in by its deadline: b (tag and
+ * upload) becomes the request's *con_cls. */
 static enum MHD_Result expect_body(struct MHD_Connection *c, char tag, struct cs_upload *up,
-				   void **con_cls)
+				   uint64_t length, void **con_cls)
 {
 	struct body *b = calloc(1, sizeof *b);
 
@@ -337,6 +343,7 @@ static enum MHD_Result expect_body(struct MHD_Connection *c, char tag, struct cs
 	b->tag = tag;
 	b->up = up;
 	*con_cls = b;
+	cs_guard_request(c, length);
 	return MHD_YES;
 }
 
@@ -354,13 +361,13 @@ static enum MHD_Result begin(struct MHD_Connection *c, const char *method,
 	if (rt->kind == CS_ROUTE_INDEX && strcmp(method, "POST") == 0) {
 		if (length > CS_ANNOUNCE_MAX)
 			return reply(c, MHD_HTTP_CONTENT_TOO_LARGE, "too many names at once\n");
-		return expect_body(c, 'I', NULL, con_cls);
+		return expect_body(c, 'I', NULL, length, con_cls);
 	}
 	if (rt->kind == CS_ROUTE_FILES && strcmp(method, "PUT") == 0) {
 		v = cs_put_begin(c, rt, &up);
 		if (v.status)
 			return verdict(c, v);
-		return expect_body(c, 'U', up, con_cls);
+		return expect_body(c, 'U', up, length, con_cls);
 	}
 	if (length > 0)
 		return reply(c, MHD_HTTP_BAD_REQUEST, "no body expected\n");
@@ -425,6 +432,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 	 * ends), so nothing of a refused body is read. */
 	if (*con_cls == NULL) {
 		atomic_fetch_add(&stats.requests, 1);
+		cs_guard_request(c, 0);
 		*con_cls = &answered;   /* unless a body is wanted */
 		if (check(c, url, method, &rt, &length, &ret))
 			return ret;
@@ -442,13 +450,32 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 {
 	struct body *b = *con_cls;
 
-	(void)cls, (void)c, (void)toe;
+	(void)cls, (void)toe;
+	cs_guard_idle(c);
 	if (b && *con_cls != &answered) {
 		cs_put_end(b->up);
 		cs_buf_free(&b->names);
 		free(b);
 	}
 	*con_cls = NULL;
+}
+
+/* libmicrohttpd's messages: a line per client that went away midway, for
+ * instance, which under a slow-loris attack would be one per connection
+ * closed; so they are logged at info. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char line[512];
+	size_t n;
+
+	(void)cls;
+	if (cs_log_level < CS_LOG_INFO)
+		return;
+	vsnprintf(line, sizeof line, fmt, ap);
+	n = strlen(line);
+	while (n > 0 && line[n - 1] == '\n')
+		line[--n] = '\0';
+	cs_info("libmicrohttpd: %s", line);
 }
 
 static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
@@ -467,6 +494,7 @@ int cs_http_start(void)
 	char host[CS_URL_MAX], *colon;
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE };
 	struct addrinfo *ai = NULL;
+	unsigned limit;
 	int rc;
 
 	snprintf(host, sizeof host, "%s", cs_cfg.listen);
@@ -482,11 +510,19 @@ int cs_http_start(void)
 		cs_error("CS_LISTEN '%s': %s", cs_cfg.listen, gai_strerror(rc));
 		return -EINVAL;
 	}
+	if ((rc = cs_guard_start(&limit)) < 0) {
+		cs_error("peer endpoint: cannot start its deadline thread: %s", strerror(-rc));
+		freeaddrinfo(ai);
+		return rc;
+	}
 	/* poll(2), not epoll: with epoll (edge-triggered) libmicrohttpd 0.9.75
 	 * notices a client that hangs up in the middle of a PUT body only at
 	 * the connection timeout, and its half-written temporary file would
 	 * hold the path's lock until then.  Peers are few, so poll costs
-	 * nothing. */
+	 * nothing.  The guard (http_guard.c) admits connections and closes
+	 * those that hold one without making requests; libmicrohttpd's own
+	 * timeout (restarted by every byte) covers the rest, and its limit is
+	 * the guard's with room for connections the guard is closing. */
 	daemon_ = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
 				   MHD_USE_ERROR_LOG |
 				   (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0),
@@ -494,12 +530,16 @@ int cs_http_start(void)
 				   MHD_OPTION_SOCK_ADDR, ai->ai_addr,
 				   MHD_OPTION_THREAD_POOL_SIZE, (unsigned)POOL_THREADS,
 				   MHD_OPTION_CONNECTION_TIMEOUT, 30u,
+				   MHD_OPTION_CONNECTION_LIMIT, limit,
+				   MHD_OPTION_NOTIFY_CONNECTION, cs_guard_notify, NULL,
 				   MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
 				   MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+				   MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 				   MHD_OPTION_END);
 	freeaddrinfo(ai);
 	if (!daemon_) {
 		cs_error("cannot listen on %s: %s", cs_cfg.listen, strerror(errno));
+		cs_guard_stop();
 		return -EADDRINUSE;
 	}
 	return 0;
@@ -510,4 +550,5 @@ void cs_http_stop(void)
 	if (daemon_)
 		MHD_stop_daemon(daemon_);
 	daemon_ = NULL;
+	cs_guard_stop();
 }

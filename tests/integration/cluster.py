@@ -22,6 +22,7 @@ import hmac
 import http.client
 import os
 import pwd
+import resource
 import shutil
 import signal
 import socket
@@ -79,12 +80,16 @@ def as_root():
                      % os.path.relpath(prog))
 
 
-def as_web_user(umask=None):
+def as_web_user(umask=None, nofile=None):
+    """A preexec_fn: become the web user, with umask and at most nofile
+    descriptors when given."""
     pw = pwd.getpwnam(WEB_USER)
 
     def demote():
         if umask is not None:
             os.umask(umask)
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         os.setgroups([])
         os.setgid(pw.pw_gid)
         os.setuid(pw.pw_uid)
@@ -271,13 +276,14 @@ class Node:
         e.update(extra)
         return e
 
-    def start_serve(self, umask=None, **extra):
-        """The agent, as the web user (with umask if given), with this
-        node's environment plus extra (CS_ZONE, CS_DB_CONNECTIONS ...)."""
+    def start_serve(self, umask=None, nofile=None, **extra):
+        """The agent, as the web user (with umask if given, and RLIMIT_NOFILE
+        nofile if given, else the caller's), with this node's environment
+        plus extra (CS_ZONE, CS_DB_CONNECTIONS ...)."""
         log = open(os.path.join(self.home, "serve.log"), "ab")
         self.serve = subprocess.Popen(
             [os.path.join(BUILD, "cs-replicate"), "serve"], env=self.env(**extra),
-            stdout=log, stderr=log, preexec_fn=as_web_user(umask))
+            stdout=log, stderr=log, preexec_fn=as_web_user(umask, nofile))
         wait_for(lambda: self.health() == 200, 10, self.name + " serve")
 
     def stop_serve(self):

@@ -1,6 +1,8 @@
 """test_endpoint.py - the peer endpoint of cs-replicate serve under abuse:
 what it refuses on a request's headers alone (a replayed PUT with another
-body length or sent to another node, any unsigned request with a body).
+body length or sent to another node, any unsigned request with a body), how
+long a trickled body may hold a path, and that ~1,100 slow-loris sockets do
+not keep the cluster's own signed requests from being answered.
 
 Real memcached, MariaDB and three nodes, each with cs-replicate serve and
 nginx under the library.  Requests are made on raw sockets where the test
@@ -9,16 +11,21 @@ own file names; a test that restarts an agent restores it.  Prints TAP-style
 lines and ends with "N passed, N failed".
 """
 import os
+import resource
+import select
 import socket
 import sys
+import threading
 import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster import Cluster  # noqa: E402
-from tap import expect, run  # noqa: E402
+from tap import expect, run, eventually, sha  # noqa: E402
 from test_peer_writes import register, version_headers  # noqa: E402
 
+HEADER_S = 10           # agent/http_guard.h: CS_GUARD_HEADER_S
+BODY_S = 10             # CS_GUARD_BODY_S
 SIXTEEN_GIB = 16 << 30
 
 
@@ -158,11 +165,207 @@ def test_signed_bodies_checked_at_headers(c):
     expect(status == 200, "signed requests are answered as before", 200, status)
 
 
+def test_trickled_put_body_has_a_deadline(c):
+    """A PUT replayed exactly as captured, its body trickled faster than
+    libmicrohttpd's idle timeout: the agent closes it once its deadline
+    (BODY_S plus a second per 256 KiB) has passed, and the path is free."""
+    n2 = c.nodes[1]
+    rel = "trickle/put.bin"
+    data = os.urandom(100000)
+    rec = register(c, rel, data)
+    h = captured_put(c, n2, rel, data, rec)
+    before = n2.stats()["connections_timed_out"]
+    s = socket.create_connection(("127.0.0.1", n2.serve_port))
+    start = time.monotonic()
+    s.sendall(head("PUT", "/v1/files/img/" + rel, h) + data[:1000])
+    expect(eventually(lambda: n2.temp_files() != [], 3), "the body streams into a temporary file")
+    sent, closed_after = 1000, None
+    s.settimeout(0.5)
+    while time.monotonic() - start < BODY_S + 5:
+        try:
+            if s.recv(4096) == b"":
+                closed_after = time.monotonic() - start
+                break
+        except socket.timeout:
+            pass
+        except ConnectionResetError:
+            closed_after = time.monotonic() - start
+            break
+        try:
+            s.sendall(data[sent:sent + 100])
+            sent += 100
+        except (BrokenPipeError, ConnectionResetError):
+            closed_after = time.monotonic() - start
+            break
+    s.close()
+    expect(closed_after is not None and BODY_S - 1 <= closed_after <= BODY_S + 3,
+           "the trickling PUT is closed at its deadline", "%d s" % BODY_S, closed_after)
+    expect(n2.stats()["connections_timed_out"] > before, "counted as timed out")
+    expect(eventually(lambda: n2.temp_files() == [], 3), "its temporary file is gone", [],
+           n2.temp_files())
+    status, _, _ = raw(n2, head("PUT", "/v1/files/img/" + rel, captured_put(c, n2, rel, data, rec))
+                       + data, wait=10)
+    expect(status == 200, "the path is free: a whole PUT is stored", 200, status)
+    print("# trickled PUT closed after %.1f s" % closed_after)
+
+
+# ---- slow-loris --------------------------------------------------------------
+
+class Loris:
+    """Many connections that send a request line and then one header line
+    every `every` seconds, never finishing; notes when the agent closes
+    each."""
+
+    def __init__(self, port, every=2.0):
+        self.port, self.every = port, every
+        self.socks, self.opened, self.closed = [], [], {}
+        self.poll = select.poll()
+        self.by_fd = {}
+        self.stop = threading.Event()
+        self.thread = None
+
+    def open(self, sources):
+        """One connection from each address in sources."""
+        for src in sources:
+            s = socket.socket()
+            s.bind((src, 0))
+            s.settimeout(5)
+            s.connect(("127.0.0.1", self.port))
+            s.sendall(b"GET /v1/files/img/loris/000.bin HTTP/1.1\r\nHost: x\r\n")
+            s.setblocking(False)
+            self.by_fd[s.fileno()] = len(self.socks)
+            self.socks.append(s)
+            self.opened.append(time.monotonic())
+            self.poll.register(s, select.POLLIN)
+        self.thread = threading.Thread(target=self.trickle, daemon=True)
+        self.thread.start()
+
+    def gone(self, i):
+        if i not in self.closed:
+            self.closed[i] = time.monotonic()
+            self.poll.unregister(self.socks[i])
+
+    def trickle(self):
+        line, n = time.monotonic(), 0
+        while not self.stop.is_set():
+            for fd, _ in self.poll.poll(100):
+                i = self.by_fd[fd]
+                try:
+                    if self.socks[i].recv(4096) == b"":
+                        self.gone(i)
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError:
+                    self.gone(i)
+            if time.monotonic() - line >= self.every:
+                line, n = time.monotonic(), n + 1
+                for i, s in enumerate(self.socks):
+                    if i in self.closed:
+                        continue
+                    try:
+                        s.send(b"X-Trickle-%d: x\r\n" % n)
+                    except (BlockingIOError, InterruptedError):
+                        pass
+                    except OSError:
+                        self.gone(i)
+
+    def open_now(self):
+        return len(self.socks) - len(self.closed)
+
+    def close(self):
+        self.stop.set()
+        if self.thread:
+            self.thread.join()
+        for s in self.socks:
+            s.close()
+
+
+def test_slow_loris(c):
+    """~1,100 sockets trickling a header line every 2 s, some from the very
+    address the peers use, against node2's agent restarted with systemd's
+    default descriptor limit (1024): signed requests keep being answered
+    quickly, by node1's agent fetching misses and by hand, and every
+    trickling socket is closed, the last at the header deadline."""
+    n1, n2 = c.nodes[0], c.nodes[1]
+    files = {}
+    for i in range(120):
+        rel = "loris/%03d.bin" % i
+        files[rel] = os.urandom(5000 + i)
+        n2.put(rel, files[rel])
+    n2.import_ns()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    n2.stop_serve()
+    n2.start_serve(nofile=1024)
+    loris = Loris(n2.serve_port)
+    try:
+        stats0 = n2.stats()
+        cap = stats0["connections_max"]
+        expect(0 < cap < 1024 - 256, "the connection cap leaves descriptors to the agent",
+               "< 768", cap)
+        sources = ["127.0.0.1"] * 400 + ["127.0.0.%d" % (2 + i // 100) for i in range(700)]
+        t0 = time.monotonic()
+        loris.open(sources)
+        opened = time.monotonic() - t0
+        # Meanwhile: misses on node1 (its agent fetches each from node2, the
+        # only holder) and signed GETs by hand, from 127.0.0.1 as the attack.
+        fetch_ms, get_ms, failures = [], [], []
+        names = sorted(files)
+        i = 0
+        while time.monotonic() - t0 < HEADER_S + 1 and i < len(names):
+            rel = names[i]
+            t = time.monotonic()
+            status, body = n1.get("/" + rel, timeout=15)
+            fetch_ms.append((time.monotonic() - t) * 1000)
+            if status != 200 or sha(body) != sha(files[rel]):
+                failures.append(("node1 miss", rel, status))
+            t = time.monotonic()
+            try:
+                status, body = n2.signed("GET", "/v1/files/img/" + rel)
+            except OSError as e:
+                status, body = repr(e), b""
+            get_ms.append((time.monotonic() - t) * 1000)
+            if status != 200 or body != files[rel]:
+                failures.append(("signed GET", rel, status))
+            i += 1
+            time.sleep(0.1)
+        expect(not failures, "every signed request answered during the attack", [], failures[:5])
+        fetch_ms.sort()
+        get_ms.sort()
+        print("# %d trickling sockets opened in %.2f s; cap %d; node1 misses fetched from node2: "
+              "%d, median %.1f ms, max %.1f ms; signed GETs: %d, median %.1f ms, max %.1f ms"
+              % (len(sources), opened, cap, len(fetch_ms), fetch_ms[len(fetch_ms) // 2],
+                 fetch_ms[-1], len(get_ms), get_ms[len(get_ms) // 2], get_ms[-1]))
+        expect(fetch_ms[-1] < 2000 and get_ms[-1] < 1000, "and quickly",
+               "< 2000 ms and < 1000 ms", (fetch_ms[-1], get_ms[-1]))
+        expect(eventually(lambda: loris.open_now() == 0, HEADER_S + 3 - (time.monotonic() - t0)),
+               "every trickling socket is closed by the header deadline", 0, loris.open_now())
+        lived = sorted(loris.closed[i] - loris.opened[i] for i in loris.closed)
+        stats = n2.stats()
+        made_way = stats["connections_made_way"] - stats0["connections_made_way"]
+        timed_out = stats["connections_timed_out"] - stats0["connections_timed_out"]
+        print("# closed: %d to keep to the limits, %d at the deadline; lived %.1f s at most"
+              % (made_way, timed_out, lived[-1]))
+        expect(timed_out > 0 and HEADER_S - 0.5 <= lived[-1] <= HEADER_S + 2,
+               "the last closed at the header deadline, however they trickled",
+               "%d s" % HEADER_S, (timed_out, lived[-1]))
+        expect(made_way >= len(sources) - cap, "the rest made way for newer connections",
+               ">= %d" % (len(sources) - cap), made_way)
+        expect(n2.health() == 200, "node2's agent still answers")
+    finally:
+        loris.close()
+        n2.stop_serve()
+        n2.start_serve()
+
+
 TESTS = [
     test_replayed_put_with_longer_body_refused,
     test_replayed_put_to_other_node_refused_and_nothing_made,
     test_unsigned_bodies_refused_at_headers,
     test_signed_bodies_checked_at_headers,
+    test_trickled_put_body_has_a_deadline,
+    test_slow_loris,
 ]
 
 
