@@ -11,8 +11,10 @@
  *      "%2F" into a separator): malformed -> 400;
  *   2. the body's length must be known: chunked -> 411;
  *   3. the signature (sign.c) over method, decoded path, time, body hash,
- *      body length and this node's CS_NODE_URL: missing, forged, stale or
- *      meant for another node -> 401 (only /v1/health is public);
+ *      body length and this node's CS_NODE_URL, made with the cluster's
+ *      secret (or, while it is being changed, CS_SECRET_OLD): missing,
+ *      forged, stale or meant for another node -> 401 (only /v1/health is
+ *      public);
  *   4. the route and path (route.c): ".", "..", "//", control bytes -> 400,
  *      unknown route or namespace -> 404; a body where none belongs -> 400,
  *      too large a one -> 413;
@@ -241,7 +243,9 @@ static bool signed_by_cluster(struct MHD_Connection *c, const struct cs_signed *
 	const char *sig = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-CS-Signature");
 	long long now = (long long)time(NULL);
 
-	return cs_sign_verify(cs_cfg.secret, cs_cfg.secret_len, s, when, sig, now) == 0;
+	return cs_sign_verify(cs_cfg.secret, cs_cfg.secret_len, s, when, sig, now) == 0 ||
+	       (cs_cfg.secret_old_len &&
+		cs_sign_verify(cs_cfg.secret_old, cs_cfg.secret_old_len, s, when, sig, now) == 0);
 }
 
 /*

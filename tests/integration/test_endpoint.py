@@ -1,8 +1,9 @@
 """test_endpoint.py - the peer endpoint of cs-replicate serve under abuse:
 what it refuses on a request's headers alone (a replayed PUT with another
 body length or sent to another node, any unsigned request with a body), how
-long a trickled body may hold a path, and that ~1,100 slow-loris sockets do
-not keep the cluster's own signed requests from being answered.
+long a trickled body may hold a path, that ~1,100 slow-loris sockets do not
+keep the cluster's own signed requests from being answered, and that the
+cluster's secret can be changed node by node (CS_SECRET_OLD).
 
 Real memcached, MariaDB and three nodes, each with cs-replicate serve and
 nginx under the library.  Requests are made on raw sockets where the test
@@ -359,6 +360,45 @@ def test_slow_loris(c):
         n2.start_serve()
 
 
+# ---- changing the secret -----------------------------------------------------
+
+def test_secret_rotation(c):
+    """node1 has finished changing the secret (the new one only), node2 is
+    changing it (the new one, CS_SECRET_OLD the old), node3 has not begun
+    (the old one only).  node2 accepts both, and signs with the new: node3
+    still fetches from node2, and node2 fetches from node1."""
+    n1, n2, n3 = c.nodes
+    old, new = c.secret, sha(os.urandom(16))
+    on = {}
+    for node, rel in ((n1, "rotate/on-node1.bin"), (n2, "rotate/on-node2.bin")):
+        on[node.name] = (rel, os.urandom(7000))
+        node.put(rel, on[node.name][1])
+        node.import_ns()
+    try:
+        n1.stop_serve()
+        n1.start_serve(CS_SECRET=new)
+        n2.stop_serve()
+        n2.start_serve(CS_SECRET=new, CS_SECRET_OLD=old)
+        path = "/v1/files/img/" + on["node2"][0]
+        for secret, want in ((old, 200), (new, 200), (sha(b"another"), 401)):
+            status, _ = n2.signed("GET", path, secret=secret)
+            expect(status == want, "node2 in the change-over, a request signed with the %s secret"
+                   % {old: "old", new: "new"}.get(secret, "wrong"), want, status)
+        rel, data = on["node2"]
+        status, body = n3.get("/" + rel)
+        expect(status == 200 and body == data, "node3 (old secret) fetches from node2", 200, status)
+        rel, data = on["node1"]
+        status, body = n2.get("/" + rel)
+        expect(status == 200 and body == data, "node2 signs with the new secret: it fetches "
+               "from node1 (new secret only)", 200, status)
+        status, _ = n1.signed("GET", "/v1/files/img/" + rel, secret=old)
+        expect(status == 401, "node1, done changing, refuses the old secret", 401, status)
+    finally:
+        for node in (n1, n2):
+            node.stop_serve()
+            node.start_serve()
+
+
 TESTS = [
     test_replayed_put_with_longer_body_refused,
     test_replayed_put_to_other_node_refused_and_nothing_made,
@@ -366,6 +406,7 @@ TESTS = [
     test_signed_bodies_checked_at_headers,
     test_trickled_put_body_has_a_deadline,
     test_slow_loris,
+    test_secret_rotation,
 ]
 
 
