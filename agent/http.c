@@ -58,9 +58,10 @@ static struct {
 		rejected;
 } stats;
 
-/* *con_cls of a request answered on its headers; a PUT's is its upload, a
- * POST /v1/index's its body. */
-static char answered;
+/* *con_cls of a request answered on its headers, and of a signed one
+ * without a body, answered on libmicrohttpd's last call; a PUT's is its
+ * upload, a POST /v1/index's its body. */
+static char answered, checked;
 
 struct body {
 	char tag;               /* 'U': an upload (PUT), 'I': announced names */
@@ -352,9 +353,9 @@ static enum MHD_Result expect_body(struct MHD_Connection *c, char tag, struct cs
 }
 
 /*
- * A signed request on a known route (rt), its headers in: answered now, or
- * (a PUT, a POST /v1/index) made ready for its body.  A body where none
- * belongs, or one too large, is refused before it is read.
+ * A signed request on a known route (rt), its headers in: a PUT or a POST
+ * /v1/index is made ready for its body, any other request with a body is
+ * refused (400) before it is read, and the rest are left for answer().
  */
 static enum MHD_Result begin(struct MHD_Connection *c, const char *method,
 			     const struct cs_route *rt, uint64_t length, void **con_cls)
@@ -375,6 +376,14 @@ static enum MHD_Result begin(struct MHD_Connection *c, const char *method,
 	}
 	if (length > 0)
 		return reply(c, MHD_HTTP_BAD_REQUEST, "no body expected\n");
+	*con_cls = &checked;
+	return MHD_YES;
+}
+
+/* A signed request without a body, on a known route (rt): its answer. */
+static enum MHD_Result answer(struct MHD_Connection *c, const char *method,
+			      const struct cs_route *rt)
+{
 	if (rt->kind == CS_ROUTE_STATS)
 		return answer_stats(c);
 	if (rt->kind != CS_ROUTE_FILES)
@@ -430,17 +439,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 	(void)cls, (void)version;
 	/* libmicrohttpd calls once with the headers, then (for a PUT or a
 	 * POST /v1/index) with body data, then with none.  Every request is
-	 * decided on the first call: refused, answered, or made ready for its
-	 * body.  An answer before the body makes libmicrohttpd close the
-	 * connection once it is sent (it cannot know where an unread body
-	 * ends), so nothing of a refused body is read. */
+	 * decided on the first call: refused, or let through to its body or
+	 * its answer.  libmicrohttpd 0.9.75 closes the connection after an
+	 * answer given on the first call, and reads nothing more, so a refused
+	 * body is never read; a signed request without a body is answered on
+	 * the last call, which keeps the connection for the next one. */
 	if (*con_cls == NULL) {
 		atomic_fetch_add(&stats.requests, 1);
 		cs_guard_request(c, 0);
-		*con_cls = &answered;   /* unless a body is wanted */
+		*con_cls = &answered;   /* unless let through */
 		if (check(c, url, method, &rt, &length, &ret))
 			return ret;
 		return begin(c, method, &rt, length, con_cls);
+	}
+	if (*con_cls == &checked) {
+		*con_cls = &answered;
+		cs_route_parse(url, &rt);       /* as check() found it */
+		return answer(c, method, &rt);
 	}
 	if (*con_cls != &answered)
 		return body_data(c, *con_cls, upload, upload_size);
@@ -456,7 +471,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 
 	(void)cls, (void)toe;
 	cs_guard_idle(c);
-	if (b && *con_cls != &answered) {
+	if (b && *con_cls != &answered && *con_cls != &checked) {
 		cs_put_end(b->up);
 		cs_buf_free(&b->names);
 		free(b);

@@ -68,6 +68,13 @@ def raw(node, data, wait=5):
     return status, at, closed
 
 
+def signed_get(c, node, path):
+    """The head of a GET of path signed for node."""
+    when = int(time.time())
+    return head("GET", path, {"X-CS-Time": str(when),
+                              "X-CS-Signature": c.signature("GET", path, when, target=node.url)})
+
+
 def captured_put(c, node, rel, data, rec):
     """The headers of a PUT of version rec of img/rel that node's peer
     signed for node, as anyone on the network path sees them."""
@@ -162,8 +169,12 @@ def test_signed_bodies_checked_at_headers(c):
     expect((status, closed) == (413, True), "a signed POST /v1/index over 1 MiB: 413 before it",
            (413, True), (status, closed))
     # A signed request without a body keeps its connection.
-    status, _ = n2.signed("GET", "/v1/stats")
-    expect(status == 200, "signed requests are answered as before", 200, status)
+    with socket.create_connection(("127.0.0.1", n2.serve_port), timeout=5) as s:
+        for i in range(3):
+            s.sendall(signed_get(c, n2, "/v1/stats"))
+            answer = s.recv(65536)
+            expect(answer.startswith(b"HTTP/1.1 200"), "signed GET %d on one connection" % i,
+                   "200", answer[:40])
 
 
 def test_trickled_put_body_has_a_deadline(c):
@@ -338,8 +349,10 @@ def test_slow_loris(c):
               "%d, median %.1f ms, max %.1f ms; signed GETs: %d, median %.1f ms, max %.1f ms"
               % (len(sources), opened, cap, len(fetch_ms), fetch_ms[len(fetch_ms) // 2],
                  fetch_ms[-1], len(get_ms), get_ms[len(get_ms) // 2], get_ms[-1]))
-        expect(fetch_ms[-1] < 2000 and get_ms[-1] < 1000, "and quickly",
-               "< 2000 ms and < 1000 ms", (fetch_ms[-1], get_ms[-1]))
+        # (Bounds for a busy 2-vCPU machine; before the guard these waited
+        # 5 s for a 500 and 10 s for nothing.)
+        expect(fetch_ms[-1] < 3000 and get_ms[-1] < 2000, "and quickly",
+               "< 3000 ms and < 2000 ms", (fetch_ms[-1], get_ms[-1]))
         expect(eventually(lambda: loris.open_now() == 0, HEADER_S + 3 - (time.monotonic() - t0)),
                "every trickling socket is closed by the header deadline", 0, loris.open_now())
         lived = sorted(loris.closed[i] - loris.opened[i] for i in loris.closed)
