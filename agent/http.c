@@ -318,14 +318,15 @@ static enum MHD_Result answer_stats(struct MHD_Connection *c)
 		 "files_received %llu\nbytes_received %llu\nrejected %llu\n"
 		 "misses_asked %lu\nmisses_joined %lu\nmisses_done %lu\nmisses_unavailable %lu\n"
 		 "misses_running %lu\nconnections %lu\nconnections_max %lu\n"
-		 "connections_made_way %lu\nconnections_timed_out %lu\n",
+		 "connections_made_way %lu\nconnections_timed_out %lu\nconnections_idle_closed %lu\n",
 		 (unsigned long long)atomic_load(&stats.requests),
 		 (unsigned long long)atomic_load(&stats.files_served),
 		 (unsigned long long)atomic_load(&stats.bytes_served),
 		 (unsigned long long)atomic_load(&stats.files_received),
 		 (unsigned long long)atomic_load(&stats.bytes_received),
 		 (unsigned long long)atomic_load(&stats.rejected), f.asked, f.joined, f.done,
-		 f.unavailable, f.running, g.open, g.cap, g.made_way, g.timed_out);
+		 f.unavailable, f.running, g.open, g.cap, g.made_way, g.timed_out,
+		 g.idle);
 	return reply(c, MHD_HTTP_OK, body);
 }
 

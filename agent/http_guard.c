@@ -16,7 +16,8 @@
  *   - Deadlines.  A request's headers must be in within CS_GUARD_HEADER_S of
  *     the connection's accept or of the end of its previous request, however
  *     they trickle in (libmicrohttpd's own timeout restarts with every byte
- *     received).  A body must be in within CS_GUARD_BODY_S plus a second per
+ *     received); a peer's connection kept idle that long is closed too, as
+ *     a matter of course (only answers to signed requests keep one open).  A body must be in within CS_GUARD_BODY_S plus a second per
  *     CS_GUARD_BODY_RATE bytes of its signed length, so a replayed PUT whose
  *     body trickles holds its path only that long.
  *
@@ -56,6 +57,8 @@ struct conn {
 	unsigned char addr[16];         /* the client's address */
 	unsigned char addrlen;
 	bool waiting;                   /* for a request's headers: may make way */
+	bool kept;                      /* kept open after an answer: to a signed
+					 * request, so it waits idle, not trickling */
 	bool closing;                   /* shut down by us, not yet closed */
 	int64_t since;                  /* ms: waiting since */
 	int64_t deadline;               /* ms, 0: none */
@@ -67,7 +70,7 @@ static struct {
 	struct conn *head, *tail;
 	unsigned long open;             /* connections not closing */
 	unsigned long cap;
-	unsigned long made_way, timed_out;
+	unsigned long made_way, timed_out, idle;
 	int64_t wake;                   /* ms the thread sleeps until */
 	bool stop, running;
 	pthread_t thread;
@@ -224,7 +227,7 @@ void cs_guard_idle(struct MHD_Connection *c)
 		return;
 	pthread_mutex_lock(&g.mu);
 	if (!e->closing) {
-		e->waiting = true;
+		e->waiting = e->kept = true;
 		e->since = cs_clock_ms();
 		locked_deadline(e, e->since + CS_GUARD_HEADER_S * 1000);
 	}
@@ -246,7 +249,7 @@ static void *keep_deadlines(void *arg)
 			if (!e->deadline)
 				continue;
 			if (e->deadline <= now)
-				locked_close(e, &g.timed_out);
+				locked_close(e, e->kept && e->waiting ? &g.idle : &g.timed_out);
 			else if (e->deadline < next)
 				next = e->deadline;
 		}
@@ -326,6 +329,6 @@ void cs_guard_stop(void)
 void cs_guard_stats(struct cs_guard_stats *s)
 {
 	pthread_mutex_lock(&g.mu);
-	*s = (struct cs_guard_stats){ g.open, g.cap, g.made_way, g.timed_out };
+	*s = (struct cs_guard_stats){ g.open, g.cap, g.made_way, g.timed_out, g.idle };
 	pthread_mutex_unlock(&g.mu);
 }

@@ -38,6 +38,7 @@ struct cs_guard_stats {
 	unsigned long cap;              /* and at most */
 	unsigned long made_way;         /* closed to keep within the limits */
 	unsigned long timed_out;        /* closed at a deadline */
+	unsigned long idle;             /* kept after a signed request, closed idle */
 };
 void cs_guard_stats(struct cs_guard_stats *s);
 

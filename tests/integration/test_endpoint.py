@@ -180,13 +180,20 @@ def test_signed_bodies_checked_at_headers(c):
 def test_trickled_put_body_has_a_deadline(c):
     """A PUT replayed exactly as captured, its body trickled faster than
     libmicrohttpd's idle timeout: the agent closes it once its deadline
-    (BODY_S plus a second per 256 KiB) has passed, and the path is free."""
+    (BODY_S plus a second per 256 KiB) has passed, and the path is free.
+    Meanwhile a connection kept after a signed request is closed when idle
+    as long as a new one may wait for its headers, and counted apart."""
     n2 = c.nodes[1]
     rel = "trickle/put.bin"
     data = os.urandom(100000)
     rec = register(c, rel, data)
     h = captured_put(c, n2, rel, data, rec)
-    before = n2.stats()["connections_timed_out"]
+    before = n2.stats()
+    kept = socket.create_connection(("127.0.0.1", n2.serve_port))
+    kept.sendall(signed_get(c, n2, "/v1/stats"))
+    kept.settimeout(5)
+    expect(kept.recv(65536).startswith(b"HTTP/1.1 200"), "a signed request on a kept connection")
+    kept_at = time.monotonic()
     s = socket.create_connection(("127.0.0.1", n2.serve_port))
     start = time.monotonic()
     s.sendall(head("PUT", "/v1/files/img/" + rel, h) + data[:1000])
@@ -212,7 +219,23 @@ def test_trickled_put_body_has_a_deadline(c):
     s.close()
     expect(closed_after is not None and BODY_S - 1 <= closed_after <= BODY_S + 3,
            "the trickling PUT is closed at its deadline", "%d s" % BODY_S, closed_after)
-    expect(n2.stats()["connections_timed_out"] > before, "counted as timed out")
+    kept.settimeout(max(0.1, kept_at + HEADER_S + 2 - time.monotonic()))
+    try:
+        idle_closed = kept.recv(1) == b""
+    except ConnectionResetError:
+        idle_closed = True
+    except socket.timeout:
+        idle_closed = False
+    idle = time.monotonic() - kept_at
+    kept.close()
+    expect(idle_closed and idle >= HEADER_S - 1, "the kept connection, idle since, is closed at "
+           "the header deadline", "%d s" % HEADER_S, (idle_closed, idle))
+    after = n2.stats()
+    expect(after["connections_timed_out"] > before["connections_timed_out"],
+           "the PUT counted as timed out")
+    expect(after["connections_idle_closed"] > before["connections_idle_closed"],
+           "the idle one apart", ">", (before["connections_idle_closed"],
+                                       after["connections_idle_closed"]))
     expect(eventually(lambda: n2.temp_files() == [], 3), "its temporary file is gone", [],
            n2.temp_files())
     status, _, _ = raw(n2, head("PUT", "/v1/files/img/" + rel, captured_put(c, n2, rel, data, rec))
