@@ -429,6 +429,12 @@ def test_secret_rotation(c):
                "from node1 (new secret only)", 200, status)
         status, _ = n1.signed("GET", "/v1/files/img/" + rel, secret=old)
         expect(status == 401, "node1, done changing, refuses the old secret", 401, status)
+        # The records node2 read from memcached were sealed with the old
+        # secret: good too.
+        with open(os.path.join(n2.home, "serve.log"), errors="replace") as f:
+            planted = [l for l in f if "not sealed with this cluster's secret" in l]
+        expect(not planted, "node2 takes memcached values sealed with the old secret", [],
+               planted[-1:])
     finally:
         for node in (n1, n2):
             node.stop_serve()
