@@ -152,8 +152,9 @@ static void admit(struct MHD_Connection *c, void **socket_context)
 		g.head = e;
 	g.tail = e;
 	g.open++;
-	for (struct conn *o = g.head; o; o = o->next)
-		from_there += !o->closing && same_address(o, e);
+	if (g.open > CS_GUARD_PER_ADDRESS)      /* else no address can be over */
+		for (struct conn *o = g.head; o; o = o->next)
+			from_there += !o->closing && same_address(o, e);
 	if (from_there > CS_GUARD_PER_ADDRESS)
 		way = locked_longest_waiting(e);
 	else if (g.open > g.cap)
@@ -269,7 +270,7 @@ static void *keep_deadlines(void *arg)
 		} else {
 			struct timespec ts;
 			clock_gettime(CLOCK_MONOTONIC, &ts);
-			int64_t ms = next - now;
+			int64_t ms = next > now ? next - now : 1;
 			ts.tv_sec += ms / 1000;
 			ts.tv_nsec += (ms % 1000) * 1000000;
 			if (ts.tv_nsec >= 1000000000) {
