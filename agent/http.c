@@ -4,23 +4,32 @@
  * http_put.c), on libmicrohttpd with a small thread pool; files go out
  * with sendfile(2) from a descriptor.
  *
- * What may be asked is decided before any file is touched, in this order:
+ * Every request is decided on its headers, before any of its body is read
+ * and before any file is touched, in this order:
  *   1. the URL path is percent-decoded strictly (our own unescaper replaces
  *      libmicrohttpd's, which would turn "%00" into a truncated string and
  *      "%2F" into a separator): malformed -> 400;
- *   2. the signature (sign.c) over method, decoded path, time and body
- *      hash: missing, forged or stale -> 401 (only /v1/health is public);
- *   3. the route and path (route.c): ".", "..", "//", control bytes -> 400,
- *      unknown route or namespace -> 404;
- *   4. the file is opened beneath the namespace directory (store.c), so no
+ *   2. the body's length must be known: chunked -> 411;
+ *   3. the signature (sign.c) over method, decoded path, time, body hash,
+ *      body length and this node's CS_NODE_URL, made with the cluster's
+ *      secret (or, while it is being changed, CS_SECRET_OLD): missing,
+ *      forged, stale or meant for another node -> 401 (only /v1/health is
+ *      public);
+ *   4. the route and path (route.c): ".", "..", "//", control bytes -> 400,
+ *      unknown route or namespace -> 404; a body where none belongs -> 400,
+ *      too large a one -> 413;
+ *   5. the file is opened beneath the namespace directory (store.c), so no
  *      symlink or ".." can lead outside it -> 404.
- * A PUT is checked as soon as its headers are in, so a refused body is never
- * read.  Nothing is logged per request below CS_LOG=info.
+ * An answer given before the body closes the connection, so a refused body
+ * is never read; so does every answer to a request not signed (a 401, the
+ * health check), so only the cluster keeps connections open.  Nothing is
+ * logged per request below CS_LOG=info.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <netdb.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +42,7 @@
 #include "buf.h"
 #include "fetch.h"
 #include "http.h"
+#include "http_guard.h"
 #include "http_put.h"
 #include "sign.h"
 #include "store.h"
@@ -48,22 +58,24 @@ static struct {
 		rejected;
 } stats;
 
-/* *con_cls of a request whose headers were seen, and of one already answered
- * on its headers; a PUT's is its upload, a POST /v1/index's its body. */
-static char seen, answered;
+/* *con_cls of a request answered on its headers, and of a signed one
+ * without a body, answered on libmicrohttpd's last call; a PUT's is its
+ * upload, a POST /v1/index's its body. */
+static char answered, checked;
 
 struct body {
 	char tag;               /* 'U': an upload (PUT), 'I': announced names */
 	struct cs_upload *up;
 	struct cs_buf names;    /* 'I' */
-	bool too_long;
 };
 
 static struct MHD_Daemon *daemon_;
 
 /* ---- responses ------------------------------------------------------ */
 
-static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *text)
+/* Answer status with text; close: end the connection after it. */
+static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *text,
+			       bool close)
 {
 	struct MHD_Response *r = MHD_create_response_from_buffer(
 		strlen(text), (void *)text, MHD_RESPMEM_MUST_COPY);
@@ -74,11 +86,26 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const ch
 	MHD_add_response_header(r, "Content-Type", "text/plain; charset=utf-8");
 	if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
 		MHD_add_response_header(r, "Allow", "GET, HEAD, PUT, POST, DELETE");
+	if (close)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 	ret = MHD_queue_response(c, status, r);
 	MHD_destroy_response(r);
 	if (status >= 400)
 		atomic_fetch_add(&stats.rejected, 1);
 	return ret;
+}
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *text)
+{
+	return respond(c, status, text, false);
+}
+
+/* An answer to a request not (yet) known to come from the cluster: only a
+ * signed request keeps a connection open, so a client without the secret
+ * cannot hold one by asking again and again. */
+static enum MHD_Result refuse(struct MHD_Connection *c, unsigned status, const char *text)
+{
+	return respond(c, status, text, true);
 }
 
 static bool digit(char c)
@@ -222,68 +249,97 @@ static enum MHD_Result serve_file(struct MHD_Connection *c, const char *method,
 	return ret;
 }
 
+/* Is the signature on s one of the cluster's secrets, the current one or
+ * (while it is being changed) the one before? */
+static bool signed_by_cluster(struct MHD_Connection *c, const struct cs_signed *s)
+{
+	const char *when = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-CS-Time");
+	const char *sig = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-CS-Signature");
+	long long now = (long long)time(NULL);
+
+	return cs_sign_verify(cs_cfg.secret, cs_cfg.secret_len, s, when, sig, now) == 0 ||
+	       (cs_cfg.secret_old_len &&
+		cs_sign_verify(cs_cfg.secret_old, cs_cfg.secret_old_len, s, when, sig, now) == 0);
+}
+
 /*
- * Steps 1 to 3 above, for any request: 0 with *rt for a signed request on a
- * known route, or 1 with the answer (a refusal, or the public health
+ * Steps 1 to 3 above, for any request, on its headers alone: 0 with *rt and
+ * the body's *length (its Content-Length, 0 for none) for a signed request
+ * on a known route, or 1 with the answer (a refusal, or the public health
  * check) queued in *ret.
  */
 static int check(struct MHD_Connection *c, const char *url, const char *method,
-		 struct cs_route *rt, enum MHD_Result *ret)
+		 struct cs_route *rt, uint64_t *length, enum MHD_Result *ret)
 {
+	const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+						     MHD_HTTP_HEADER_CONTENT_LENGTH);
 	char body_sha[CS_SIGNED_BODY_MAX];
 	int rc;
 
 	*ret = MHD_YES;
+	*length = 0;
 	if (strcmp(url, bad_encoding) == 0) {
-		*ret = reply(c, MHD_HTTP_BAD_REQUEST, "bad percent-encoding in path\n");
+		*ret = refuse(c, MHD_HTTP_BAD_REQUEST, "bad percent-encoding in path\n");
 		return 1;
 	}
 	rc = cs_route_parse(url, rt);
 	if (rc == 0 && rt->kind == CS_ROUTE_HEALTH) {
-		*ret = reply(c, MHD_HTTP_OK, "ok\n");
+		*ret = refuse(c, MHD_HTTP_OK, "ok\n");
 		return 1;
 	}
-
-	const char *when = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-CS-Time");
-	const char *sig = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-CS-Signature");
-	if (!when || !sig) {
-		*ret = reply(c, MHD_HTTP_UNAUTHORIZED,
-				   "missing X-CS-Time / X-CS-Signature\n");
+	/* The body's length is signed, so it must be known now. */
+	if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+		*ret = refuse(c, MHD_HTTP_LENGTH_REQUIRED,
+			      "Content-Length required (no chunked bodies)\n");
+		return 1;
+	}
+	if (cl && !cs_parse_u64(cl, length)) {
+		*ret = refuse(c, MHD_HTTP_BAD_REQUEST, "malformed Content-Length\n");
+		return 1;
+	}
+	if (!MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-CS-Time") ||
+	    !MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-CS-Signature")) {
+		*ret = refuse(c, MHD_HTTP_UNAUTHORIZED, "missing X-CS-Time / X-CS-Signature\n");
 		return 1;
 	}
 	cs_http_signed_body(c, method, body_sha, sizeof body_sha);
-	if (cs_sign_verify(cs_cfg.secret, cs_cfg.secret_len, method, url, when,
-			   body_sha, sig, (long long)time(NULL)) < 0) {
+	struct cs_signed s = { .method = method, .path = url, .body_sha = body_sha,
+			       .length = *length, .target = cs_cfg.node_url };
+	if (!signed_by_cluster(c, &s)) {
 		cs_info("%s %s: bad or stale signature", method, url);
-		*ret = reply(c, MHD_HTTP_UNAUTHORIZED, "bad or stale signature\n");
+		*ret = refuse(c, MHD_HTTP_UNAUTHORIZED, "bad or stale signature\n");
 		return 1;
 	}
 	if (rc == -ENOENT)
 		*ret = reply(c, MHD_HTTP_NOT_FOUND, "no such route\n");
 	else if (rc < 0)
 		*ret = reply(c, MHD_HTTP_BAD_REQUEST,
-				   "bad path: empty, '.', '..' or '//' segment, or control byte\n");
+			     "bad path: empty, '.', '..' or '//' segment, or control byte\n");
 	return rc < 0;
 }
 
 static enum MHD_Result answer_stats(struct MHD_Connection *c)
 {
 	struct cs_fetch_stats f;
-	char body[768];
+	struct cs_guard_stats g;
+	char body[1024];
 
 	cs_fetch_stats(&f);
+	cs_guard_stats(&g);
 	snprintf(body, sizeof body,
 		 "requests %llu\nfiles_served %llu\nbytes_served %llu\n"
 		 "files_received %llu\nbytes_received %llu\nrejected %llu\n"
 		 "misses_asked %lu\nmisses_joined %lu\nmisses_done %lu\nmisses_unavailable %lu\n"
-		 "misses_running %lu\n",
+		 "misses_running %lu\nconnections %lu\nconnections_max %lu\n"
+		 "connections_made_way %lu\nconnections_timed_out %lu\nconnections_idle_closed %lu\n",
 		 (unsigned long long)atomic_load(&stats.requests),
 		 (unsigned long long)atomic_load(&stats.files_served),
 		 (unsigned long long)atomic_load(&stats.bytes_served),
 		 (unsigned long long)atomic_load(&stats.files_received),
 		 (unsigned long long)atomic_load(&stats.bytes_received),
 		 (unsigned long long)atomic_load(&stats.rejected), f.asked, f.joined, f.done,
-		 f.unavailable, f.running);
+		 f.unavailable, f.running, g.open, g.cap, g.made_way, g.timed_out,
+		 g.idle);
 	return reply(c, MHD_HTTP_OK, body);
 }
 
@@ -292,40 +348,67 @@ static enum MHD_Result verdict(struct MHD_Connection *c, struct cs_verdict v)
 	return reply(c, v.status, v.text);
 }
 
-/* A PUT's or a POST /v1/index's headers are in: refuse it now, or get
- * ready for its body. */
-static enum MHD_Result body_headers(struct MHD_Connection *c, const char *url,
-				    const char *method, void **con_cls)
+/* A body of length bytes is coming, to be in by its deadline: b (tag and
+ * upload) becomes the request's *con_cls. */
+static enum MHD_Result expect_body(struct MHD_Connection *c, char tag, struct cs_upload *up,
+				   uint64_t length, void **con_cls)
 {
-	struct cs_route rt;
-	struct cs_upload *up;
-	struct cs_verdict v;
-	enum MHD_Result ret;
-	struct body *b;
+	struct body *b = calloc(1, sizeof *b);
 
-	*con_cls = &answered;   /* unless the body is wanted */
-	if (check(c, url, method, &rt, &ret))
-		return ret;
-	if (rt.kind == CS_ROUTE_INDEX && strcmp(method, "POST") == 0) {
-		if (!(b = calloc(1, sizeof *b)))
-			return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
-		b->tag = 'I';
-		*con_cls = b;
-		return MHD_YES;
-	}
-	if (rt.kind != CS_ROUTE_FILES)
-		return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
-	v = cs_put_begin(c, &rt, &up);
-	if (v.status)
-		return verdict(c, v);
-	if (!(b = calloc(1, sizeof *b))) {
+	if (!b) {
 		cs_put_end(up);
 		return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
 	}
-	b->tag = 'U';
+	b->tag = tag;
 	b->up = up;
 	*con_cls = b;
+	cs_guard_request(c, length);
 	return MHD_YES;
+}
+
+/*
+ * A signed request on a known route (rt), its headers in: a PUT or a POST
+ * /v1/index is made ready for its body, any other request with a body is
+ * refused (400) before it is read, and the rest are left for answer().
+ */
+static enum MHD_Result begin(struct MHD_Connection *c, const char *method,
+			     const struct cs_route *rt, uint64_t length, void **con_cls)
+{
+	struct cs_upload *up;
+	struct cs_verdict v;
+
+	if (rt->kind == CS_ROUTE_INDEX && strcmp(method, "POST") == 0) {
+		if (length > CS_ANNOUNCE_MAX)
+			return reply(c, MHD_HTTP_CONTENT_TOO_LARGE, "too many names at once\n");
+		return expect_body(c, 'I', NULL, length, con_cls);
+	}
+	if (rt->kind == CS_ROUTE_FILES && strcmp(method, "PUT") == 0) {
+		v = cs_put_begin(c, rt, &up);
+		if (v.status)
+			return verdict(c, v);
+		return expect_body(c, 'U', up, length, con_cls);
+	}
+	if (length > 0)
+		return reply(c, MHD_HTTP_BAD_REQUEST, "no body expected\n");
+	*con_cls = &checked;
+	return MHD_YES;
+}
+
+/* A signed request without a body, on a known route (rt): its answer. */
+static enum MHD_Result answer(struct MHD_Connection *c, const char *method,
+			      const struct cs_route *rt)
+{
+	if (rt->kind == CS_ROUTE_STATS)
+		return answer_stats(c);
+	if (rt->kind != CS_ROUTE_FILES)
+		return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
+	if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
+		return serve_file(c, method, rt);
+	if (strcmp(method, "POST") == 0)
+		return verdict(c, cs_move(c, rt));
+	if (strcmp(method, "DELETE") == 0)
+		return verdict(c, cs_delete());
+	return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
 }
 
 /* More of a body, or (size 0) its end. */
@@ -337,19 +420,14 @@ static enum MHD_Result body_data(struct MHD_Connection *c, struct body *b, const
 	if (*size) {
 		if (b->tag == 'U') {
 			cs_put_data(b->up, data, *size);
-		} else if (b->names.len + *size > CS_ANNOUNCE_MAX) {
-			b->too_long = true;
-		} else if (!b->too_long && !cs_buf_put(&b->names, data, *size)) {
+		} else if (!cs_buf_put(&b->names, data, *size)) {
 			return MHD_NO;
 		}
 		*size = 0;
 		return MHD_YES;
 	}
-	if (b->tag == 'I') {
-		if (b->too_long)
-			return reply(c, MHD_HTTP_CONTENT_TOO_LARGE, "too many names at once\n");
+	if (b->tag == 'I')
 		return verdict(c, cs_announced(c, b->names.s ? b->names.s : "", b->names.len));
-	}
 	if (!b->up)
 		return MHD_YES;         /* answered already */
 	uint64_t bytes;
@@ -370,42 +448,33 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 {
 	struct cs_route rt;
 	enum MHD_Result ret;
+	uint64_t length;
 
 	(void)cls, (void)version;
-	/* libmicrohttpd calls once with the headers, then with body data, then
-	 * with none.  Only a refused PUT or POST /v1/index is answered on the
-	 * first call (which makes libmicrohttpd close the connection: it cannot
-	 * know where the body ends); the rest, a move's POST too, wait for the
-	 * last, so connections are reused.  A body where none is expected is
-	 * read and dropped. */
+	/* libmicrohttpd calls once with the headers, then (for a PUT or a
+	 * POST /v1/index) with body data, then with none.  Every request is
+	 * decided on the first call: refused, or let through to its body or
+	 * its answer.  libmicrohttpd 0.9.75 closes the connection after an
+	 * answer given on the first call, and reads nothing more, so a refused
+	 * body is never read; a signed request without a body is answered on
+	 * the last call, which keeps the connection for the next one. */
 	if (*con_cls == NULL) {
 		atomic_fetch_add(&stats.requests, 1);
-		*con_cls = &seen;
-		if (strcmp(method, "PUT") == 0 ||
-		    (strcmp(method, "POST") == 0 && cs_route_parse(url, &rt) == 0 &&
-		     rt.kind == CS_ROUTE_INDEX))
-			return body_headers(c, url, method, con_cls);
-		return MHD_YES;
+		cs_guard_request(c, 0);
+		*con_cls = &answered;   /* unless let through */
+		if (check(c, url, method, &rt, &length, &ret))
+			return ret;
+		return begin(c, method, &rt, length, con_cls);
 	}
-	if (*con_cls != &seen && *con_cls != &answered)
+	if (*con_cls == &checked) {
+		*con_cls = &answered;
+		cs_route_parse(url, &rt);       /* as check() found it */
+		return answer(c, method, &rt);
+	}
+	if (*con_cls != &answered)
 		return body_data(c, *con_cls, upload, upload_size);
-	if (*upload_size || *con_cls == &answered) {
-		*upload_size = 0;
-		return MHD_YES;
-	}
-	if (check(c, url, method, &rt, &ret))
-		return ret;
-	if (rt.kind == CS_ROUTE_STATS)
-		return answer_stats(c);
-	if (rt.kind != CS_ROUTE_FILES)
-		return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
-	if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
-		return serve_file(c, method, &rt);
-	if (strcmp(method, "POST") == 0)
-		return verdict(c, cs_move(c, &rt));
-	if (strcmp(method, "DELETE") == 0)
-		return verdict(c, cs_delete());
-	return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
+	*upload_size = 0;               /* answered already: libmicrohttpd drops the rest */
+	return MHD_YES;
 }
 
 /* A request is over, answered or not: an unfinished upload goes. */
@@ -414,13 +483,32 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 {
 	struct body *b = *con_cls;
 
-	(void)cls, (void)c, (void)toe;
-	if (b && *con_cls != &seen && *con_cls != &answered) {
+	(void)cls, (void)toe;
+	cs_guard_idle(c);
+	if (b && *con_cls != &answered && *con_cls != &checked) {
 		cs_put_end(b->up);
 		cs_buf_free(&b->names);
 		free(b);
 	}
 	*con_cls = NULL;
+}
+
+/* libmicrohttpd's messages: a line per client that went away midway, for
+ * instance, which under a slow-loris attack would be one per connection
+ * closed; so they are logged at info. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char line[512];
+	size_t n;
+
+	(void)cls;
+	if (cs_log_level < CS_LOG_INFO)
+		return;
+	vsnprintf(line, sizeof line, fmt, ap);
+	n = strlen(line);
+	while (n > 0 && line[n - 1] == '\n')
+		line[--n] = '\0';
+	cs_info("libmicrohttpd: %s", line);
 }
 
 static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
@@ -439,6 +527,7 @@ int cs_http_start(void)
 	char host[CS_URL_MAX], *colon;
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE };
 	struct addrinfo *ai = NULL;
+	unsigned limit;
 	int rc;
 
 	snprintf(host, sizeof host, "%s", cs_cfg.listen);
@@ -454,11 +543,19 @@ int cs_http_start(void)
 		cs_error("CS_LISTEN '%s': %s", cs_cfg.listen, gai_strerror(rc));
 		return -EINVAL;
 	}
+	if ((rc = cs_guard_start(&limit)) < 0) {
+		cs_error("peer endpoint: cannot start its deadline thread: %s", strerror(-rc));
+		freeaddrinfo(ai);
+		return rc;
+	}
 	/* poll(2), not epoll: with epoll (edge-triggered) libmicrohttpd 0.9.75
 	 * notices a client that hangs up in the middle of a PUT body only at
 	 * the connection timeout, and its half-written temporary file would
 	 * hold the path's lock until then.  Peers are few, so poll costs
-	 * nothing. */
+	 * nothing.  The guard (http_guard.c) admits connections and closes
+	 * those that hold one without making requests; libmicrohttpd's own
+	 * timeout (restarted by every byte) covers the rest, and its limit is
+	 * the guard's with room for connections the guard is closing. */
 	daemon_ = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
 				   MHD_USE_ERROR_LOG |
 				   (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0),
@@ -466,12 +563,16 @@ int cs_http_start(void)
 				   MHD_OPTION_SOCK_ADDR, ai->ai_addr,
 				   MHD_OPTION_THREAD_POOL_SIZE, (unsigned)POOL_THREADS,
 				   MHD_OPTION_CONNECTION_TIMEOUT, 30u,
+				   MHD_OPTION_CONNECTION_LIMIT, limit,
+				   MHD_OPTION_NOTIFY_CONNECTION, cs_guard_notify, NULL,
 				   MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
 				   MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+				   MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 				   MHD_OPTION_END);
 	freeaddrinfo(ai);
 	if (!daemon_) {
 		cs_error("cannot listen on %s: %s", cs_cfg.listen, strerror(errno));
+		cs_guard_stop();
 		return -EADDRINUSE;
 	}
 	return 0;
@@ -482,4 +583,5 @@ void cs_http_stop(void)
 	if (daemon_)
 		MHD_stop_daemon(daemon_);
 	daemon_ = NULL;
+	cs_guard_stop();
 }

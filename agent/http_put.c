@@ -167,7 +167,7 @@ struct cs_verdict cs_put_begin(struct MHD_Connection *c, const struct cs_route *
 	*up = NULL;
 	if (!p)
 		return no_namespace;
-	if (!length || header(c, MHD_HTTP_HEADER_TRANSFER_ENCODING))
+	if (!length)            /* (a chunked body was refused already, in http.c) */
 		return (struct cs_verdict){ MHD_HTTP_LENGTH_REQUIRED,
 					    "Content-Length required (no chunked bodies)\n" };
 	if (!cs_parse_u64(length, &n))

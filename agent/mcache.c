@@ -10,9 +10,10 @@
  *
  * memcached has no authentication: whoever reaches it can write any key.
  * So every value goes in sealed with the cluster secret and its expiry
- * (record.c), and one whose seal is missing, wrong, made for another key or
- * expired is a miss, said in the log at most every 10 s: the caller asks
- * MySQL, and its answer overwrites the bad value.
+ * (record.c; while the secret is being changed, one sealed with
+ * CS_SECRET_OLD is good too), and one whose seal is missing, wrong, made
+ * for another key or expired is a miss, said in the log at most every
+ * 10 s: the caller asks MySQL, and its answer overwrites the bad value.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -134,6 +135,11 @@ char *cs_mc_get(const char *key, size_t *len)
 	size_t vlen;
 	int bad = cs_unseal(cs_cfg.secret, cs_cfg.secret_len, key, v, *len,
 			    (int64_t)time(NULL), &vlen);
+	/* While the secret is being changed, nodes not changed yet still
+	 * seal with the one before. */
+	if (bad == -EACCES && cs_cfg.secret_old_len)
+		bad = cs_unseal(cs_cfg.secret_old, cs_cfg.secret_old_len, key, v, *len,
+				(int64_t)time(NULL), &vlen);
 	if (bad) {
 		if (bad == -EACCES)
 			cs_error_every(10, "memcached: the value at %s is not sealed with this "

@@ -5,7 +5,8 @@
  * The only file that includes curl.  Handles are kept between requests so
  * connections to peers are reused: single requests take one from a pool
  * all threads share, batches use a multi handle of their thread's.  Every
- * request is signed (sign.c) and has connect and stall timeouts and
+ * request is signed (sign.c), its body's length and the URL of the node it
+ * is sent to included, and has connect and stall timeouts and
  * CURLOPT_NOSIGNAL.  A
  * fetched body streams into the caller's temporary file while it is hashed,
  * and is rejected unless size and SHA-256 match the registry's record; a
@@ -167,17 +168,20 @@ static size_t discard(char *p, size_t size, size_t nmemb, void *arg)
 
 /*
  * Set handle c (NULL: none could be had) up for `method` on the route path
- * (decoded, as signed; enc: as sent) at base_url, signed over path and
- * body_sha ("-" for no body, NULL for f's SHA-256).  With f, the version
- * headers too.  The response body is discarded unless the caller sets a
- * write function.  0 or -errno; the caller runs request_end either way.
+ * (decoded, as signed; enc: as sent) at base_url, signed over path,
+ * body_sha ("-" for no body, NULL for f's SHA-256), the body's length (what
+ * the caller will send as Content-Length, 0 for no body) and base_url, the
+ * node it is meant for.  With f, the version headers too.  The response
+ * body is discarded unless the caller sets a write function.  0 or -errno;
+ * the caller runs request_end either way.
  */
 static int request_route(struct request *r, CURL *c, const char *method, const char *base_url,
 			 const char *path, const char *enc, const char *body_sha,
-			 const struct cs_file *f)
+			 uint64_t length, const struct cs_file *f)
 {
 	char sig[CS_SIGN_HEX], sha[CS_SHA256_HEX];
-	long long now = (long long)time(NULL);
+	struct cs_signed s = { .method = method, .path = path, .when = (long long)time(NULL),
+			       .body_sha = body_sha, .length = length, .target = base_url };
 	int rc;
 
 	memset(r, 0, sizeof *r);
@@ -189,10 +193,11 @@ static int request_route(struct request *r, CURL *c, const char *method, const c
 		r->url = NULL;
 		return -ENOMEM;
 	}
-	if ((rc = cs_sign(cs_cfg.secret, cs_cfg.secret_len, method, path, now,
-			  body_sha ? body_sha : sha, sig)) < 0)
+	if (!body_sha)
+		s.body_sha = sha;
+	if ((rc = cs_sign(cs_cfg.secret, cs_cfg.secret_len, &s, sig)) < 0)
 		return rc;
-	if ((rc = add_header(r, "X-CS-Time: %lld", now)) < 0 ||
+	if ((rc = add_header(r, "X-CS-Time: %lld", s.when)) < 0 ||
 	    (rc = add_header(r, "X-CS-Signature: %s", sig)) < 0 ||
 	    (rc = add_header(r, "X-CS-Node: %s", cs_cfg.node)) < 0)
 		return rc;
@@ -213,7 +218,8 @@ static int request_route(struct request *r, CURL *c, const char *method, const c
 	return 0;
 }
 
-/* request_route on /v1/files/<ns>/<rel>. */
+/* request_route on /v1/files/<ns>/<rel>: a PUT sends f's bytes, every
+ * other request none. */
 static int request_begin(struct request *r, CURL *c, const char *method,
 			 const char *base_url, const char *ns, const char *rel,
 			 const char *body_sha, const struct cs_file *f)
@@ -230,7 +236,8 @@ static int request_begin(struct request *r, CURL *c, const char *method,
 		free(path);
 		return -ENOMEM;
 	}
-	rc = request_route(r, c, method, base_url, path, sent, body_sha, f);
+	rc = request_route(r, c, method, base_url, path, sent, body_sha,
+			   f && strcmp(method, "PUT") == 0 ? f->size : 0, f);
 	free(path);
 	free(sent);
 	return rc;
@@ -710,7 +717,8 @@ int cs_peer_announce(const char *const *urls, int n, const char *body, size_t le
 	for (int i = 0; i < n; i++) {
 		CURL *c = curl_easy_init();
 		ok[i] = false;
-		if (request_route(&r[i], c, "POST", urls[i], "/v1/index", "/v1/index", sha, NULL) < 0 ||
+		if (request_route(&r[i], c, "POST", urls[i], "/v1/index", "/v1/index", sha, len,
+				  NULL) < 0 ||
 		    add_header(&r[i], "X-CS-SHA256: %s", sha) < 0 ||
 		    add_header(&r[i], "Content-Type: text/plain") < 0 ||
 		    add_header(&r[i], "Expect:") < 0) {

@@ -1,9 +1,10 @@
 /*
  * settings.c - the CS_* variables only cs-replicate reads: the node's name
  * and address, the registry (CS_MYSQL, CS_MEMCACHED, CS_DB_CONNECTIONS),
- * the secret, CS_REPLICAS, CS_ZONE and CS_LOG_FILE.  A host's variables are
- * parsed first, by libcs/config.c; none of this is in libcs.so, so no host
- * process carries the code that reads a secret.
+ * the secret and, while it is being changed, the one before
+ * (CS_SECRET_OLD), CS_REPLICAS, CS_ZONE and CS_LOG_FILE.  A host's
+ * variables are parsed first, by libcs/config.c; none of this is in
+ * libcs.so, so no host process carries the code that reads a secret.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -104,31 +105,64 @@ int cs_mysql_dsn_parse(const char *url, struct cs_mysql_dsn *d, char *err,
 	return 0;
 }
 
-static int read_secret_file(struct cs_config *cfg, const char *path, char *err,
-			    size_t errlen)
+/* The secret in the file at path (named by the variable var) into
+ * out[CS_SECRET_MAX], trailing white space left out: its *len. */
+static int read_secret_file(const char *var, const char *path, unsigned char *out,
+			    size_t *len, char *err, size_t errlen)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
 	ssize_t n;
 
 	if (fd < 0)
-		return cs_config_fail(err, errlen, "CS_SECRET_FILE: cannot open '%s': %s",
-				      path, strerror(errno));
-	n = read(fd, cfg->secret, sizeof cfg->secret);
+		return cs_config_fail(err, errlen, "%s: cannot open '%s': %s", var, path,
+				      strerror(errno));
+	n = read(fd, out, CS_SECRET_MAX);
 	if (n >= 0 && fstat(fd, &st) == 0 && (st.st_mode & 0007))
-		cs_warn("CS_SECRET_FILE: '%s' is readable by every user (mode %04o); "
+		cs_warn("%s: '%s' is readable by every user (mode %04o); "
 			"whoever reads it can forge any node's requests: chmod 600 it",
-			path, (unsigned)(st.st_mode & 07777));
+			var, path, (unsigned)(st.st_mode & 07777));
 	close(fd);
 	if (n < 0)
-		return cs_config_fail(err, errlen, "CS_SECRET_FILE: cannot read '%s': %s",
-				      path, strerror(errno));
-	if ((size_t)n == sizeof cfg->secret)
-		return cs_config_fail(err, errlen, "CS_SECRET_FILE: '%s' is longer than %d bytes",
-				      path, CS_SECRET_MAX - 1);
-	while (n > 0 && isspace(cfg->secret[n - 1]))
+		return cs_config_fail(err, errlen, "%s: cannot read '%s': %s", var, path,
+				      strerror(errno));
+	if (n == CS_SECRET_MAX)
+		return cs_config_fail(err, errlen, "%s: '%s' is longer than %d bytes", var, path,
+				      CS_SECRET_MAX - 1);
+	while (n > 0 && isspace(out[n - 1]))
 		n--;
-	cfg->secret_len = n;
+	*len = (size_t)n;
+	return 0;
+}
+
+/* The secret in the variable var (CS_SECRET, CS_SECRET_OLD), else in the
+ * file var_FILE names, into out[CS_SECRET_MAX]: *len 0 when neither is set
+ * or it is empty, else at least CS_SECRET_MIN. */
+static int parse_secret(const char *var, cs_getenv_fn get, unsigned char *out, size_t *len,
+			char *err, size_t errlen)
+{
+	char file_var[32];
+	const char *v = get(var);
+	int rc;
+
+	snprintf(file_var, sizeof file_var, "%s_FILE", var);
+	*len = 0;
+	if (v && *v) {
+		size_t n = strlen(v);
+		if (n >= CS_SECRET_MAX)
+			return cs_config_fail(err, errlen, "%s: longer than %d bytes", var,
+					      CS_SECRET_MAX - 1);
+		memcpy(out, v, n);
+		*len = n;
+	} else if ((v = get(file_var)) && *v &&
+		   (rc = read_secret_file(file_var, v, out, len, err, errlen)) < 0) {
+		return rc;
+	}
+	if (*len > 0 && *len < CS_SECRET_MIN)
+		return cs_config_fail(err, errlen,
+				      "%s / %s: %zu bytes is too short to keep strangers out; "
+				      "give at least %d (e.g. openssl rand -hex 32)",
+				      var, file_var, *len, CS_SECRET_MIN);
 	return 0;
 }
 
@@ -222,26 +256,14 @@ static int parse_cluster(struct cs_config *cfg, cs_getenv_fn get, bool agent, ch
 	if ((rc = cs_mysql_dsn_parse(v, &cfg->mysql, err, errlen)) < 0)
 		return rc;
 
-	v = get("CS_SECRET");
-	if (v && *v) {
-		size_t len = strlen(v);
-		if (len >= CS_SECRET_MAX)
-			return cs_config_fail(err, errlen, "CS_SECRET: longer than %d bytes",
-					      CS_SECRET_MAX - 1);
-		memcpy(cfg->secret, v, len);
-		cfg->secret_len = len;
-	} else if ((v = get("CS_SECRET_FILE")) && *v) {
-		if ((rc = read_secret_file(cfg, v, err, errlen)) < 0)
-			return rc;
-	}
+	if ((rc = parse_secret("CS_SECRET", get, cfg->secret, &cfg->secret_len, err,
+			       errlen)) < 0 ||
+	    (rc = parse_secret("CS_SECRET_OLD", get, cfg->secret_old, &cfg->secret_old_len,
+			       err, errlen)) < 0)
+		return rc;
 	if (cfg->secret_len == 0)
 		return cs_config_fail(err, errlen,
 				      "CS_SECRET / CS_SECRET_FILE: unset or empty; nodes cannot authenticate each other");
-	if (cfg->secret_len < CS_SECRET_MIN)
-		return cs_config_fail(err, errlen,
-				      "CS_SECRET / CS_SECRET_FILE: %zu bytes is too short to keep "
-				      "strangers out; give at least %d (e.g. openssl rand -hex 32)",
-				      cfg->secret_len, CS_SECRET_MIN);
 
 	if ((rc = parse_int("CS_REPLICAS", get("CS_REPLICAS"), 1, CS_MAX_HOLDERS, 2,
 			    &cfg->replicas, err, errlen)) < 0 ||

@@ -1,12 +1,16 @@
 /*
  * sign.c - SHA-256 and the HMAC that authenticates node-to-node HTTP.
  *
- * A request is signed over "METHOD\nPATH\nTIME\nBODY_SHA256" with the shared
- * CS_SECRET.  TIME bounds replay to CS_SIGN_WINDOW seconds; the body hash
- * (or "-") binds a PUT's content to its signature.  OpenSSL's libcrypto
- * does the hashing; its SHA-256 uses the CPU's SHA extensions.
+ * A request is signed over "METHOD\nPATH\nTIME\nBODY_SHA256\nLENGTH\nTARGET"
+ * with the shared CS_SECRET.  TIME bounds replay to CS_SIGN_WINDOW seconds;
+ * the body hash (or "-") binds a PUT's content to its signature, LENGTH its
+ * Content-Length (so a captured request cannot be replayed with a longer
+ * body to trickle), TARGET the node it was meant for (so it cannot be
+ * replayed to another).  OpenSSL's libcrypto does the hashing; its SHA-256
+ * uses the CPU's SHA extensions.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,29 +113,32 @@ int cs_sha256_fd(int fd, unsigned char d[CS_SHA256_LEN], uint64_t *size)
 	return 0;
 }
 
-int cs_sign(const unsigned char *secret, size_t secret_len, const char *method,
-	    const char *path, long long when, const char *body_sha, char out[CS_SIGN_HEX])
+/* The text s signs into buf[size]: its length, as snprintf's. */
+static int message(char *buf, size_t size, const struct cs_signed *s)
+{
+	return snprintf(buf, size, "%s\n%s\n%lld\n%s\n%" PRIu64 "\n%s", s->method, s->path,
+			s->when, s->body_sha, s->length, s->target);
+}
+
+int cs_sign(const unsigned char *secret, size_t secret_len, const struct cs_signed *s,
+	    char out[CS_SIGN_HEX])
 {
 	unsigned char mac[EVP_MAX_MD_SIZE];
 	unsigned int maclen = 0;
-	char head[64];
-	int n = snprintf(head, sizeof head, "\n%lld\n", when);
-	size_t plen = strlen(path), mlen = strlen(method), blen = strlen(body_sha);
-	size_t total = mlen + 1 + plen + n + blen;
-	char stackbuf[1024], *msg = total <= sizeof stackbuf ? stackbuf : malloc(total);
+	char stackbuf[1024], *msg = stackbuf;
+	int n = message(stackbuf, sizeof stackbuf, s);
 
 	memset(out, '0', CS_SIGN_HEX - 1);      /* refused by every peer */
 	out[CS_SIGN_HEX - 1] = '\0';
-	if (!msg)
-		return -ENOMEM;
-	char *w = msg;
-	memcpy(w, method, mlen), w += mlen;
-	*w++ = '\n';
-	memcpy(w, path, plen), w += plen;
-	memcpy(w, head, n), w += n;
-	memcpy(w, body_sha, blen), w += blen;
+	if (n < 0)
+		return -EIO;
+	if ((size_t)n >= sizeof stackbuf) {
+		if (!(msg = malloc((size_t)n + 1)))
+			return -ENOMEM;
+		message(msg, (size_t)n + 1, s);
+	}
 	unsigned char *ok = HMAC(EVP_sha256(), secret, (int)secret_len, (unsigned char *)msg,
-				 w - msg, mac, &maclen);
+				 (size_t)n, mac, &maclen);
 	if (msg != stackbuf)
 		free(msg);
 	if (!ok || maclen != CS_SHA256_LEN)
@@ -140,10 +147,10 @@ int cs_sign(const unsigned char *secret, size_t secret_len, const char *method,
 	return 0;
 }
 
-int cs_sign_verify(const unsigned char *secret, size_t secret_len,
-		   const char *method, const char *path, const char *when,
-		   const char *body_sha, const char *sig, long long now)
+int cs_sign_verify(const unsigned char *secret, size_t secret_len, const struct cs_signed *s,
+		   const char *when, const char *sig, long long now)
 {
+	struct cs_signed at = *s;
 	char want[CS_SIGN_HEX], digits[24];
 	int64_t t;
 
@@ -154,7 +161,8 @@ int cs_sign_verify(const unsigned char *secret, size_t secret_len,
 	snprintf(digits, sizeof digits, "%lld", (long long)t);
 	if (strcmp(when, digits) != 0 || t < now - CS_SIGN_WINDOW || t > now + CS_SIGN_WINDOW)
 		return -EACCES;
-	if (cs_sign(secret, secret_len, method, path, t, body_sha ? body_sha : "-", want) < 0)
+	at.when = t;
+	if (cs_sign(secret, secret_len, &at, want) < 0)
 		return -EACCES;
 	return CRYPTO_memcmp(want, sig, CS_SIGN_HEX - 1) == 0 ? 0 : -EACCES;
 }

@@ -170,7 +170,7 @@ int main(int argc, char **argv)
 		/* transfer: one signed GET */
 		long long when = time(NULL);
 		char msg[1200];
-		int ml = snprintf(msg, sizeof msg, "GET\n%s\n%lld\n-", path, when);
+		int ml = snprintf(msg, sizeof msg, "GET\n%s\n%lld\n-\n0\n%s", path, when, argv[3]);
 		HMAC(EVP_sha256(), argv[4], strlen(argv[4]), (unsigned char *)msg, ml, mac, &len);
 		hex(mac, 32, sig);
 		snprintf(hdr[0], sizeof hdr[0], "X-CS-Time: %lld", when);

@@ -182,6 +182,10 @@ struct cs_config {
 	struct cs_mysql_dsn mysql;
 	unsigned char secret[CS_SECRET_MAX];
 	size_t secret_len;
+	/* CS_SECRET_OLD: still accepted while the secret is being changed,
+	 * never signed with; secret_old_len 0 when unset */
+	unsigned char secret_old[CS_SECRET_MAX];
+	size_t secret_old_len;
 	int replicas;
 	int db_connections;             /* CS_DB_CONNECTIONS */
 	int fetch_timeout_ms;           /* CS_FETCH_TIMEOUT: a miss's budget ... */

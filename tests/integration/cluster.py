@@ -22,6 +22,7 @@ import hmac
 import http.client
 import os
 import pwd
+import resource
 import shutil
 import signal
 import socket
@@ -79,12 +80,16 @@ def as_root():
                      % os.path.relpath(prog))
 
 
-def as_web_user(umask=None):
+def as_web_user(umask=None, nofile=None):
+    """A preexec_fn: become the web user, with umask and at most nofile
+    descriptors when given."""
     pw = pwd.getpwnam(WEB_USER)
 
     def demote():
         if umask is not None:
             os.umask(umask)
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         os.setgroups([])
         os.setgid(pw.pw_gid)
         os.setuid(pw.pw_uid)
@@ -271,13 +276,14 @@ class Node:
         e.update(extra)
         return e
 
-    def start_serve(self, umask=None, **extra):
-        """The agent, as the web user (with umask if given), with this
-        node's environment plus extra (CS_ZONE, CS_DB_CONNECTIONS ...)."""
+    def start_serve(self, umask=None, nofile=None, **extra):
+        """The agent, as the web user (with umask if given, and RLIMIT_NOFILE
+        nofile if given, else the caller's), with this node's environment
+        plus extra (CS_ZONE, CS_DB_CONNECTIONS ...)."""
         log = open(os.path.join(self.home, "serve.log"), "ab")
         self.serve = subprocess.Popen(
             [os.path.join(BUILD, "cs-replicate"), "serve"], env=self.env(**extra),
-            stdout=log, stderr=log, preexec_fn=as_web_user(umask))
+            stdout=log, stderr=log, preexec_fn=as_web_user(umask, nofile))
         wait_for(lambda: self.health() == 200, 10, self.name + " serve")
 
     def stop_serve(self):
@@ -403,20 +409,23 @@ class Node:
         return http_get(self.try_port if try_files else self.port, path, timeout)
 
     def signed(self, method, path, raw=None, when=None, secret=None, sig=None,
-               headers=None, body=None, body_sha="-"):
+               headers=None, body=None, body_sha="-", length=None, target=None):
         """A peer request to this node's serve; path is the decoded path that
         is signed, raw (default: path quoted) what goes on the wire.  body_sha
         is what the signature covers as the body's hash; headers go out as
-        given, and a body with its Content-Length unless headers have one."""
+        given, and a body with its Content-Length unless headers have one.
+        The signature covers that Content-Length (or length) and this node's
+        URL (or target)."""
         when = int(time.time()) if when is None else when
-        secret = self.cluster.secret if secret is None else secret
-        msg = "%s\n%s\n%d\n%s" % (method, path, when, body_sha)
-        if sig is None:
-            sig = hmac.new(secret.encode(), msg.encode("utf-8", "surrogateescape"),
-                           hashlib.sha256).hexdigest()
         headers = dict(headers or {})
         if body is not None and not any(k.lower() == "content-length" for k in headers):
             headers["Content-Length"] = str(len(body))
+        if length is None:
+            sent = [v for k, v in headers.items() if k.lower() == "content-length"]
+            length = int(sent[0]) if sent else 0
+        if sig is None:
+            sig = self.cluster.signature(method, path, when, body_sha, length,
+                                         self.url if target is None else target, secret)
         conn = http.client.HTTPConnection("127.0.0.1", self.serve_port, timeout=10)
         try:
             conn.putrequest(method, raw if raw is not None else urllib.parse.quote(path),
@@ -479,6 +488,15 @@ class Cluster:
         self.want_nginx = nginx
         self.n = nodes
         self.extra_env = extra_env or {}      # the agent's and cs-replicate's
+
+    def signature(self, method, path, when, body_sha="-", length=0, target=None, secret=None):
+        """The X-CS-Signature of a peer request (agent/sign.c): path decoded,
+        body_sha "-" for no body, length its Content-Length, target the URL
+        of the node it is sent to; signed with the cluster's secret or
+        secret."""
+        msg = "%s\n%s\n%d\n%s\n%d\n%s" % (method, path, when, body_sha, length, target)
+        key = (self.secret if secret is None else secret).encode()
+        return hmac.new(key, msg.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
 
     # -- lifetime --------------------------------------------------------
     def __enter__(self):

@@ -8,7 +8,6 @@ Each test uses its own file names; a test that stops a server starts it
 again.  Prints TAP-style lines and ends with "N passed, N failed".
 """
 import hashlib
-import hmac
 import http.server
 import os
 import shutil
@@ -116,8 +115,7 @@ def start_push(c, node, rel, data):
                 % rel, db="cs").stdout.split()
     path = "/v1/files/img/" + rel
     when = int(time.time())
-    sig = hmac.new(c.secret.encode(), ("PUT\n%s\n%d\n%s" % (path, when, rec[2])).encode(),
-                   hashlib.sha256).hexdigest()
+    sig = c.signature("PUT", path, when, rec[2], len(data), node.url)
     head = ("PUT %s HTTP/1.1\r\nHost: x\r\nX-CS-Time: %d\r\nX-CS-Signature: %s\r\n"
             "X-CS-SHA256: %s\r\nX-CS-Version: %s\r\nX-CS-Mtime: %s\r\n"
             "Content-Length: %d\r\n\r\n" % (path, when, sig, rec[2], rec[0], rec[1], len(data)))

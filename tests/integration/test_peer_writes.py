@@ -8,8 +8,6 @@ node1, `cs-replicate import`); newer versions and tombstones are written
 into the registry with SQL, as the writer's node would.  Each test uses its
 own file names.  Prints TAP-style lines and ends with "N passed, N failed".
 """
-import hashlib
-import hmac
 import os
 import pwd
 import shutil
@@ -231,20 +229,15 @@ def test_put_symlink_out_of_namespace(c):
         shutil.rmtree(outside, ignore_errors=True)
 
 
-def signature(c, method, path, when, body_sha):
-    msg = "%s\n%s\n%d\n%s" % (method, path, when, body_sha)
-    return hmac.new(c.secret.encode(), msg.encode(), hashlib.sha256).hexdigest()
-
-
 def start_push(c, node, rel, data, rec):
     """A signed PUT on a raw socket that has sent half its body so far."""
     path = "/v1/files/img/" + rel
     when = int(time.time())
+    sig = c.signature("PUT", path, when, rec["sha"], len(data), node.url)
     head = ("PUT %s HTTP/1.1\r\nHost: x\r\nX-CS-Time: %d\r\nX-CS-Signature: %s\r\n"
             "X-CS-SHA256: %s\r\nX-CS-Version: %d\r\nX-CS-Mtime: %d\r\n"
-            "Content-Length: %d\r\n\r\n" % (path, when, signature(c, "PUT", path, when, rec["sha"]),
-                                            rec["sha"], rec["version"], rec["mtime_ns"],
-                                            len(data)))
+            "Content-Length: %d\r\n\r\n" % (path, when, sig, rec["sha"], rec["version"],
+                                            rec["mtime_ns"], len(data)))
     s = socket.create_connection(("127.0.0.1", node.serve_port))
     s.sendall(head.encode() + data[:len(data) // 2])
     expect(eventually(lambda: node.temp_files() != [], 3),
@@ -414,8 +407,9 @@ def test_other_methods(c):
     when = int(time.time())
     conn = http.client.HTTPConnection("127.0.0.1", n2.serve_port, timeout=10)
     try:
-        conn.request("PATCH", path, headers={"X-CS-Time": str(when),
-                                             "X-CS-Signature": signature(c, "PATCH", path, when, "-")})
+        conn.request("PATCH", path, headers={
+            "X-CS-Time": str(when),
+            "X-CS-Signature": c.signature("PATCH", path, when, target=n2.url)})
         r = conn.getresponse()
         r.read()
         allow = r.getheader("Allow", "")

@@ -1,6 +1,7 @@
 /* test_config.c - CS_* parsing: what users type, and the sentence they get
  * back when it is wrong. */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -65,6 +66,7 @@ static void full_configuration(void **state)
 	assert_int_equal(cfg.log_level, CS_LOG_INFO);
 	assert_memory_equal(cfg.secret, KEY, 16);
 	assert_int_equal(cfg.secret_len, 16);
+	assert_int_equal(cfg.secret_old_len, 0);
 	assert_string_equal(cfg.mysql.user, "cs");
 	assert_int_equal(cfg.mysql.port, 3306);
 	assert_string_equal(cfg.spool, "/var/spool/cs");
@@ -174,6 +176,7 @@ static void bad_other_variables(void **state)
 	const char *short_secret[] = { "CS_PREFIXES", "img=/x", "CS_MYSQL", "mysql://u@h/db",
 				       "CS_SECRET", "0123456789abcde", NULL };
 	const char *no_secret[] = { "CS_PREFIXES", "img=/x", "CS_MYSQL", "mysql://u@h/db", NULL };
+	const char *short_old[] = { "CS_PREFIXES", "img=/x", "CS_SECRET_OLD", "old", BASE, NULL };
 	const char *replicas[] = { "CS_PREFIXES", "img=/x", "CS_REPLICAS", "two", BASE, NULL };
 	const char *replicas0[] = { "CS_PREFIXES", "img=/x", "CS_REPLICAS", "0", BASE, NULL };
 	const char *log[] = { "CS_PREFIXES", "img=/x", "CS_LOG", "loud", BASE, NULL };
@@ -193,6 +196,7 @@ static void bad_other_variables(void **state)
 	refuses("CS_MYSQL", no_mysql, CS_ROLE_TOOL);
 	refuses("CS_SECRET", no_secret, CS_ROLE_TOOL);
 	refuses("at least 16", short_secret, CS_ROLE_TOOL);
+	refuses("CS_SECRET_OLD", short_old, CS_ROLE_TOOL);
 	refuses("CS_REPLICAS", replicas, CS_ROLE_TOOL);
 	refuses("CS_REPLICAS", replicas0, CS_ROLE_TOOL);
 	refuses("CS_LOG", log, CS_ROLE_TOOL);
@@ -224,6 +228,8 @@ static void bad_other_variables(void **state)
 	assert_string_equal(cfg.node_url, "http://x");
 }
 
+/* A secret file's trailing newline is not part of the secret; nor is it
+ * counted towards the 16 bytes a secret needs. */
 static void secret_file_trailing_newline(void **state)
 {
 	(void)state;
@@ -235,9 +241,40 @@ static void secret_file_trailing_newline(void **state)
 	const char *e[] = { "CS_PREFIXES", "img=/x", "CS_MYSQL", "mysql://u@h/db",
 			    "CS_SECRET_FILE", path, NULL };
 	assert_int_equal(parse(e, CS_ROLE_TOOL), 0);
-	unlink(path);
 	assert_int_equal(cfg.secret_len, 17);
 	assert_memory_equal(cfg.secret, "hunter2-hunter2-h", 17);
+
+	fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "fifteen bytes..\n", 16), 16);
+	close(fd);
+	assert_int_equal(parse(e, CS_ROLE_TOOL), -EINVAL);
+	assert_non_null(strstr(err, "CS_SECRET_FILE"));
+	unlink(path);
+}
+
+/* While the secret changes, the one before (CS_SECRET_OLD, or a file) is
+ * kept apart from the one signed with. */
+static void old_secret(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/cs-secret-XXXXXX";
+	const char *e[] = { "CS_PREFIXES", "img=/x", "CS_SECRET_OLD", "the old one, 16+ bytes",
+			    BASE, NULL };
+	assert_int_equal(parse(e, CS_ROLE_TOOL), 0);
+	assert_memory_equal(cfg.secret, KEY, 16);
+	assert_int_equal(cfg.secret_old_len, 22);
+	assert_memory_equal(cfg.secret_old, "the old one, 16+ bytes", 22);
+
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "old secret in a file\n", 21), 21);
+	close(fd);
+	const char *f[] = { "CS_PREFIXES", "img=/x", "CS_SECRET_OLD_FILE", path, BASE, NULL };
+	assert_int_equal(parse(f, CS_ROLE_TOOL), 0);
+	unlink(path);
+	assert_int_equal(cfg.secret_old_len, 20);
+	assert_memory_equal(cfg.secret_old, "old secret in a file", 20);
 }
 
 static void symlinked_prefix_remembers_real_dir(void **state)
@@ -327,6 +364,7 @@ int main(void)
 		cmocka_unit_test(siblings_do_not_overlap),
 		cmocka_unit_test(bad_other_variables),
 		cmocka_unit_test(secret_file_trailing_newline),
+		cmocka_unit_test(old_secret),
 		cmocka_unit_test(symlinked_prefix_remembers_real_dir),
 		cmocka_unit_test(names),
 		cmocka_unit_test(dsn),

@@ -15,50 +15,92 @@
 
 #define SECRET ((const unsigned char *)"s3cret")
 #define PATH "/v1/files/img/a b.jpg"
+#define NODE "http://10.0.0.2:8081"
 #define T 1700000000LL
-/* python3: hmac.new(b"s3cret", b"GET\n/v1/files/img/a b.jpg\n1700000000\n-", sha256) */
-#define SIG "835a90b7436f2d5ef96f7229e85e208144a0aa5b0d44281da5f3b776a3ab99f6"
+/* python3: hmac.new(b"s3cret",
+ *     b"GET\n/v1/files/img/a b.jpg\n1700000000\n-\n0\nhttp://10.0.0.2:8081", sha256) */
+#define SIG "b3e975c35dc8337ae58e48730deebecfa6a014bc50411fbaf8618143ef167fc6"
+
+static const struct cs_signed get = { .method = "GET", .path = PATH, .when = T,
+				      .body_sha = "-", .length = 0, .target = NODE };
 
 static void known_vector(void **state)
 {
 	(void)state;
 	char sig[CS_SIGN_HEX];
 
-	assert_int_equal(cs_sign(SECRET, 6, "GET", PATH, T, "-", sig), 0);
+	assert_int_equal(cs_sign(SECRET, 6, &get, sig), 0);
 	assert_string_equal(sig, SIG);
 }
+
+/* cs_sign_verify of SIG against get with one part changed by change(). */
+static int verify_changed(void (*change)(struct cs_signed *))
+{
+	struct cs_signed s = get;
+
+	change(&s);
+	return cs_sign_verify(SECRET, 6, &s, "1700000000", SIG, T);
+}
+
+static void other_method(struct cs_signed *s) { s->method = "HEAD"; }
+static void other_path(struct cs_signed *s) { s->path = "/v1/files/img/b.jpg"; }
+static void other_body(struct cs_signed *s) { s->body_sha = "abc"; }
+static void longer_body(struct cs_signed *s) { s->length = 17179869184ULL; }
+static void other_node(struct cs_signed *s) { s->target = "http://10.0.0.3:8081"; }
+static void when_ignored(struct cs_signed *s) { s->when = 42; }
 
 static void verify(void **state)
 {
 	(void)state;
 	char forged[] = SIG;
 
-	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, "1700000000", "-", SIG, T), 0);
-	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, "1700000000", "-", SIG, T + 300), 0);
+	assert_int_equal(cs_sign_verify(SECRET, 6, &get, "1700000000", SIG, T), 0);
+	assert_int_equal(cs_sign_verify(SECRET, 6, &get, "1700000000", SIG, T + 300), 0);
+	/* the header's time counts, not s->when */
+	assert_int_equal(verify_changed(when_ignored), 0);
 	/* stale and future */
-	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, "1700000000", "-", SIG, T + 301), -EACCES);
-	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, "1700000000", "-", SIG, T - 301), -EACCES);
+	assert_int_equal(cs_sign_verify(SECRET, 6, &get, "1700000000", SIG, T + 301), -EACCES);
+	assert_int_equal(cs_sign_verify(SECRET, 6, &get, "1700000000", SIG, T - 301), -EACCES);
 	/* anything changed */
 	forged[10] = forged[10] == '0' ? '1' : '0';
-	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, "1700000000", "-", forged, T), -EACCES);
-	assert_int_equal(cs_sign_verify(SECRET, 6, "HEAD", PATH, "1700000000", "-", SIG, T), -EACCES);
-	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", "/v1/files/img/b.jpg", "1700000000", "-", SIG, T), -EACCES);
-	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, "1700000001", "-", SIG, T), -EACCES);
-	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, "1700000000", "abc", SIG, T), -EACCES);
-	assert_int_equal(cs_sign_verify((const unsigned char *)"other", 5, "GET", PATH, "1700000000", "-", SIG, T), -EACCES);
+	assert_int_equal(cs_sign_verify(SECRET, 6, &get, "1700000000", forged, T), -EACCES);
+	assert_int_equal(verify_changed(other_method), -EACCES);
+	assert_int_equal(verify_changed(other_path), -EACCES);
+	assert_int_equal(verify_changed(other_body), -EACCES);
+	assert_int_equal(verify_changed(longer_body), -EACCES);
+	assert_int_equal(verify_changed(other_node), -EACCES);
+	assert_int_equal(cs_sign_verify(SECRET, 6, &get, "1700000001", SIG, T), -EACCES);
+	assert_int_equal(cs_sign_verify((const unsigned char *)"other", 5, &get, "1700000000", SIG, T), -EACCES);
 	/* missing or malformed parts */
-	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, NULL, "-", SIG, T), -EACCES);
-	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, "", "-", SIG, T), -EACCES);
-	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, "1700000000", "-", NULL, T), -EACCES);
-	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, "17e8", "-", SIG, T), -EACCES);
-	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, "1700000000", "-", "835a", T), -EACCES);
-	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, "99999999999999999999", "-", SIG, T), -EACCES);
-	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, " 1700000000", "-", SIG, T), -EACCES);
-	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, "+1700000000", "-", SIG, T), -EACCES);
+	assert_int_equal(cs_sign_verify(SECRET, 6, &get, NULL, SIG, T), -EACCES);
+	assert_int_equal(cs_sign_verify(SECRET, 6, &get, "", SIG, T), -EACCES);
+	assert_int_equal(cs_sign_verify(SECRET, 6, &get, "1700000000", NULL, T), -EACCES);
+	assert_int_equal(cs_sign_verify(SECRET, 6, &get, "17e8", SIG, T), -EACCES);
+	assert_int_equal(cs_sign_verify(SECRET, 6, &get, "1700000000", "b3e9", T), -EACCES);
+	assert_int_equal(cs_sign_verify(SECRET, 6, &get, "99999999999999999999", SIG, T), -EACCES);
+	assert_int_equal(cs_sign_verify(SECRET, 6, &get, " 1700000000", SIG, T), -EACCES);
+	assert_int_equal(cs_sign_verify(SECRET, 6, &get, "+1700000000", SIG, T), -EACCES);
 	/* Only the digits that were signed: the same number written otherwise
 	 * is not (found by tests/fuzz/fuzz_sign.c). */
-	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, "01700000000", "-", SIG, T), -EACCES);
-	assert_int_equal(cs_sign_verify(SECRET, 6, "GET", PATH, "0001700000000", "-", SIG, T), -EACCES);
+	assert_int_equal(cs_sign_verify(SECRET, 6, &get, "01700000000", SIG, T), -EACCES);
+	assert_int_equal(cs_sign_verify(SECRET, 6, &get, "0001700000000", SIG, T), -EACCES);
+}
+
+/* A path too long for the stack buffer signs the same way. */
+static void long_path(void **state)
+{
+	(void)state;
+	char path[3000], a[CS_SIGN_HEX], b[CS_SIGN_HEX];
+	struct cs_signed s = get;
+
+	memset(path, 'x', sizeof path - 1);
+	path[sizeof path - 1] = '\0';
+	s.path = path;
+	assert_int_equal(cs_sign(SECRET, 6, &s, a), 0);
+	assert_int_equal(cs_sign_verify(SECRET, 6, &s, "1700000000", a, T), 0);
+	path[2000] = 'y';
+	assert_int_equal(cs_sign(SECRET, 6, &s, b), 0);
+	assert_string_not_equal(a, b);
 }
 
 static void sha256(void **state)
@@ -91,6 +133,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(known_vector),
 		cmocka_unit_test(verify),
+		cmocka_unit_test(long_path),
 		cmocka_unit_test(sha256),
 	};
 	return cmocka_run_group_tests_name("sign", tests, NULL, NULL);
