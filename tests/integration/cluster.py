@@ -230,6 +230,7 @@ class Node:
         self.try_port = free_port()
         self.url = "http://127.0.0.1:%d" % self.serve_port
         self.serve = None
+        self.serve_wait = 5          # s an agent gets to stop
         self.nginx = None
         self.apache = None
         self.apache_port = None
@@ -266,29 +267,44 @@ class Node:
                 e[k] = os.environ[k]
         if preload:
             e["LD_PRELOAD"] = c.preload
+            e.update(c.host_env)
         else:
             e.update(c.extra_env)
         e.update(extra)
         return e
 
-    def start_serve(self, umask=None, **extra):
+    def start_serve(self, umask=None, wrapper=None, wait=10, **extra):
         """The agent, as the web user (with umask if given), with this
-        node's environment plus extra (CS_ZONE, CS_DB_CONNECTIONS ...)."""
+        node's environment plus extra (CS_ZONE, CS_DB_CONNECTIONS ...).
+        wrapper is a command line the agent runs under (valgrind ...);
+        such an agent gets wait seconds to answer and as long to stop."""
         log = open(os.path.join(self.home, "serve.log"), "ab")
         self.serve = subprocess.Popen(
-            [os.path.join(BUILD, "cs-replicate"), "serve"], env=self.env(**extra),
-            stdout=log, stderr=log, preexec_fn=as_web_user(umask))
-        wait_for(lambda: self.health() == 200, 10, self.name + " serve")
+            list(wrapper or []) + [os.path.join(BUILD, "cs-replicate"), "serve"],
+            env=self.env(**extra), stdout=log, stderr=log, preexec_fn=as_web_user(umask))
+        self.serve_wait = wait if wrapper else 5
+
+        def up():
+            if self.serve.poll() is not None:
+                raise RuntimeError("%s serve exited %d (see %s/serve.log)"
+                                   % (self.name, self.serve.returncode, self.home))
+            return self.health() == 200
+        wait_for(up, wait, self.name + " serve")
 
     def stop_serve(self):
+        """SIGTERM to the agent; SIGKILL if it has not stopped within 5 s
+        (a wrapped one: the wait start_serve gave it).  Its exit status,
+        or None if it was not running."""
+        rc = None
         if self.serve and self.serve.poll() is None:
             self.serve.terminate()
             try:
-                self.serve.wait(5)
+                rc = self.serve.wait(self.serve_wait)
             except subprocess.TimeoutExpired:
                 self.serve.kill()
                 self.serve.wait()
         self.serve = None
+        return rc
 
     def health(self):
         conn = http.client.HTTPConnection("127.0.0.1", self.serve_port, timeout=2)
@@ -464,7 +480,8 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, nodes=3, namespace="img", log_level="warn", nginx=True, extra_env=None):
+    def __init__(self, nodes=3, namespace="img", log_level="warn", nginx=True, extra_env=None,
+                 host_env=None):
         if os.geteuid() != 0:
             raise SystemExit("cluster.py: needs root (nginx workers, Apache children and the agent"
                              " run as www-data)")
@@ -479,6 +496,7 @@ class Cluster:
         self.want_nginx = nginx
         self.n = nodes
         self.extra_env = extra_env or {}      # the agent's and cs-replicate's
+        self.host_env = host_env or {}        # host processes' (CS_MISS_TIMEOUT ...)
 
     # -- lifetime --------------------------------------------------------
     def __enter__(self):
