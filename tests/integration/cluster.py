@@ -113,7 +113,7 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         root {root};
-        location / {{ }}
+        location / {{ {dav} }}
     }}
     server {{
         listen 127.0.0.1:{try_port};
@@ -122,6 +122,8 @@ http {{
     }}
 }}
 """
+
+NGINX_DAV = "dav_methods PUT DELETE MOVE; create_full_put_path on; dav_access user:rw all:r;"
 
 # Apache httpd 2.4 (Debian's apache2 binary), self-contained: no file of
 # /etc/apache2 is read and no APACHE_* variable is needed.  log_config and
@@ -314,11 +316,15 @@ class Node:
         finally:
             conn.close()
 
-    def start_nginx(self, preload=True, workers=2):
+    def start_nginx(self, preload=True, workers=2, dav=False):
+        """nginx as described above; dav lets its plain `location` take PUT,
+        DELETE and MOVE (ngx_http_dav_module: a worker writes the body to
+        a temporary file outside the directory and renames it in)."""
         conf = os.path.join(self.home, "nginx.conf")
         with open(conf, "w") as f:
             f.write(NGINX_CONF.format(user=WEB_USER, workers=workers, d=self.home, root=self.dir,
-                                      port=self.port, try_port=self.try_port))
+                                      port=self.port, try_port=self.try_port,
+                                      dav=NGINX_DAV if dav else ""))
         log = open(os.path.join(self.home, "nginx.out"), "ab")
         self.nginx = subprocess.Popen(
             ["nginx", "-p", self.home, "-c", conf, "-e",
