@@ -8,7 +8,7 @@ each), 1 % writes (PUT) and 1 % DELETEs and MOVEs of what was PUT, the
 rest hits.
 A warm-up of 10,000 requests (repeated, 5 times at most, until each
 worker has served: the kernel may give one worker every connection of a
-run, and a worker's first requests take memory once), then the run in 4
+run, and a worker's first requests take memory once, 16 kB), then the run in 4
 slices; each worker's memory is read after each (/proc/PID/status,
 smaps_rollup, its descriptors).  Asserted: the same two workers
 throughout, no answer but 2xx and the 404s, each miss one transfer from
