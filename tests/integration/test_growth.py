@@ -28,7 +28,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster import Cluster  # noqa: E402
@@ -146,19 +145,20 @@ def test_nginx_workers_do_not_grow(c):
 
     mid, end = snaps[SLICES // 2], snaps[-1]
     half = slice_n * (SLICES - SLICES // 2)
-    growth = {}
-    for key in STATUS + ROLLUP + ("fds",):
-        delta = sum(end[p][key] - mid[p][key] for p in pids)
-        growth[key] = delta if key == "fds" else delta * 1024 / half
-    first = {key: sum(mid[p][key] - snaps[0][p][key] for p in pids) * 1024
-             / (slice_n * (SLICES // 2)) for key in ("VmRSS", "RssAnon", "Pss")}
+
+    def gained(a, b, key):
+        return sum(b[p][key] - a[p][key] for p in pids)
+    first = {key: gained(snaps[0], mid, key) * 1024 / (slice_n * (SLICES // 2))
+             for key in ("VmRSS", "RssAnon", "Pss")}
+    growth = {key: gained(mid, end, key) * 1024 / half for key in STATUS + ROLLUP}
+    fds = gained(mid, end, "fds")
     print("# both workers, bytes per request: first half RSS %+.3f, anon %+.3f, PSS %+.3f; "
           "second half RSS %+.3f, anon %+.3f, file %+.3f, PSS %+.3f, private dirty %+.3f, "
           "virtual %+.3f; descriptors %+d" % (
               first["VmRSS"], first["RssAnon"], first["Pss"], growth["VmRSS"],
               growth["RssAnon"], growth["RssFile"], growth["Pss"], growth["Private_Dirty"],
-              growth["VmSize"], growth["fds"]), flush=True)
-    expect(growth["fds"] == 0, "no descriptor gained over the second half", 0, growth["fds"])
+              growth["VmSize"], fds), flush=True)
+    expect(fds == 0, "no descriptor gained over the second half", 0, fds)
     for key in ("RssAnon", "VmRSS"):
         expect(growth[key] < BOUND, "%s grows < %g byte per request over the second half (%d)"
                % (key, BOUND, half), "< %g" % BOUND, round(growth[key], 3))

@@ -2,9 +2,9 @@
 as `valgrind --leak-check=full` while real work goes through them: misses
 from a peer and for a peer, writes replicated to and from them,
 overwrites, renames, deletes, 404s, signed and refused peer requests, a
-memcached restart, a MariaDB outage, an agent stopped mid-work.  The last test
-stops them with SIGTERM and asserts that memcheck found no error and no
-definitely lost byte in any of their runs (nor in the cs-replicate
+memcached restart, a MariaDB outage, an agent stopped mid-work.  The last
+test stops them with SIGTERM and asserts that memcheck found no error and
+no definitely lost byte in any of their runs (nor in the cs-replicate
 commands run under it on the way).
 
 Real memcached, MariaDB, three nodes each with nginx under the library;
@@ -13,9 +13,9 @@ makes them 20-50 times slower at their own work: they get longer to start
 and stop, and every miss (CS_FETCH_TIMEOUT, CS_MISS_TIMEOUT) longer to
 finish.  CS_REPLICAS=3, so every write reaches both.  Needs the plain
 build: valgrind cannot run the sanitizer build.  (Valgrind 3.19 knows no
-openat2: there the agent takes its walk without symlinks instead.)  Each test uses its own
-names; a test that stops a server starts it again.  Prints TAP-style lines
-and ends with "N passed, N failed".
+openat2: there the agent takes its walk without symlinks instead.)  Each
+test uses its own names; a test that stops a server starts it again.
+Prints TAP-style lines and ends with "N passed, N failed".
 """
 import concurrent.futures
 import glob
@@ -93,7 +93,8 @@ for rel, src in zip(args[::2], args[1::2]):
     with open(src, "rb") as s, open(path, "wb") as f:
         f.write(s.read())
 """, node.dir] + [x for rel in files for x in (rel, stash(node, files[rel]))])
-    expect(p.returncode == 0, "a writer on %s runs" % node.name, 0, (p.returncode, p.stderr[-500:]))
+    expect(p.returncode == 0, "a writer on %s runs" % node.name, 0,
+           (p.returncode, p.stderr[-500:]))
 
 
 def stash(node, data):
