@@ -46,6 +46,10 @@ struct slot {
 };
 
 static struct slot pool[SLOTS];
+/* Above every pool slot ever claimed: what a rename looks through, so that
+ * it touches only the pages writes have used (the pool is 1 MiB, and pages
+ * of it read once would stay in the host's memory). */
+static int pool_top;
 static struct slot *fd_slot[TRACK_FDS];
 /* Above every descriptor that ever had a slot: what exit and close_range
  * look through (the whole table is 512 KiB of pages never touched). */
@@ -56,6 +60,16 @@ static pid_t track_pid;
 
 /* ---- slots ------------------------------------------------------------ */
 
+/* *top becomes i + 1 unless it is above already. */
+static void raise_top(int *top, int i)
+{
+	int t = __atomic_load_n(top, __ATOMIC_RELAXED);
+
+	while (i >= t && !__atomic_compare_exchange_n(top, &t, i + 1, true,
+						      __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+		;
+}
+
 static struct slot *slot_new(void)
 {
 	for (int i = 0; i < SLOTS; i++) {
@@ -64,6 +78,7 @@ static struct slot *slot_new(void)
 		    __atomic_compare_exchange_n(&pool[i].used, &zero, 1, false,
 						__ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
 			pool[i].heap = false;
+			raise_top(&pool_top, i);
 			return &pool[i];
 		}
 	}
@@ -113,15 +128,6 @@ static struct slot *fd_take(int fd)
 	return __atomic_exchange_n(&fd_slot[fd], NULL, __ATOMIC_ACQ_REL);
 }
 
-static void raise_top(int fd)
-{
-	int top = __atomic_load_n(&fd_top, __ATOMIC_RELAXED);
-
-	while (fd >= top && !__atomic_compare_exchange_n(&fd_top, &top, fd + 1, true,
-							 __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
-		;
-}
-
 /* fd2 now shares fd's description. */
 static void fd_share(int fd, int fd2)
 {
@@ -130,7 +136,7 @@ static void fd_share(int fd, int fd2)
 	if ((unsigned)fd >= TRACK_FDS || (unsigned)fd2 >= TRACK_FDS ||
 	    !(s = __atomic_load_n(&fd_slot[fd], __ATOMIC_ACQUIRE)))
 		return;
-	raise_top(fd2);
+	raise_top(&fd_top, fd2);
 	__atomic_add_fetch(&s->refs, 1, __ATOMIC_ACQ_REL);
 	slot_put(__atomic_exchange_n(&fd_slot[fd2], s, __ATOMIC_ACQ_REL));
 }
@@ -148,7 +154,7 @@ static void track(int fd, const struct cs_prefix *p, const char *rel)
 	s->refs = 1;
 	s->prefix = (int)(p - cs_cfg.prefix);
 	snprintf(s->rel, sizeof s->rel, "%s", rel);
-	raise_top(fd);
+	raise_top(&fd_top, fd);
 	/* A stale mapping (the fd was closed behind our back) ends that
 	 * write now. */
 	slot_put(__atomic_exchange_n(&fd_slot[fd], s, __ATOMIC_ACQ_REL));
@@ -238,7 +244,7 @@ static void retarget(const struct cs_prefix *p, const char *from, const char *to
 {
 	int idx = (int)(p - cs_cfg.prefix);
 
-	for (int i = 0; i < SLOTS; i++)
+	for (int i = 0, top = __atomic_load_n(&pool_top, __ATOMIC_ACQUIRE); i < top; i++)
 		if (__atomic_load_n(&pool[i].used, __ATOMIC_ACQUIRE) && pool[i].prefix == idx &&
 		    strcmp(pool[i].rel, from) == 0)
 			snprintf(pool[i].rel, sizeof pool[i].rel, "%s", to);

@@ -118,7 +118,7 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         root {root};
-        location / {{ }}
+        location / {{ {dav} }}
     }}
     server {{
         listen 127.0.0.1:{try_port};
@@ -127,6 +127,8 @@ http {{
     }}
 }}
 """
+
+NGINX_DAV = "dav_methods PUT DELETE MOVE; create_full_put_path on; dav_access user:rw all:r;"
 
 # Apache httpd 2.4 (Debian's apache2 binary), self-contained: no file of
 # /etc/apache2 is read and no APACHE_* variable is needed.  log_config and
@@ -235,6 +237,7 @@ class Node:
         self.try_port = free_port()
         self.url = "http://127.0.0.1:%d" % self.serve_port
         self.serve = None
+        self.serve_wait = 5          # s an agent gets to stop
         self.nginx = None
         self.apache = None
         self.apache_port = None
@@ -271,30 +274,46 @@ class Node:
                 e[k] = os.environ[k]
         if preload:
             e["LD_PRELOAD"] = c.preload
+            e.update(c.host_env)
         else:
             e.update(c.extra_env)
         e.update(extra)
         return e
 
-    def start_serve(self, umask=None, nofile=None, **extra):
+    def start_serve(self, umask=None, nofile=None, wrapper=None, wait=10, **extra):
         """The agent, as the web user (with umask if given, and RLIMIT_NOFILE
         nofile if given, else the caller's), with this node's environment
-        plus extra (CS_ZONE, CS_DB_CONNECTIONS ...)."""
+        plus extra (CS_ZONE, CS_DB_CONNECTIONS ...).  wrapper is a command
+        line the agent runs under (valgrind ...); such an agent gets wait
+        seconds to answer and as long to stop."""
         log = open(os.path.join(self.home, "serve.log"), "ab")
         self.serve = subprocess.Popen(
-            [os.path.join(BUILD, "cs-replicate"), "serve"], env=self.env(**extra),
-            stdout=log, stderr=log, preexec_fn=as_web_user(umask, nofile))
-        wait_for(lambda: self.health() == 200, 10, self.name + " serve")
+            list(wrapper or []) + [os.path.join(BUILD, "cs-replicate"), "serve"],
+            env=self.env(**extra), stdout=log, stderr=log,
+            preexec_fn=as_web_user(umask, nofile))
+        self.serve_wait = wait if wrapper else 5
+
+        def up():
+            if self.serve.poll() is not None:
+                raise RuntimeError("%s serve exited %d (see %s/serve.log)"
+                                   % (self.name, self.serve.returncode, self.home))
+            return self.health() == 200
+        wait_for(up, wait, self.name + " serve")
 
     def stop_serve(self):
+        """SIGTERM to the agent; SIGKILL if it has not stopped within 5 s
+        (a wrapped one: the wait start_serve gave it).  Its exit status,
+        or None if it was not running."""
+        rc = None
         if self.serve and self.serve.poll() is None:
             self.serve.terminate()
             try:
-                self.serve.wait(5)
+                rc = self.serve.wait(self.serve_wait)
             except subprocess.TimeoutExpired:
                 self.serve.kill()
                 self.serve.wait()
         self.serve = None
+        return rc
 
     def health(self):
         conn = http.client.HTTPConnection("127.0.0.1", self.serve_port, timeout=2)
@@ -304,11 +323,15 @@ class Node:
         finally:
             conn.close()
 
-    def start_nginx(self, preload=True, workers=2):
+    def start_nginx(self, preload=True, workers=2, dav=False):
+        """nginx as described above; dav lets its plain `location` take PUT,
+        DELETE and MOVE (ngx_http_dav_module: a worker writes the body to
+        a temporary file outside the directory and renames it in)."""
         conf = os.path.join(self.home, "nginx.conf")
         with open(conf, "w") as f:
             f.write(NGINX_CONF.format(user=WEB_USER, workers=workers, d=self.home, root=self.dir,
-                                      port=self.port, try_port=self.try_port))
+                                      port=self.port, try_port=self.try_port,
+                                      dav=NGINX_DAV if dav else ""))
         log = open(os.path.join(self.home, "nginx.out"), "ab")
         self.nginx = subprocess.Popen(
             ["nginx", "-p", self.home, "-c", conf, "-e",
@@ -473,7 +496,8 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, nodes=3, namespace="img", log_level="warn", nginx=True, extra_env=None):
+    def __init__(self, nodes=3, namespace="img", log_level="warn", nginx=True, extra_env=None,
+                 host_env=None):
         if os.geteuid() != 0:
             raise SystemExit("cluster.py: needs root (nginx workers, Apache children and the agent"
                              " run as www-data)")
@@ -488,6 +512,7 @@ class Cluster:
         self.want_nginx = nginx
         self.n = nodes
         self.extra_env = extra_env or {}      # the agent's and cs-replicate's
+        self.host_env = host_env or {}        # host processes' (CS_MISS_TIMEOUT ...)
 
     def signature(self, method, path, when, body_sha="-", length=0, target=None, secret=None):
         """The X-CS-Signature of a peer request (agent/sign.c): path decoded,
