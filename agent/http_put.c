@@ -180,7 +180,7 @@ struct cs_verdict cs_put_begin(struct MHD_Connection *c, const struct cs_route *
 		free(u);
 		return (struct cs_verdict){ MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n" };
 	}
-	u->in.fd = -1;
+	u->in.fd = u->in.tmpdir = -1;
 	u->want = w;
 	u->length = n;
 	snprintf(u->ns, sizeof u->ns, "%s", rt->ns);

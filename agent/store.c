@@ -242,9 +242,10 @@ bool cs_store_exists(const struct cs_prefix *p, const char *rel)
 
 int cs_store_begin(const struct cs_prefix *p, const char *rel, struct cs_install *in)
 {
-	int root, fd;
+	const char *name;
+	int root, dir, fd;
 
-	in->fd = -1;
+	in->fd = in->tmpdir = -1;
 	in->tmpname[0] = '\0';
 	if (!cs_path_rel_valid(rel, strlen(rel)) || strlen(rel) >= sizeof in->rel)
 		return -EXDEV;
@@ -255,17 +256,30 @@ int cs_store_begin(const struct cs_prefix *p, const char *rel, struct cs_install
 	/* A way out (a symlink leading outside, a file on the way) is refused
 	 * now, before any byte is taken in; a missing directory is made at
 	 * commit. */
-	const char *name;
-	int dir = cs_store_open_parent(root, rel, false, &name);
+	dir = cs_store_open_parent(root, rel, false, &name);
 	if (dir < 0 && errno != ENOENT)
 		return way_out(errno);
+	/* The file is made on the target directory's filesystem when that
+	 * directory exists (a namespace may have mounts inside), else on the
+	 * namespace directory's. */
+	int where = dir >= 0 ? dir : root;
+	fd = openat(where, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+		fd = named_tmp(where, in->tmpname);     /* no O_TMPFILE here */
+		if (fd >= 0) {
+			in->tmpdir = dir >= 0 ? dir : fcntl(root, F_DUPFD_CLOEXEC, 0);
+			dir = -1;
+			if (in->tmpdir < 0) {
+				unlinkat(where, in->tmpname, 0);
+				close(fd);
+				fd = -EMFILE;
+			}
+		}
+	} else if (fd < 0) {
+		fd = -errno;
+	}
 	if (dir >= 0)
 		close(dir);
-	fd = openat(root, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL))
-		fd = named_tmp(root, in->tmpname);      /* no O_TMPFILE here */
-	else if (fd < 0)
-		fd = -errno;
 	if (fd < 0)
 		return fd;
 	in->fd = fd;
@@ -335,6 +349,7 @@ static int way_out(int e)
 
 int cs_store_commit(struct cs_install *in, int64_t mtime_ns, bool replace)
 {
+	const unsigned flags = replace ? 0 : RENAME_NOREPLACE;
 	const char *name;
 	char hidden[64];
 	int dir = -1, rc;
@@ -346,45 +361,53 @@ int cs_store_commit(struct cs_install *in, int64_t mtime_ns, bool replace)
 		rc = way_out(errno);
 		goto out;
 	}
-	if (in->tmpname[0]) {
-		/* A named temporary file in the namespace directory. */
-		rc = renameat2(in->root, in->tmpname, dir, name, replace ? 0 : RENAME_NOREPLACE);
-		rc = rc == 0 ? 0 : -errno;
-		if (rc == -EXDEV && (rc = copy_to(in, dir, hidden)) == 0) {
-			unlinkat(in->root, in->tmpname, 0);
-			snprintf(in->tmpname, sizeof in->tmpname, "%s", hidden);
-			in->root = dir;         /* the name now lives there */
-			rc = renameat2(dir, hidden, dir, name, replace ? 0 : RENAME_NOREPLACE);
-			rc = rc == 0 ? 0 : -errno;
+	if (!in->tmpname[0]) {
+		/* Anonymous: linked at its name (a fetch, which replaces
+		 * nothing), or at a hidden name for as long as the rename over
+		 * the old copy takes (a push). */
+		if (!replace) {
+			rc = link_at(in->fd, dir, name);
+		} else {
+			for (int tries = 0; tries < 16; tries++) {
+				tmp_name(hidden);
+				if ((rc = link_at(in->fd, dir, hidden)) != -EEXIST)
+					break;
+			}
+			if (rc == 0 && renameat(dir, hidden, dir, name) < 0) {
+				rc = -errno;
+				unlinkat(dir, hidden, 0);
+			}
 		}
-		if (rc == 0)
-			in->tmpname[0] = '\0';
-	} else if (!replace) {
-		rc = link_at(in->fd, dir, name);
-		if (rc == -EXDEV && (rc = copy_to(in, dir, in->tmpname)) == 0) {
-			in->root = dir;
-			rc = renameat2(dir, in->tmpname, dir, name, RENAME_NOREPLACE);
-			rc = rc == 0 ? 0 : -errno;
-			if (rc == 0)
-				in->tmpname[0] = '\0';
-		}
-	} else {
-		/* Linked at a hidden name for as long as the rename takes. */
-		for (int tries = 0; tries < 16; tries++) {
-			tmp_name(hidden);
-			if ((rc = link_at(in->fd, dir, hidden)) != -EEXIST)
-				break;
-		}
-		if (rc == -EXDEV)
-			rc = copy_to(in, dir, hidden);
-		if (rc == 0 && renameat(dir, hidden, dir, name) < 0) {
-			rc = -errno;
+		if (rc != -EXDEV)
+			goto out;
+		/* On another filesystem than where it was made (a mount came
+		 * on the way meanwhile): copied there under a hidden name. */
+		if ((rc = copy_to(in, dir, hidden)) < 0)
+			goto out;
+		in->tmpdir = fcntl(dir, F_DUPFD_CLOEXEC, 0);
+		snprintf(in->tmpname, sizeof in->tmpname, "%s", hidden);
+		if (in->tmpdir < 0) {
 			unlinkat(dir, hidden, 0);
+			in->tmpname[0] = '\0';
+			rc = -EMFILE;
+			goto out;
 		}
 	}
+	/* Named: renamed into place. */
+	rc = renameat2(in->tmpdir, in->tmpname, dir, name, flags) == 0 ? 0 : -errno;
+	if (rc == -EXDEV && (rc = copy_to(in, dir, hidden)) == 0) {
+		unlinkat(in->tmpdir, in->tmpname, 0);
+		snprintf(in->tmpname, sizeof in->tmpname, "%s", hidden);
+		rc = renameat2(dir, hidden, dir, name, flags) == 0 ? 0 : -errno;
+		if (rc < 0)
+			unlinkat(dir, hidden, 0);
+		in->tmpname[0] = '\0';
+	}
+	if (rc == 0)
+		in->tmpname[0] = '\0';
+out:
 	if (rc == -EEXIST)
 		rc = 1;                 /* a fetch found the file there meanwhile */
-out:
 	cs_store_abort(in);
 	if (dir >= 0)
 		close(dir);
@@ -393,10 +416,12 @@ out:
 
 void cs_store_abort(struct cs_install *in)
 {
-	if (in->fd >= 0 && in->tmpname[0])
-		unlinkat(in->root, in->tmpname, 0);
+	if (in->tmpname[0] && in->tmpdir >= 0)
+		unlinkat(in->tmpdir, in->tmpname, 0);
 	if (in->fd >= 0)
 		close(in->fd);
-	in->fd = -1;
+	if (in->tmpdir >= 0)
+		close(in->tmpdir);
+	in->fd = in->tmpdir = -1;
 	in->tmpname[0] = '\0';
 }

@@ -15,7 +15,8 @@
 
 struct cs_install {
 	int fd;                 /* the new file, not visible yet; -1: none */
-	int root;               /* where a named temporary file lives (not ours) */
+	int root;               /* the namespace directory (the store's) */
+	int tmpdir;             /* where a named temporary file lives; -1: none */
 	char tmpname[64];       /* its name; "" for an anonymous one (O_TMPFILE) */
 	char rel[CS_PATH_MAX];  /* the target */
 };

@@ -26,6 +26,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -235,7 +236,7 @@ class Node:
         self.serve_port = free_port()
         self.port = free_port()
         self.try_port = free_port()
-        self.url = "http://127.0.0.1:%d" % self.serve_port
+        self.url = "%s://127.0.0.1:%d" % ("https" if cluster.tls_ca else "http", self.serve_port)
         self.serve = None
         self.serve_wait = 5          # s an agent gets to stop
         self.nginx = None
@@ -272,6 +273,8 @@ class Node:
         for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
             if k in os.environ:
                 e[k] = os.environ[k]
+        if not preload and c.node_env:
+            e.update(c.node_env(self))
         if preload:
             e["LD_PRELOAD"] = c.preload
             e.update(c.host_env)
@@ -315,8 +318,17 @@ class Node:
         self.serve = None
         return rc
 
+    def connection(self, timeout):
+        """An HTTP connection to this node's agent: TLS, verified against
+        the cluster's CA, when the cluster runs it."""
+        if self.cluster.tls_ca:
+            ctx = ssl.create_default_context(cafile=self.cluster.tls_ca)
+            return http.client.HTTPSConnection("127.0.0.1", self.serve_port, timeout=timeout,
+                                               context=ctx)
+        return http.client.HTTPConnection("127.0.0.1", self.serve_port, timeout=timeout)
+
     def health(self):
-        conn = http.client.HTTPConnection("127.0.0.1", self.serve_port, timeout=2)
+        conn = self.connection(2)
         try:
             conn.request("GET", "/v1/health")
             return conn.getresponse().status
@@ -449,7 +461,7 @@ class Node:
         if sig is None:
             sig = self.cluster.signature(method, path, when, body_sha, length,
                                          self.url if target is None else target, secret)
-        conn = http.client.HTTPConnection("127.0.0.1", self.serve_port, timeout=10)
+        conn = self.connection(10)
         try:
             conn.putrequest(method, raw if raw is not None else urllib.parse.quote(path),
                             skip_accept_encoding=True)
@@ -488,7 +500,8 @@ class Node:
                         target = os.readlink(os.path.join(fds, fd))
                     except OSError:
                         continue
-                    if target.startswith(self.dir + "/#") and target.endswith("(deleted)"):
+                    if (target.startswith(self.dir + "/") and "/#" in target
+                            and target.endswith("(deleted)")):
                         found.append("fd %s: %s" % (fd, target))
             except OSError:
                 pass
@@ -497,7 +510,7 @@ class Node:
 
 class Cluster:
     def __init__(self, nodes=3, namespace="img", log_level="warn", nginx=True, extra_env=None,
-                 host_env=None):
+                 host_env=None, tls_ca=None, node_env=None):
         if os.geteuid() != 0:
             raise SystemExit("cluster.py: needs root (nginx workers, Apache children and the agent"
                              " run as www-data)")
@@ -513,6 +526,8 @@ class Cluster:
         self.n = nodes
         self.extra_env = extra_env or {}      # the agent's and cs-replicate's
         self.host_env = host_env or {}        # host processes' (CS_MISS_TIMEOUT ...)
+        self.tls_ca = tls_ca                  # nodes speak https, verified against it
+        self.node_env = node_env              # node -> its agent's own variables
 
     def signature(self, method, path, when, body_sha="-", length=0, target=None, secret=None):
         """The X-CS-Signature of a peer request (agent/sign.c): path decoded,
@@ -596,9 +611,18 @@ class Cluster:
     # -- MariaDB ---------------------------------------------------------
     def init_mariadb(self):
         self.datadir = os.path.join(self.tmp, "mysql")
-        subprocess.run(["mariadb-install-db", "--no-defaults", "--datadir=" + self.datadir,
-                        "--auth-root-authentication-method=normal", "--user=root",
-                        "--skip-test-db"], check=True, capture_output=True)
+        # Seen failing now and then on a loaded machine: said, and tried once
+        # more in a fresh datadir.
+        for attempt in (1, 2):
+            p = subprocess.run(["mariadb-install-db", "--no-defaults", "--datadir=" + self.datadir,
+                                "--auth-root-authentication-method=normal", "--user=root",
+                                "--skip-test-db"], capture_output=True, text=True)
+            if p.returncode == 0:
+                return
+            print("# mariadb-install-db failed (attempt %d): %s" % (attempt, (p.stdout + p.stderr)
+                                                                    .strip()[-800:]), flush=True)
+            shutil.rmtree(self.datadir, ignore_errors=True)
+        raise RuntimeError("mariadb-install-db failed twice")
 
     def start_mariadb(self):
         log = open(os.path.join(self.tmp, "mariadb.log"), "ab")
