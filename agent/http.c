@@ -522,6 +522,35 @@ static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
 	return sizeof bad_encoding - 1;
 }
 
+/* This node's certificate and key as libmicrohttpd takes them: PEM in
+ * memory, kept while the daemon runs. */
+static char *tls_cert, *tls_key;
+
+/* The whole of a PEM file, NUL-terminated; NULL (logged) when unreadable. */
+static char *read_pem(const char *what, const char *path, bool secret)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	struct stat st;
+	char *buf = NULL;
+
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > (1 << 20)) {
+		cs_error("%s '%s': %s", what, path, fd < 0 ? strerror(errno) : "not a PEM file");
+		goto out;
+	}
+	if (secret && (st.st_mode & 0007))
+		cs_warn("%s '%s' is readable by every user (mode %04o): chmod 600 it", what, path,
+			(unsigned)(st.st_mode & 07777));
+	if (!(buf = calloc(1, st.st_size + 1)) || read(fd, buf, st.st_size) != st.st_size) {
+		cs_error("%s '%s': cannot read it", what, path);
+		free(buf);
+		buf = NULL;
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	return buf;
+}
+
 int cs_http_start(void)
 {
 	char host[CS_URL_MAX], *colon;
@@ -543,6 +572,24 @@ int cs_http_start(void)
 		cs_error("CS_LISTEN '%s': %s", cs_cfg.listen, gai_strerror(rc));
 		return -EINVAL;
 	}
+	/* https:// in CS_NODE_URL: peers reach this node over TLS only. */
+	bool tls = strncmp(cs_cfg.node_url, "https://", 8) == 0;
+	struct MHD_OptionItem tls_opts[] = {
+		{ MHD_OPTION_HTTPS_MEM_CERT, 0, NULL },
+		{ MHD_OPTION_HTTPS_MEM_KEY, 0, NULL },
+		{ MHD_OPTION_END, 0, NULL },
+	};
+	if (tls) {
+		if (!(tls_cert = read_pem("CS_TLS_CERT", cs_cfg.tls_cert, false)) ||
+		    !(tls_key = read_pem("CS_TLS_KEY", cs_cfg.tls_key, true))) {
+			freeaddrinfo(ai);
+			return -EINVAL;
+		}
+		tls_opts[0].ptr_value = tls_cert;
+		tls_opts[1].ptr_value = tls_key;
+	} else {
+		tls_opts[0].option = MHD_OPTION_END;
+	}
 	if ((rc = cs_guard_start(&limit)) < 0) {
 		cs_error("peer endpoint: cannot start its deadline thread: %s", strerror(-rc));
 		freeaddrinfo(ai);
@@ -557,7 +604,7 @@ int cs_http_start(void)
 	 * timeout (restarted by every byte) covers the rest, and its limit is
 	 * the guard's with room for connections the guard is closing. */
 	daemon_ = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
-				   MHD_USE_ERROR_LOG |
+				   MHD_USE_ERROR_LOG | (tls ? MHD_USE_TLS : 0) |
 				   (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0),
 				   0, NULL, NULL, on_request, NULL,
 				   MHD_OPTION_SOCK_ADDR, ai->ai_addr,
@@ -568,6 +615,7 @@ int cs_http_start(void)
 				   MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
 				   MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
 				   MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+				   MHD_OPTION_ARRAY, tls_opts,
 				   MHD_OPTION_END);
 	freeaddrinfo(ai);
 	if (!daemon_) {
@@ -583,5 +631,8 @@ void cs_http_stop(void)
 	if (daemon_)
 		MHD_stop_daemon(daemon_);
 	daemon_ = NULL;
+	free(tls_cert);
+	free(tls_key);
+	tls_cert = tls_key = NULL;
 	cs_guard_stop();
 }

@@ -209,6 +209,10 @@ static int request_route(struct request *r, CURL *c, const char *method, const c
 	curl_easy_setopt(r->c, CURLOPT_URL, r->url);
 	curl_easy_setopt(r->c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(r->c, CURLOPT_PROTOCOLS_STR, "http,https");
+	/* An https:// peer is verified (curl's default, never turned off)
+	 * against CS_TLS_CA, or the system's CAs. */
+	if (cs_cfg.tls_ca[0])
+		curl_easy_setopt(r->c, CURLOPT_CAINFO, cs_cfg.tls_ca);
 	curl_easy_setopt(r->c, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
 	curl_easy_setopt(r->c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
 	curl_easy_setopt(r->c, CURLOPT_LOW_SPEED_TIME, 10L);

@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -285,6 +286,26 @@ static int parse_cluster(struct cs_config *cfg, cs_getenv_fn get, bool agent, ch
 			cfg->fetch_min_rate > (1ULL << 40)))
 		return cs_config_fail(err, errlen, "CS_FETCH_MIN_RATE: '%s' is not a number of "
 				      "bytes per second from 1024 up", v);
+
+	/* TLS: an https:// node serves with its certificate and key; every
+	 * node verifies https peers against CS_TLS_CA (or the system's CAs). */
+	static const struct { const char *name; size_t off; } tls[] = {
+		{ "CS_TLS_CERT", offsetof(struct cs_config, tls_cert) },
+		{ "CS_TLS_KEY", offsetof(struct cs_config, tls_key) },
+		{ "CS_TLS_CA", offsetof(struct cs_config, tls_ca) },
+	};
+	for (size_t i = 0; i < sizeof tls / sizeof *tls; i++) {
+		v = get(tls[i].name);
+		if (v && *v && (v[0] != '/' ||
+				!cs_config_copy((char *)cfg + tls[i].off, CS_PATH_MAX, v, strlen(v))))
+			return cs_config_fail(err, errlen, "%s: '%s' is not an absolute path",
+					      tls[i].name, v);
+	}
+	if (agent && !strncmp(cfg->node_url, "https://", 8) && (!cfg->tls_cert[0] || !cfg->tls_key[0]))
+		return cs_config_fail(err, errlen, "CS_NODE_URL is https://: give CS_TLS_CERT and "
+				      "CS_TLS_KEY, this node's certificate and key (PEM)");
+	if (!!cfg->tls_cert[0] != !!cfg->tls_key[0])
+		return cs_config_fail(err, errlen, "CS_TLS_CERT and CS_TLS_KEY go together");
 
 	v = get("CS_ZONE");
 	if (v && *v && (rc = parse_name("CS_ZONE", v, cfg->zone, err, errlen)) < 0)

@@ -191,6 +191,10 @@ struct cs_config {
 	int fetch_timeout_ms;           /* CS_FETCH_TIMEOUT: a miss's budget ... */
 	uint64_t fetch_min_rate;        /* ... + size / CS_FETCH_MIN_RATE (bytes/s) */
 	char zone[CS_NAME_MAX];
+	/* TLS between nodes: this node's certificate and key (needed when
+	 * CS_NODE_URL is https://), and the CA bundle peers' certificates are
+	 * verified against ("" for the system's) */
+	char tls_cert[CS_PATH_MAX], tls_key[CS_PATH_MAX], tls_ca[CS_PATH_MAX];
 	char log_file[CS_PATH_MAX];     /* CS_LOG_FILE, "" for stderr */
 };
 
