@@ -16,6 +16,12 @@ children as www-data.
 
 Environment: B (build dir, default "build"), CS_TEST_PRELOAD (what to put
 in LD_PRELOAD; default <top>/<B>/libcs.so).  Needs root.
+
+By default everything is on 127.0.0.1.  Cluster(host=...) puts memcached and
+MariaDB on another local address, and a subclass of Node (Cluster's
+node_class) may give a node's agent an address of its own (Node.addr) and
+start it elsewhere (Node.serve_preexec): tests/faults runs each agent in a
+network namespace of its own that way.
 """
 import hashlib
 import hmac
@@ -226,6 +232,7 @@ class Node:
         self.serve_port = free_port()
         self.port = free_port()
         self.try_port = free_port()
+        self.addr = "127.0.0.1"       # where the agent listens and peers reach it
         self.url = "http://127.0.0.1:%d" % self.serve_port
         self.serve = None
         self.nginx = None
@@ -254,9 +261,9 @@ class Node:
             e.update({
                 "CS_NODE": self.name,
                 "CS_NODE_URL": self.url,
-                "CS_LISTEN": "127.0.0.1:%d" % self.serve_port,
+                "CS_LISTEN": "%s:%d" % (self.addr, self.serve_port),
                 "CS_MYSQL": c.mysql_url,
-                "CS_MEMCACHED": "127.0.0.1:%d" % c.memcached_port,
+                "CS_MEMCACHED": "%s:%d" % (c.host, c.memcached_port),
                 "CS_SECRET": c.secret,
             })
         for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
@@ -275,8 +282,13 @@ class Node:
         log = open(os.path.join(self.home, "serve.log"), "ab")
         self.serve = subprocess.Popen(
             [os.path.join(BUILD, "cs-replicate"), "serve"], env=self.env(**extra),
-            stdout=log, stderr=log, preexec_fn=as_web_user())
+            stdout=log, stderr=log, preexec_fn=self.serve_preexec())
         wait_for(lambda: self.health() == 200, 10, self.name + " serve")
+
+    def serve_preexec(self):
+        """What the agent's child process does before exec: become the
+        web user."""
+        return as_web_user()
 
     def stop_serve(self):
         if self.serve and self.serve.poll() is None:
@@ -289,7 +301,7 @@ class Node:
         self.serve = None
 
     def health(self):
-        conn = http.client.HTTPConnection("127.0.0.1", self.serve_port, timeout=2)
+        conn = http.client.HTTPConnection(self.addr, self.serve_port, timeout=2)
         try:
             conn.request("GET", "/v1/health")
             return conn.getresponse().status
@@ -447,7 +459,10 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, nodes=3, namespace="img", log_level="warn", nginx=True, extra_env=None):
+    node_class = Node
+
+    def __init__(self, nodes=3, namespace="img", log_level="warn", nginx=True, extra_env=None,
+                 host="127.0.0.1"):
         if os.geteuid() != 0:
             raise SystemExit("cluster.py: needs root (nginx workers, Apache children and the agent"
                              " run as www-data)")
@@ -462,6 +477,7 @@ class Cluster:
         self.want_nginx = nginx
         self.n = nodes
         self.extra_env = extra_env or {}      # the agent's and cs-replicate's
+        self.host = host                      # where memcached and MariaDB listen
 
     # -- lifetime --------------------------------------------------------
     def __enter__(self):
@@ -480,13 +496,14 @@ class Cluster:
         self.mysql_port = free_port()
         self.mysql_socket = os.path.join(self.tmp, "mysql.sock")
         self.mysql_password = hashlib.sha256(os.urandom(8)).hexdigest()[:16]
-        self.mysql_url = "mysql://cs:%s@127.0.0.1:%d/cs" % (self.mysql_password, self.mysql_port)
+        self.mysql_url = "mysql://cs:%s@%s:%d/cs" % (self.mysql_password, self.host,
+                                                       self.mysql_port)
         self.start_memcached()
         self.init_mariadb()
         self.start_mariadb()
         self.setup_database()
         for i in range(1, self.n + 1):
-            node = Node(self, i)
+            node = self.node_class(self, i)
             self.nodes.append(node)
             node.start_serve()
             if self.want_nginx:
@@ -519,9 +536,9 @@ class Cluster:
     def start_memcached(self):
         log = open(os.path.join(self.tmp, "memcached.log"), "ab")
         self.procs["memcached"] = subprocess.Popen(
-            ["memcached", "-l", "127.0.0.1", "-p", str(self.memcached_port), "-U", "0",
+            ["memcached", "-l", self.host, "-p", str(self.memcached_port), "-U", "0",
              "-u", "nobody", "-m", "64"], stdout=log, stderr=log)
-        wait_for(lambda: socket.create_connection(("127.0.0.1", self.memcached_port), 1).close() or True,
+        wait_for(lambda: socket.create_connection((self.host, self.memcached_port), 1).close() or True,
                  10, "memcached")
 
     def stop_memcached(self):
@@ -529,7 +546,7 @@ class Cluster:
 
     def memcached(self, cmd):
         """Send memcached one command line (e.g. "flush_all"); its reply."""
-        with socket.create_connection(("127.0.0.1", self.memcached_port)) as m:
+        with socket.create_connection((self.host, self.memcached_port)) as m:
             m.sendall(cmd.encode() + b"\r\n")
             return m.recv(100)
 
@@ -545,7 +562,7 @@ class Cluster:
         self.procs["mariadb"] = subprocess.Popen(
             ["mariadbd", "--no-defaults", "--datadir=" + self.datadir,
              "--socket=" + self.mysql_socket, "--port=%d" % self.mysql_port,
-             "--bind-address=127.0.0.1", "--skip-log-bin", "--user=root",
+             "--bind-address=" + self.host, "--skip-log-bin", "--user=root",
              "--innodb-buffer-pool-size=64M", "--innodb-flush-log-at-trx-commit=2",
              "--max-connections=500", "--skip-name-resolve"],
             stdout=log, stderr=log)
