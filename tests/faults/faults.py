@@ -60,6 +60,7 @@ import net as netmod  # noqa: E402
 # The store's temporary files, whatever their naming scheme: a name that
 # contains ".cs-" and ends in ".tmp".  The one place the suite knows it.
 TEMP_PATTERN = re.compile(r"\.cs-.*\.tmp$")
+SKIP = "skip"                   # a fault that found nothing to hit
 WRITER_TMP = ".wtmp-"           # the workers' own temporary names
 DISK_MB = 64                    # each node's namespace directory: a tmpfs this big
 FILLER = ".fill"                # beside the namespace directory on that tmpfs
@@ -240,17 +241,18 @@ class Run:
         self.torn_seen = []             # descriptions
         self.torn_keys = set()
         self.crashes = []
+        self.deferred = []              # (round, undo): faults undone in a later round
         self.checkpoints = []
         self.dead_agents = set()
 
     # -- planning ----------------------------------------------------------
     def size(self):
         r = self.rng.random()
-        if r < 0.70:
+        if r < 0.60:
             return self.rng.randint(200, 16 << 10)
-        if r < 0.95:
-            return self.rng.randint(16 << 10, 128 << 10)
-        return self.rng.randint(128 << 10, 1 << 20)
+        if r < 0.90:
+            return self.rng.randint(16 << 10, 256 << 10)
+        return self.rng.randint(256 << 10, 2 << 20)
 
     def new_version(self, path, node, mode=None):
         self.nversion += 1
@@ -516,54 +518,76 @@ class Run:
         return out
 
     # -- faults ------------------------------------------------------------
-    def inject(self, kind, workers):
-        """Inject one fault; its undoing (a function), None when it needs
-        none, or False when it could not be injected now."""
+    def installing(self):
+        """Nodes with a fetch or a received push under way: a temporary
+        file of the store's in their directory right now."""
+        busy = set()
+        for n in self.c.nodes:
+            for root, dirs, files in os.walk(n.dir):
+                if any(TEMP_PATTERN.search(f) for f in files):
+                    busy.add(n.index)
+                    break
+        return busy
+
+    def inject(self, kind, workers, last_try):
+        """Inject one fault now: its undoing (a function), None when it
+        needs none, False to be asked again a little later (nothing to hit
+        yet; on last_try the fault takes what there is), or SKIP when there
+        is nothing to hit at all."""
         a, c, net, rng = self.a, self.c, self.net, self.rng
-        nodes = range(1, a.nodes + 1)
+        nodes = list(range(1, a.nodes + 1))
         if kind == "kill_writer":
             live = [w for w in workers if w.proc.poll() is None and
                     any(op["op"] == "write" for op in w.ops)]
-            if not live:
-                return False
             mid = [w for w in live if w.mid_write()]
+            if not mid and not (last_try and live):
+                return SKIP if last_try else False
             w = rng.choice(mid or live)
             w.proc.kill()
             w.killed = True
             self.stats["writers killed mid-write" if mid else "writers killed between writes"] += 1
             return None
-        if kind == "kill_agent":
-            i = rng.choice([i for i in nodes if c.nodes[i - 1].agent_alive()] or [0])
-            if not i:
+        # The other faults aim, most of the time, at a node that is
+        # installing a file at this very moment (a fetch or a push it
+        # receives), where a fault does the most damage.
+        target = None
+        if kind in ("kill_agent", "isolate_node", "cut_link", "disk_full", "slow_link") and \
+                rng.random() < 0.75:
+            busy = sorted(self.installing())
+            if not busy and not last_try:
                 return False
-            n = c.nodes[i - 1]
+            if busy:
+                target = rng.choice(busy)
+                self.stats["faults aimed at an install under way"] += 1
+        pick = target or rng.choice(nodes)
+        if kind == "kill_agent":
+            n = c.nodes[pick - 1]
+            if not n.agent_alive():
+                return SKIP if last_try else False
             n.serve.kill()
             n.serve.wait()
             n.killed = True
-            return lambda: n.start_serve_nowait()
+            return lambda: n.agent_alive() or n.start_serve_nowait()
         if kind in ("kill_memcached", "kill_mariadb"):
             name = kind[5:]
             if not c.proc_alive(name):
-                return False
+                return SKIP if last_try else False
             c.kill_proc(name)
-            return (lambda: c.start_memcached()) if name == "memcached" else \
-                (lambda: c.start_mariadb())
+            start = c.start_memcached if name == "memcached" else c.start_mariadb
+            return lambda: c.proc_alive(name) or start()
         if kind == "isolate_node":
-            i = rng.choice([i for i in nodes if i not in net.isolated])
-            net.isolate(i)
-            return lambda: net.rejoin(i)
+            net.isolate(pick)
+            return lambda: net.rejoin(pick)
         if kind == "cut_link":
-            i, j = sorted(rng.sample(list(nodes), 2))
-            if frozenset((i, j)) in net.cuts:
-                return False
+            other = rng.choice([j for j in nodes if j != pick])
+            i, j = sorted((pick, other))
             net.cut(i, j)
             return lambda: net.join(i, j)
         if kind == "slow_link":
-            i = rng.choice(list(nodes))
-            net.slow(i, rng.choice((50, 200, 500)), rng.choice((256, 1024, 4096)))
-            return lambda: net.fast(i)
+            net.slow(pick, rng.choice((50, 200, 500)), rng.choice((256, 1024, 4096)))
+            return lambda: net.fast(pick)
         if kind == "disk_full":
-            n = c.nodes[rng.choice(list(nodes)) - 1]
+            n = c.nodes[pick - 1]
             n.fill(rng.choice((0, 4096, 16384, 65536)))
             return lambda: n.unfill()
         raise ValueError(kind)
@@ -580,48 +604,55 @@ class Run:
 
     # -- a round -----------------------------------------------------------
     def round(self, r):
+        """Workers on random nodes; a fault or two at random moments, each
+        undone later in the round or, one time in four, some rounds later."""
         a, rng = self.a, self.rng
         L = a.round_ms / 1000.0
         t0 = time.monotonic()
+        for due, fn in [x for x in self.deferred if x[0] <= r]:
+            self.deferred.remove((due, fn))
+            fn()
         workers = []
         for _ in range(rng.randint(2, 2 + a.nodes)):
             node = rng.randint(1, a.nodes)
             ops = self.plan(node)
             if ops:
                 workers.append(self.spawn(node, ops))
-        events = []                     # (time, seq, what, kind, payload)
-        seq = 0
-        for kind in self.pick_faults():
-            at = rng.uniform(0.05, 0.6) * L
-            events.append((at, seq, "inject", kind, None))
-            seq += 1
-        undo = []
+        events = []                     # (time, seq, what, kind, undo)
+        for seq, kind in enumerate(self.pick_faults()):
+            events.append((rng.uniform(0.05, 0.6) * L, seq, "inject", kind, None))
+        seq = len(events)
         while events:
-            events.sort()
+            events.sort(key=lambda e: e[:2])
             at, _, what, kind, fn = events.pop(0)
             delay = t0 + at - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            if what == "inject":
-                try:
-                    got = self.inject(kind, workers)
-                except netmod.NetError as e:
-                    log("round %d: %s not injected: %s" % (r, kind, e))
-                    got = False
-                if got is False:
-                    if kind == "kill_writer" and at < L:
-                        events.append((at + 0.05, seq, "inject", kind, None))
-                        seq += 1
-                    continue
-                self.faults[kind] += 1
-                if got:
-                    heal_at = at + rng.uniform(0.2, 1.0) * L
-                    events.append((heal_at, seq, "heal", kind, got))
-                    undo.append(got)
-                    seq += 1
-            else:
+            if what == "heal":
                 fn()
-                undo.remove(fn)
+                continue
+            last_try = at >= L
+            try:
+                got = self.inject(kind, workers, last_try)
+            except netmod.NetError as e:
+                log("round %d: %s not injected: %s" % (r, kind, e))
+                continue
+            if got is SKIP:
+                self.stats["faults with nothing to hit"] += 1
+                continue
+            if got is False:
+                events.append((at + 0.02, seq, "inject", kind, None))
+                seq += 1
+                continue
+            self.faults[kind] += 1
+            if not got:
+                continue
+            if rng.random() < 0.25:
+                self.deferred.append((r + rng.randint(1, 4), got))
+                self.stats["faults lasting into later rounds"] += 1
+            else:
+                events.append((at + rng.uniform(0.2, 1.0) * L, seq, "heal", kind, got))
+                seq += 1
         left = L - (time.monotonic() - t0)
         if left > 0:
             time.sleep(left)
@@ -643,6 +674,9 @@ class Run:
     # -- settling and checking ------------------------------------------
     def restore(self):
         """Undo every fault: links, disks, killed servers and agents."""
+        for due, fn in self.deferred:
+            fn()
+        self.deferred = []
         self.net.heal()
         for n in self.c.nodes:
             n.unfill()
