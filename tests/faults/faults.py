@@ -48,6 +48,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -156,6 +157,12 @@ class FaultCluster(cl.Cluster):
         self.mounts = []
         super().__init__(nodes=nodes, namespace="img", log_level="info", nginx=False,
                          host=net.host, extra_env={"CS_REPLICAS": str(replicas)})
+        # Not among /tmp/cs-cluster.*: a run lasts long, and what cleans
+        # up after other suites' runs must not take this one's directory.
+        os.rmdir(self.tmp)
+        base = os.environ.get("CS_FAULTS_TMP", "/var/tmp")
+        self.tmp = tempfile.mkdtemp(prefix="cs-faults.", dir=base)
+        os.chmod(self.tmp, 0o755)
 
     def stop(self):
         for node in self.nodes:
