@@ -108,6 +108,12 @@ class FaultNode(cl.Node):
         pw = pwd.getpwnam(cl.WEB_USER)
         os.chown(self.dir, pw.pw_uid, pw.pw_gid)
         self.filler = os.path.join(self.disk, FILLER)
+        if cluster.spool_on_disk:
+            # As on a host whose spool and web root share a disk: filling
+            # it fills both.
+            self.spool = os.path.join(self.disk, "spool")
+            os.makedirs(self.spool)
+            os.chown(self.spool, pw.pw_uid, pw.pw_gid)
         self.killed = False             # its agent was killed by the suite
 
     def serve_preexec(self):
@@ -152,9 +158,10 @@ class FaultNode(cl.Node):
 class FaultCluster(cl.Cluster):
     node_class = FaultNode
 
-    def __init__(self, net, nodes, replicas):
+    def __init__(self, net, nodes, replicas, spool_on_disk=False):
         self.net = net
         self.mounts = []
+        self.spool_on_disk = spool_on_disk
         super().__init__(nodes=nodes, namespace="img", log_level="info", nginx=False,
                          host=net.host, extra_env={"CS_REPLICAS": str(replicas)})
         # Not among /tmp/cs-cluster.*: a run lasts long, and what cleans
@@ -823,9 +830,11 @@ def report(run, args, started, elapsed, shaper, log_counts, cleanup_errors):
     last = cps[-1]
     t = totals(run)
     print("== fault-injection report")
-    print("command: tests/faults/run --rounds %d --seed %d --nodes %d --replicas %d%s"
+    print("command: tests/faults/run --rounds %d --seed %d --nodes %d --replicas %d%s%s%s"
           % (args.rounds, args.seed, args.nodes, args.replicas,
-             " --check-every %d" % args.check_every if args.check_every else ""))
+             " --check-every %d" % args.check_every if args.check_every else "",
+             " --round-ms %d" % args.round_ms if args.round_ms != 800 else "",
+             " --spool-on-disk" if args.spool_on_disk else ""))
     print("started: %s UTC, took %.0f s" % (started, elapsed))
     print("slow links: %s" % ("netem delay + rate" if shaper == "netem" else
                               "tbf rate limit (this kernel has no netem)"))
@@ -891,6 +900,9 @@ def main():
     ap.add_argument("--converge", type=int, default=90,
                     help="seconds the cluster gets to settle at a checkpoint")
     ap.add_argument("--max-paths", type=int, default=150)
+    ap.add_argument("--spool-on-disk", action="store_true",
+                    help="each node's spool on the same tmpfs as its directory, so that"
+                         " disk_full fills both")
     args = ap.parse_args()
     if args.seed is None:
         args.seed = int.from_bytes(os.urandom(3), "big")
@@ -927,7 +939,7 @@ def main():
             return 1
         log("network: bridge %s %s/24, nodes in namespaces %s-1..%d; slow links by %s"
             % (net.bridge, net.host, net.tag, args.nodes, net.shaper))
-        c = FaultCluster(net, args.nodes, args.replicas)
+        c = FaultCluster(net, args.nodes, args.replicas, args.spool_on_disk)
         c.start()
         run = Run(args, c)
         for r in range(1, args.rounds + 1):
