@@ -255,6 +255,8 @@ class Run:
         self.torn_seen = []             # descriptions
         self.torn_keys = set()
         self.crashes = []
+        self.dishonest = []             # 404s for files the cluster had
+        self.r = 0
         self.deferred = []              # (round, undo): faults undone in a later round
         self.checkpoints = []
         self.dead_agents = set()
@@ -331,7 +333,10 @@ class Run:
                          if p.home != node and p.last and p.last[0] == "write"]
                 if known:
                     path = self.rng.choice(known)
-                    ops.append({"op": "read", "rel": path.rel,
+                    # Settled (on >= CS_REPLICAS nodes, so registered): a
+                    # 404 for it would be a dishonest answer.
+                    ops.append({"op": "read", "rel": path.rel, "last": path.last,
+                                "settled": self.settled(path),
                                 "path": os.path.join(self.c.nodes[node - 1].dir, path.rel)})
         return ops
 
@@ -379,6 +384,14 @@ class Run:
         for e in events:
             if e["ev"] == "fail":
                 self.stats["%s failed: %s" % (e["op"], e["err"])] += 1
+            if e["ev"] == "fail" and e["op"] == "read" and e["err"] == "ENOENT":
+                op = next(o for o in w.ops if o.get("path") == e["path"])
+                path = self.paths[op["rel"]]
+                if op["settled"] and tuple(path.last) == tuple(op["last"]):
+                    self.stats["reads of a settled file answered ENOENT"] += 1
+                    self.dishonest.append("round %d, node%d: %s (version %s, on >= %d nodes)"
+                                          % (self.r, w.node, op["rel"], op["last"][1],
+                                             self.a.replicas))
         for op in w.ops:
             if op["op"] == "write":
                 v = self.versions[op["vid"]]
@@ -621,6 +634,7 @@ class Run:
         """Workers on random nodes; a fault or two at random moments, each
         undone later in the round or, one time in four, some rounds later."""
         a, rng = self.a, self.rng
+        self.r = r
         L = a.round_ms / 1000.0
         t0 = time.monotonic()
         for due, fn in [x for x in self.deferred if x[0] <= r]:
@@ -844,7 +858,7 @@ def report(run, args, started, elapsed, shaper, log_counts, cleanup_errors):
     for k in sorted(run.stats):
         print("%s: %d" % (k, run.stats[k]))
     for k in sorted(log_counts):
-        print("agent log lines, %s: %d" % (k, log_counts[k]))
+        print("agent logs, %s: %d" % (k, log_counts[k]))
     print("checkpoints: %d" % len(cps))
     print("files checked: %d at the end (%d of them deleted ones), %d over all checkpoints"
           % (last["checked"] + last["deleted checked"], last["deleted checked"], t["checked"]))
@@ -857,6 +871,8 @@ def report(run, args, started, elapsed, shaper, log_counts, cleanup_errors):
         print("# torn: " + x)
     for x in run.crashes[:10]:
         print("# crash: " + x)
+    for x in run.dishonest[:10]:
+        print("# ENOENT for a settled file: " + x)
     results = checks(run, args) + [("faults undone, namespaces and mounts removed",
                                     not cleanup_errors)]
     passed = failed = 0
@@ -870,21 +886,27 @@ def report(run, args, started, elapsed, shaper, log_counts, cleanup_errors):
     return failed == 0
 
 
+LOG_COUNTS = {   # what the agents' logs say: a pattern per kind of event
+    "ENOSPC during a fetch": re.compile(r"warn: fetch \S+: No space left on device"),
+    "ENOSPC during a received push": re.compile(r"error: \S+: No space left on device"),
+    "pushes received not completed, dropped": re.compile(r"push not completed; dropped"),
+    "registry unreachable": re.compile(r"unreachable"),
+}
+LEFTOVERS = re.compile(r"removed (\d+) temporary files? an earlier run left")
+
+
 def count_logs(c):
     """How often the agents met what the faults are meant to cause."""
-    pats = {
-        "no space left (ENOSPC)": "No space left on device",
-        "push not completed, dropped": "push not completed; dropped",
-        "registry unreachable": "unreachable",
-    }
     counts = collections.Counter()
     for n in c.nodes:
         try:
             text = open(os.path.join(n.home, "serve.log"), errors="replace").read()
         except FileNotFoundError:
             continue
-        for k, pat in pats.items():
-            counts[k] += text.count(pat)
+        for k, pat in LOG_COUNTS.items():
+            counts[k] += len(pat.findall(text))
+        counts["temporary files a killed agent left, removed at its restart"] += \
+            sum(int(x) for x in LEFTOVERS.findall(text))
     return counts
 
 
