@@ -855,7 +855,11 @@ def report(run, args, started, elapsed, shaper, log_counts, cleanup_errors):
     print("rounds: %d" % args.rounds)
     print("faults injected: %d (%s)" % (sum(run.faults.values()),
           ", ".join("%s %d" % (k, run.faults[k]) for k in FAULTS)))
-    for k in sorted(run.stats):
+    always = ("writes acknowledged", "writes killed mid-way", "writes failed",
+              "writes redone after a fault", "deletes acknowledged", "reads", "reads whole",
+              "reads of a write cut short", "reads torn",
+              "reads of a settled file answered ENOENT")
+    for k in always + tuple(sorted(set(run.stats) - set(always))):
         print("%s: %d" % (k, run.stats[k]))
     for k in sorted(log_counts):
         print("agent logs, %s: %d" % (k, log_counts[k]))
