@@ -256,6 +256,7 @@ class Run:
         self.torn_keys = set()
         self.crashes = []
         self.dishonest = []             # 404s for files the cluster had
+        self.enoent = []                # (worker, read op) to judge at the round's end
         self.r = 0
         self.deferred = []              # (round, undo): faults undone in a later round
         self.checkpoints = []
@@ -386,12 +387,8 @@ class Run:
                 self.stats["%s failed: %s" % (e["op"], e["err"])] += 1
             if e["ev"] == "fail" and e["op"] == "read" and e["err"] == "ENOENT":
                 op = next(o for o in w.ops if o.get("path") == e["path"])
-                path = self.paths[op["rel"]]
-                if op["settled"] and tuple(path.last) == tuple(op["last"]):
-                    self.stats["reads of a settled file answered ENOENT"] += 1
-                    self.dishonest.append("round %d, node%d: %s (version %s, on >= %d nodes)"
-                                          % (self.r, w.node, op["rel"], op["last"][1],
-                                             self.a.replicas))
+                if op["settled"]:
+                    self.enoent.append((w, op))
         for op in w.ops:
             if op["op"] == "write":
                 v = self.versions[op["vid"]]
@@ -427,6 +424,20 @@ class Run:
         for e in events:
             if e["ev"] == "read":
                 self.check_read(w, e)
+
+    def check_enoent(self):
+        """The ENOENTs for reads of a file that was settled when the read
+        was planned, once every worker of the round is collected: one is a
+        404 for a file the cluster had unless the path was deleted or
+        written again meanwhile (another worker of the same round)."""
+        for w, op in self.enoent:
+            path = self.paths[op["rel"]]
+            if tuple(path.last) == tuple(op["last"]):
+                self.stats["reads of a settled file answered ENOENT"] += 1
+                self.dishonest.append("round %d, node%d: %s (version %s, on >= %d nodes)"
+                                      % (self.r, w.node, op["rel"], op["last"][1],
+                                         self.a.replicas))
+        self.enoent = []
 
     def check_read(self, w, e):
         rel = os.path.relpath(e["path"], self.c.nodes[w.node - 1].dir)
@@ -695,6 +706,7 @@ class Run:
                 self.stats["workers stopped after 20 s"] += 1
         for w in workers:
             self.collect(w)
+        self.check_enoent()
         self.reap_agents("round %d" % r)
         found, temps, unknown = self.scan()
         self.look_for_torn(found, "round %d" % r)
