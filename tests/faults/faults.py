@@ -38,18 +38,17 @@ so "the last acknowledged version" is well defined.
 """
 import argparse
 import collections
-import errno
 import json
 import os
 import pwd
 import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -992,10 +991,9 @@ def main():
         counts = count_logs(c)
         if not all(ok for _, ok in checks(run, args)):
             os.environ["CS_KEEP_TMP"] = "1"     # the agents' logs, for whoever looks
-    except BaseException as e:                  # noqa: B902 - report, clean up, fail
+    except BaseException as e:                  # report, clean up, fail
         error = e
         os.environ["CS_KEEP_TMP"] = "1"
-        import traceback
         traceback.print_exc()
     finally:
         try:
