@@ -3,7 +3,8 @@
  * cluster's work, so that host processes hold no secret, no connection and
  * no thread of ours.
  *
- * It starts, in order: its registration in the registry, the index of names
+ * It starts, in order: the removal of what a killed run left half-installed
+ * (leftovers.c), its registration in the registry, the index of names
  * hosts map (indexer.c), the local socket hosts ask for misses (local.c),
  * the write path that follows every journal (tail.c), the peer endpoint
  * (http.c), and two small loops here: the heartbeat (every 2 s, with a
@@ -28,6 +29,7 @@
 #include "fetch.h"
 #include "http.h"
 #include "indexer.h"
+#include "leftovers.h"
 #include "local.h"
 #include "mcache.h"
 #include "nodes.h"
@@ -162,6 +164,9 @@ int cs_agent_main(void)
 	signal(SIGPIPE, SIG_IGN);
 
 	cs_agent_setup();
+	/* Before anything of this run could be installing: what is left of
+	 * installs a killed run was making is nobody's now. */
+	cs_leftovers_sweep();
 	if (cs_nodes_heartbeat() < 0)
 		cs_warn("not registered yet (registry unreachable); retrying every %d s",
 			HEARTBEAT_MS / 1000);

@@ -107,6 +107,25 @@ static struct cs_verdict registry_has(const char *ns, const char *rel,
 	return go_on;
 }
 
+/*
+ * This node is about to hold f at (ns, rel): an H entry in the agent's own
+ * journal before the copy becomes visible, as a fetch does (fetch.c).  When
+ * the record below fails (the registry went away between the install and
+ * the answer) or the agent dies in between, the journal records the copy
+ * later, stale at once if the registry has moved past it, so the sweep
+ * removes it.  Without it such a copy was known to no one and kept being
+ * served after newer versions were registered.
+ */
+static void journal_held(const char *ns, const char *rel, const struct cs_file *f)
+{
+	struct cs_held h = { f->id, f->version, f->size, f->mtime_ns };
+	int rc = cs_journal_append_held(ns, rel, &h);
+
+	if (rc < 0)
+		cs_error_every(10, "%s/%s: cannot journal its holder record (%s); installing anyway",
+			       ns, rel, strerror(-rc));
+}
+
 /* This node now holds f at (ns, rel): recorded before the peer counts it. */
 static struct cs_verdict record(const char *ns, const char *rel, const struct cs_file *f)
 {
@@ -241,6 +260,8 @@ struct cs_verdict cs_put_finish(struct MHD_Connection *c, struct cs_upload *u,
 			       strerror(-rc));
 		v = rc == -EAGAIN ? unreachable : cannot;
 	}
+	if (!v.status)
+		journal_held(u->ns, u->rel, &f);
 	rc = v.status ? 0 : cs_store_commit(&u->in, f.mtime_ns, true);
 	cs_store_unlock(lock);
 	if (v.status) {
@@ -353,6 +374,8 @@ struct cs_verdict cs_move(struct MHD_Connection *c, const struct cs_route *rt)
 	int lock = cs_store_lock(p->name, rt->rel);
 	const char *toname;
 	int todir = cs_store_open_parent(root, rt->rel, true, &toname);
+	if (todir >= 0)
+		journal_held(p->name, rt->rel, &f);
 	rc = todir < 0 ? -errno : move_into(dir, name, fd, &st, todir, toname, f.mtime_ns);
 	cs_store_unlock(lock);
 	if (todir >= 0)

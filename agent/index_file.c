@@ -43,15 +43,18 @@ int cs_index_file_create(struct cs_index_file *x, const char *dir, uint64_t name
 	fd = open(x->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
 	if (fd < 0)
 		return -errno;
-	/* Readable by every host whatever the agent's umask. */
-	if (fchmod(fd, 0644) < 0 || ftruncate(fd, (off_t)x->len) < 0) {
-		int e = errno;
+	/* Readable by every host whatever the agent's umask.  Its blocks
+	 * taken now, not a sparse file: the agent sets bits through the
+	 * mapping, and a store into a hole on a full disk is SIGBUS, the
+	 * whole agent gone; here it is ENOSPC, and the build is tried again. */
+	int e = fchmod(fd, 0644) < 0 ? errno : posix_fallocate(fd, 0, (off_t)x->len);
+	if (e) {
 		close(fd);
 		unlink(x->tmp);
 		return -e;
 	}
 	void *p = mmap(NULL, x->len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	int e = errno;
+	e = errno;
 	close(fd);
 	if (p == MAP_FAILED) {
 		unlink(x->tmp);

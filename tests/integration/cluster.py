@@ -16,6 +16,12 @@ children as www-data.
 
 Environment: B (build dir, default "build"), CS_TEST_PRELOAD (what to put
 in LD_PRELOAD; default <top>/<B>/libcs.so).  Needs root.
+
+By default everything is on 127.0.0.1.  Cluster(host=...) puts memcached and
+MariaDB on another local address, and a subclass of Node (Cluster's
+node_class) may give a node's agent an address of its own (Node.addr) and
+start it elsewhere (Node.serve_preexec): tests/faults runs each agent in a
+network namespace of its own that way.
 """
 import hashlib
 import hmac
@@ -236,7 +242,9 @@ class Node:
         self.serve_port = free_port()
         self.port = free_port()
         self.try_port = free_port()
-        self.url = "%s://127.0.0.1:%d" % ("https" if cluster.tls_ca else "http", self.serve_port)
+        self.addr = "127.0.0.1"       # where the agent listens and peers reach it
+        self.url = "%s://%s:%d" % ("https" if cluster.tls_ca else "http", self.addr,
+                                   self.serve_port)
         self.serve = None
         self.serve_wait = 5          # s an agent gets to stop
         self.nginx = None
@@ -265,9 +273,9 @@ class Node:
             e.update({
                 "CS_NODE": self.name,
                 "CS_NODE_URL": self.url,
-                "CS_LISTEN": "127.0.0.1:%d" % self.serve_port,
+                "CS_LISTEN": "%s:%d" % (self.addr, self.serve_port),
                 "CS_MYSQL": c.mysql_url,
-                "CS_MEMCACHED": "127.0.0.1:%d" % c.memcached_port,
+                "CS_MEMCACHED": "%s:%d" % (c.host, c.memcached_port),
                 "CS_SECRET": c.secret,
             })
         for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
@@ -293,7 +301,7 @@ class Node:
         self.serve = subprocess.Popen(
             list(wrapper or []) + [os.path.join(BUILD, "cs-replicate"), "serve"],
             env=self.env(**extra), stdout=log, stderr=log,
-            preexec_fn=as_web_user(umask, nofile))
+            preexec_fn=self.serve_preexec(umask, nofile))
         self.serve_wait = wait if wrapper else 5
 
         def up():
@@ -302,6 +310,11 @@ class Node:
                                    % (self.name, self.serve.returncode, self.home))
             return self.health() == 200
         wait_for(up, wait, self.name + " serve")
+
+    def serve_preexec(self, umask=None, nofile=None):
+        """What the agent's child process does before exec: become the
+        web user (with umask and RLIMIT_NOFILE nofile when given)."""
+        return as_web_user(umask, nofile)
 
     def stop_serve(self):
         """SIGTERM to the agent; SIGKILL if it has not stopped within 5 s
@@ -323,9 +336,9 @@ class Node:
         the cluster's CA, when the cluster runs it."""
         if self.cluster.tls_ca:
             ctx = ssl.create_default_context(cafile=self.cluster.tls_ca)
-            return http.client.HTTPSConnection("127.0.0.1", self.serve_port, timeout=timeout,
+            return http.client.HTTPSConnection(self.addr, self.serve_port, timeout=timeout,
                                                context=ctx)
-        return http.client.HTTPConnection("127.0.0.1", self.serve_port, timeout=timeout)
+        return http.client.HTTPConnection(self.addr, self.serve_port, timeout=timeout)
 
     def health(self):
         conn = self.connection(2)
@@ -509,8 +522,10 @@ class Node:
 
 
 class Cluster:
+    node_class = Node
+
     def __init__(self, nodes=3, namespace="img", log_level="warn", nginx=True, extra_env=None,
-                 host_env=None, tls_ca=None, node_env=None):
+                 host_env=None, tls_ca=None, node_env=None, host="127.0.0.1"):
         if os.geteuid() != 0:
             raise SystemExit("cluster.py: needs root (nginx workers, Apache children and the agent"
                              " run as www-data)")
@@ -528,6 +543,7 @@ class Cluster:
         self.host_env = host_env or {}        # host processes' (CS_MISS_TIMEOUT ...)
         self.tls_ca = tls_ca                  # nodes speak https, verified against it
         self.node_env = node_env              # node -> its agent's own variables
+        self.host = host                      # where memcached and MariaDB listen
 
     def signature(self, method, path, when, body_sha="-", length=0, target=None, secret=None):
         """The X-CS-Signature of a peer request (agent/sign.c): path decoded,
@@ -555,13 +571,14 @@ class Cluster:
         self.mysql_port = free_port()
         self.mysql_socket = os.path.join(self.tmp, "mysql.sock")
         self.mysql_password = hashlib.sha256(os.urandom(8)).hexdigest()[:16]
-        self.mysql_url = "mysql://cs:%s@127.0.0.1:%d/cs" % (self.mysql_password, self.mysql_port)
+        self.mysql_url = "mysql://cs:%s@%s:%d/cs" % (self.mysql_password, self.host,
+                                                       self.mysql_port)
         self.start_memcached()
         self.init_mariadb()
         self.start_mariadb()
         self.setup_database()
         for i in range(1, self.n + 1):
-            node = Node(self, i)
+            node = self.node_class(self, i)
             self.nodes.append(node)
             node.start_serve()
             if self.want_nginx:
@@ -594,9 +611,9 @@ class Cluster:
     def start_memcached(self):
         log = open(os.path.join(self.tmp, "memcached.log"), "ab")
         self.procs["memcached"] = subprocess.Popen(
-            ["memcached", "-l", "127.0.0.1", "-p", str(self.memcached_port), "-U", "0",
+            ["memcached", "-l", self.host, "-p", str(self.memcached_port), "-U", "0",
              "-u", "nobody", "-m", "64"], stdout=log, stderr=log)
-        wait_for(lambda: socket.create_connection(("127.0.0.1", self.memcached_port), 1).close() or True,
+        wait_for(lambda: socket.create_connection((self.host, self.memcached_port), 1).close() or True,
                  10, "memcached")
 
     def stop_memcached(self):
@@ -604,7 +621,7 @@ class Cluster:
 
     def memcached(self, cmd):
         """Send memcached one command line (e.g. "flush_all"); its reply."""
-        with socket.create_connection(("127.0.0.1", self.memcached_port)) as m:
+        with socket.create_connection((self.host, self.memcached_port)) as m:
             m.sendall(cmd.encode() + b"\r\n")
             return m.recv(100)
 
@@ -629,7 +646,7 @@ class Cluster:
         self.procs["mariadb"] = subprocess.Popen(
             ["mariadbd", "--no-defaults", "--datadir=" + self.datadir,
              "--socket=" + self.mysql_socket, "--port=%d" % self.mysql_port,
-             "--bind-address=127.0.0.1", "--skip-log-bin", "--user=root",
+             "--bind-address=" + self.host, "--skip-log-bin", "--user=root",
              "--innodb-buffer-pool-size=64M", "--innodb-flush-log-at-trx-commit=2",
              "--max-connections=500", "--skip-name-resolve"],
             stdout=log, stderr=log)

@@ -2,7 +2,8 @@
 nothing of the cluster, the agent's connections stay bounded whatever the
 number of host workers, 404s cost no round trip, a file the cluster cannot
 deliver is a 5xx and never a 404, and the agent can be killed and restarted
-under load without a hit failing or a write being lost.
+under load without a hit failing or a write being lost, nor a temporary
+file staying behind.
 
 Real memcached, MariaDB, three nodes each with cs-replicate serve and nginx
 under the library (workers as www-data), CS_REPLICAS=2.  Each test uses its
@@ -505,6 +506,37 @@ for i in range(200):
     expect(404 not in during, "no miss answered 404 while the agent was away")
 
 
+def test_killed_install_leaves_no_temporary_file(c):
+    """An agent killed in the middle of a fetch or a received push leaves
+    its temporary file; the next start removes it, unless someone holds it
+    locked (an install under way), and leaves every other file alone."""
+    import fcntl
+    n2 = c.nodes[1]
+    d = mkdir_web(n2, "left/sub")
+    dead = os.path.join(d, ".cs-00000000deadbeef.tmp")
+    held = os.path.join(n2.dir, "left", ".cs-00000000cafef00d.tmp")
+    other = os.path.join(d, "cs-plain.tmp")
+    for path in (dead, held, other):
+        with open(path, "wb") as f:
+            f.write(b"half a file")
+    locker = open(held, "rb")
+    fcntl.flock(locker, fcntl.LOCK_EX)
+    try:
+        n2.serve.kill()
+        n2.serve.wait()
+        n2.start_serve()
+        expect(not os.path.exists(dead), "the unlocked temporary file removed at start",
+               False, os.path.exists(dead))
+        expect(os.path.exists(held), "the locked one left alone", True, os.path.exists(held))
+        expect(os.path.exists(other), "a file of another name left alone", True,
+               os.path.exists(other))
+    finally:
+        locker.close()
+        for path in (held, other):
+            if os.path.exists(path):
+                os.unlink(path)
+
+
 def test_agent_socket_is_for_its_users(c):
     """The socket's group and mode decide who may ask: a user outside them
     gets EIO (the cluster has the file, this user may not have it
@@ -541,6 +573,7 @@ TESTS = [
     test_holder_record_survives_mariadb_outage,
     test_mariadb_down_misses_eio_writes_wait,
     test_agent_killed_and_restarted_under_load,
+    test_killed_install_leaves_no_temporary_file,
 ]
 
 

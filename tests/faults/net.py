@@ -1,0 +1,210 @@
+"""net.py - the fault suite's network: one namespace per node on a bridge,
+all on this machine, and the faults it can put on the links.
+
+Topology: a bridge in the root namespace holds the subnet's .254 address
+(memcached and MariaDB listen there); node i lives in network namespace
+<tag>-<i> with a veth pair whose inside end, eth0, has address .i and whose
+outside end is a port of the bridge.  Nothing is routed beyond the bridge.
+
+Faults, each with its undoing:
+  isolate(i)     the node's bridge port down: it reaches neither its peers
+                 nor the registry, and packets vanish (no reset)
+  cut(i, j)      i and j lose each other only: each gets a permanent
+                 neighbour entry for the other with an address nobody has,
+                 so their packets go out and are dropped, silently
+  slow(i, ...)   the node's traffic both ways through netem (delay and a
+                 rate) where the kernel has it, else through tbf (a rate
+                 and a queue, which delays by queueing)
+
+Every name carries the harness's pid (csf<pid>-...), so what a run that
+died left behind can be found and removed by the next one (sweep_dead).
+"""
+import ctypes
+import os
+import re
+import subprocess
+
+CLONE_NEWNET = 0x40000000
+NOWHERE = "02:00:00:00:00:01"   # a locally administered address no port has
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class NetError(RuntimeError):
+    pass
+
+
+def ip(*args, check=True):
+    p = subprocess.run(["ip"] + list(args), capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise NetError("ip %s: %s" % (" ".join(args), p.stderr.strip()))
+    return p
+
+
+def tc(*args, check=True):
+    p = subprocess.run(["tc"] + list(args), capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise NetError("tc %s: %s" % (" ".join(args), p.stderr.strip()))
+    return p
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def sweep_dead():
+    """Remove the namespaces, bridges and veths of fault runs whose harness
+    is gone; the names removed."""
+    gone = []
+    for line in ip("netns", "list", check=False).stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        m = re.match(r"csf(\d+)-\d+$", name)
+        if m and not alive(int(m.group(1))):
+            ip("netns", "del", name, check=False)
+            gone.append(name)
+    for line in ip("-o", "link", "show", check=False).stdout.splitlines():
+        m = re.match(r"\d+: (csf[bv](\d+)[^:@]*)", line)
+        if m and not alive(int(m.group(2))):
+            ip("link", "del", m.group(1), check=False)
+            gone.append(m.group(1))
+    return gone
+
+
+def free_subnet():
+    """A /24 of 10.77.0.0/16 that no route of this machine uses yet."""
+    used = ip("-4", "route", "show", "table", "all", check=False).stdout
+    for k in range(256):
+        net = "10.77.%d." % k
+        if net not in used:
+            return net
+    raise NetError("no free 10.77.x.0/24 subnet")
+
+
+class Net:
+    def __init__(self, nodes):
+        self.tag = "csf%d" % os.getpid()
+        self.n = nodes
+        self.bridge = "csfb%d" % os.getpid()
+        self.subnet = free_subnet()
+        self.host = self.subnet + "254"
+        self.up = False
+        self.made = []                  # what to remove: ("netns"|"link", name)
+        self.isolated = set()
+        self.cuts = set()               # frozenset({i, j})
+        self.slowed = {}                # i -> description
+        self.shaper = None              # "netem" or "tbf", once probed
+
+    def ns(self, i):
+        return "%s-%d" % (self.tag, i)
+
+    def port(self, i):
+        """The root namespace's end of node i's veth pair."""
+        return "csfv%d-%d" % (os.getpid(), i)
+
+    def addr(self, i):
+        return self.subnet + str(i)
+
+    def setup(self):
+        ip("link", "add", self.bridge, "type", "bridge")
+        self.made.append(("link", self.bridge))
+        ip("addr", "add", self.host + "/24", "dev", self.bridge)
+        ip("link", "set", self.bridge, "up")
+        for i in range(1, self.n + 1):
+            ns = self.ns(i)
+            ip("netns", "add", ns)
+            self.made.append(("netns", ns))
+            ip("link", "add", self.port(i), "type", "veth", "peer", "name", "eth0", "netns", ns)
+            self.made.append(("link", self.port(i)))
+            ip("link", "set", self.port(i), "master", self.bridge)
+            ip("link", "set", self.port(i), "up")
+            ip("-n", ns, "addr", "add", self.addr(i) + "/24", "dev", "eth0")
+            ip("-n", ns, "link", "set", "eth0", "up")
+            ip("-n", ns, "link", "set", "lo", "up")
+        self.up = True
+        self.shaper = self.probe_shaper()
+
+    def probe_shaper(self):
+        dev = self.port(1)
+        if tc("qdisc", "add", "dev", dev, "root", "netem", "delay", "1ms", check=False).returncode == 0:
+            tc("qdisc", "del", "dev", dev, "root", check=False)
+            return "netem"
+        tc("qdisc", "add", "dev", dev, "root", "tbf", "rate", "1mbit", "burst", "16kb",
+           "latency", "1s")
+        tc("qdisc", "del", "dev", dev, "root", check=False)
+        return "tbf"
+
+    def netns_fd(self, i):
+        """An O_CLOEXEC descriptor of node i's namespace, for setns."""
+        return os.open("/run/netns/" + self.ns(i), os.O_RDONLY | os.O_CLOEXEC)
+
+    def teardown(self):
+        errors = []
+        for kind, name in reversed(self.made):
+            if kind == "link":
+                p = ip("link", "del", name, check=False)
+                # A veth goes with its namespace or its peer: already gone.
+                if p.returncode != 0 and "Cannot find device" not in p.stderr:
+                    errors.append("ip link del %s: %s" % (name, p.stderr.strip()))
+            else:
+                p = ip("netns", "del", name, check=False)
+                if p.returncode != 0:
+                    errors.append("ip netns del %s: %s" % (name, p.stderr.strip()))
+        self.made = []
+        self.up = False
+        return errors
+
+    # -- faults ----------------------------------------------------------
+    def isolate(self, i):
+        ip("link", "set", self.port(i), "down")
+        self.isolated.add(i)
+
+    def rejoin(self, i):
+        ip("link", "set", self.port(i), "up")
+        self.isolated.discard(i)
+
+    def cut(self, i, j):
+        ip("-n", self.ns(i), "neigh", "replace", self.addr(j), "lladdr", NOWHERE,
+           "dev", "eth0", "nud", "permanent")
+        ip("-n", self.ns(j), "neigh", "replace", self.addr(i), "lladdr", NOWHERE,
+           "dev", "eth0", "nud", "permanent")
+        self.cuts.add(frozenset((i, j)))
+
+    def join(self, i, j):
+        ip("-n", self.ns(i), "neigh", "del", self.addr(j), "dev", "eth0", check=False)
+        ip("-n", self.ns(j), "neigh", "del", self.addr(i), "dev", "eth0", check=False)
+        self.cuts.discard(frozenset((i, j)))
+
+    def slow(self, i, delay_ms, rate_kbit):
+        """Node i's traffic both ways: netem delay and rate, or tbf at the
+        rate (whose queue delays instead)."""
+        if self.shaper == "netem":
+            q = ["netem", "delay", "%dms" % delay_ms, "rate", "%dkbit" % rate_kbit]
+        else:
+            q = ["tbf", "rate", "%dkbit" % rate_kbit, "burst", "16kb", "latency", "2s"]
+        for pre, dev in (([], self.port(i)), (["-n", self.ns(i)], "eth0")):
+            tc(*(pre + ["qdisc", "replace", "dev", dev, "root"] + q))
+        self.slowed[i] = ("%dms %dkbit" % (delay_ms, rate_kbit) if self.shaper == "netem"
+                          else "%dkbit" % rate_kbit)
+
+    def fast(self, i):
+        tc("qdisc", "del", "dev", self.port(i), "root", check=False)
+        tc("-n", self.ns(i), "qdisc", "del", "dev", "eth0", "root", check=False)
+        self.slowed.pop(i, None)
+
+    def heal(self):
+        for i in list(self.isolated):
+            self.rejoin(i)
+        for pair in list(self.cuts):
+            self.join(*sorted(pair))
+        for i in list(self.slowed):
+            self.fast(i)
+
+
+def enter(fd):
+    """setns(fd, CLONE_NEWNET) in this (child) process; False on failure."""
+    return _libc.setns(fd, CLONE_NEWNET) == 0
