@@ -162,6 +162,9 @@ int cs_agent_main(void)
 	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* A lease break's notice (replicate.c takes read leases for an
+	 * instant to see whether a file is being written). */
+	signal(SIGIO, SIG_IGN);
 
 	cs_agent_setup();
 	/* Before anything of this run could be installing: what is left of

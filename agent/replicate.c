@@ -69,8 +69,30 @@ struct wjob {
 	struct cs_node *to;     /* where to push, best first */
 	int nto, next;          /* how many, and the next one to try */
 	int have, acks;         /* copies there were, copies pushed */
+	int fails;              /* times its entry was tried before */
 	int rc;                 /* 0 done, -EAGAIN to retry */
 };
+
+/* Tries an entry waits for a writer still at its file (backing off 0.1 s
+ * doubling to 5 s: about 20 s) before what is there is replicated anyway. */
+#define WRITER_WAITS 8
+
+/*
+ * Whether a process has the file open for writing now: what is on disk may
+ * then be half of what it is writing (another writer of the path, in place).
+ * A read lease is granted only when nobody has; it is given back at once
+ * (SIGIO, which a writer opening meanwhile would send, is ignored: agent.c).
+ * 1 yes, 0 no, -1 when the kernel cannot say (neither the file's owner nor
+ * CAP_LEASE, or a filesystem without leases).
+ */
+static int writing_now(int fd)
+{
+	if (fcntl(fd, F_SETLEASE, F_RDLCK) == 0) {
+		fcntl(fd, F_SETLEASE, F_UNLCK);
+		return 0;
+	}
+	return errno == EAGAIN ? 1 : -1;
+}
 
 /* Open and hash rel.  w->fd stays -1 when there is no regular file at rel
  * any more (a later entry says what became of it); -EAGAIN when it could
@@ -99,6 +121,13 @@ static int hash_job(struct wjob *w)
 		cs_debug("%s: gone before it was replicated", abs);
 		return 0;
 	}
+	/* Another process is writing it (in place) right now: its close brings
+	 * another entry; this one waits rather than spread half a file. */
+	if (writing_now(fd) == 1 && w->fails < WRITER_WAITS) {
+		cs_debug("%s: open for writing elsewhere; later", abs);
+		close(fd);
+		return -EAGAIN;
+	}
 	rc = cs_sha256_fd(fd, w->pub.sha256, &size);
 	/* Written to again while hashed: its next close brings another entry,
 	 * but what is registered must be one state of the file, so hash again. */
@@ -107,6 +136,10 @@ static int hash_job(struct wjob *w)
 	     (uint64_t)b.st_size != size)) {
 		a = b;
 		rc = cs_sha256_fd(fd, w->pub.sha256, &size);
+	}
+	if (rc == 0 && writing_now(fd) == 1 && w->fails < WRITER_WAITS) {
+		cs_debug("%s: opened for writing while hashed; later", abs);
+		rc = -EAGAIN;
 	}
 	if (rc < 0) {
 		close(fd);
@@ -503,7 +536,7 @@ static int write_entries(struct cs_qentry **b, int n)
 			b[i]->done = true;
 			continue;
 		}
-		w[m++] = (struct wjob){ .p = p, .rel = b[i]->rel };
+		w[m++] = (struct wjob){ .p = p, .rel = b[i]->rel, .fails = b[i]->fails };
 	}
 	rc = m ? write_jobs(w, m) : 0;
 	for (int i = 0, k = 0; i < n; i++)

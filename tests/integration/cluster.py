@@ -445,6 +445,12 @@ class Node:
                 " ".join(args), p.returncode, p.stdout, p.stderr))
         return p
 
+    def popen(self, argv, preload=True):
+        """Start a program as the web user under the library, with pipes
+        for its stdin and stdout."""
+        return subprocess.Popen(argv, env=self.env(preload=preload), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, preexec_fn=as_web_user())
+
     def run(self, argv, preload=True, timeout=60, **kw):
         """Run a program as the web user under the library."""
         return subprocess.run(argv, env=self.env(preload=preload), capture_output=True,

@@ -548,6 +548,44 @@ def test_concurrent_writers_loser_is_kept(c):
            status)
 
 
+def test_file_open_for_writing_elsewhere_waits(c):
+    """A process holds a file open for writing (rewriting it in place)
+    while another closes it: what is on disk may be half of what the first
+    is writing, so nothing is registered or pushed until the first closes
+    too; then its final bytes are."""
+    n1 = c.nodes[0]
+    mkdir_web(n1, "inplace")
+    rel = "inplace/db.bin"
+    path = os.path.join(n1.dir, rel)
+    holder = n1.popen(["python3", "-c", """
+import os, sys
+fd = os.open(%r, os.O_WRONLY | os.O_CREAT, 0o644)
+os.write(fd, b"half of it ")
+print("open", flush=True)
+sys.stdin.readline()
+os.write(fd, b"and the rest\\n")
+os.close(fd)
+""" % path])
+    try:
+        expect(holder.stdout.readline().strip() == b"open", "the first writer has it open")
+        p = n1.run(["sh", "-c", 'echo "other" >> "$1"', "sh", path])
+        expect(p.returncode == 0, "a second writer closes it", 0, p.stderr)
+        time.sleep(1.5)
+        rows = c.sql("SELECT COUNT(*) FROM files WHERE path='%s'" % rel, db="cs").stdout.strip()
+        expect(rows == "0", "not registered while the first still writes", "0", rows)
+        holder.stdin.write(b"go\n")
+        holder.stdin.flush()
+        holder.wait(10)
+        final = open(path, "rb").read()
+        ok = eventually(lambda: replicated(c, [rel], 2), 20)
+        expect(ok and file_sha(os.path.join(n1.dir, rel)) == sha(final),
+               "once closed, its final bytes are replicated", sha(final),
+               [file_sha(os.path.join(n.dir, rel)) for n in c.nodes])
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+
+
 if __name__ == "__main__":
     sys.exit(run([test_planted_record_and_node_are_not_used,
                   test_planted_node_gets_no_copy,
@@ -558,5 +596,6 @@ if __name__ == "__main__":
                   test_fifo_and_hard_link_not_served,
                   test_fetch_through_symlink_stays_inside,
                   test_slow_holder_is_left_for_the_next,
-                  test_concurrent_writers_loser_is_kept],
+                  test_concurrent_writers_loser_is_kept,
+                  test_file_open_for_writing_elsewhere_waits],
                  Cluster(nodes=3, log_level="info")))
