@@ -98,7 +98,8 @@ static void slot_free(struct slot *s)
 		__atomic_store_n(&s->used, 0, __ATOMIC_RELEASE);
 }
 
-static void journal(enum cs_op op, const char *ns, const char *rel, const char *rel2)
+/* Append an entry; its result (what failed is logged here). */
+static int journal(enum cs_op op, const char *ns, const char *rel, const char *rel2)
 {
 	int rc = cs_journal_append(op, ns, rel, rel2);
 
@@ -110,15 +111,22 @@ static void journal(enum cs_op op, const char *ns, const char *rel, const char *
 	else if (rc < 0)
 		cs_error_every(10, "%s/%s: cannot journal the write in %s (%s); it will not replicate",
 			       ns, rel, cs_cfg.spool, strerror(-rc));
+	return rc;
 }
 
-/* One descriptor of s is gone; the last one ends the write. */
-static void slot_put(struct slot *s)
+/* One descriptor of s is gone; the last one ends the write.  -errno when
+ * its entry could not be journaled for want of space (a full disk, a
+ * quota) or an I/O error: the write would silently stay on this node, so
+ * close() says so, as it would for a write NFS could not store. */
+static int slot_put(struct slot *s)
 {
+	int rc;
+
 	if (!s || __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) > 0)
-		return;
-	journal(CS_OP_WRITE, cs_cfg.prefix[s->prefix].name, s->rel, NULL);
+		return 0;
+	rc = journal(CS_OP_WRITE, cs_cfg.prefix[s->prefix].name, s->rel, NULL);
 	slot_free(s);
+	return rc == -ENOSPC || rc == -EDQUOT || rc == -EIO ? rc : 0;
 }
 
 static struct slot *fd_take(int fd)
@@ -319,9 +327,12 @@ static int stream_fd(FILE *f)
 		cs_journal_closing(fd_);                                       \
 		ret r = real.name args;                                        \
 		if (__builtin_expect(s != NULL, 0)) {                          \
-			int e = errno;                                         \
-			slot_put(s);                                           \
+			int e = errno, j = slot_put(s);                        \
 			errno = e;                                             \
+			if (j < 0 && r == 0) {                                 \
+				errno = -j;    /* closed, not journaled */     \
+				r = (ret)-1;                                   \
+			}                                                      \
 		}                                                              \
 		return r;                                                      \
 	}
