@@ -53,7 +53,7 @@ static int attempt(struct cs_db *d, struct cs_publish *v, const int *order, int 
 	for (int k = 0; k < n; k++) {
 		int i = order[k];
 		cs_sql_str(&q, "; ");
-		cs_registry_sql_file(&q, h[i], v[i].ns, v[i].rel, true);
+		cs_registry_sql_file(&q, h[i], v[i].ns, v[i].rel, true, self);
 	}
 	if ((rc = cs_db_multi(d, &q, res, n, NULL, 0)) < 0)
 		goto fail;
@@ -85,11 +85,14 @@ static int attempt(struct cs_db *d, struct cs_publish *v, const int *order, int 
 		if (f->deleted || f->size != size ||
 		    memcmp(f->sha256, v[i].sha256, CS_SHA256_LEN) != 0) {
 			stmt[i] = NEW_VERSION;
-			/* This node holds no copy of the version it replaces: its
-			 * write was made without having seen it (another node
-			 * wrote the path meanwhile).  That version is the loser:
-			 * recorded, and its holders keep it (stale.c). */
-			if (!f->deleted && !cs_file_holds(f, self)) {
+			/* This node's copy, the one its write changed, is of an
+			 * older version than the one it replaces: that version
+			 * was written elsewhere meanwhile, and this write never
+			 * saw it.  It is the loser: recorded, and its holders
+			 * keep it (stale.c).  A node with no copy at all wrote
+			 * without reading (a truncating overwrite, an upload
+			 * again): the last writer wins by intent, no loser. */
+			if (!f->deleted && f->mine && f->mine < f->version) {
 				cs_sql_fmt(&q, "INSERT IGNORE INTO conflicts (file_id, lost_version,"
 					    " size, sha256, winner_version, winner_node) VALUES"
 					    " (%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",", f->id,

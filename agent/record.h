@@ -16,6 +16,7 @@ struct cs_file {
 	bool deleted;
 	int nholders;
 	uint32_t holder[CS_MAX_HOLDERS];        /* node ids holding version */
+	uint64_t mine;          /* publish only: the version of this node's copy, 0: none */
 };
 
 /* The registry's key of (ns, rel): SHA-256 of "ns\0rel". */

@@ -39,12 +39,15 @@ static void sql_where(struct cs_buf *q, const unsigned char h[CS_SHA256_LEN],
 }
 
 void cs_registry_sql_file(struct cs_buf *q, const unsigned char h[CS_SHA256_LEN],
-			  const char *ns, const char *rel, bool for_update)
+			  const char *ns, const char *rel, bool for_update, uint32_t mine)
 {
 	cs_sql_str(q, "SELECT f.id, f.version, f.size, f.mtime_ns, f.sha256, f.deleted,"
 		      " (SELECT GROUP_CONCAT(r.node_id ORDER BY r.updated_at)"
-		      "  FROM replicas r WHERE r.file_id=f.id AND r.version=f.version AND r.stale=0)"
-		      " FROM files f");
+		      "  FROM replicas r WHERE r.file_id=f.id AND r.version=f.version AND r.stale=0)");
+	if (mine)
+		cs_sql_fmt(q, ", (SELECT m.version FROM replicas m WHERE m.file_id=f.id AND"
+			      " m.node_id=%" PRIu32 ")", mine);
+	cs_sql_str(q, " FROM files f");
 	sql_where(q, h, ns, rel);
 	if (for_update)
 		cs_sql_str(q, " FOR UPDATE");
@@ -67,6 +70,8 @@ int cs_registry_row(MYSQL_RES *res, struct cs_file *f)
 		return -EIO;
 	memcpy(f->sha256, row[4], CS_SHA256_LEN);
 	f->deleted = row[5] && row[5][0] == '1';
+	if (mysql_num_fields(res) > 7)
+		f->mine = cs_db_u64(row[7]);
 	for (char *p = row[6]; p && *p && f->nholders < CS_MAX_HOLDERS;) {
 		char *end;
 		f->holder[f->nholders++] = (uint32_t)strtoul(p, &end, 10);
@@ -116,7 +121,7 @@ int cs_registry_db_file(struct cs_db *d, const unsigned char h[CS_SHA256_LEN], c
 	MYSQL_RES *res = NULL;
 	int rc;
 
-	cs_registry_sql_file(&q, h, ns, rel, for_update);
+	cs_registry_sql_file(&q, h, ns, rel, for_update, 0);
 	rc = cs_db_run(d, &q, &res, !for_update);
 	if (rc == 0)
 		rc = cs_registry_row(res, f);

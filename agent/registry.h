@@ -88,7 +88,7 @@ void cs_registry_cache(const unsigned char h[CS_SHA256_LEN], const struct cs_fil
 		       bool overwrite);
 /* The SELECT of one file's record with its current holders (cs_registry_row). */
 void cs_registry_sql_file(struct cs_buf *q, const unsigned char h[CS_SHA256_LEN],
-			  const char *ns, const char *rel, bool for_update);
+			  const char *ns, const char *rel, bool for_update, uint32_t mine);
 /* Read one such row: 0, -ENOENT when there is none, -EIO. */
 int cs_registry_row(MYSQL_RES *res, struct cs_file *f);
 /* The INSERT of a path's first version, held by nobody yet. */

@@ -57,17 +57,12 @@ static int make_dirs(char *path)
 /* Copy the file open at from to a new file at path (another filesystem). */
 static int copy_out(int from, const char *path)
 {
-	int to = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
-	loff_t off = 0;
-	ssize_t n;
-	int rc = 0;
+	int to = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0640);
+	int rc;
 
 	if (to < 0)
 		return -errno;
-	while ((n = copy_file_range(from, &off, to, NULL, 1 << 30, 0)) > 0)
-		;
-	if (n < 0 || fsync(to) < 0)
-		rc = -errno;
+	rc = cs_store_copy(from, to);
 	close(to);
 	if (rc < 0)
 		unlink(path);
@@ -107,8 +102,9 @@ static int keep_lost(const struct cs_stale *x, int dir, const char *name)
 	return 0;
 }
 
-/* Remove x's copy if it is as installed: 0 when handled (removed, kept as a
- * local write, or already gone), -errno to try again at the next sweep. */
+/* Remove x's copy if it is as installed: 0 when handled (removed or
+ * already gone), 1 when it is a local write not registered yet (left, and
+ * its record with it), -errno to try again at the next sweep. */
 static int sweep_one(const struct cs_stale *x)
 {
 	const struct cs_prefix *p = cs_config_namespace(&cs_cfg, x->ns);
@@ -124,7 +120,7 @@ static int sweep_one(const struct cs_stale *x)
 	if (lstat(abs, &st) < 0)
 		return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
 	if (!as_installed(&st, x))
-		return 0;
+		return 1;       /* a local write not registered yet: its base, kept */
 	root = cs_store_root(p);
 	if (root < 0)
 		return root;
@@ -188,6 +184,12 @@ int cs_stale_sweep(void)
 				       batch[i].ns, batch[i].rel, strerror(-r));
 			continue;
 		}
+		/* A copy changed here since it was installed is a write on its
+		 * way: its record stays, saying which version the write began
+		 * from (publish.c tells a concurrent write by it), until the
+		 * write is registered over it. */
+		if (r == 1)
+			continue;
 		r = cs_registry_drop_copy(batch[i].file_id, batch[i].version);
 		if (r < 0) {
 			rc = r;         /* the registry went away: the rest next time */

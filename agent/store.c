@@ -305,23 +305,50 @@ static int finish(struct cs_install *in, int64_t mtime_ns)
 	return 0;
 }
 
+int cs_store_copy(int from, int to)
+{
+	char buf[65536];
+	loff_t off = 0;
+	ssize_t n;
+
+	/* copy_file_range refuses some pairs of filesystems (EXDEV since
+	 * Linux 5.19 between different kinds): then by hand, from where it
+	 * stopped. */
+	while ((n = copy_file_range(from, &off, to, NULL, 1 << 30, 0)) > 0)
+		;
+	if (n < 0 && errno != EXDEV && errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL)
+		return -errno;
+	if (n < 0) {
+		for (;;) {
+			n = pread(from, buf, sizeof buf, off);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0)
+				return -errno;
+			if (n == 0)
+				break;
+			int rc = cs_write_all(to, buf, (size_t)n);
+			if (rc < 0)
+				return rc;
+			off += n;
+		}
+	}
+	return fsync(to) < 0 ? -errno : 0;
+}
+
 /* Copy the whole of in->fd to a new named file in dirfd (the target's
  * directory is on another filesystem than the namespace directory). */
 static int copy_to(struct cs_install *in, int dirfd, char name[64])
 {
 	int fd = named_tmp(dirfd, name);
-	loff_t from = 0;
-	ssize_t n;
 
 	if (fd < 0)
 		return fd;
-	while ((n = copy_file_range(in->fd, &from, fd, NULL, 1 << 30, 0)) > 0)
-		;
-	if (n < 0 || fsync(fd) < 0) {
-		int e = -errno;
+	int rc = cs_store_copy(in->fd, fd);
+	if (rc < 0) {
 		unlinkat(dirfd, name, 0);
 		close(fd);
-		return e;
+		return rc;
 	}
 	close(in->fd);
 	in->fd = fd;

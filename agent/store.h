@@ -39,6 +39,9 @@ int cs_store_begin(const struct cs_prefix *p, const char *rel, struct cs_install
 int cs_store_commit(struct cs_install *in, int64_t mtime_ns, bool replace);
 /* Drop in's file (released; nothing of it stays). */
 void cs_store_abort(struct cs_install *in);
+/* Copy all of the file open at from (from offset 0) to to, and fsync it:
+ * 0 or -errno.  Works between any two filesystems. */
+int cs_store_copy(int from, int to);
 /* Whether anything is at rel in namespace p (not followed). */
 bool cs_store_exists(const struct cs_prefix *p, const char *rel);
 

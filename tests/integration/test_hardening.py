@@ -502,33 +502,50 @@ def test_slow_holder_is_left_for_the_next(c):
 # ---- two writers of one path -------------------------------------------------
 
 def test_concurrent_writers_loser_is_kept(c):
-    """node2 writes a path while its agent is down (as a write races a
-    slow registry); node1 writes the same path meanwhile and registers it
-    first.  When node2's agent is back its write is registered last and
-    wins everywhere, and node1's version is not lost silently: it is
-    recorded, counted by status, listed by `conflicts`, and kept byte for
-    byte outside the web root."""
+    """node1 and node2 both hold a file (as two sqlite3 processes would).
+    node2 changes its copy while its agent is down (as a write races a slow
+    registry); node1 changes its own meanwhile and registers it first.
+    When node2's agent is back its write, based on the version before
+    node1's, is registered last and wins everywhere, and node1's version is
+    not lost silently: it is recorded, counted by status, listed by
+    `conflicts`, and kept byte for byte outside the web root.  A node that
+    overwrites the file without having a copy (an upload again) makes no
+    conflict: the last writer wins by intent."""
     n1, n2, n3 = c.nodes
     rel = "race/db.sqlite"
-    mine, theirs = b"node2's version\n" * 50, b"node1's version\n" * 60
+    base = b"the base version\n" * 40
     for n in (n1, n2):
         mkdir_web(n, "race")
+    p = n1.run(["sh", "-c", 'cat > "$1"', "sh", os.path.join(n1.dir, rel)], input=base)
+    expect(p.returncode == 0, "node1 writes the base", 0, p.stderr)
+    expect(eventually(lambda: replicated(c, [rel], 2), 20), "test setup: base replicated")
+    status, _ = n2.get("/" + rel)
+    expect(status == 200, "node2 has the base", 200, status)
+
+    def node2_recorded():
+        return c.sql("SELECT COUNT(*) FROM replicas r JOIN nodes n ON n.id=r.node_id"
+                     " JOIN files f ON f.id=r.file_id WHERE n.name='node2' AND f.path='%s'"
+                     % rel, db="cs").stdout.strip() == "1"
+    expect(eventually(node2_recorded, 10), "test setup: node2's copy recorded")
     n2.stop_serve()
     try:
-        p = n2.run(["sh", "-c", 'cat > "$1"', "sh", os.path.join(n2.dir, rel)], input=mine)
-        expect(p.returncode == 0, "node2 writes", 0, p.stderr)
-        p = n1.run(["sh", "-c", 'cat > "$1"', "sh", os.path.join(n1.dir, rel)], input=theirs)
-        expect(p.returncode == 0, "node1 writes", 0, p.stderr)
+        p = n2.run(["sh", "-c", 'echo "node2 row" >> "$1"', "sh", os.path.join(n2.dir, rel)])
+        expect(p.returncode == 0, "node2 changes its copy", 0, p.stderr)
+        p = n1.run(["sh", "-c", 'echo "node1 row" >> "$1"', "sh", os.path.join(n1.dir, rel)])
+        expect(p.returncode == 0, "node1 changes its copy", 0, p.stderr)
+        theirs = open(os.path.join(n1.dir, rel), "rb").read()
         ok = eventually(lambda: file_sha(os.path.join(n3.dir, rel)) == sha(theirs), 20)
         expect(ok, "test setup: node1's version registered and on node3")
     finally:
         n2.start_serve()
+    mine = open(os.path.join(n2.dir, rel), "rb").read()
     ok = eventually(lambda: all(file_sha(os.path.join(n.dir, rel)) in (sha(mine), None)
                                 for n in c.nodes) and
                     sum(file_sha(os.path.join(n.dir, rel)) == sha(mine) for n in c.nodes) >= 2,
                     30, 0.2)
     expect(ok, "node2's write, registered last, wins on every node that has the file",
            sha(mine), [file_sha(os.path.join(n.dir, rel)) for n in c.nodes])
+
     def kept_listing():
         out = n3.cs("conflicts").stdout
         return out if "/lost/" in out else None
@@ -536,7 +553,7 @@ def test_concurrent_writers_loser_is_kept(c):
     listing = eventually(kept_listing, 20, 0.3)
     for line in (listing or "").splitlines():
         print("# " + line)
-    expect(listing and rel in listing and "v1" in listing, "conflicts lists the lost version",
+    expect(listing and rel in listing and "v2" in listing, "conflicts lists the lost version",
            rel, listing)
     kept = [l.split()[-1].split(":", 1)[1] for l in listing.splitlines() if rel in l]
     expect(kept and file_sha(kept[0]) == sha(theirs), "kept byte for byte", sha(theirs),
@@ -546,6 +563,21 @@ def test_concurrent_writers_loser_is_kept(c):
     status = n3.cs("status").stdout
     expect("1 concurrent-write losers" in status, "status counts it", "1 concurrent-write losers",
            status)
+    # An upload again from a node with no copy: no conflict.
+    other = "race/avatar.png"
+    p = n1.run(["sh", "-c", 'cat > "$1"', "sh", os.path.join(n1.dir, other)], input=b"one\n")
+    expect(p.returncode == 0 and eventually(lambda: replicated(c, [other], 2), 20),
+           "test setup: a first upload")
+    blind = next(n for n in c.nodes if file_sha(os.path.join(n.dir, other)) is None)
+    mkdir_web(blind, "race")
+    p = blind.run(["sh", "-c", 'cat > "$1"', "sh", os.path.join(blind.dir, other)],
+                  input=b"two\n")
+    expect(p.returncode == 0 and eventually(
+        lambda: sum(file_sha(os.path.join(n.dir, other)) == sha(b"two\n") for n in c.nodes) >= 2,
+        20), "the upload again wins")
+    status = n3.cs("status").stdout
+    expect("1 concurrent-write losers" in status, "an overwrite without a copy is no conflict",
+           "1 concurrent-write losers", status)
 
 
 def test_file_open_for_writing_elsewhere_waits(c):
