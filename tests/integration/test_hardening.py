@@ -318,8 +318,9 @@ def test_reader_does_not_wait_for_a_push(c):
     data = os.urandom(300 * 1024)
     register(c, rel, data)
     n2 = c.nodes[1]
-    if os.path.exists(os.path.join(n2.dir, rel)):
-        os.unlink(os.path.join(n2.dir, rel))
+    # node2 knows the name (its index), then loses its copy.
+    expect(eventually(lambda: n2.get("/" + rel)[0] == 200, 10), "test setup: node2 reads it")
+    os.unlink(os.path.join(n2.dir, rel))
     s = start_push(c, n2, rel, data)
     try:
         s.sendall(data[:1000])

@@ -375,8 +375,12 @@ def test_delete_sweeps_superseded_copies(c):
     time.sleep(0.6)        # and the sweeper has had its turns
     expect(os.path.exists(local(n2, mine)),
            "a copy that differs from what was installed (a local write) is kept")
-    expect("node2" not in held(c, gone) and "node2" not in held(c, mine),
-           "node2 no longer listed for either", {}, (held(c, gone), held(c, mine)))
+    # The changed copy's record stays, stale: it says which version the
+    # local write began from (a concurrent write is told by it), until that
+    # write is registered over it.
+    expect("node2" not in held(c, gone) and held(c, mine).get("node2", (0, 1))[1] == 1,
+           "node2 no longer listed for the swept one, and only as stale for the changed one",
+           ({}, "stale"), (held(c, gone), held(c, mine)))
     status, _ = n2.signed("DELETE", "/v1/files/img/" + gone)
     expect(status == 200, "a second DELETE is fine", 200, status)
     expect(n2.temp_files() == [], "no temporary file left", [], n2.temp_files())
