@@ -132,6 +132,7 @@ static char install_file(const struct cs_prefix *p, const char *rel, struct cs_f
 		    g.version == f->version) {
 			*f = g;
 			n = cs_nodes_holders(f, order, CS_MAX_HOLDERS);
+			cached = false;         /* MySQL's answer now: not asked again below */
 		}
 	}
 	rc = n > 0 ? from_holders(p, rel, &in, f, order, n, tried, &ntried, deadline) : -ENOENT;

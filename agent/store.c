@@ -95,17 +95,24 @@ int cs_store_root(const struct cs_prefix *p)
 }
 
 /* When root makes something below the namespace directory, it belongs to
- * that directory's owner: the web server's workers write there too. */
-static void give_to_owner(int rootfd, int dirfd, const char *name)
+ * that directory's owner: the web server's workers write there too.  True
+ * with that owner in *st when what root made must be handed over. */
+static bool hand_over(int rootfd, struct stat *st)
 {
 	int uid = __atomic_load_n(&euid, __ATOMIC_RELAXED);
-	struct stat st;
 
 	if (uid < 0) {
 		uid = (int)geteuid();
 		__atomic_store_n(&euid, uid, __ATOMIC_RELAXED);
 	}
-	if (uid == 0 && fstat(rootfd, &st) == 0 && st.st_uid != 0 &&
+	return uid == 0 && fstat(rootfd, st) == 0 && st->st_uid != 0;
+}
+
+static void give_to_owner(int rootfd, int dirfd, const char *name)
+{
+	struct stat st;
+
+	if (hand_over(rootfd, &st) &&
 	    fchownat(dirfd, name, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) < 0)
 		cs_error_every(10, "chown %s: %s", name, strerror(errno));
 }
@@ -154,7 +161,10 @@ int cs_store_open_parent(int rootfd, const char *rel, bool create, const char **
 	return cur;
 }
 
-static int way_out(int e);
+static int way_out(int e)
+{
+	return e == EXDEV || e == ELOOP || e == ENOTDIR ? -EXDEV : -e;
+}
 
 int cs_store_mkdir(const struct cs_prefix *p, const char *rel)
 {
@@ -297,8 +307,7 @@ static int finish(struct cs_install *in, int64_t mtime_ns)
 
 	if (fchmod(in->fd, CS_STORE_FILE_MODE) < 0)
 		return -errno;
-	if (geteuid() == 0 && fstat(in->root, &st) == 0 && st.st_uid != 0 &&
-	    fchown(in->fd, st.st_uid, st.st_gid) < 0)
+	if (hand_over(in->root, &st) && fchown(in->fd, st.st_uid, st.st_gid) < 0)
 		return -errno;
 	if (mtime_ns >= 0 && futimens(in->fd, ts) < 0)
 		return -errno;
@@ -367,11 +376,6 @@ static int link_at(int fd, int dirfd, const char *name)
 		return -errno;
 	/* No /proc: root may link a descriptor itself. */
 	return linkat(fd, "", dirfd, name, AT_EMPTY_PATH) == 0 ? 0 : -errno;
-}
-
-static int way_out(int e)
-{
-	return e == EXDEV || e == ELOOP || e == ENOTDIR ? -EXDEV : -e;
 }
 
 int cs_store_commit(struct cs_install *in, int64_t mtime_ns, bool replace)
