@@ -121,7 +121,7 @@ static void *heartbeat(void *arg)
 
 	(void)arg;
 	while (!stopping) {
-		note(&failing, cs_nodes_heartbeat(), "heartbeat");
+		note(&failing, cs_nodes_heartbeat(cs_tail_backlog()), "heartbeat");
 		report_outage(&reported, &before);
 		nap(HEARTBEAT_MS);
 	}
@@ -170,7 +170,7 @@ int cs_agent_main(void)
 	/* Before anything of this run could be installing: what is left of
 	 * installs a killed run was making is nobody's now. */
 	cs_leftovers_sweep();
-	if (cs_nodes_heartbeat() < 0)
+	if (cs_nodes_heartbeat(0) < 0)
 		cs_warn("not registered yet (registry unreachable); retrying every %d s",
 			HEARTBEAT_MS / 1000);
 	if ((rc = cs_indexer_start()) < 0) {

@@ -133,7 +133,7 @@ static struct cs_verdict record(const char *ns, const char *rel, const struct cs
 		MHD_HTTP_SERVICE_UNAVAILABLE, "installed, but the registry did not record it yet\n"
 	};
 	struct cs_held v = { f->id, f->version, f->size, f->mtime_ns };
-	int rc = cs_registry_hold(&v, 1);
+	int rc = cs_registry_hold(&v, 1, true);
 
 	if (rc < 0) {
 		cs_info("%s/%s: installed, not yet recorded as held here: %s", ns, rel,

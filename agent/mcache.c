@@ -182,6 +182,14 @@ void cs_mc_store(const char *key, const char *val, size_t len, time_t ttl, bool 
 	give_back(h, rc);
 }
 
+void cs_mc_delete(const char *key)
+{
+	struct handle *h = borrow();
+
+	if (h)
+		give_back(h, memcached_delete(h->mc, key, strlen(key), 0));
+}
+
 void cs_mc_shutdown(void)
 {
 	pthread_mutex_lock(&mu);

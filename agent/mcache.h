@@ -16,6 +16,8 @@ char *cs_mc_get(const char *key, size_t *len);
 /* Store val at key for ttl seconds: overwrite, or only add where there is
  * nothing (readers fill the cache with add, writers set). */
 void cs_mc_store(const char *key, const char *val, size_t len, time_t ttl, bool overwrite);
+/* Drop key (what it said changed in MySQL). */
+void cs_mc_delete(const char *key);
 void cs_mc_shutdown(void);
 
 #endif

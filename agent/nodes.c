@@ -3,10 +3,13 @@
  * from and where to push to.
  *
  * The table comes from MySQL (cached here for 2 s and in memcached for 5 s);
- * a node is up while its agent heartbeats (every 2 s, up if within
- * CS_UP_SECONDS).  Ranking for reads: up before down, this node's zone
- * first.  For pushes: up only, another zone first (a rack can fail whole),
- * then the node with the fewest files.
+ * a node is up while its agent heartbeats (every 2 s, down after
+ * CS_DOWN_AFTER without one), and its state is the operator's (active,
+ * draining, removed).  Ranking for reads: up before down, not failing
+ * lately, active before draining, this node's zone first, then the fastest
+ * measured; removed nodes are never asked.  For pushes: up and active only,
+ * a zone with fewer copies of the file first (a rack can fail whole), then
+ * the node with the fewest files.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -42,9 +45,45 @@ static struct {
 } demoted[16];
 static int counts_n;
 static int64_t counts_at = -1;
+/* Measured speed of peers read from: a moving average of milliseconds per
+ * transfer (per MiB for larger ones); 0 while unmeasured. */
+static struct {
+	uint32_t id;
+	double ms;
+} speed[CS_MAX_NODES];
+static int speed_n;
 
-/* Register (or refresh) this node; heartbeat also stamps heartbeat_at. */
-static int enrol(bool heartbeat)
+const char *cs_node_state_name(enum cs_node_state s)
+{
+	return s == CS_NODE_DRAINING ? "draining" : s == CS_NODE_REMOVED ? "removed" : "active";
+}
+
+int cs_node_state_parse(const char *s)
+{
+	if (!s)
+		return -1;
+	if (strcmp(s, "active") == 0)
+		return CS_NODE_ACTIVE;
+	if (strcmp(s, "draining") == 0)
+		return CS_NODE_DRAINING;
+	if (strcmp(s, "removed") == 0)
+		return CS_NODE_REMOVED;
+	return -1;
+}
+
+bool cs_node_counts(const struct cs_node *n)
+{
+	return n->up && n->state == CS_NODE_ACTIVE;
+}
+
+bool cs_node_serves(const struct cs_node *n)
+{
+	return n->up && n->state != CS_NODE_REMOVED;
+}
+
+/* Register (or refresh) this node; heartbeat also stamps heartbeat_at and
+ * the journal backlog. */
+static int enrol(bool heartbeat, unsigned long backlog)
 {
 	struct cs_buf q = { 0 };
 	struct cs_db *d;
@@ -59,7 +98,8 @@ static int enrol(bool heartbeat)
 	cs_sql_str(&q, heartbeat ? ",NOW(3))" : ",NULL)");
 	cs_sql_str(&q, " ON DUPLICATE KEY UPDATE id=LAST_INSERT_ID(id)");
 	if (heartbeat)
-		cs_sql_str(&q, ", url=VALUES(url), zone=VALUES(zone), heartbeat_at=NOW(3)");
+		cs_sql_fmt(&q, ", url=VALUES(url), zone=VALUES(zone), heartbeat_at=NOW(3),"
+			       " backlog=%lu", backlog);
 	else if (cs_cfg.node_url[0])
 		cs_sql_str(&q, ", url=VALUES(url)");
 	if (!(d = cs_db_for(&q, &rc)))
@@ -77,25 +117,26 @@ int cs_nodes_self(uint32_t *id)
 	int rc = 0;
 
 	if (!__atomic_load_n(&self_id, __ATOMIC_ACQUIRE))
-		rc = enrol(false);
+		rc = enrol(false, 0);
 	*id = __atomic_load_n(&self_id, __ATOMIC_ACQUIRE);
 	return *id ? 0 : rc ? rc : -EIO;
 }
 
-int cs_nodes_heartbeat(void)
+int cs_nodes_heartbeat(unsigned long backlog)
 {
-	return enrol(true);
+	return enrol(true, backlog);
 }
 
-/* "id up name url zone\n" per node; url and zone may be "-" for empty. */
+/* "id up name url zone state\n" per node; url and zone may be "-" for
+ * empty, state is its number. */
 static int encode(const struct cs_node *n, int count, char *out, size_t outsz)
 {
 	size_t len = 0;
 
 	for (int i = 0; i < count; i++) {
-		int m = snprintf(out + len, outsz - len, "%" PRIu32 " %d %s %s %s\n",
+		int m = snprintf(out + len, outsz - len, "%" PRIu32 " %d %s %s %s %d\n",
 				 n[i].id, n[i].up, n[i].name, n[i].url[0] ? n[i].url : "-",
-				 n[i].zone[0] ? n[i].zone : "-");
+				 n[i].zone[0] ? n[i].zone : "-", (int)n[i].state);
 		if (m < 0 || (size_t)m >= outsz - len)
 			return -ENOSPC;
 		len += m;
@@ -111,11 +152,13 @@ static int decode(char *s, struct cs_node *n, int max)
 	for (char *line = strtok_r(s, "\n", &save); line && count < max;
 	     line = strtok_r(NULL, "\n", &save)) {
 		struct cs_node *x = &n[count];
-		int up;
-		if (sscanf(line, "%" SCNu32 " %d %63s %511s %63s", &x->id, &up,
-			   x->name, x->url, x->zone) != 5)
+		int up, state;
+		if (sscanf(line, "%" SCNu32 " %d %63s %511s %63s %d", &x->id, &up,
+			   x->name, x->url, x->zone, &state) != 6 ||
+		    state < CS_NODE_ACTIVE || state > CS_NODE_REMOVED)
 			return -EINVAL;
 		x->up = up;
+		x->state = state;
 		if (strcmp(x->url, "-") == 0)
 			x->url[0] = '\0';
 		if (strcmp(x->zone, "-") == 0)
@@ -125,20 +168,27 @@ static int decode(char *s, struct cs_node *n, int max)
 	return count;
 }
 
-/* The columns every node query starts with, and their reading. */
-#define NODE_COLUMNS "n.id, n.name, n.url, n.zone, COALESCE(n.heartbeat_at > NOW(3)" \
-		     " - INTERVAL " CS_STR(CS_UP_SECONDS) " SECOND, 0)"
-#define CS_STR(x) CS_STR_(x)
-#define CS_STR_(x) #x
+/* The columns every node query starts with (NODE_NCOLUMNS of them), and
+ * their reading. */
+#define NODE_NCOLUMNS 6
+static void node_columns(struct cs_buf *q)
+{
+	cs_sql_fmt(q, "SELECT n.id, n.name, n.url, n.zone, COALESCE(n.heartbeat_at > NOW(3)"
+		      " - INTERVAL %d MICROSECOND, 0), n.state",
+		   cs_cfg.down_after_ms * 1000);
+}
 
 static void node_row(MYSQL_ROW row, struct cs_node *x)
 {
+	int state = cs_node_state_parse(row[5]);
+
 	memset(x, 0, sizeof *x);
 	x->id = (uint32_t)cs_db_u64(row[0]);
 	snprintf(x->name, sizeof x->name, "%s", row[1] ? row[1] : "");
 	snprintf(x->url, sizeof x->url, "%s", row[2] ? row[2] : "");
 	snprintf(x->zone, sizeof x->zone, "%s", row[3] ? row[3] : "");
 	x->up = row[4] && row[4][0] == '1';
+	x->state = state < 0 ? CS_NODE_ACTIVE : state;
 }
 
 static int from_db(struct cs_node *n, int max)
@@ -148,7 +198,8 @@ static int from_db(struct cs_node *n, int max)
 	MYSQL_ROW row;
 	int count = 0, rc;
 
-	cs_sql_str(&q, "SELECT " NODE_COLUMNS " FROM nodes n ORDER BY n.id");
+	node_columns(&q);
+	cs_sql_str(&q, " FROM nodes n ORDER BY n.id");
 	if ((rc = cs_db_query(&q, &res)) < 0)
 		return rc;
 	while ((row = mysql_fetch_row(res)) && count < max)
@@ -262,10 +313,51 @@ bool cs_nodes_is_demoted(uint32_t id)
 	return d;
 }
 
-/* Read ranking: lower is better (up, not failing lately, this zone). */
+/* Read ranking: lower is better (up, not failing lately, active, this
+ * zone). */
 static int read_rank(const struct cs_node *n)
 {
-	return (n->up ? 0 : 4) + (locked_demoted(n->id) ? 2 : 0) + (same_zone(n) ? 0 : 1);
+	return (n->up ? 0 : 8) + (locked_demoted(n->id) ? 4 : 0) +
+	       (n->state == CS_NODE_DRAINING ? 2 : 0) + (same_zone(n) ? 0 : 1);
+}
+
+/* The measured milliseconds of node id (0: not measured yet). */
+static double locked_speed(uint32_t id)
+{
+	for (int i = 0; i < speed_n; i++)
+		if (speed[i].id == id)
+			return speed[i].ms;
+	return 0;
+}
+
+void cs_nodes_measured(uint32_t id, int64_t ms, uint64_t size)
+{
+	double x = (double)ms;
+	int i;
+
+	if (size > (1u << 20))
+		x = x * (1u << 20) / (double)size;
+	pthread_mutex_lock(&mu);
+	for (i = 0; i < speed_n && speed[i].id != id; i++)
+		;
+	if (i == speed_n && speed_n < CS_MAX_NODES) {
+		speed[speed_n].id = id;
+		speed[speed_n++].ms = x;
+	} else if (i < speed_n) {
+		speed[i].ms = 0.8 * speed[i].ms + 0.2 * x;
+	}
+	pthread_mutex_unlock(&mu);
+}
+
+/* Whether a reads before b: rank, then speed (unmeasured counts as
+ * fastest, so it gets measured), then as they came. */
+static bool reads_before(const struct cs_node *a, const struct cs_node *b)
+{
+	int ra = read_rank(a), rb = read_rank(b);
+
+	if (ra != rb)
+		return ra < rb;
+	return locked_speed(a->id) < locked_speed(b->id);
 }
 
 /* Whether node id is in the table. */
@@ -293,15 +385,16 @@ int cs_nodes_holders(const struct cs_file *f, struct cs_node *out, int max)
 		}
 	for (int i = 0; rc == 0 && i < f->nholders && n < max; i++)
 		for (int j = 0; j < tab_n; j++)
-			if (tab[j].id == f->holder[i] && tab[j].id != self && tab[j].url[0]) {
+			if (tab[j].id == f->holder[i] && tab[j].id != self && tab[j].url[0] &&
+			    tab[j].state != CS_NODE_REMOVED) {
 				out[n++] = tab[j];
 				break;
 			}
-	/* Stable: registry order (oldest copy first) within a rank. */
+	/* Stable: registry order (oldest copy first) among equals. */
 	for (int i = 1; i < n; i++) {
 		struct cs_node x = out[i];
 		int j = i;
-		while (j > 0 && read_rank(&out[j - 1]) > read_rank(&x)) {
+		while (j > 0 && reads_before(&x, &out[j - 1])) {
 			out[j] = out[j - 1];
 			j--;
 		}
@@ -352,21 +445,39 @@ out:
 	pthread_mutex_unlock(&mu);
 }
 
+/* How many of f's holders (and this node, when self_holds) are in zone. */
+static int locked_copies_in_zone(const struct cs_file *f, const char *zone, bool self_holds)
+{
+	int k = self_holds && strcmp(zone, cs_cfg.zone) == 0;
+
+	for (int i = 0; i < f->nholders; i++)
+		for (int j = 0; j < tab_n; j++)
+			if (tab[j].id == f->holder[i] && strcmp(tab[j].zone, zone) == 0 &&
+			    tab[j].state != CS_NODE_REMOVED)
+				k++;
+	return k;
+}
+
 int cs_nodes_targets(const struct cs_file *f, struct cs_node *out, int max)
 {
 	uint64_t files[CS_MAX_NODES];
+	int zc[CS_MAX_NODES];
 	uint32_t self = 0;
 	int n = 0, rc;
 
 	cs_nodes_self(&self);
 	pthread_mutex_lock(&mu);
 	rc = locked_refresh();
+	/* This node pushes what it holds (a write, a repair): its zone has a
+	 * copy whether or not the record lists it yet. */
 	for (int j = 0; rc == 0 && j < tab_n && n < max && n < CS_MAX_NODES; j++) {
 		const struct cs_node *x = &tab[j];
 
-		if (cs_file_holds(f, x->id) || x->id == self || !x->up || !x->url[0] || locked_demoted(x->id))
+		if (cs_file_holds(f, x->id) || x->id == self || !cs_node_counts(x) || !x->url[0] ||
+		    locked_demoted(x->id))
 			continue;
 		out[n] = *x;
+		zc[n] = locked_copies_in_zone(f, x->zone, true);
 		files[n++] = locked_count_of(x->id);
 	}
 	pthread_mutex_unlock(&mu);
@@ -375,19 +486,21 @@ int cs_nodes_targets(const struct cs_file *f, struct cs_node *out, int max)
 	for (int i = 1; i < n; i++) {
 		struct cs_node x = out[i];
 		uint64_t fx = files[i];
-		bool zx = same_zone(&x);
+		int zx = zc[i];
 		int j = i;
 
 		while (j > 0) {
-			bool zp = same_zone(&out[j - 1]);
+			int zp = zc[j - 1];
 			if (zp < zx || (zp == zx && files[j - 1] <= fx))
 				break;
 			out[j] = out[j - 1];
 			files[j] = files[j - 1];
+			zc[j] = zc[j - 1];
 			j--;
 		}
 		out[j] = x;
 		files[j] = fx;
+		zc[j] = zx;
 	}
 	return n;
 }
@@ -401,10 +514,72 @@ int cs_nodes_peers(struct cs_node *out, int max)
 	pthread_mutex_lock(&mu);
 	rc = locked_refresh();
 	for (int j = 0; rc == 0 && j < tab_n && n < max; j++)
-		if (tab[j].id != self && tab[j].up && tab[j].url[0])
+		if (tab[j].id != self && cs_node_serves(&tab[j]) && tab[j].url[0])
 			out[n++] = tab[j];
 	pthread_mutex_unlock(&mu);
 	return rc < 0 ? rc : n;
+}
+
+int cs_nodes_all(struct cs_node *out, int max)
+{
+	int n = 0, rc;
+
+	pthread_mutex_lock(&mu);
+	rc = locked_refresh();
+	for (int j = 0; rc == 0 && j < tab_n && n < max; j++)
+		out[n++] = tab[j];
+	pthread_mutex_unlock(&mu);
+	return rc < 0 ? rc : n;
+}
+
+int cs_nodes_me(struct cs_node *me)
+{
+	uint32_t self = 0;
+	int rc;
+
+	if ((rc = cs_nodes_self(&self)) < 0)
+		return rc;
+	pthread_mutex_lock(&mu);
+	rc = locked_refresh();
+	for (int j = 0; rc == 0 && j < tab_n; j++)
+		if (tab[j].id == self) {
+			*me = tab[j];
+			pthread_mutex_unlock(&mu);
+			return 0;
+		}
+	/* Registered since the table was read. */
+	if (rc == 0 && (rc = locked_refresh_how(true)) == 0)
+		rc = -ENOENT;
+	for (int j = 0; rc == -ENOENT && j < tab_n; j++)
+		if (tab[j].id == self) {
+			*me = tab[j];
+			rc = 0;
+		}
+	pthread_mutex_unlock(&mu);
+	return rc;
+}
+
+int cs_nodes_set_state(const char *name, enum cs_node_state state)
+{
+	struct cs_buf q = { 0 };
+	MYSQL_RES *res = NULL;
+	int rc;
+
+	cs_sql_str(&q, "SELECT id FROM nodes WHERE name=");
+	cs_sql_text(&q, name);
+	if ((rc = cs_db_query(&q, &res)) < 0)
+		return rc;
+	rc = mysql_fetch_row(res) ? 0 : -ENOENT;
+	mysql_free_result(res);
+	if (rc < 0)
+		return rc;
+	cs_sql_fmt(&q, "UPDATE nodes SET state='%s', state_at=NOW(3) WHERE name=",
+		   cs_node_state_name(state));
+	cs_sql_text(&q, name);
+	if ((rc = cs_db_query(&q, NULL)) < 0)
+		return rc;
+	cs_mc_delete("cs1:nodes");
+	return 0;
 }
 
 int cs_nodes_status(struct cs_node_status *st, int *n, uint64_t *files)
@@ -414,19 +589,25 @@ int cs_nodes_status(struct cs_node_status *st, int *n, uint64_t *files)
 	MYSQL_ROW row;
 	int count = 0, rc;
 
-	cs_sql_str(&q, "SELECT " NODE_COLUMNS ","
-		       " COALESCE(TIMESTAMPDIFF(MICROSECOND, n.heartbeat_at, NOW(3)), -1000000),"
-		       " (SELECT COUNT(*) FROM replicas r JOIN files f ON f.id=r.file_id"
-		       "   AND f.version=r.version AND f.deleted=0 WHERE r.node_id=n.id)"
-		       " FROM nodes n ORDER BY n.name");
+	node_columns(&q);
+	cs_sql_str(&q, ", COALESCE(TIMESTAMPDIFF(MICROSECOND, n.heartbeat_at, NOW(3)), -1000000),"
+		       " COUNT(f.id), COALESCE(SUM(f.size), 0), COALESCE(SUM(r.pinned), 0), n.backlog"
+		       " FROM nodes n LEFT JOIN replicas r ON r.node_id=n.id AND r.stale=0"
+		       " LEFT JOIN files f ON f.id=r.file_id AND f.version=r.version AND f.deleted=0"
+		       " GROUP BY n.id ORDER BY n.name");
 	if ((rc = cs_db_query(&q, &res)) < 0)
 		return rc;
 	while ((row = mysql_fetch_row(res)) && count < *n) {
 		struct cs_node_status *x = &st[count++];
 		memset(x, 0, sizeof *x);
 		node_row(row, &x->node);
-		x->heartbeat_age = row[5] ? strtod(row[5], NULL) / 1e6 : -1;
-		x->files = cs_db_u64(row[6]);
+		x->heartbeat_age = row[NODE_NCOLUMNS] ? strtod(row[NODE_NCOLUMNS], NULL) / 1e6 : -1;
+		if (x->heartbeat_age < 0)
+			x->heartbeat_age = -1;
+		x->files = cs_db_u64(row[NODE_NCOLUMNS + 1]);
+		x->bytes = cs_db_u64(row[NODE_NCOLUMNS + 2]);
+		x->pinned = cs_db_u64(row[NODE_NCOLUMNS + 3]);
+		x->backlog = cs_db_u64(row[NODE_NCOLUMNS + 4]);
 	}
 	mysql_free_result(res);
 	*n = count;

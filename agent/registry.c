@@ -97,9 +97,13 @@ void cs_registry_sql_new_file(struct cs_buf *q, const unsigned char h[CS_SHA256_
 }
 
 /* On a second record of one copy: a newer version never goes back to an
- * older one, and the copy as installed goes with the version it is of. */
+ * older one, and the copy as installed goes with the version it is of.  A
+ * copy of the same version stays pinned once it was (a pulled copy that a
+ * push or a repair made count keeps counting). */
 #define REPLICA_UPDATE                                                         \
 	" ON DUPLICATE KEY UPDATE"                                             \
+	" pinned=IF(VALUES(version) > replicas.version, VALUES(pinned),"       \
+	"  IF(VALUES(version) = replicas.version, GREATEST(replicas.pinned, VALUES(pinned)), replicas.pinned))," \
 	" stale=IF(VALUES(version) >= replicas.version, VALUES(stale), replicas.stale)," \
 	" size=IF(VALUES(version) >= replicas.version, VALUES(size), replicas.size)," \
 	" mtime_ns=IF(VALUES(version) >= replicas.version, VALUES(mtime_ns), replicas.mtime_ns)," \
@@ -108,8 +112,8 @@ void cs_registry_sql_new_file(struct cs_buf *q, const unsigned char h[CS_SHA256_
 void cs_registry_sql_replica(struct cs_buf *q, uint64_t file_id, uint32_t node,
 			     uint64_t version, uint64_t size, int64_t mtime_ns)
 {
-	cs_sql_fmt(q, "INSERT INTO replicas (file_id, node_id, version, size, mtime_ns, stale)"
-		      " VALUES (%" PRIu64 ",%" PRIu32 ",%" PRIu64 ",%" PRIu64 ",%" PRId64 ",0)",
+	cs_sql_fmt(q, "INSERT INTO replicas (file_id, node_id, version, size, mtime_ns, stale, pinned)"
+		      " VALUES (%" PRIu64 ",%" PRIu32 ",%" PRIu64 ",%" PRIu64 ",%" PRId64 ",0,1)",
 		   file_id, node, version, size, mtime_ns);
 	cs_sql_str(q, REPLICA_UPDATE);
 }
@@ -260,7 +264,7 @@ int cs_registry_dir(const char *ns, const char *rel)
 
 /* ---- this node's copies -------------------------------------------- */
 
-int cs_registry_hold(const struct cs_held *v, int n)
+int cs_registry_hold(const struct cs_held *v, int n, bool pinned)
 {
 	struct cs_buf q = { 0 };
 	uint32_t self;
@@ -273,9 +277,9 @@ int cs_registry_hold(const struct cs_held *v, int n)
 	/* One statement for the batch.  A copy is stale from the start when
 	 * the registry has moved past the version installed: the sweep then
 	 * removes it. */
-	cs_sql_fmt(&q, "INSERT INTO replicas (file_id, node_id, version, size, mtime_ns, stale)"
-		       " SELECT f.id, %" PRIu32 ", c.v, c.s, c.m, (f.version <> c.v OR f.deleted)"
-		       " FROM (", self);
+	cs_sql_fmt(&q, "INSERT INTO replicas (file_id, node_id, version, size, mtime_ns, stale, pinned)"
+		       " SELECT f.id, %" PRIu32 ", c.v, c.s, c.m, (f.version <> c.v OR f.deleted), %d"
+		       " FROM (", self, pinned);
 	for (int i = 0; i < n; i++) {
 		const struct cs_held *h = &v[i];
 

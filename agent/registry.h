@@ -36,9 +36,11 @@ int cs_registry_lookup_db(const char *ns, const char *rel, struct cs_file *f);
 int cs_registry_dir(const char *ns, const char *rel);
 
 /* Record that this node holds each copy v[i], as installed (one round trip
- * whatever n).  A copy of a version the registry has since moved past is
- * recorded stale, so the sweep removes it.  0 or -EAGAIN. */
-int cs_registry_hold(const struct cs_held *v, int n);
+ * whatever n): pinned, counting toward CS_REPLICAS (pushed or repaired
+ * here), or not (pulled on a miss: a cache CS_CACHE_MAX may evict).  A copy
+ * of a version the registry has since moved past is recorded stale, so the
+ * sweep removes it.  0 or -EAGAIN. */
+int cs_registry_hold(const struct cs_held *v, int n, bool pinned);
 
 /* A copy on this node whose version was superseded (or deleted). */
 struct cs_stale {

@@ -511,7 +511,7 @@ static int hold_entries(struct cs_qentry **b, int n)
 		    cs_mtime_ns(&st) == b[i]->held.mtime_ns)
 			v[m++] = b[i]->held;
 	}
-	rc = cs_registry_hold(v, m);
+	rc = cs_registry_hold(v, m, false);
 	free(v);
 	if (rc < 0)
 		return -ENOTCONN;

@@ -195,6 +195,97 @@ static int parse_name(const char *var, const char *v, char *out, char *err, size
 
 /* The node's name, its address, its registry and its secret: the agent's
  * and its commands'. */
+/*
+ * A size in bytes: digits with an optional K, M, G or T (powers of 1024)
+ * and an optional trailing "B" or "iB": "8M", "512k", "1GiB".
+ */
+bool cs_parse_size(const char *s, uint64_t *v)
+{
+	static const char units[] = "KMGT";
+	char num[32];
+	size_t n = strspn(s, "0123456789");
+	uint64_t x, mul = 1;
+	const char *u;
+
+	if (n == 0 || n >= sizeof num)
+		return false;
+	memcpy(num, s, n);
+	num[n] = '\0';
+	if (!cs_parse_u64(num, &x))
+		return false;
+	s += n;
+	if (*s && (u = strchr(units, *s & ~0x20))) {
+		for (long k = u - units; k >= 0; k--)
+			mul *= 1024;
+		s++;
+		if (*s == 'i')
+			s++;
+	}
+	if ((*s == 'B' || *s == 'b') && !s[1])
+		s++;
+	if (*s || (x && mul > UINT64_MAX / x))
+		return false;
+	*v = x * mul;
+	return true;
+}
+
+/* A rate in bytes per second: a size, or "max" / "0" for no bound (0). */
+static int parse_rate(const char *name, const char *v, uint64_t dflt, uint64_t *out,
+		      char *err, size_t errlen)
+{
+	*out = dflt;
+	if (!v || !*v)
+		return 0;
+	if (strcmp(v, "max") == 0) {
+		*out = 0;
+		return 0;
+	}
+	if (!cs_parse_size(v, out) || (*out && *out < 4096))
+		return cs_config_fail(err, errlen, "%s: '%s' is not a rate in bytes per second "
+				      "(like 8M, at least 4K) or 'max'", name, v);
+	return 0;
+}
+
+/* CS_DOWN_AFTER, CS_REPAIR_RATE, CS_VERIFY_RATE, CS_CACHE_MAX. */
+static int parse_upkeep(struct cs_config *cfg, cs_getenv_fn get, char *err, size_t errlen)
+{
+	const char *v;
+	int rc;
+
+	cfg->down_after_ms = 15000;
+	v = get("CS_DOWN_AFTER");
+	if (v && *v && !cs_parse_seconds(v, 1, 86400, &cfg->down_after_ms))
+		return cs_config_fail(err, errlen, "CS_DOWN_AFTER: '%s' is not a number of "
+				      "seconds from 1 to 86400", v);
+	if ((rc = parse_rate("CS_REPAIR_RATE", get("CS_REPAIR_RATE"), 8 << 20, &cfg->repair_rate,
+			     err, errlen)) < 0)
+		return rc;
+	v = get("CS_VERIFY_RATE");
+	cfg->verify_off = v && strcmp(v, "off") == 0;
+	if (!cfg->verify_off &&
+	    (rc = parse_rate("CS_VERIFY_RATE", v, 4 << 20, &cfg->verify_rate, err, errlen)) < 0)
+		return rc;
+	cfg->cache_max = 0;
+	cfg->cache_max_pct = 0;
+	v = get("CS_CACHE_MAX");
+	if (v && *v) {
+		size_t n = strlen(v);
+		uint64_t pct;
+		if (v[n - 1] == '%') {
+			char num[8];
+			if (n > sizeof num || (memcpy(num, v, n - 1), num[n - 1] = '\0',
+					       !cs_parse_u64(num, &pct)) || pct < 1 || pct > 100)
+				return cs_config_fail(err, errlen, "CS_CACHE_MAX: '%s' is not a "
+						      "percentage from 1%% to 100%%", v);
+			cfg->cache_max_pct = (int)pct;
+		} else if (!cs_parse_size(v, &cfg->cache_max) || cfg->cache_max == 0) {
+			return cs_config_fail(err, errlen, "CS_CACHE_MAX: '%s' is neither a size "
+					      "(like 20G) nor a percentage of the filesystem (like 80%%)", v);
+		}
+	}
+	return 0;
+}
+
 static int parse_cluster(struct cs_config *cfg, cs_getenv_fn get, bool agent, char *err,
 			 size_t errlen)
 {
@@ -286,6 +377,9 @@ static int parse_cluster(struct cs_config *cfg, cs_getenv_fn get, bool agent, ch
 			cfg->fetch_min_rate > (1ULL << 40)))
 		return cs_config_fail(err, errlen, "CS_FETCH_MIN_RATE: '%s' is not a number of "
 				      "bytes per second from 1024 up", v);
+
+	if ((rc = parse_upkeep(cfg, get, err, errlen)) < 0)
+		return rc;
 
 	/* TLS: an https:// node serves with its certificate and key; every
 	 * node verifies https peers against CS_TLS_CA (or the system's CAs). */

@@ -17,6 +17,9 @@ int cs_settings_parse(struct cs_config *cfg, cs_getenv_fn get, enum cs_role role
 		      char *err, size_t errlen);
 /* cs_settings_parse with the process environment; sets the log level. */
 int cs_settings_load(struct cs_config *cfg, enum cs_role role, char *err, size_t errlen);
+/* A size in bytes: digits, then optionally K, M, G or T (powers of 1024)
+ * and "B" or "iB".  False when malformed or too large. */
+bool cs_parse_size(const char *s, uint64_t *v);
 int cs_mysql_dsn_parse(const char *url, struct cs_mysql_dsn *dsn, char *err,
 		       size_t errlen);
 

@@ -191,6 +191,13 @@ struct cs_config {
 	int fetch_timeout_ms;           /* CS_FETCH_TIMEOUT: a miss's budget ... */
 	uint64_t fetch_min_rate;        /* ... + size / CS_FETCH_MIN_RATE (bytes/s) */
 	char zone[CS_NAME_MAX];
+	/* membership and upkeep (issue: nodes come, go and fail) */
+	int down_after_ms;              /* CS_DOWN_AFTER: no heartbeat this long: down */
+	uint64_t repair_rate;           /* CS_REPAIR_RATE: the agent's repair, bytes/s; 0: no bound */
+	uint64_t verify_rate;           /* CS_VERIFY_RATE: background verify, bytes/s; 0: no bound */
+	bool verify_off;                /* CS_VERIFY_RATE=off: no background verify */
+	uint64_t cache_max;             /* CS_CACHE_MAX in bytes; 0: no quota */
+	int cache_max_pct;              /* ... or in % of the filesystem (1-100); 0: bytes */
 	/* TLS between nodes: this node's certificate and key (needed when
 	 * CS_NODE_URL is https://), and the CA bundle peers' certificates are
 	 * verified against ("" for the system's) */

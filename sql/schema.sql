@@ -5,13 +5,21 @@
 -- by an earlier version also needs the files in migrations/, in order.
 
 -- One row per node.  `up` is derived from heartbeat_at (cs-replicate serve
--- refreshes it every few seconds), never stored.
+-- refreshes it every 2 s; down after CS_DOWN_AFTER without), never stored.
+-- state is the operator's (cs-replicate node drain|remove|undrain): active
+-- nodes take copies; draining ones still serve but their copies no longer
+-- count toward CS_REPLICAS, so repair makes them elsewhere; removed ones
+-- are out, their holder records gone.  backlog: journal entries the node's
+-- agent had not replicated at its last heartbeat.
 CREATE TABLE IF NOT EXISTS nodes (
   id           INT UNSIGNED NOT NULL AUTO_INCREMENT,
   name         VARCHAR(64) NOT NULL,
   url          VARCHAR(512) NOT NULL DEFAULT '',
   zone         VARCHAR(64) NOT NULL DEFAULT '',
   heartbeat_at DATETIME(3) NULL,
+  state        ENUM('active','draining','removed') NOT NULL DEFAULT 'active',
+  state_at     DATETIME(3) NULL,
+  backlog      BIGINT UNSIGNED NOT NULL DEFAULT 0,
   created_at   DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
   PRIMARY KEY (id),
   UNIQUE KEY nodes_name (name)
@@ -48,6 +56,9 @@ CREATE TABLE IF NOT EXISTS files (
 -- superseded (stale = 1) is removed by its node only while it still looks
 -- like that, so a local write that has not been registered yet is never
 -- thrown away.  A holder of an older version is not a holder of the file.
+-- pinned: the copy counts toward CS_REPLICAS (written, pushed or repaired
+-- there); 0 for one the node pulled on a miss, a cache that CS_CACHE_MAX
+-- may evict (its row goes first, then the file).
 CREATE TABLE IF NOT EXISTS replicas (
   file_id    BIGINT UNSIGNED NOT NULL,
   node_id    INT UNSIGNED NOT NULL,
@@ -55,6 +66,7 @@ CREATE TABLE IF NOT EXISTS replicas (
   size       BIGINT UNSIGNED NOT NULL DEFAULT 0,
   mtime_ns   BIGINT NOT NULL DEFAULT 0,
   stale      TINYINT(1) NOT NULL DEFAULT 0,
+  pinned     TINYINT(1) NOT NULL DEFAULT 1,
   updated_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
              ON UPDATE CURRENT_TIMESTAMP(3),
   PRIMARY KEY (file_id, node_id),
