@@ -7,9 +7,10 @@
  * (leftovers.c), its registration in the registry, the index of names
  * hosts map (indexer.c), the local socket hosts ask for misses (local.c),
  * the write path that follows every journal (tail.c), the peer endpoint
- * (http.c), and two small loops here: the heartbeat (every 2 s, with a
- * report while MySQL is unreachable of what is held up) and the sweep of
- * superseded copies (every 250 ms).  One agent per spool directory: it
+ * (http.c), repair (repair.c: every file back to CS_REPLICAS copies), and
+ * two small loops here: the heartbeat (every 2 s, with the journal backlog,
+ * and a report while MySQL is unreachable of what is held up) and the sweep
+ * of superseded copies (every 250 ms).  One agent per spool directory: it
  * holds CS_SPOOL/agent.lock for life.  SIGTERM or SIGINT stops it; SIGHUP
  * reopens CS_LOG_FILE.
  */
@@ -34,6 +35,7 @@
 #include "mcache.h"
 #include "nodes.h"
 #include "peer.h"
+#include "repair.h"
 #include "stale.h"
 #include "tail.h"
 
@@ -189,6 +191,10 @@ int cs_agent_main(void)
 	 * finds everything running. */
 	if (cs_http_start() < 0)
 		return 1;
+	if ((rc = cs_repair_start()) < 0) {
+		cs_error("cannot start repair: %s", strerror(-rc));
+		return 1;
+	}
 	if ((rc = pthread_create(&hb, NULL, heartbeat, NULL)) != 0 ||
 	    (rc = pthread_create(&sw, NULL, sweeper, NULL)) != 0) {
 		cs_error("cannot start the heartbeat and the sweep: %s", strerror(rc));
@@ -205,6 +211,7 @@ int cs_agent_main(void)
 		cs_log_reopen();
 	}
 	stopping = 1;
+	cs_repair_stop();
 	cs_local_stop();
 	cs_http_stop();
 	cs_tail_stop();

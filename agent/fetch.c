@@ -77,9 +77,11 @@ static int from_holders(const struct cs_prefix *p, const char *rel, struct cs_in
 			continue;
 		if (*ntried < CS_MAX_HOLDERS)
 			tried[(*ntried)++] = order[i].id;
+		int64_t t0 = cs_clock_ms();
 		int rc = cs_peer_fetch(order[i].url, p->name, rel, in->fd, f, left);
 		if (rc == 0) {
 			cs_nodes_worked(order[i].id);
+			cs_nodes_measured(order[i].id, cs_clock_ms() - t0, f->size);
 			return 0;
 		}
 		/* Silent, slow, failing or serving wrong bytes: read from last

@@ -44,6 +44,7 @@
 #include "http.h"
 #include "http_guard.h"
 #include "http_put.h"
+#include "repair.h"
 #include "sign.h"
 #include "store.h"
 
@@ -394,12 +395,39 @@ static enum MHD_Result begin(struct MHD_Connection *c, const char *method,
 	return MHD_YES;
 }
 
+/* GET /v1/repair: where this agent's repair stands; POST: a pass now, at
+ * the rate in the path (bytes/s, or "max"; none: no bound either). */
+static enum MHD_Result answer_repair(struct MHD_Connection *c, const char *method,
+				     const struct cs_route *rt)
+{
+	struct cs_repair_progress p;
+	char body[512];
+
+	if (strcmp(method, "POST") == 0) {
+		uint64_t rate = 0;
+		if (rt->rel && strcmp(rt->rel, "max") != 0)
+			cs_parse_u64(rt->rel, &rate);
+		snprintf(body, sizeof body, "pass %" PRIu64 "\n", cs_repair_kick(rate));
+		cs_info("repair pass asked for by %s",
+			MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-CS-Node") ?: "?");
+		return reply(c, MHD_HTTP_ACCEPTED, body);
+	}
+	if (strcmp(method, "GET") != 0)
+		return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
+	cs_repair_progress(&p);
+	if (cs_repair_progress_format(&p, body, sizeof body) < 0)
+		return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot say\n");
+	return reply(c, MHD_HTTP_OK, body);
+}
+
 /* A signed request without a body, on a known route (rt): its answer. */
 static enum MHD_Result answer(struct MHD_Connection *c, const char *method,
 			      const struct cs_route *rt)
 {
 	if (rt->kind == CS_ROUTE_STATS)
 		return answer_stats(c);
+	if (rt->kind == CS_ROUTE_REPAIR)
+		return answer_repair(c, method, rt);
 	if (rt->kind != CS_ROUTE_FILES)
 		return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
 	if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)

@@ -171,11 +171,17 @@ static int decode(char *s, struct cs_node *n, int max)
 /* The columns every node query starts with (NODE_NCOLUMNS of them), and
  * their reading. */
 #define NODE_NCOLUMNS 6
+void cs_nodes_sql_up(struct cs_buf *q, const char *n)
+{
+	cs_sql_fmt(q, "COALESCE(%s.heartbeat_at > NOW(3) - INTERVAL %lld MICROSECOND, 0)", n,
+		   (long long)cs_cfg.down_after_ms * 1000);
+}
+
 static void node_columns(struct cs_buf *q)
 {
-	cs_sql_fmt(q, "SELECT n.id, n.name, n.url, n.zone, COALESCE(n.heartbeat_at > NOW(3)"
-		      " - INTERVAL %d MICROSECOND, 0), n.state",
-		   cs_cfg.down_after_ms * 1000);
+	cs_sql_str(q, "SELECT n.id, n.name, n.url, n.zone, ");
+	cs_nodes_sql_up(q, "n");
+	cs_sql_str(q, ", n.state");
 }
 
 static void node_row(MYSQL_ROW row, struct cs_node *x)
@@ -518,6 +524,14 @@ int cs_nodes_peers(struct cs_node *out, int max)
 			out[n++] = tab[j];
 	pthread_mutex_unlock(&mu);
 	return rc < 0 ? rc : n;
+}
+
+int cs_nodes_refresh(void)
+{
+	pthread_mutex_lock(&mu);
+	int rc = locked_refresh_how(true);
+	pthread_mutex_unlock(&mu);
+	return rc;
 }
 
 int cs_nodes_all(struct cs_node *out, int max)

@@ -6,6 +6,7 @@
 #ifndef CS_NODES_H
 #define CS_NODES_H
 
+#include "buf.h"
 #include "cs.h"
 #include "record.h"
 
@@ -57,6 +58,9 @@ int cs_nodes_peers(struct cs_node *out, int max);
 /* The whole node table as this agent has it (at most 2 s old): how many,
  * or -errno. */
 int cs_nodes_all(struct cs_node *out, int max);
+/* Read the node table from MySQL now (an operator's request acts on what
+ * is true now, not on a table up to 7 s old): 0 or -errno. */
+int cs_nodes_refresh(void);
 /* This node as the table has it: 0, or -ENOENT (not registered yet). */
 int cs_nodes_me(struct cs_node *me);
 /* Set node name's state (the operator's command): 0, -ENOENT (no such
@@ -79,6 +83,10 @@ void cs_nodes_worked(uint32_t id);
 /* A push to node succeeded: count it until the counts are next read, so a
  * burst of writes spreads instead of all going to the emptiest node. */
 void cs_nodes_note_copy(uint32_t node);
+
+/* SQL: whether node alias n (a row of nodes) is up, 1 or 0, by this
+ * agent's CS_DOWN_AFTER. */
+void cs_nodes_sql_up(struct cs_buf *q, const char *n);
 
 /* Status listing: per node, the current files it holds. */
 struct cs_node_status {

@@ -700,6 +700,57 @@ out:
 	return rc < 0 ? -EIO : 0;
 }
 
+/* ---- a small signed call ------------------------------------------------ */
+
+struct text {
+	char *out;
+	size_t len, size;
+};
+
+static size_t keep_text(char *p, size_t size, size_t nmemb, void *arg)
+{
+	struct text *t = arg;
+	size_t n = size * nmemb, room = t->size - 1 - t->len;
+
+	memcpy(t->out + t->len, p, n < room ? n : room);
+	t->len += n < room ? n : room;
+	t->out[t->len] = '\0';
+	return n;
+}
+
+long cs_peer_call(const char *base_url, const char *method, const char *path, char *out,
+		  size_t outsz, int timeout_ms)
+{
+	struct text t = { out, 0, outsz };
+	struct request r;
+	CURL *c = get_handle();
+	long status;
+	int rc;
+
+	if (outsz)
+		out[0] = '\0';
+	rc = request_route(&r, c, method, base_url, path, path, "-", 0, NULL);
+	r.pooled = true;
+	if (rc < 0) {
+		request_end(&r);
+		return rc;
+	}
+	if (strcmp(method, "POST") == 0) {
+		curl_easy_setopt(r.c, CURLOPT_POST, 1L);
+		curl_easy_setopt(r.c, CURLOPT_POSTFIELDS, "");
+		curl_easy_setopt(r.c, CURLOPT_POSTFIELDSIZE, 0L);
+	} else if (strcmp(method, "GET") != 0) {
+		curl_easy_setopt(r.c, CURLOPT_CUSTOMREQUEST, method);
+	}
+	curl_easy_setopt(r.c, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+	if (outsz)
+		curl_easy_setopt(r.c, CURLOPT_WRITEFUNCTION, keep_text);
+	curl_easy_setopt(r.c, CURLOPT_WRITEDATA, &t);
+	status = request_perform(&r, method);
+	request_end(&r);        /* the pool resets the handle before its next use */
+	return status;
+}
+
 /* ---- announcing names ------------------------------------------------- */
 
 int cs_peer_announce(const char *const *urls, int n, const char *body, size_t len,

@@ -53,6 +53,14 @@ int cs_peer_move(const char *base_url, const char *ns, const char *from,
  * rather than at its next sweep.  0 or -EIO. */
 int cs_peer_delete(const char *base_url, const char *ns, const char *rel);
 /*
+ * A signed request without a body to the route path (plain ASCII, as
+ * signed and sent) at base_url, waiting at most timeout_ms: the HTTP
+ * status, with the response's text in out (NUL-terminated, cut to outsz),
+ * or a negative errno when no answer came.
+ */
+long cs_peer_call(const char *base_url, const char *method, const char *path, char *out,
+		  size_t outsz, int timeout_ms);
+/*
  * Tell the nodes at urls[0, n) that the names in body (lines
  * "<ns>\t<percent-encoded rel>\n") are about to be registered, so their
  * indexes know them before any reader could: POST /v1/index, all at once,

@@ -10,7 +10,7 @@
 
 int cs_route_parse(const char *path, struct cs_route *r)
 {
-	static const char files[] = "/v1/files/";
+	static const char files[] = "/v1/files/", repair[] = "/v1/repair/";
 	static const struct {
 		const char *path;
 		enum cs_route_kind kind;
@@ -27,6 +27,16 @@ int cs_route_parse(const char *path, struct cs_route *r)
 			r->kind = fixed[i].kind;
 			return 0;
 		}
+	if (strcmp(path, "/v1/repair") == 0 || strncmp(path, repair, sizeof repair - 1) == 0) {
+		const char *rate = path[sizeof repair - 2] ? path + sizeof repair - 1 : NULL;
+		/* "max", or bytes per second in digits */
+		if (rate && strcmp(rate, "max") != 0 &&
+		    (!*rate || strspn(rate, "0123456789") != strlen(rate) || strlen(rate) > 19))
+			return -EINVAL;
+		r->kind = CS_ROUTE_REPAIR;
+		r->rel = rate;
+		return 0;
+	}
 	if (strncmp(path, files, sizeof files - 1) != 0)
 		return -ENOENT;
 	ns = path + sizeof files - 1;

@@ -26,10 +26,10 @@
 #include "settings.h"
 #include "sign.h"
 #include "tail.h"
+#include "tool.h"
 
 static int cmd_serve(int argc, char **argv);
 static int cmd_import(int argc, char **argv);
-static int cmd_status(int argc, char **argv);
 static int cmd_drain(int argc, char **argv);
 static int cmd_conflicts(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
@@ -42,7 +42,9 @@ static const struct command {
 } commands[] = {
 	{ "serve", cmd_serve, CS_ROLE_AGENT, "serve                 run this node's agent: misses, replication, peer endpoint" },
 	{ "import", cmd_import, CS_ROLE_TOOL, "import <namespace>    register the files already in this node's directory" },
-	{ "status", cmd_status, CS_ROLE_TOOL, "status                list nodes, their state and the files they hold" },
+	{ "status", cs_cmd_status, CS_ROLE_TOOL, "status [--json]       nodes, their state, how well the cluster holds its files; exit 1 when not healthy" },
+	{ "node", cs_cmd_node, CS_ROLE_TOOL, "node drain|undrain|remove NAME [--wait] [--force]   take a node out of the cluster, or back" },
+	{ "repair", cs_cmd_repair, CS_ROLE_TOOL, "repair [--rate R|max] every live file back to CS_REPLICAS copies, now; exit 1 with what could not be" },
 	{ "conflicts", cmd_conflicts, CS_ROLE_TOOL, "conflicts             versions lost to writes made at the same time on two nodes, and where each is kept" },
 	{ "drain", cmd_drain, CS_ROLE_TOOL, "drain [--timeout S]   wait until every journal entry is replicated; exit 0 when none is left" },
 	{ "help", cmd_help, CS_ROLE_TOOL, "help                  this list" },
@@ -221,58 +223,6 @@ static int cmd_import(int argc, char **argv)
 	printf("imported %lu files (%lu registered or already matching, %lu conflicting, %lu errors)\n",
 	       im.files, im.added, im.conflicts, im.errors);
 	return im.conflicts || im.errors ? 1 : 0;
-}
-
-/* ---- status --------------------------------------------------------- */
-
-static void count_conflict(const struct cs_conflict *c, void *arg)
-{
-	(void)c, (void)arg;
-}
-
-static int cmd_status(int argc, char **argv)
-{
-	struct cs_node_status *st;
-	int n = 1024, rc;
-	uint64_t files = 0;
-
-	(void)argv;
-	if (argc != 1) {
-		fprintf(stderr, "usage: cs-replicate status\n");
-		return 2;
-	}
-	st = calloc(n, sizeof *st);
-	if (!st)
-		return 1;
-	rc = cs_nodes_status(st, &n, &files);
-	if (rc < 0) {
-		fprintf(stderr, "cs-replicate status: registry unreachable (%s)\n",
-			strerror(-rc));
-		free(st);
-		return 1;
-	}
-	printf("%-20s %-5s %-10s %-12s %-30s %s\n", "NODE", "STATE", "ZONE",
-	       "HEARTBEAT", "URL", "FILES");
-	for (int i = 0; i < n; i++) {
-		char age[32];
-		if (st[i].heartbeat_age < 0)
-			snprintf(age, sizeof age, "never");
-		else
-			snprintf(age, sizeof age, "%.1fs ago", st[i].heartbeat_age);
-		printf("%-20s %-5s %-10s %-12s %-30s %" PRIu64 "\n", st[i].node.name,
-		       st[i].node.up ? "up" : "down",
-		       st[i].node.zone[0] ? st[i].node.zone : "-", age,
-		       st[i].node.url[0] ? st[i].node.url : "-", st[i].files);
-	}
-	printf("%d nodes, %" PRIu64 " files\n", n, files);
-	free(st);
-	int lost = cs_registry_conflicts(count_conflict, NULL);
-	if (lost < 0) {
-		fprintf(stderr, "cs-replicate status: registry unreachable\n");
-		return 1;
-	}
-	printf("%d concurrent-write losers%s\n", lost, lost ? " (cs-replicate conflicts)" : "");
-	return 0;
 }
 
 /* ---- conflicts -------------------------------------------------------- */
