@@ -147,6 +147,16 @@ void cs_registry_cache(const unsigned char h[CS_SHA256_LEN], const struct cs_fil
 	cs_mc_store(key, rec, n, f ? CS_POS_MC_TTL : CS_NEG_MC_TTL, overwrite);
 }
 
+void cs_registry_uncache(const char *ns, const char *rel)
+{
+	unsigned char h[CS_SHA256_LEN];
+	char key[CS_KEY_MAX];
+
+	cs_path_hash(ns, rel, h);
+	cs_record_key(h, key);
+	cs_mc_delete(key);
+}
+
 int cs_registry_confirm(struct cs_held_at *at, int n)
 {
 	struct cs_buf q = { 0 };

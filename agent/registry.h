@@ -88,6 +88,11 @@ int cs_registry_import(const char *ns, const char *rel, uint64_t size, int64_t m
 /* Put f (NULL: "not in the cluster") in memcached under path hash h. */
 void cs_registry_cache(const unsigned char h[CS_SHA256_LEN], const struct cs_file *f,
 		       bool overwrite);
+/* Drop (ns, rel)'s record from memcached: its holders changed (copies
+ * pushed or repaired), and the next reader takes them from MySQL.  Never
+ * overwritten with what this node knows: a newer version may have been
+ * cached meanwhile. */
+void cs_registry_uncache(const char *ns, const char *rel);
 /* The SELECT of one file's record with its current holders (cs_registry_row). */
 void cs_registry_sql_file(struct cs_buf *q, const unsigned char h[CS_SHA256_LEN],
 			  const char *ns, const char *rel, bool for_update, uint32_t mine);

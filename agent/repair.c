@@ -238,6 +238,7 @@ static bool push_jobs(struct job *jobs, int n, struct cs_rate *rate)
 			if (!at[k].held)
 				continue;
 			j->need--;
+			cs_registry_uncache(j->p->name, j->rel);  /* a new holder */
 			cs_nodes_worked(at[k].node);
 			cs_count(CS_C_REPAIR_FILES, 1);
 			cs_count(CS_C_REPAIR_BYTES, j->f.size);

@@ -322,7 +322,11 @@ static void spread_jobs(struct wjob *w, int n)
 			for (int k = 0; k < np; k++) {
 				struct wjob *x = &w[owner[k]];
 				if (ok[k]) {
-					x->acks++;
+					/* Readers learn of the new holder (memcached
+					 * named the writer alone), so they can pick
+					 * the nearest or fastest. */
+					if (x->acks++ == 0)
+						cs_registry_uncache(x->p->name, x->rel);
 					cs_nodes_worked(target[k]);
 				} else if (push[k].rc == 0) {
 					continue;       /* answered, not recorded: not a copy */
