@@ -62,13 +62,26 @@ static void failed(const char *why)
 	pthread_mutex_unlock(&mu);
 }
 
+/* When MySQL last came back after failing (monotonic ms; 0: never failed). */
+static int64_t back_at;
+
 static void worked(void)
 {
 	pthread_mutex_lock(&mu);
 	int64_t down = cs_breaker_ok(&brk, cs_clock_ms());
-	if (down)
+	if (down) {
 		cs_warn("MySQL reachable again after %.1f s", down / 1000.0);
+		back_at = cs_clock_ms();
+	}
 	pthread_mutex_unlock(&mu);
+}
+
+int64_t cs_db_back_at(void)
+{
+	pthread_mutex_lock(&mu);
+	int64_t t = back_at;
+	pthread_mutex_unlock(&mu);
+	return t;
 }
 
 bool cs_db_down(int64_t *since_ms)

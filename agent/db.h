@@ -64,6 +64,10 @@ struct cs_db *cs_db_for(struct cs_buf *q, int *err);
 int cs_db_query(struct cs_buf *q, MYSQL_RES **res);
 uint64_t cs_db_insert_id(struct cs_db *d);
 
+/* When MySQL last came back after failing (monotonic ms), 0 if it never
+ * failed: heartbeats written meanwhile are missing, so until every node has
+ * sent one again, "down" cannot be told from "not heard of". */
+int64_t cs_db_back_at(void);
 /* Whether MySQL is failing, and since when (monotonic ms). */
 bool cs_db_down(int64_t *since_ms);
 /* Close every connection (the agent is stopping). */

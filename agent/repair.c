@@ -324,7 +324,8 @@ static uint64_t current_rate(void)
 }
 
 /* One pass over every file: 0, 1 when it was cut short (asked again, or
- * stopping), or -errno when the registry failed it. */
+ * stopping), 2 when it must wait (below), or -errno when the registry
+ * failed it. */
 static int pass(bool asked)
 {
 	struct cs_node me;
@@ -336,6 +337,15 @@ static int pass(bool asked)
 	uint64_t top, from = 0;
 	int rc;
 
+	/* MySQL was unreachable for this agent until lately, and so likely for
+	 * the others: their heartbeats of the outage are missing, and every
+	 * node would look down.  Repair waits until all have had time to send
+	 * one again, or it would copy the whole cluster. */
+	int64_t back = cs_db_back_at();
+	if ((rc = cs_db_down(NULL)) || (back && cs_clock_ms() - back < cs_cfg.down_after_ms + 4000)) {
+		cs_debug("repair waits: the registry was unreachable lately");
+		return 2;
+	}
 	/* A pass asked for acts on the node table as it is now. */
 	if (asked && (rc = cs_nodes_refresh()) < 0)
 		return rc;
@@ -411,9 +421,11 @@ static void *repairer(void *arg)
 		prog.running = false;
 		if (rc == 0)
 			prog.done = covers;
+		if (rc == 2)
+			next = cs_clock_ms() + 500;
 		cs_gauge_set(CS_G_REPAIR_PASSES, (int64_t)++passes);
 		/* Until the next pass is due, or one is asked for. */
-		while (!stopping && prog.asked == prog.done && cs_clock_ms() < next) {
+		while (!stopping && (prog.asked == prog.done || rc == 2) && cs_clock_ms() < next) {
 			struct timespec ts;
 			clock_gettime(CLOCK_REALTIME, &ts);
 			ts.tv_nsec += 100 * 1000000L;

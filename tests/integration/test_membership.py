@@ -98,6 +98,21 @@ def test_status_healthy_and_complete(c):
            "human table", None, p.stdout)
 
 
+def test_registry_outage_copies_nothing(c):
+    """While MySQL is down no heartbeat is recorded: when it is back every
+    node looks down for a moment.  Repair must not take that for a dead
+    cluster and copy everything."""
+    n1 = c.nodes[0]
+    rows = lambda: int(c.sql(db="cs", statement="SELECT COUNT(*) FROM replicas").stdout.split()[-1])
+    before = rows()
+    c.stop_mariadb()
+    time.sleep(6)               # over CS_DOWN_AFTER (3 s)
+    c.start_mariadb()
+    time.sleep(12)              # passes every 5 s; breakers back off up to 8 s
+    expect(rows() == before, "no copy made by the outage", before, rows())
+    expect(eventually(lambda: healthy(n1), 20), "healthy after it")
+
+
 def test_dead_node_is_repaired_without_an_operator(c):
     n1, n4 = c.nodes[0], c.nodes[3]
     held = int(c.sql(db="cs", statement="SELECT COUNT(*) FROM replicas WHERE node_id=(SELECT id FROM nodes"
@@ -225,6 +240,7 @@ def test_drain_under_load_then_remove(c):
 
 if __name__ == "__main__":
     sys.exit(run([test_status_healthy_and_complete,
+                  test_registry_outage_copies_nothing,
                   test_dead_node_is_repaired_without_an_operator,
                   test_repair_says_what_it_cannot,
                   test_repair_now_beats_the_background_rate,

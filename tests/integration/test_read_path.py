@@ -316,7 +316,11 @@ def test_fork_after_connecting(c):
 
 def test_status_and_import_report(c):
     n1 = c.nodes[0]
-    p = n1.cs("status")
+    # Earlier tests stop nodes and leave files short of copies: status may
+    # say so (exit 1, reasons on stderr), and lists every node either way.
+    p = n1.cs("status", check=False)
+    expect(p.returncode == 0 or (p.returncode == 1 and p.stderr.strip()),
+           "status exits 0, or 1 with its reasons", 0, (p.returncode, p.stderr))
     for node in c.nodes:
         expect(node.name in p.stdout, "status lists %s" % node.name, node.name, p.stdout)
     expect(" up " in p.stdout, "status shows nodes up", "up", p.stdout)
