@@ -66,8 +66,9 @@ static const struct {
 			 "(once per transfer or lookup; askers that joined one under way "
 			 "are not observed)." },
 	[CS_H_LAG] = { "cs_replication_lag_seconds",
-		       "Seconds from when the agent read a journal entry (journal lines "
-		       "carry no time; a new line is read at once) to when it was done." },
+		       "Seconds from when the agent read a host's write, delete or rename "
+		       "in a journal (journal lines carry no time; a new line is read at "
+		       "once) to when it was replicated." },
 };
 
 static atomic_ullong counters[CS_C_COUNT];

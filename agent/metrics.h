@@ -45,7 +45,7 @@ enum cs_gauge {
 
 enum cs_histogram {
 	CS_H_FETCH,                     /* seconds a miss took, all holders, any answer */
-	CS_H_LAG,                       /* seconds from reading a journal entry to done */
+	CS_H_LAG,                       /* seconds from reading a host's entry to done */
 	CS_H_COUNT
 };
 
