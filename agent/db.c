@@ -10,7 +10,9 @@
  * waiting for timeouts, so misses answer "unavailable" in microseconds and
  * the journals simply wait.  One line is logged when MySQL becomes
  * unreachable and one when it is back; what was held up meanwhile is the
- * agent's to report (agent.c).
+ * agent's to report (agent.c).  Every statement that fails, or cannot be
+ * sent for want of a connection, is counted for /metrics; a race the
+ * caller retries whole (-EBUSY) is not a failure.
  */
 #include <errmsg.h>
 #include <errno.h>
@@ -24,6 +26,7 @@
 
 #include "breaker.h"
 #include "db.h"
+#include "metrics.h"
 
 #define WAIT_MS 2000            /* for a connection to come free */
 
@@ -142,8 +145,10 @@ struct cs_db *cs_db_get(void)
 	pthread_mutex_unlock(&mu);
 	if (d && !d->m && !dial(d)) {
 		cs_db_put(d);
-		return NULL;
+		d = NULL;
 	}
+	if (!d)
+		cs_count(CS_C_REGISTRY_ERRORS, 1);
 	return d;
 }
 
@@ -161,6 +166,9 @@ static int classify(struct cs_db *d)
 {
 	unsigned int e = mysql_errno(d->m);
 
+	if (e == 1062 || e == 1213 || e == 1205)
+		return -EBUSY;
+	cs_count(CS_C_REGISTRY_ERRORS, 1);
 	if (e == CR_SERVER_GONE_ERROR || e == CR_SERVER_LOST || e == CR_CONNECTION_ERROR ||
 	    e == CR_CONN_HOST_ERROR || e == 1040 /* ER_CON_COUNT_ERROR */ ||
 	    e == 4031 /* ER_CLIENT_INTERACTION_TIMEOUT */ || e == 1053 /* shutdown */) {
@@ -168,8 +176,6 @@ static int classify(struct cs_db *d)
 		d->m = NULL;
 		return -EAGAIN;
 	}
-	if (e == 1062 || e == 1213 || e == 1205)
-		return -EBUSY;
 	cs_error_every(10, "MySQL: %s", mysql_error(d->m));
 	return -EIO;
 }
@@ -177,8 +183,10 @@ static int classify(struct cs_db *d)
 int cs_db_exec(struct cs_db *d, const char *sql, size_t len, MYSQL_RES **res, bool retry)
 {
 	for (int attempt = 0; attempt < 2; attempt++) {
-		if (!d->m && !dial(d))
+		if (!d->m && !dial(d)) {
+			cs_count(CS_C_REGISTRY_ERRORS, 1);
 			return -EAGAIN;
+		}
 		if (mysql_real_query(d->m, sql, len) == 0) {
 			if (!res)
 				return 0;
@@ -230,6 +238,7 @@ int cs_db_multi(struct cs_db *d, const struct cs_buf *q, MYSQL_RES **res, int nr
 		return rc;
 	}
 	if (lost) {
+		cs_count(CS_C_REGISTRY_ERRORS, 1);
 		cs_error_every(10, "MySQL: a result could not be read: %s", mysql_error(d->m));
 		return -EIO;
 	}
@@ -243,8 +252,10 @@ int cs_db_each(struct cs_db *d, const char *sql, size_t len,
 	MYSQL_ROW row;
 	int rc;
 
-	if (!d->m && !dial(d))
+	if (!d->m && !dial(d)) {
+		cs_count(CS_C_REGISTRY_ERRORS, 1);
 		return -EAGAIN;
+	}
 	if (mysql_real_query(d->m, sql, len) != 0 || !(res = mysql_use_result(d->m)))
 		goto failed;
 	while ((row = mysql_fetch_row(res)))

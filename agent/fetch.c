@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "fetch.h"
+#include "metrics.h"
 #include "nodes.h"
 #include "peer.h"
 #include "registry.h"
@@ -212,6 +213,25 @@ static char present(const char *ns, const char *rel)
 	return rc == -ENOENT ? CS_REPLY_ABSENT : CS_REPLY_UNAVAILABLE;
 }
 
+/* present(), timed for /metrics by the asker that does the work. */
+static char timed(const char *ns, const char *rel)
+{
+	int64_t start = cs_clock_us();
+	char reply = present(ns, rel);
+
+	cs_observe(CS_H_FETCH, (cs_clock_us() - start) / 1e6);
+	return reply;
+}
+
+/* Every asker's answer is counted, joined or not, so the answers add up
+ * to the misses asked. */
+static char answered(char reply)
+{
+	cs_count(reply == CS_REPLY_INSTALLED ? CS_C_INSTALLS :
+		 reply == CS_REPLY_ABSENT ? CS_C_ABSENT : CS_C_UNAVAILABLE, 1);
+	return reply;
+}
+
 static void put(struct job *j)
 {
 	if (--j->refs == 0) {
@@ -226,6 +246,7 @@ char cs_fetch_wait(const char *ns, const char *rel)
 	struct job *j;
 	char reply;
 
+	cs_count(CS_C_MISSES, 1);
 	pthread_mutex_lock(&mu);
 	stats.asked++;
 	for (j = table[h % TABLE]; j; j = j->next)
@@ -240,11 +261,11 @@ char cs_fetch_wait(const char *ns, const char *rel)
 		reply = j->reply;
 		put(j);
 		pthread_mutex_unlock(&mu);
-		return reply;
+		return answered(reply);
 	}
 	if (!(j = calloc(1, sizeof *j))) {
 		pthread_mutex_unlock(&mu);
-		return present(ns, rel);
+		return answered(timed(ns, rel));
 	}
 	j->hash = h;
 	j->refs = 1;
@@ -256,7 +277,7 @@ char cs_fetch_wait(const char *ns, const char *rel)
 	stats.running++;
 	pthread_mutex_unlock(&mu);
 
-	reply = present(ns, rel);
+	reply = timed(ns, rel);
 
 	pthread_mutex_lock(&mu);
 	for (struct job **pp = &table[h % TABLE]; *pp; pp = &(*pp)->next)
@@ -273,7 +294,7 @@ char cs_fetch_wait(const char *ns, const char *rel)
 	pthread_cond_broadcast(&j->cv);
 	put(j);
 	pthread_mutex_unlock(&mu);
-	return reply;
+	return answered(reply);
 }
 
 void cs_fetch_stats(struct cs_fetch_stats *out)

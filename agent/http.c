@@ -13,8 +13,8 @@
  *   3. the signature (sign.c) over method, decoded path, time, body hash,
  *      body length and this node's CS_NODE_URL, made with the cluster's
  *      secret (or, while it is being changed, CS_SECRET_OLD): missing,
- *      forged, stale or meant for another node -> 401 (only /v1/health is
- *      public);
+ *      forged, stale or meant for another node -> 401 (only /v1/health and
+ *      the read-only /metrics are public);
  *   4. the route and path (route.c): ".", "..", "//", control bytes -> 400,
  *      unknown route or namespace -> 404; a body where none belongs -> 400,
  *      too large a one -> 413;
@@ -22,8 +22,9 @@
  *      symlink or ".." can lead outside it -> 404.
  * An answer given before the body closes the connection, so a refused body
  * is never read; so does every answer to a request not signed (a 401, the
- * health check), so only the cluster keeps connections open.  Nothing is
- * logged per request below CS_LOG=info.
+ * health check, the metrics), so only the cluster keeps connections open.
+ * Nothing is logged per request below CS_LOG=info; every answer is counted
+ * for /metrics (metrics.c) where it is queued.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -44,6 +45,7 @@
 #include "http.h"
 #include "http_guard.h"
 #include "http_put.h"
+#include "metrics.h"
 #include "repair.h"
 #include "sign.h"
 #include "store.h"
@@ -68,32 +70,65 @@ struct body {
 	char tag;               /* 'U': an upload (PUT), 'I': announced names */
 	struct cs_upload *up;
 	struct cs_buf names;    /* 'I' */
+	uint64_t got;           /* bytes of it read so far */
 };
+
+/* The request this thread is answering: libmicrohttpd calls on_request in
+ * the connection's thread, and every answer is queued from there.  What
+ * queue() counts the answer under. */
+static __thread struct {
+	const char *route, *method;     /* cs_route_label, and as sent */
+	uint64_t received;              /* its body's bytes, once all in */
+} cur;
 
 static struct MHD_Daemon *daemon_;
 
 /* ---- responses ------------------------------------------------------ */
 
+/*
+ * Queue r, an answer of status whose body is size bytes, and let r go.
+ * Counted for /metrics here, with atomics only: by bytes sent for a GET (a
+ * HEAD sends no body), by bytes received for a request with a body.
+ */
+static enum MHD_Result queue(struct MHD_Connection *c, unsigned status, struct MHD_Response *r,
+			     uint64_t size)
+{
+	enum MHD_Result ret = MHD_queue_response(c, status, r);
+
+	MHD_destroy_response(r);
+	if (ret == MHD_YES)
+		cs_count_request(cur.route, cur.method, status,
+				 strcmp(cur.method, "GET") == 0 ? size : cur.received);
+	return ret;
+}
+
+/* A text answer; close: end the connection after it.  NULL without memory. */
+static struct MHD_Response *text_response(const char *text, bool close)
+{
+	struct MHD_Response *r = MHD_create_response_from_buffer(
+		strlen(text), (void *)text, MHD_RESPMEM_MUST_COPY);
+
+	if (!r)
+		return NULL;
+	MHD_add_response_header(r, "Content-Type", "text/plain; charset=utf-8");
+	if (close)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+	return r;
+}
+
 /* Answer status with text; close: end the connection after it. */
 static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *text,
 			       bool close)
 {
-	struct MHD_Response *r = MHD_create_response_from_buffer(
-		strlen(text), (void *)text, MHD_RESPMEM_MUST_COPY);
-	enum MHD_Result ret;
+	struct MHD_Response *r = text_response(text, close);
 
 	if (!r)
 		return MHD_NO;
-	MHD_add_response_header(r, "Content-Type", "text/plain; charset=utf-8");
 	if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
 		MHD_add_response_header(r, "Allow", "GET, HEAD, PUT, POST, DELETE");
-	if (close)
-		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
-	ret = MHD_queue_response(c, status, r);
-	MHD_destroy_response(r);
 	if (status >= 400)
 		atomic_fetch_add(&stats.rejected, 1);
-	return ret;
+	return queue(c, status, r, strlen(text));
 }
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *text)
@@ -218,10 +253,8 @@ static enum MHD_Result serve_file(struct MHD_Connection *c, const char *method,
 			return MHD_NO;
 		snprintf(num, sizeof num, "bytes */%" PRIu64, (uint64_t)st.st_size);
 		MHD_add_response_header(r, "Content-Range", num);
-		enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_RANGE_NOT_SATISFIABLE, r);
-		MHD_destroy_response(r);
 		atomic_fetch_add(&stats.rejected, 1);
-		return ret;
+		return queue(c, MHD_HTTP_RANGE_NOT_SATISFIABLE, r, 0);
 	}
 	/* libmicrohttpd owns fd from here and sends it with sendfile. */
 	r = MHD_create_response_from_fd_at_offset64(len, fd, off);
@@ -240,14 +273,48 @@ static enum MHD_Result serve_file(struct MHD_Connection *c, const char *method,
 	MHD_add_response_header(r, "X-CS-Size", num);
 	MHD_add_response_header(r, "Accept-Ranges", "bytes");
 	MHD_add_response_header(r, "Content-Type", "application/octet-stream");
-	enum MHD_Result ret = MHD_queue_response(c, status, r);
-	MHD_destroy_response(r);
+	enum MHD_Result ret = queue(c, status, r, len);
 	if (strcmp(method, "GET") == 0) {
 		atomic_fetch_add(&stats.files_served, 1);
 		atomic_fetch_add(&stats.bytes_served, len);
 	}
 	cs_info("%s /v1/files/%s/%s %u %" PRIu64, method, rt->ns, rt->rel, status, len);
 	return ret;
+}
+
+/*
+ * /metrics: every counter, in Prometheus's text format, to anyone who asks,
+ * as the health check is; so it is read-only (GET and HEAD, else 405) and
+ * shows counts alone, never a path, a name or a secret.  Rendered into a
+ * buffer of its own, with atomic loads only, then sent: a scrape holds up
+ * no other request.  The connection closes after it, as for any request
+ * not signed.
+ */
+static enum MHD_Result answer_metrics(struct MHD_Connection *c, const char *method)
+{
+	struct MHD_Response *r;
+	struct cs_buf b = { 0 };
+
+	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+		if (!(r = text_response("method not allowed: /metrics is read-only\n", true)))
+			return MHD_NO;
+		MHD_add_response_header(r, "Allow", "GET, HEAD");
+		atomic_fetch_add(&stats.rejected, 1);
+		return queue(c, MHD_HTTP_METHOD_NOT_ALLOWED, r, 0);
+	}
+	cs_metrics_render(&b);
+	if (b.oom || !b.s) {
+		cs_buf_free(&b);
+		return refuse(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+	}
+	/* libmicrohttpd frees b.s with free() once it is sent. */
+	if (!(r = MHD_create_response_from_buffer(b.len, b.s, MHD_RESPMEM_MUST_FREE))) {
+		cs_buf_free(&b);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+	return queue(c, MHD_HTTP_OK, r, b.len);
 }
 
 /* Is the signature on s one of the cluster's secrets, the current one or
@@ -286,6 +353,10 @@ static int check(struct MHD_Connection *c, const char *url, const char *method,
 	rc = cs_route_parse(url, rt);
 	if (rc == 0 && rt->kind == CS_ROUTE_HEALTH) {
 		*ret = refuse(c, MHD_HTTP_OK, "ok\n");
+		return 1;
+	}
+	if (rc == 0 && rt->kind == CS_ROUTE_METRICS) {
+		*ret = answer_metrics(c, method);
 		return 1;
 	}
 	/* The body's length is signed, so it must be known now. */
@@ -446,6 +517,7 @@ static enum MHD_Result body_data(struct MHD_Connection *c, struct body *b, const
 	struct cs_verdict v;
 
 	if (*size) {
+		b->got += *size;
 		if (b->tag == 'U') {
 			cs_put_data(b->up, data, *size);
 		} else if (!cs_buf_put(&b->names, data, *size)) {
@@ -454,6 +526,7 @@ static enum MHD_Result body_data(struct MHD_Connection *c, struct body *b, const
 		*size = 0;
 		return MHD_YES;
 	}
+	cur.received = b->got;
 	if (b->tag == 'I')
 		return verdict(c, cs_announced(c, b->names.s ? b->names.s : "", b->names.len));
 	if (!b->up)
@@ -479,6 +552,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 	uint64_t length;
 
 	(void)cls, (void)version;
+	cur.route = cs_route_label(url);
+	cur.method = method;
+	cur.received = 0;
 	/* libmicrohttpd calls once with the headers, then (for a PUT or a
 	 * POST /v1/index) with body data, then with none.  Every request is
 	 * decided on the first call: refused, or let through to its body or

@@ -4,9 +4,14 @@
  *
  * Each is a fixed slot of atomics: counting never locks or allocates, so
  * every thread counts as it goes.  Histograms have fixed buckets in
- * seconds; a bucket's count is cumulative only when rendered.
+ * seconds; a bucket's count is cumulative only when rendered, and a
+ * histogram's _count is its +Inf bucket as rendered, so the two agree
+ * however many observations land while a scrape reads them.  Every label
+ * value comes from a fixed table here; they are escaped all the same, so
+ * no value can break a line.
  */
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -21,7 +26,8 @@ static const struct {
 	[CS_C_INSTALLS] = { "cs_miss_installed_total", "Misses answered installed." },
 	[CS_C_ABSENT] = { "cs_miss_absent_total", "Misses answered absent (ENOENT)." },
 	[CS_C_UNAVAILABLE] = { "cs_miss_unavailable_total", "Misses answered unavailable (EIO)." },
-	[CS_C_REGISTRY_ERRORS] = { "cs_registry_errors_total", "MySQL statements that failed." },
+	[CS_C_REGISTRY_ERRORS] = { "cs_registry_errors_total",
+				   "MySQL statements that failed or could not be sent." },
 	[CS_C_PEER_ERRORS] = { "cs_peer_errors_total", "Transfers to or from peers that failed." },
 	[CS_C_REPAIR_FILES] = { "cs_repair_copies_total", "Copies repair pushed to other nodes." },
 	[CS_C_REPAIR_PROMOTED] = { "cs_repair_promoted_total", "Pulled copies repair made count toward CS_REPLICAS." },
@@ -49,21 +55,27 @@ static const struct {
 	[CS_G_CACHE_MAX] = { "cs_cache_max_bytes", "CS_CACHE_MAX in bytes (0: no quota)." },
 };
 
+#define SECONDS_MAX 1e9                 /* 30 years: what is more is not time */
 #define NBUCKETS 14
 static const double bounds[NBUCKETS] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 					 0.25, 0.5, 1, 2.5, 5, 10, 30 };
 static const struct {
 	const char *name, *help;
 } hist_info[CS_H_COUNT] = {
-	[CS_H_FETCH] = { "cs_fetch_seconds", "Time a miss took to install, every holder tried." },
-	[CS_H_LAG] = { "cs_replication_lag_seconds", "Time from a journal entry to its replication." },
+	[CS_H_FETCH] = { "cs_fetch_seconds",
+			 "Seconds making a missed name present took, whatever the answer "
+			 "(once per transfer or lookup; askers that joined one under way "
+			 "are not observed)." },
+	[CS_H_LAG] = { "cs_replication_lag_seconds",
+		       "Seconds from when the agent read a host's write, delete or rename "
+		       "in a journal (journal lines carry no time; a new line is read at "
+		       "once) to when it was replicated." },
 };
 
 static atomic_ullong counters[CS_C_COUNT];
 static atomic_llong gauges[CS_G_COUNT];
 static struct {
 	atomic_ullong bucket[NBUCKETS + 1];     /* the last: +Inf */
-	atomic_ullong count;
 	atomic_ullong sum_us;
 } hists[CS_H_COUNT];
 
@@ -94,14 +106,17 @@ void cs_observe(enum cs_histogram h, double seconds)
 {
 	int b = 0;
 
-	if ((unsigned)h >= CS_H_COUNT)
+	/* NaN would compare below every bound, and a huge value overflow the
+	 * sum's conversion: neither is a duration. */
+	if ((unsigned)h >= CS_H_COUNT || isnan(seconds))
 		return;
 	if (seconds < 0)
 		seconds = 0;
+	if (seconds > SECONDS_MAX)
+		seconds = SECONDS_MAX;
 	while (b < NBUCKETS && seconds > bounds[b])
 		b++;
 	atomic_fetch_add_explicit(&hists[h].bucket[b], 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&hists[h].count, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&hists[h].sum_us, (unsigned long long)(seconds * 1e6),
 				  memory_order_relaxed);
 }
@@ -110,9 +125,9 @@ void cs_count_request(const char *route, const char *method, unsigned status, ui
 {
 	int r = 0, m = 0;
 
-	while (routes[r] && strcmp(routes[r], "other") != 0 && strcmp(routes[r], route) != 0)
+	while (strcmp(routes[r], "other") != 0 && !(route && strcmp(routes[r], route) == 0))
 		r++;
-	while (m < NMETHODS - 1 && strcmp(methods[m], method) != 0)
+	while (m < NMETHODS - 1 && !(method && strcmp(methods[m], method) == 0))
 		m++;
 	int cls = status >= 100 && status < 600 ? (int)(status / 100) - 1 : 4;
 	atomic_fetch_add_explicit(&reqs[r][m].requests[cls], 1, memory_order_relaxed);
@@ -133,51 +148,86 @@ static void put(struct cs_buf *out, const char *fmt, ...)
 		cs_buf_put(out, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
 
+/* name="value", the value escaped as the text format wants: \\, \" and \n. */
+static void label(struct cs_buf *out, const char *name, const char *value)
+{
+	put(out, "%s=\"", name);
+	for (const char *v = value; *v; v++) {
+		const char *esc = *v == '\\' ? "\\\\" : *v == '"' ? "\\\"" : *v == '\n' ? "\\n" : NULL;
+		if (esc)
+			cs_buf_put(out, esc, 2);
+		else
+			cs_buf_put(out, v, 1);
+	}
+	cs_buf_put(out, "\"", 1);
+}
+
+/* A family's HELP and TYPE lines, which come before its samples. */
+static void family(struct cs_buf *out, const char *name, const char *type, const char *help)
+{
+	put(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void histogram(struct cs_buf *out, int h)
+{
+	const char *name = hist_info[h].name;
+	unsigned long long cum = 0;
+
+	family(out, name, "histogram", hist_info[h].help);
+	for (int b = 0; b <= NBUCKETS; b++) {
+		cum += atomic_load(&hists[h].bucket[b]);
+		if (b < NBUCKETS)
+			put(out, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[b], cum);
+		else
+			put(out, "%s_bucket{le=\"+Inf\"} %llu\n", name, cum);
+	}
+	put(out, "%s_sum %.6f\n%s_count %llu\n", name, atomic_load(&hists[h].sum_us) / 1e6, name,
+	    cum);
+}
+
+/* One sample of a per-route family: name{route,method[,code]} v. */
+static void route_sample(struct cs_buf *out, const char *name, int r, int m, int cls,
+			 unsigned long long v)
+{
+	put(out, "%s{", name);
+	label(out, "route", routes[r]);
+	cs_buf_put(out, ",", 1);
+	label(out, "method", methods[m]);
+	if (cls >= 0)
+		put(out, ",code=\"%dxx\"", cls + 1);
+	put(out, "} %llu\n", v);
+}
+
 void cs_metrics_render(struct cs_buf *out)
 {
 	for (int c = 0; c < CS_C_COUNT; c++) {
-		put(out, "# HELP %s %s\n# TYPE %s counter\n", counter_info[c].name,
-		    counter_info[c].help, counter_info[c].name);
+		family(out, counter_info[c].name, "counter", counter_info[c].help);
 		put(out, "%s %llu\n", counter_info[c].name,
 		    (unsigned long long)atomic_load(&counters[c]));
 	}
 	for (int g = 0; g < CS_G_COUNT; g++) {
-		put(out, "# HELP %s %s\n# TYPE %s gauge\n", gauge_info[g].name, gauge_info[g].help,
-		    gauge_info[g].name);
+		family(out, gauge_info[g].name, "gauge", gauge_info[g].help);
 		put(out, "%s %lld\n", gauge_info[g].name, (long long)atomic_load(&gauges[g]));
 	}
-	for (int h = 0; h < CS_H_COUNT; h++) {
-		unsigned long long cum = 0;
-
-		put(out, "# HELP %s %s\n# TYPE %s histogram\n", hist_info[h].name,
-		    hist_info[h].help, hist_info[h].name);
-		for (int b = 0; b < NBUCKETS; b++) {
-			cum += atomic_load(&hists[h].bucket[b]);
-			put(out, "%s_bucket{le=\"%g\"} %llu\n", hist_info[h].name, bounds[b], cum);
-		}
-		cum += atomic_load(&hists[h].bucket[NBUCKETS]);
-		put(out, "%s_bucket{le=\"+Inf\"} %llu\n", hist_info[h].name, cum);
-		put(out, "%s_sum %.6f\n%s_count %llu\n", hist_info[h].name,
-		    atomic_load(&hists[h].sum_us) / 1e6, hist_info[h].name,
-		    (unsigned long long)atomic_load(&hists[h].count));
-	}
-	put(out, "# HELP cs_http_requests_total Requests the peer endpoint answered.\n"
-		 "# TYPE cs_http_requests_total counter\n");
+	for (int h = 0; h < CS_H_COUNT; h++)
+		histogram(out, h);
+	/* Only what happened: a route and method never asked has no line. */
+	family(out, "cs_http_requests_total", "counter",
+	       "Requests the peer endpoint answered, by route, method and status class.");
 	for (int r = 0; routes[r]; r++)
 		for (int m = 0; m < NMETHODS; m++)
 			for (int k = 0; k < 5; k++) {
 				unsigned long long v = atomic_load(&reqs[r][m].requests[k]);
 				if (v)
-					put(out, "cs_http_requests_total{route=\"%s\",method=\"%s\","
-						 "code=\"%dxx\"} %llu\n", routes[r], methods[m], k + 1, v);
+					route_sample(out, "cs_http_requests_total", r, m, k, v);
 			}
-	put(out, "# HELP cs_http_bytes_total Bytes the peer endpoint sent or received, files only.\n"
-		 "# TYPE cs_http_bytes_total counter\n");
+	family(out, "cs_http_bytes_total", "counter",
+	       "Body bytes the peer endpoint moved: sent in answers to GET (a file, the "
+	       "stats, these metrics), received in PUT and POST requests.");
 	for (int r = 0; routes[r]; r++)
 		for (int m = 0; m < NMETHODS; m++) {
 			unsigned long long v = atomic_load(&reqs[r][m].bytes);
 			if (v)
-				put(out, "cs_http_bytes_total{route=\"%s\",method=\"%s\"} %llu\n",
-				    routes[r], methods[m], v);
+				route_sample(out, "cs_http_bytes_total", r, m, -1, v);
 		}
 }

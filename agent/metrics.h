@@ -44,8 +44,8 @@ enum cs_gauge {
 };
 
 enum cs_histogram {
-	CS_H_FETCH,                     /* seconds a miss took, all holders */
-	CS_H_LAG,                       /* seconds from journal entry to replicated */
+	CS_H_FETCH,                     /* seconds a miss took, all holders, any answer */
+	CS_H_LAG,                       /* seconds from reading a host's entry to done */
 	CS_H_COUNT
 };
 
@@ -53,7 +53,10 @@ void cs_count(enum cs_counter c, uint64_t n);
 void cs_gauge_set(enum cs_gauge g, int64_t v);
 void cs_observe(enum cs_histogram h, double seconds);
 
-/* Requests the peer endpoint answered, per route and method (http.c). */
+/* A request the peer endpoint answered (http.c), under its route ("files",
+ * "index", "stats", "health", "metrics"; anything else is "other") and
+ * method, with the body bytes it moved: sent for a GET, received for a PUT
+ * or POST. */
 void cs_count_request(const char *route, const char *method, unsigned status, uint64_t bytes);
 
 /* Everything, in Prometheus text format 0.0.4, appended to out. */

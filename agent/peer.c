@@ -12,7 +12,9 @@
  * and is rejected unless size and SHA-256 match the registry's record; a
  * pushed one streams from the caller's fd, and the peer does the checking
  * (against the signed X-CS-SHA256 and the registry).  Announcements of new
- * names go to every peer at once on a multi handle.
+ * names go to every peer at once on a multi handle.  Each transfer a peer
+ * fails (no answer, a refusal, wrong bytes) is counted for /metrics; a
+ * peer that simply lacks a file, or has a newer version, has not failed.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -27,6 +29,7 @@
 
 #include <curl/curl.h>
 
+#include "metrics.h"
 #include "peer.h"
 #include "sign.h"
 
@@ -255,6 +258,12 @@ static long request_status(struct request *r, const char *what, CURLcode cc)
 
 	if (cc != CURLE_OK) {
 		cs_warn("%s %s: %s", what, r->url, curl_easy_strerror(cc));
+		/* Our own callbacks stop a transfer for their side's reasons
+		 * (a file that shrank, a full disk); the rest is the peer's or
+		 * the network's doing. */
+		if (cc != CURLE_WRITE_ERROR && cc != CURLE_READ_ERROR &&
+		    cc != CURLE_ABORTED_BY_CALLBACK)
+			cs_count(CS_C_PEER_ERRORS, 1);
 		return -EIO;
 	}
 	curl_easy_getinfo(r->c, CURLINFO_RESPONSE_CODE, &status);
@@ -403,6 +412,7 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *arg)
 
 	if (s->got + n > s->want) {
 		s->err = -EIO;          /* longer than the registry says */
+		cs_count(CS_C_PEER_ERRORS, 1);
 		return 0;
 	}
 	s->got += n;
@@ -470,9 +480,12 @@ out:
 		cs_warn("fetch %s: %s", r.url, strerror(-s.err));
 	} else if (status != 200) {
 		rc = status == 404 ? -ENOENT : status < 0 ? -EHOSTUNREACH : -EIO;
-		if (status > 0)
+		if (status > 0 && status != 404) {
 			cs_warn("fetch %s: HTTP %ld", r.url, status);
+			cs_count(CS_C_PEER_ERRORS, 1);
+		}
 	} else if (s.got != want->size || memcmp(digest, want->sha256, CS_SHA256_LEN) != 0) {
+		cs_count(CS_C_PEER_ERRORS, 1);
 		cs_error_every(10, "fetch %s: got %" PRIu64 " bytes not matching the registry's "
 			       "%" PRIu64 "-byte version %" PRIu64 "; discarded",
 			       r.url, s.got, want->size, want->version);
@@ -529,10 +542,12 @@ static int on_seek(void *arg, curl_off_t offset, int origin)
  * errors are logged by request_perform); returns rc. */
 static int note(const struct request *r, const char *what, long status, int rc)
 {
-	if (status > 0 && rc == -EIO)
+	if (status > 0 && rc == -EIO) {
 		cs_warn("%s %s: HTTP %ld", what, r->url, status);
-	else if (status > 0 && rc < 0)
+		cs_count(CS_C_PEER_ERRORS, 1);
+	} else if (status > 0 && rc < 0) {
 		cs_info("%s %s: HTTP %ld", what, r->url, status);
+	}
 	return rc;
 }
 
@@ -761,7 +776,7 @@ int cs_peer_announce(const char *const *urls, int n, const char *body, size_t le
 	char sha[CS_SHA256_HEX];
 	struct request *r = calloc(n > 0 ? n : 1, sizeof *r);
 	int64_t deadline = cs_clock_ms() + timeout_ms;
-	int acked = 0, running = 0;
+	int acked = 0, running = 0, sent = 0;
 
 	if (!r || !h || n <= 0 || (!h->multi && !(h->multi = curl_multi_init()))) {
 		free(r);
@@ -793,7 +808,9 @@ int cs_peer_announce(const char *const *urls, int n, const char *body, size_t le
 			request_end(&r[i]);
 			curl_easy_cleanup(c);
 			r[i].c = NULL;
+			continue;
 		}
+		sent++;
 	}
 	do {
 		CURLMsg *m;
@@ -816,6 +833,9 @@ int cs_peer_announce(const char *const *urls, int n, const char *body, size_t le
 		if (running > 0)
 			curl_multi_poll(h->multi, NULL, 0, 20, NULL);
 	} while (running > 0 && cs_clock_ms() < deadline);
+	/* Each peer that was asked and did not say ok: refused, unreachable,
+	 * or too slow. */
+	cs_count(CS_C_PEER_ERRORS, (uint64_t)(sent - acked));
 	for (int i = 0; i < n; i++) {
 		if (!r[i].c)
 			continue;

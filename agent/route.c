@@ -1,5 +1,6 @@
 /*
- * route.c - the peer protocol's routes: which /v1/... path names what.
+ * route.c - the peer protocol's routes: which /v1/... path names what (and
+ * /metrics, which is no peer's but the monitoring's).
  * Paths arrive already decoded strictly (cs_url_decode); what a files route
  * names must still pass cs_path_rel_valid ("." / ".." / "//" and length).
  */
@@ -18,6 +19,7 @@ int cs_route_parse(const char *path, struct cs_route *r)
 		{ "/v1/health", CS_ROUTE_HEALTH },
 		{ "/v1/stats", CS_ROUTE_STATS },
 		{ "/v1/index", CS_ROUTE_INDEX },
+		{ "/metrics", CS_ROUTE_METRICS },
 	};
 	const char *ns, *slash;
 
@@ -50,4 +52,18 @@ int cs_route_parse(const char *path, struct cs_route *r)
 		return -EINVAL;
 	r->kind = CS_ROUTE_FILES;
 	return 0;
+}
+
+const char *cs_route_label(const char *path)
+{
+	static const char *const fixed[] = { "/v1/index", "/v1/stats", "/v1/health", "/metrics" };
+
+	if (strncmp(path, "/v1/files/", 10) == 0)
+		return "files";
+	if (strncmp(path, "/v1/repair", 10) == 0 && (!path[10] || path[10] == '/'))
+		return "repair";
+	for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
+		if (strcmp(path, fixed[i]) == 0)
+			return strrchr(fixed[i], '/') + 1;
+	return "other";
 }

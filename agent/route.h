@@ -7,8 +7,14 @@
 
 #include "cs.h"
 
-enum cs_route_kind { CS_ROUTE_FILES = 1, CS_ROUTE_STATS, CS_ROUTE_HEALTH, CS_ROUTE_INDEX,
-		     CS_ROUTE_REPAIR };
+enum cs_route_kind {
+	CS_ROUTE_FILES = 1,
+	CS_ROUTE_STATS,
+	CS_ROUTE_HEALTH,
+	CS_ROUTE_INDEX,
+	CS_ROUTE_METRICS,       /* "/metrics", where Prometheus looks by default */
+	CS_ROUTE_REPAIR,        /* "/v1/repair[/<rate>]" */
+};
 
 struct cs_route {
 	enum cs_route_kind kind;
@@ -18,10 +24,15 @@ struct cs_route {
 };
 
 /*
- * Parse a decoded path: "/v1/health", "/v1/stats", "/v1/index",
- * "/v1/repair[/<rate>]" or "/v1/files/<namespace>/<rel>".  -ENOENT for an unknown route, -EINVAL for
- * a files route whose namespace or path is unsafe (cs_path_rel_valid).
+ * Parse a decoded path: "/v1/health", "/v1/stats", "/v1/index", "/metrics",
+ * "/v1/repair[/<rate>]" or "/v1/files/<namespace>/<rel>".  -ENOENT for an
+ * unknown route, -EINVAL for a files route whose namespace or path is
+ * unsafe (cs_path_rel_valid), or a repair route whose rate is not a number.
  */
 int cs_route_parse(const char *path, struct cs_route *r);
+
+/* The route a path asks for, as /metrics counts requests: "files", "index",
+ * "stats", "health", "metrics", or "other"; never any part of the path. */
+const char *cs_route_label(const char *path);
 
 #endif

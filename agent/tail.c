@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "metrics.h"
 #include "queue.h"
 #include "replicate.h"
 #include "tail.h"
@@ -412,10 +413,15 @@ static int run_queue(const int *stop)
 			cs_queue_pause(&T.q, cs_clock_ms());
 		else
 			cs_queue_resume(&T.q);
-		for (struct cs_qentry *x = cs_queue_retire(&T.q, b, n, began, cs_clock_ms()), *y;
-		     x; x = y) {
+		int64_t now = cs_clock_ms();
+		for (struct cs_qentry *x = cs_queue_retire(&T.q, b, n, began, now), *y; x; x = y) {
 			struct journal *j = x->journal;
 			y = x->next;
+			/* A host's change, from when it was read: journal
+			 * lines carry no time, and inotify has a new line read
+			 * at once.  (Holder records are the agent's own.) */
+			if (x->op != CS_OP_HELD)
+				cs_observe(CS_H_LAG, (now - x->seen) / 1000.0);
 			ack(j, x->off);
 			j->pending--;
 			cs_queue_free(x);
@@ -423,6 +429,7 @@ static int run_queue(const int *stop)
 		flush_acks();
 	}
 	__atomic_store_n(&T.backlog, T.q.count, __ATOMIC_RELEASE);
+	cs_gauge_set(CS_G_BACKLOG, (int64_t)T.q.count);
 	return wait;
 }
 

@@ -73,6 +73,25 @@ static void routing(void **state)
 	route("/v1/other", -ENOENT, 0, NULL, NULL);
 	route("/", -ENOENT, 0, NULL, NULL);
 	route("/v1/healthz", -ENOENT, 0, NULL, NULL);
+	route("/metrics", 0, CS_ROUTE_METRICS, NULL, NULL);
+	route("/metrics/", -ENOENT, 0, NULL, NULL);
+	route("/v1/metrics", -ENOENT, 0, NULL, NULL);
+}
+
+/* What /metrics counts a request under: a fixed word, never the path. */
+static void labels(void **state)
+{
+	(void)state;
+	assert_string_equal(cs_route_label("/v1/files/img/a.jpg"), "files");
+	assert_string_equal(cs_route_label("/v1/files/img/../../x"), "files");
+	assert_string_equal(cs_route_label("/v1/index"), "index");
+	assert_string_equal(cs_route_label("/v1/stats"), "stats");
+	assert_string_equal(cs_route_label("/v1/health"), "health");
+	assert_string_equal(cs_route_label("/metrics"), "metrics");
+	assert_string_equal(cs_route_label("/metrics/x"), "other");
+	assert_string_equal(cs_route_label("/v1/files"), "other");
+	assert_string_equal(cs_route_label("/etc/passwd"), "other");
+	assert_string_equal(cs_route_label(""), "other");
 }
 
 static void range(const char *h, uint64_t size, int want, uint64_t off, uint64_t len)
@@ -131,6 +150,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(decoding),
 		cmocka_unit_test(routing),
+		cmocka_unit_test(labels),
 		cmocka_unit_test(ranges),
 	};
 	return cmocka_run_group_tests_name("route", tests, NULL, NULL);
