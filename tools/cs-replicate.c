@@ -33,6 +33,7 @@ static int cmd_status(int argc, char **argv);
 static int cmd_drain(int argc, char **argv);
 static int cmd_conflicts(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
+int cmd_verify(int argc, char **argv);          /* cmd_verify.c */
 
 static const struct command {
 	const char *name;
@@ -44,6 +45,8 @@ static const struct command {
 	{ "import", cmd_import, CS_ROLE_TOOL, "import <namespace>    register the files already in this node's directory" },
 	{ "status", cmd_status, CS_ROLE_TOOL, "status                list nodes, their state and the files they hold" },
 	{ "conflicts", cmd_conflicts, CS_ROLE_TOOL, "conflicts             versions lost to writes made at the same time on two nodes, and where each is kept" },
+	{ "verify", cmd_verify, CS_ROLE_TOOL, "verify [--rate R|max] [--no-mend] [--json]\n"
+	  "                        check this node's copies (size, SHA-256) against the registry; mend bad or missing ones, record unrecorded ones" },
 	{ "drain", cmd_drain, CS_ROLE_TOOL, "drain [--timeout S]   wait until every journal entry is replicated; exit 0 when none is left" },
 	{ "help", cmd_help, CS_ROLE_TOOL, "help                  this list" },
 };
