@@ -282,7 +282,8 @@ def test_no_mend_changes_nothing(c):
 
 def test_json_counts_match(c):
     """--json: one object that parses, whose counts match its lists and
-    what was done (one mended, one registered, one not in the registry)."""
+    what was done (one mended, one registered, two not in the registry, one
+    of them named in Latin-1)."""
     n3 = c.nodes[2]
     data = os.urandom(60000)
     bad = spread(c, "verify/json-bad.bin", data)
@@ -291,6 +292,10 @@ def test_json_counts_match(c):
     c.sql("DELETE r FROM replicas r JOIN nodes n ON n.id=r.node_id JOIN files f"
           " ON f.id=r.file_id WHERE n.name='node3' AND f.path='verify/json-lost.bin'", db="cs")
     stranger = n3.put("verify/json-stranger.txt", b"unregistered\n")
+    # A name that is not UTF-8 (Latin-1 e-acute): the JSON must still parse.
+    latin = os.path.join(os.fsencode(n3.dir), b"verify/json-caf\xe9.txt")
+    with open(latin, "wb") as f:
+        f.write(b"latin-1 name\n")
     try:
         p = verify(n3, "--json")
         expect(p.returncode == 1, "exit 1 (a file not in the registry)", 1,
@@ -308,9 +313,10 @@ def test_json_counts_match(c):
         expect(paths["registered"] == ["img/verify/json-lost.bin"],
                "the unrecorded copy registered", ["img/verify/json-lost.bin"],
                paths["registered"])
-        expect(paths["not_in_registry"] == ["img/verify/json-stranger.txt"],
-               "the stranger reported", ["img/verify/json-stranger.txt"],
-               paths["not_in_registry"])
+        want = ["img/verify/json-caf\u00e9.txt", "img/verify/json-stranger.txt"]
+        expect(sorted(paths["not_in_registry"]) == want,
+               "the strangers reported (a byte that is not UTF-8 as its code point)", want,
+               sorted(paths["not_in_registry"]))
         expect(got["changed"] == 0 and got["errors"] == 0, "nothing changed, no errors",
                (0, 0), (got["changed"], got["errors"]))
         expect(got["copies"] >= 1 and got["bytes"] >= 60000, "copies and bytes counted",
@@ -318,6 +324,7 @@ def test_json_counts_match(c):
         expect(content(bad) == data, "and the corrupted copy is good again")
     finally:
         os.unlink(stranger)
+        os.unlink(latin)
     expect(verify(n3).returncode == 0, "a pass after that is clean")
 
 
