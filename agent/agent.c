@@ -8,9 +8,11 @@
  * hosts map (indexer.c), the local socket hosts ask for misses (local.c),
  * the write path that follows every journal (tail.c), the peer endpoint
  * (http.c), repair (repair.c: every file back to CS_REPLICAS copies), and
- * two small loops here: the heartbeat (every 2 s, with the journal backlog,
- * and a report while MySQL is unreachable of what is held up) and the sweep
- * of superseded copies (every 250 ms).  One agent per spool directory: it
+ * three small loops here: the heartbeat (every 2 s, with the journal
+ * backlog, and a report while MySQL is unreachable of what is held up), the
+ * sweep of superseded copies (every 250 ms) and the verify of this node's
+ * copies (verify.c; a pass at most every CS_VERIFY_EVERY, at CS_VERIFY_RATE,
+ * unless that is off).  One agent per spool directory: it
  * holds CS_SPOOL/agent.lock for life.  SIGTERM or SIGINT stops it; SIGHUP
  * reopens CS_LOG_FILE.
  */
@@ -38,10 +40,13 @@
 #include "repair.h"
 #include "stale.h"
 #include "tail.h"
+#include "verify.h"
 
 #define HEARTBEAT_MS 2000
 #define SWEEP_MS 250            /* superseded copies go within this */
 #define OUTAGE_REPORT_MS 60000
+#define VERIFY_FIRST_MS 60000   /* the first verify pass, after start */
+#define VERIFY_RETRY_MS 300000  /* ... and the next after a failed one, at most */
 
 static volatile int stopping;
 
@@ -142,9 +147,58 @@ static void *sweeper(void *arg)
 	return NULL;
 }
 
+/* What a background pass found: logged, as hosts' operators read the log. */
+static void verified(void *arg, enum cs_verify_kind kind, const char *ns, const char *rel,
+		     const char *why)
+{
+	(void)arg;
+	if (kind == CS_VERIFY_REGISTERED)
+		cs_info("verify: %s/%s: %s", ns, rel, why);
+	else
+		cs_warn("verify: %s/%s: %s", ns, rel, why);
+}
+
+/* Passes over this node's copies, slowly: the first a minute after start
+ * (at once when passes are to come more often than that), each next
+ * CS_VERIFY_EVERY after the one before began. */
+static void *verifier(void *arg)
+{
+	const int64_t every = cs_cfg.verify_every * 1000LL;
+	struct cs_verify_opts o = { .rate = cs_cfg.verify_rate, .mend = true, .stop = &stopping,
+				    .report = verified };
+	int64_t next = cs_clock_ms() + (every < VERIFY_FIRST_MS ? 0 : VERIFY_FIRST_MS);
+	bool failing = false;
+
+	(void)arg;
+	while (!stopping) {
+		struct cs_verify_result r;
+		int64_t wait = next - cs_clock_ms();
+
+		if (wait > 0) {
+			nap(wait < 1000 ? (int)wait : 1000);
+			continue;
+		}
+		next = cs_clock_ms() + every;
+		int rc = cs_verify_pass(&o, &r);
+		note(&failing, rc, "verifying this node's copies");
+		if (rc < 0 && every > VERIFY_RETRY_MS)
+			next = cs_clock_ms() + VERIFY_RETRY_MS;
+		if (rc == 0 && !r.stopped)
+			cs_info("verified %llu copies (%.1f MB) in %.1f s: %llu mended, %llu registered, "
+				"%llu changed behind the library, %llu not in the registry, %llu errors",
+				(unsigned long long)r.copies, r.bytes / 1e6, r.ms / 1000.0,
+				(unsigned long long)r.count[CS_VERIFY_MENDED],
+				(unsigned long long)r.count[CS_VERIFY_REGISTERED],
+				(unsigned long long)r.count[CS_VERIFY_CHANGED],
+				(unsigned long long)r.count[CS_VERIFY_UNKNOWN],
+				(unsigned long long)r.count[CS_VERIFY_ERROR]);
+	}
+	return NULL;
+}
+
 int cs_agent_main(void)
 {
-	pthread_t hb, sw;
+	pthread_t hb, sw, vf;
 	sigset_t set;
 	int sig, rc;
 
@@ -196,8 +250,9 @@ int cs_agent_main(void)
 		return 1;
 	}
 	if ((rc = pthread_create(&hb, NULL, heartbeat, NULL)) != 0 ||
-	    (rc = pthread_create(&sw, NULL, sweeper, NULL)) != 0) {
-		cs_error("cannot start the heartbeat and the sweep: %s", strerror(rc));
+	    (rc = pthread_create(&sw, NULL, sweeper, NULL)) != 0 ||
+	    (!cs_cfg.verify_off && (rc = pthread_create(&vf, NULL, verifier, NULL)) != 0)) {
+		cs_error("cannot start the heartbeat, the sweep and the verify: %s", strerror(rc));
 		return 1;
 	}
 	/* Said whatever CS_LOG is: an operator looks for this line. */
@@ -217,6 +272,8 @@ int cs_agent_main(void)
 	cs_tail_stop();
 	pthread_join(hb, NULL);
 	pthread_join(sw, NULL);
+	if (!cs_cfg.verify_off)
+		pthread_join(vf, NULL);
 	cs_indexer_stop();
 	cs_db_shutdown();
 	cs_mc_shutdown();

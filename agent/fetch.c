@@ -95,22 +95,57 @@ static int from_holders(const struct cs_prefix *p, const char *rel, struct cs_in
 	return -ENOENT;
 }
 
-/* Fetch f for (p, rel) and install it.  One of the protocol's replies. */
-static char install_file(const struct cs_prefix *p, const char *rel, struct cs_file *f,
-			 bool cached)
+int cs_fetch_into(const struct cs_prefix *p, const char *rel, struct cs_install *in,
+		  struct cs_file *f, bool cached)
 {
 	struct cs_node *order = malloc(CS_MAX_HOLDERS * sizeof *order);
 	uint32_t tried[CS_MAX_HOLDERS];
-	struct cs_install in;
 	int ntried = 0, n, rc;
-	char reply = CS_REPLY_UNAVAILABLE;
 	/* The whole miss, every holder tried: CS_FETCH_TIMEOUT plus the time
 	 * its size takes at CS_FETCH_MIN_RATE. */
 	int64_t deadline = cs_clock_ms() + cs_cfg.fetch_timeout_ms +
 			   (int64_t)(f->size * 1000 / (cs_cfg.fetch_min_rate ? cs_cfg.fetch_min_rate : 1));
 
 	if (!order)
-		return CS_REPLY_UNAVAILABLE;
+		return -ENOMEM;
+	n = cs_nodes_holders(f, order, CS_MAX_HOLDERS);
+	/* Every holder the cached record names failed lately: its list may be
+	 * old, and MySQL may know a copy that works. */
+	if (cached && n > 0 && cs_nodes_is_demoted(order[0].id)) {
+		struct cs_file g;
+		if (cs_registry_lookup_db(p->name, rel, &g) == 0 && !g.deleted &&
+		    g.version == f->version) {
+			*f = g;
+			n = cs_nodes_holders(f, order, CS_MAX_HOLDERS);
+			cached = false;         /* MySQL's answer now: not asked again below */
+		}
+	}
+	rc = n > 0 ? from_holders(p, rel, in, f, order, n, tried, &ntried, deadline) : -ENOENT;
+	if (rc < 0 && rc != -ETIMEDOUT && cached) {
+		/* The cached record's holders may be out of date (copies made
+		 * since, a holder gone): ask the truth. */
+		struct cs_file g;
+		if (cs_registry_lookup_db(p->name, rel, &g) == 0 && !g.deleted) {
+			if (g.version != f->version)
+				ntried = 0;     /* another version: every holder again */
+			*f = g;
+			n = cs_nodes_holders(f, order, CS_MAX_HOLDERS);
+			rc = n > 0 ? from_holders(p, rel, in, f, order, n, tried, &ntried,
+						  deadline) : -ENOENT;
+		}
+	}
+	free(order);
+	return rc;
+}
+
+/* Fetch f for (p, rel) and install it.  One of the protocol's replies. */
+static char install_file(const struct cs_prefix *p, const char *rel, struct cs_file *f,
+			 bool cached)
+{
+	struct cs_install in;
+	int rc;
+	char reply = CS_REPLY_UNAVAILABLE;
+
 	if (cs_store_exists(p, rel)) {
 		reply = CS_REPLY_INSTALLED;     /* a push put it here meanwhile */
 		goto out;
@@ -126,32 +161,7 @@ static char install_file(const struct cs_prefix *p, const char *rel, struct cs_f
 		cs_error_every(10, "%s/%s: cannot install here: %s", p->name, rel, strerror(-rc));
 		goto out;
 	}
-	n = cs_nodes_holders(f, order, CS_MAX_HOLDERS);
-	/* Every holder the cached record names failed lately: its list may be
-	 * old, and MySQL may know a copy that works. */
-	if (cached && n > 0 && cs_nodes_is_demoted(order[0].id)) {
-		struct cs_file g;
-		if (cs_registry_lookup_db(p->name, rel, &g) == 0 && !g.deleted &&
-		    g.version == f->version) {
-			*f = g;
-			n = cs_nodes_holders(f, order, CS_MAX_HOLDERS);
-			cached = false;         /* MySQL's answer now: not asked again below */
-		}
-	}
-	rc = n > 0 ? from_holders(p, rel, &in, f, order, n, tried, &ntried, deadline) : -ENOENT;
-	if (rc < 0 && rc != -ETIMEDOUT && cached) {
-		/* The cached record's holders may be out of date (copies made
-		 * since, a holder gone): ask the truth. */
-		struct cs_file g;
-		if (cs_registry_lookup_db(p->name, rel, &g) == 0 && !g.deleted) {
-			if (g.version != f->version)
-				ntried = 0;     /* another version: every holder again */
-			*f = g;
-			n = cs_nodes_holders(f, order, CS_MAX_HOLDERS);
-			rc = n > 0 ? from_holders(p, rel, &in, f, order, n, tried, &ntried,
-						  deadline) : -ENOENT;
-		}
-	}
+	rc = cs_fetch_into(p, rel, &in, f, cached);
 	if (rc < 0) {
 		cs_error_every(10, "%s/%s: registered, but none of the %d nodes holding it could "
 			       "deliver it", p->name, rel, f->nholders);
@@ -182,7 +192,6 @@ static char install_file(const struct cs_prefix *p, const char *rel, struct cs_f
 		cs_info("fetched %s/%s (%" PRIu64 " bytes)", p->name, rel, f->size);
 	reply = CS_REPLY_INSTALLED;
 out:
-	free(order);
 	return reply;
 }
 

@@ -450,6 +450,141 @@ int cs_registry_drop_copy(uint64_t file_id, uint64_t version)
 	return cs_db_query(&q, NULL);
 }
 
+int cs_registry_copies(uint64_t after, struct cs_copy *out, int max)
+{
+	struct cs_buf q = { 0 };
+	MYSQL_RES *res = NULL;
+	MYSQL_ROW row;
+	uint32_t self;
+	int n = 0, rc;
+
+	if ((rc = cs_nodes_self(&self)) < 0)
+		return rc;
+	/* By (node_id, stale, file_id): the replicas_node index, a range. */
+	cs_sql_fmt(&q, "SELECT f.id, f.version, f.size, f.sha256, r.size, r.mtime_ns, r.pinned,"
+		       " f.namespace, f.path FROM replicas r JOIN files f ON f.id=r.file_id"
+		       " WHERE r.node_id=%" PRIu32 " AND r.stale=0 AND r.file_id > %" PRIu64
+		       " AND r.version=f.version AND f.deleted=0 ORDER BY r.file_id LIMIT %d",
+		   self, after, max);
+	if ((rc = cs_db_query(&q, &res)) < 0)
+		return rc == -ENOMEM ? rc : -EAGAIN;
+	while (res && (row = mysql_fetch_row(res)) && n < max) {
+		unsigned long *l = mysql_fetch_lengths(res);
+		struct cs_copy *c = &out[n];
+
+		if (!row[3] || l[3] != CS_SHA256_LEN || !row[7] || !row[8] ||
+		    l[7] >= sizeof c->ns || l[8] >= sizeof c->rel)
+			continue;
+		c->file_id = cs_db_u64(row[0]);
+		c->version = cs_db_u64(row[1]);
+		c->size = cs_db_u64(row[2]);
+		memcpy(c->sha256, row[3], CS_SHA256_LEN);
+		c->held_size = cs_db_u64(row[4]);
+		c->held_mtime_ns = row[5] ? strtoll(row[5], NULL, 10) : 0;
+		c->pinned = row[6] && row[6][0] == '1';
+		column(row, l, 7, c->ns, sizeof c->ns);
+		column(row, l, 8, c->rel, sizeof c->rel);
+		n++;
+	}
+	if (res)
+		mysql_free_result(res);
+	return n;
+}
+
+int cs_registry_count_copies(uint64_t *n)
+{
+	struct cs_buf q = { 0 };
+	MYSQL_RES *res = NULL;
+	MYSQL_ROW row;
+	uint32_t self;
+	int rc;
+
+	if ((rc = cs_nodes_self(&self)) < 0)
+		return rc;
+	cs_sql_fmt(&q, "SELECT COUNT(*) FROM replicas r JOIN files f ON f.id=r.file_id"
+		       " WHERE r.node_id=%" PRIu32 " AND r.stale=0 AND r.version=f.version"
+		       " AND f.deleted=0", self);
+	if ((rc = cs_db_query(&q, &res)) < 0)
+		return rc == -ENOMEM ? rc : -EAGAIN;
+	*n = res && (row = mysql_fetch_row(res)) ? cs_db_u64(row[0]) : 0;
+	if (res)
+		mysql_free_result(res);
+	return 0;
+}
+
+int cs_registry_unhold(uint64_t file_id, uint64_t version, uint64_t size, int64_t mtime_ns)
+{
+	struct cs_buf q = { 0 };
+	uint32_t self;
+	int rc;
+
+	if ((rc = cs_nodes_self(&self)) < 0)
+		return rc;
+	cs_sql_fmt(&q, "DELETE FROM replicas WHERE file_id=%" PRIu64 " AND node_id=%" PRIu32
+		       " AND version=%" PRIu64 " AND size=%" PRIu64 " AND mtime_ns=%" PRId64,
+		   file_id, self, version, size, mtime_ns);
+	rc = cs_db_query(&q, NULL);
+	return rc == 0 || rc == -ENOMEM ? rc : -EAGAIN;
+}
+
+int cs_registry_found(const char *ns, struct cs_found *v, int n)
+{
+	unsigned char (*h)[CS_SHA256_LEN] = malloc((n > 0 ? n : 1) * sizeof *h);
+	struct cs_buf q = { 0 };
+	MYSQL_RES *res = NULL;
+	MYSQL_ROW row;
+	uint32_t self;
+	int rc;
+
+	if (!h)
+		return -ENOMEM;
+	if (n <= 0 || (rc = cs_nodes_self(&self)) < 0) {
+		free(h);
+		return n <= 0 ? 0 : rc;
+	}
+	cs_sql_fmt(&q, "SELECT f.path_hash, f.id, f.version, f.size, f.mtime_ns, f.sha256,"
+		       " f.deleted, r.version, f.path FROM files f LEFT JOIN replicas r ON"
+		       " r.file_id=f.id AND r.node_id=%" PRIu32 " WHERE f.path_hash IN (", self);
+	for (int i = 0; i < n; i++) {
+		v[i].known = v[i].recorded = false;
+		cs_path_hash(ns, v[i].rel, h[i]);
+		cs_sql_str(&q, i ? "," : "");
+		cs_sql_hex(&q, h[i], CS_SHA256_LEN);
+	}
+	cs_sql_str(&q, ") AND f.namespace=");
+	cs_sql_text(&q, ns);
+	if ((rc = cs_db_query(&q, &res)) < 0) {
+		free(h);
+		return rc == -ENOMEM ? rc : -EAGAIN;
+	}
+	while (res && (row = mysql_fetch_row(res))) {
+		unsigned long *l = mysql_fetch_lengths(res);
+
+		if (!row[0] || l[0] != CS_SHA256_LEN || !row[5] || l[5] != CS_SHA256_LEN || !row[8])
+			continue;
+		for (int i = 0; i < n; i++) {
+			struct cs_found *x = &v[i];
+
+			if (memcmp(h[i], row[0], CS_SHA256_LEN) != 0 || strlen(x->rel) != l[8] ||
+			    memcmp(x->rel, row[8], l[8]) != 0)
+				continue;
+			memset(&x->f, 0, sizeof x->f);
+			x->known = true;
+			x->f.id = cs_db_u64(row[1]);
+			x->f.version = cs_db_u64(row[2]);
+			x->f.size = cs_db_u64(row[3]);
+			x->f.mtime_ns = row[4] ? strtoll(row[4], NULL, 10) : 0;
+			memcpy(x->f.sha256, row[5], CS_SHA256_LEN);
+			x->f.deleted = row[6] && row[6][0] == '1';
+			x->recorded = row[7] != NULL;
+		}
+	}
+	if (res)
+		mysql_free_result(res);
+	free(h);
+	return 0;
+}
+
 /* ---- import ---------------------------------------------------------- */
 
 /* cs_registry_import on connection d: *f gets the record as registered. */

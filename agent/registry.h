@@ -73,6 +73,40 @@ int cs_registry_kept(uint64_t conflict, const char *path);
 /* This node no longer holds the stale copy (file_id, version). */
 int cs_registry_drop_copy(uint64_t file_id, uint64_t version);
 
+/* A copy this node holds of a file's current version, as recorded. */
+struct cs_copy {
+	uint64_t file_id, version, size;        /* the registry's record */
+	unsigned char sha256[CS_SHA256_LEN];
+	uint64_t held_size;                     /* the copy as it was installed here */
+	int64_t held_mtime_ns;
+	bool pinned;
+	char ns[CS_NAME_MAX];
+	char rel[CS_PATH_MAX];
+};
+/* This node's copies of current versions (live files, records not stale)
+ * with a file id above after, in file id order: how many (at most max),
+ * or -EAGAIN. */
+int cs_registry_copies(uint64_t after, struct cs_copy *out, int max);
+/* How many such copies this node holds: 0 with *n, or -EAGAIN. */
+int cs_registry_count_copies(uint64_t *n);
+/* This node does not hold version of file_id any more (its copy changed
+ * here): its record goes, if it still says the copy was installed with
+ * size and mtime_ns (a newer record, made meanwhile, stays).  0 or
+ * -EAGAIN. */
+int cs_registry_unhold(uint64_t file_id, uint64_t version, uint64_t size, int64_t mtime_ns);
+
+/* A file found in this node's directory, and what the registry says of its
+ * path. */
+struct cs_found {
+	const char *rel;        /* in */
+	bool known;             /* registered: f is its record (perhaps a tombstone) */
+	bool recorded;          /* this node has a record of a copy of it, any version */
+	struct cs_file f;       /* id, version, size, mtime_ns, sha256, deleted */
+};
+/* Look up v[0, n) (paths in namespace ns) in MySQL, in one query: 0, or
+ * -EAGAIN. */
+int cs_registry_found(const char *ns, struct cs_found *v, int n);
+
 /*
  * Register a file this node already has (import).  0 when it was added or
  * already matched, -EEXIST when the registry holds other content (also when

@@ -246,7 +246,8 @@ static int parse_rate(const char *name, const char *v, uint64_t dflt, uint64_t *
 	return 0;
 }
 
-/* CS_DOWN_AFTER, CS_REPAIR_RATE, CS_VERIFY_RATE, CS_CACHE_MAX. */
+/* CS_DOWN_AFTER, CS_REPAIR_RATE, CS_VERIFY_RATE, CS_VERIFY_EVERY, CS_VERIFY_SETTLE,
+ * CS_CACHE_MAX. */
 static int parse_upkeep(struct cs_config *cfg, cs_getenv_fn get, char *err, size_t errlen)
 {
 	const char *v;
@@ -262,8 +263,14 @@ static int parse_upkeep(struct cs_config *cfg, cs_getenv_fn get, char *err, size
 		return rc;
 	v = get("CS_VERIFY_RATE");
 	cfg->verify_off = v && strcmp(v, "off") == 0;
-	if (!cfg->verify_off &&
-	    (rc = parse_rate("CS_VERIFY_RATE", v, 4 << 20, &cfg->verify_rate, err, errlen)) < 0)
+	/* Off is the background's: `cs-replicate verify` still has a rate. */
+	if ((rc = parse_rate("CS_VERIFY_RATE", cfg->verify_off ? NULL : v, 4 << 20,
+			     &cfg->verify_rate, err, errlen)) < 0)
+		return rc;
+	if ((rc = parse_int("CS_VERIFY_EVERY", get("CS_VERIFY_EVERY"), 1, 366 * 86400, 86400,
+			    &cfg->verify_every, err, errlen)) < 0 ||
+	    (rc = parse_int("CS_VERIFY_SETTLE", get("CS_VERIFY_SETTLE"), 0, 86400, 60,
+			    &cfg->verify_settle, err, errlen)) < 0)
 		return rc;
 	cfg->cache_max = 0;
 	cfg->cache_max_pct = 0;

@@ -16,8 +16,10 @@
  * Nothing is made before the file is complete: the directories on its way
  * are made at commit.  Transfers hold no lock, so a reader never waits for a
  * push in progress; only the short steps that look and then change a name
- * (commit, a sweep's removal, a move) hold a per-path lock in this process,
- * the one process that installs.
+ * (commit, a sweep's removal, a move, a mend) hold a per-path lock.  Two
+ * processes install: the agent and `cs-replicate verify` run beside it, so
+ * the lock is a mutex between threads and a byte-range lock on
+ * CS_SPOOL/store.lock between processes.
  *
  * Every directory is reached by opening it beneath the namespace directory
  * (openat2 RESOLVE_BENEATH), and a missing one is made inside its parent as
@@ -190,11 +192,44 @@ int cs_store_mkdir(const struct cs_prefix *p, const char *rel)
 #define STRIPES 256
 static pthread_mutex_t stripes[STRIPES];
 static pthread_once_t stripes_once = PTHREAD_ONCE_INIT;
+static int lock_fd = -1;        /* CS_SPOOL/store.lock; -1: this process alone */
 
+/*
+ * The file whose byte k stands for stripe k between processes.  Open file
+ * description locks: every thread shares the descriptor, so the mutex
+ * orders the threads and the file lock the processes.  Made by root (a
+ * `cs-replicate verify` run as root), it is handed to the spool's owner,
+ * the agent's user; no one else may open it, so no one else can hold up
+ * an install.
+ */
 static void stripes_init(void)
 {
+	char path[CS_PATH_MAX + 16];
+	struct stat st;
+
 	for (int i = 0; i < STRIPES; i++)
 		pthread_mutex_init(&stripes[i], NULL);
+	if (!cs_cfg.spool[0])
+		return;
+	snprintf(path, sizeof path, "%s/store.lock", cs_cfg.spool);
+	lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+	if (lock_fd < 0) {
+		cs_error("%s: %s; installs are not coordinated with other cs-replicate processes",
+			 path, strerror(errno));
+		return;
+	}
+	if (geteuid() == 0 && stat(cs_cfg.spool, &st) == 0 && st.st_uid != 0 &&
+	    fchown(lock_fd, st.st_uid, st.st_gid) < 0)
+		cs_error("chown %s: %s", path, strerror(errno));
+}
+
+/* Lock (F_WRLCK) or unlock (F_UNLCK) stripe k for other processes. */
+static void stripe_file(int k, short type)
+{
+	struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = k, .l_len = 1 };
+
+	while (lock_fd >= 0 && fcntl(lock_fd, F_OFD_SETLKW, &fl) < 0 && errno == EINTR)
+		;
 }
 
 int cs_store_lock(const char *ns, const char *rel)
@@ -204,12 +239,23 @@ int cs_store_lock(const char *ns, const char *rel)
 
 	pthread_once(&stripes_once, stripes_init);
 	pthread_mutex_lock(&stripes[k]);
+	stripe_file(k, F_WRLCK);
 	return k;
 }
 
 void cs_store_unlock(int lock)
 {
+	stripe_file(lock, F_UNLCK);
 	pthread_mutex_unlock(&stripes[lock]);
+}
+
+int cs_store_writing_now(int fd)
+{
+	if (fcntl(fd, F_SETLEASE, F_RDLCK) == 0) {
+		fcntl(fd, F_SETLEASE, F_UNLCK);
+		return 0;
+	}
+	return errno == EAGAIN ? 1 : -1;
 }
 
 /* ---- installing ----------------------------------------------------- */

@@ -46,10 +46,21 @@ int cs_store_copy(int from, int to);
 bool cs_store_exists(const struct cs_prefix *p, const char *rel);
 
 /* The per-path lock for the steps that look at a name and then change it
- * (commit, a sweep's removal, a move): its token for cs_store_unlock.
- * Held for no transfer, only for such short steps. */
+ * (commit, a sweep's removal, a move, a mend): its token for
+ * cs_store_unlock.  Held for no transfer, only for such short steps, and
+ * between the processes of one CS_SPOOL too (the agent and verify). */
 int cs_store_lock(const char *ns, const char *rel);
 void cs_store_unlock(int lock);
+
+/*
+ * Whether a process has the file open at fd (read-only) open for writing
+ * now: what is on disk may then be half of what it is writing.  A read
+ * lease is granted only when nobody has; it is given back at once (SIGIO,
+ * which a writer opening meanwhile would send, must be ignored by the
+ * caller's process).  1 yes, 0 no, -1 when the kernel cannot say (neither
+ * the file's owner nor CAP_LEASE, or a filesystem without leases).
+ */
+int cs_store_writing_now(int fd);
 
 /* Directory rel of namespace p, made beneath p's directory where missing
  * (owned like it): 0, -EXDEV, or another -errno. */

@@ -572,13 +572,15 @@ static int count(void *arg, struct cs_entry *e)
 	return 0;
 }
 
-long cs_tail_pending(int *live)
+/* Each entry not yet acknowledged in CS_SPOOL's journals to fn; *live as
+ * cs_tail_pending's (live may be NULL).  0 or -errno. */
+static int each_pending(int (*fn)(void *, struct cs_entry *), void *arg, int *live)
 {
 	DIR *d = opendir(cs_cfg.spool);
 	struct dirent *e;
-	long pending = 0;
 
-	*live = 0;
+	if (live)
+		*live = 0;
 	if (!d)
 		return errno == ENOENT ? 0 : -errno;
 	while ((e = readdir(d))) {
@@ -589,13 +591,26 @@ long cs_tail_pending(int *live)
 		if (!journal_name(e->d_name) ||
 		    (fd = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
 			continue;
-		if (flock(fd, LOCK_SH | LOCK_NB) < 0)
+		if (live && flock(fd, LOCK_SH | LOCK_NB) < 0)
 			(*live)++;
 		if (read_start(fd, &c, &data) == 0 && c.buf)
-			parse(&c, true, count, &pending);
+			parse(&c, true, fn, arg);
 		free(c.mem);
 		close(fd);
 	}
 	closedir(d);
-	return pending;
+	return 0;
+}
+
+long cs_tail_pending(int *live)
+{
+	long pending = 0;
+	int rc = each_pending(count, &pending, live);
+
+	return rc < 0 ? rc : pending;
+}
+
+int cs_tail_each_pending(int (*fn)(void *arg, struct cs_entry *e), void *arg)
+{
+	return each_pending(fn, arg, NULL);
 }

@@ -23,6 +23,11 @@ long cs_tail_drain(int timeout_ms);
  * how many journals belong to running processes.  -errno on failure. */
 long cs_tail_pending(int *live);
 
+/* Each entry not yet acknowledged in CS_SPOOL's journals (read only), to
+ * fn with arg: a write, delete or rename a host made that the registry may
+ * not show yet.  0 or -errno. */
+int cs_tail_each_pending(int (*fn)(void *arg, struct cs_entry *e), void *arg);
+
 /* What is waiting now (the agent's report while the registry is down). */
 unsigned long cs_tail_backlog(void);
 

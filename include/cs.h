@@ -196,6 +196,8 @@ struct cs_config {
 	uint64_t repair_rate;           /* CS_REPAIR_RATE: the agent's repair, bytes/s; 0: no bound */
 	uint64_t verify_rate;           /* CS_VERIFY_RATE: background verify, bytes/s; 0: no bound */
 	bool verify_off;                /* CS_VERIFY_RATE=off: no background verify */
+	int verify_every;               /* CS_VERIFY_EVERY: seconds from one pass's start to the next */
+	int verify_settle;              /* CS_VERIFY_SETTLE: seconds a file changed here is left alone */
 	uint64_t cache_max;             /* CS_CACHE_MAX in bytes; 0: no quota */
 	int cache_max_pct;              /* ... or in % of the filesystem (1-100); 0: bytes */
 	/* TLS between nodes: this node's certificate and key (needed when

@@ -228,6 +228,41 @@ static void bad_other_variables(void **state)
 	assert_string_equal(cfg.node_url, "http://x");
 }
 
+/* Verify: how fast, how often, how long a file changed here is left alone;
+ * "off" stops only the background, so `cs-replicate verify` keeps a rate. */
+static void verify_settings(void **state)
+{
+	(void)state;
+	const char *dflt[] = { "CS_PREFIXES", "img=/x", BASE, NULL };
+	assert_int_equal(parse(dflt, CS_ROLE_TOOL), 0);
+	assert_int_equal(cfg.verify_every, 86400);
+	assert_int_equal(cfg.verify_settle, 60);
+	assert_int_equal(cfg.verify_rate, 4 << 20);
+	assert_false(cfg.verify_off);
+
+	const char *set[] = { "CS_PREFIXES", "img=/x", "CS_VERIFY_RATE", "off",
+			      "CS_VERIFY_EVERY", "2", "CS_VERIFY_SETTLE", "0", BASE, NULL };
+	assert_int_equal(parse(set, CS_ROLE_TOOL), 0);
+	assert_true(cfg.verify_off);
+	assert_int_equal(cfg.verify_rate, 4 << 20);
+	assert_int_equal(cfg.verify_every, 2);
+	assert_int_equal(cfg.verify_settle, 0);
+
+	const char *max[] = { "CS_PREFIXES", "img=/x", "CS_VERIFY_RATE", "max", BASE, NULL };
+	assert_int_equal(parse(max, CS_ROLE_TOOL), 0);
+	assert_false(cfg.verify_off);
+	assert_int_equal(cfg.verify_rate, 0);
+
+	const char *zero[] = { "CS_PREFIXES", "img=/x", "CS_VERIFY_EVERY", "0", BASE, NULL };
+	const char *word[] = { "CS_PREFIXES", "img=/x", "CS_VERIFY_EVERY", "daily", BASE, NULL };
+	const char *rate[] = { "CS_PREFIXES", "img=/x", "CS_VERIFY_RATE", "fast", BASE, NULL };
+	refuses("CS_VERIFY_EVERY", zero, CS_ROLE_TOOL);
+	refuses("CS_VERIFY_EVERY", word, CS_ROLE_TOOL);
+	const char *settle[] = { "CS_PREFIXES", "img=/x", "CS_VERIFY_SETTLE", "-1", BASE, NULL };
+	refuses("CS_VERIFY_RATE", rate, CS_ROLE_TOOL);
+	refuses("CS_VERIFY_SETTLE", settle, CS_ROLE_TOOL);
+}
+
 /* A secret file's trailing newline is not part of the secret; nor is it
  * counted towards the 16 bytes a secret needs. */
 static void secret_file_trailing_newline(void **state)
@@ -363,6 +398,7 @@ int main(void)
 		cmocka_unit_test(bad_prefixes),
 		cmocka_unit_test(siblings_do_not_overlap),
 		cmocka_unit_test(bad_other_variables),
+		cmocka_unit_test(verify_settings),
 		cmocka_unit_test(secret_file_trailing_newline),
 		cmocka_unit_test(old_secret),
 		cmocka_unit_test(symlinked_prefix_remembers_real_dir),
