@@ -61,32 +61,9 @@
 #define BATCH 256               /* files found on disk looked up at once */
 #define MAX_DEPTH 64
 #define BUF_SIZE (128 << 10)
-#define BURST_US 100000         /* the bucket saves up a tenth of a second */
 #define STEP_US 100000          /* sleeps are this long at most */
 
 /* ---- the token bucket ------------------------------------------------- */
-
-void cs_bucket_init(struct cs_bucket *b, uint64_t rate, int64_t now_us)
-{
-	b->rate = rate;
-	b->last_us = now_us;
-	b->tokens = 0;
-}
-
-int64_t cs_bucket_take(struct cs_bucket *b, uint64_t n, int64_t now_us)
-{
-	double cap = (double)b->rate * BURST_US / 1e6;
-
-	if (!b->rate)
-		return 0;
-	if (now_us > b->last_us)
-		b->tokens += (double)(now_us - b->last_us) * (double)b->rate / 1e6;
-	b->last_us = now_us > b->last_us ? now_us : b->last_us;
-	if (b->tokens > cap)
-		b->tokens = cap;
-	b->tokens -= (double)n;
-	return b->tokens >= 0 ? 0 : (int64_t)(-b->tokens * 1e6 / (double)b->rate) + 1;
-}
 
 /* ---- a pass ------------------------------------------------------------- */
 

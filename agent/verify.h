@@ -7,6 +7,7 @@
 #define CS_VERIFY_H
 
 #include "cs.h"
+#include "rate.h"
 
 /* What a pass did or found about one file. */
 enum cs_verify_kind {
@@ -49,17 +50,5 @@ struct cs_verify_result {
  * *r says what was done either way.
  */
 int cs_verify_pass(const struct cs_verify_opts *o, struct cs_verify_result *r);
-
-/* The token bucket that bounds a pass's reading: tokens are bytes, earned
- * at rate per second, at most a tenth of a second's worth saved up. */
-struct cs_bucket {
-	uint64_t rate;                  /* bytes per second; 0: no bound */
-	int64_t last_us;                /* when tokens was brought up to date */
-	double tokens;                  /* bytes that may be read now; below 0: owed */
-};
-void cs_bucket_init(struct cs_bucket *b, uint64_t rate, int64_t now_us);
-/* n bytes were read at now_us (monotonic): the microseconds to wait before
- * reading more, 0 for none. */
-int64_t cs_bucket_take(struct cs_bucket *b, uint64_t n, int64_t now_us);
 
 #endif
