@@ -20,6 +20,7 @@
 
 #include "cs.h"
 #include "settings.h"
+#include "tool.h"
 #include "verify.h"
 
 /* Each kind's name in --json, and its word at the head of a line. */
@@ -81,46 +82,6 @@ static void report(void *arg, enum cs_verify_kind kind, const char *ns, const ch
 	fflush(stdout);
 }
 
-/* The length of the valid UTF-8 sequence at s (no overlong form, no
- * surrogate, nothing past U+10FFFF), or 0. */
-static int utf8_len(const unsigned char *s)
-{
-	int n = s[0] < 0xc2 ? 0 : s[0] < 0xe0 ? 2 : s[0] < 0xf0 ? 3 : s[0] < 0xf5 ? 4 : 0;
-	unsigned lo = s[0] == 0xe0 ? 0xa0 : s[0] == 0xf0 ? 0x90 : 0x80;
-	unsigned hi = s[0] == 0xed ? 0x9f : s[0] == 0xf4 ? 0x8f : 0xbf;
-
-	if (n && (s[1] < lo || s[1] > hi))
-		return 0;
-	for (int i = 2; i < n; i++)
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-	return n;
-}
-
-/* s as a JSON string.  Paths are bytes: one that is not UTF-8 gets each
- * such byte as the code point of the same number, so the text stays JSON. */
-static void json_str(const char *s)
-{
-	putchar('"');
-	for (const unsigned char *p = (const unsigned char *)s; *p;) {
-		int n;
-
-		if (*p == '"' || *p == '\\') {
-			printf("\\%c", *p++);
-		} else if (*p < 0x20 || *p == 0x7f) {
-			printf("\\u%04x", *p++);
-		} else if (*p < 0x80) {
-			putchar(*p++);
-		} else if ((n = utf8_len(p)) > 0) {
-			fwrite(p, 1, (size_t)n, stdout);
-			p += n;
-		} else {
-			printf("\\u%04x", *p++);
-		}
-	}
-	putchar('"');
-}
-
 static void print_json(const struct out *o, const struct cs_verify_result *r, double secs)
 {
 	printf("{\"copies\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"seconds\":%.3f,"
@@ -135,9 +96,9 @@ static void print_json(const struct out *o, const struct cs_verify_result *r, do
 		printf("%s\"%s\":[", k ? "," : "", kinds[k].key);
 		for (size_t i = 0; i < l->n; i++) {
 			printf("%s{\"path\":", i ? "," : "");
-			json_str(l->path[i]);
+			cs_json_str(stdout, l->path[i]);
 			printf(",\"why\":");
-			json_str(l->why[i]);
+			cs_json_str(stdout, l->why[i]);
 			putchar('}');
 		}
 		putchar(']');
@@ -175,7 +136,7 @@ static bool parse_rate(const char *s, uint64_t *rate)
 	return cs_parse_size(s, rate) && *rate >= 4096;
 }
 
-int cmd_verify(int argc, char **argv)
+int cs_cmd_verify(int argc, char **argv)
 {
 	static const char usage[] = "usage: cs-replicate verify [--rate R|max] [--no-mend] [--json]\n";
 	struct cs_verify_opts opts = { .rate = cs_cfg.verify_rate, .mend = true, .report = report };

@@ -33,7 +33,6 @@ static int cmd_import(int argc, char **argv);
 static int cmd_drain(int argc, char **argv);
 static int cmd_conflicts(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
-int cmd_verify(int argc, char **argv);          /* cmd_verify.c */
 
 static const struct command {
 	const char *name;
@@ -47,7 +46,7 @@ static const struct command {
 	{ "node", cs_cmd_node, CS_ROLE_TOOL, "node drain|undrain|remove NAME [--wait] [--force]   take a node out of the cluster, or back" },
 	{ "repair", cs_cmd_repair, CS_ROLE_TOOL, "repair [--rate R|max] every live file back to CS_REPLICAS copies, now; exit 1 with what could not be" },
 	{ "conflicts", cmd_conflicts, CS_ROLE_TOOL, "conflicts             versions lost to writes made at the same time on two nodes, and where each is kept" },
-	{ "verify", cmd_verify, CS_ROLE_TOOL, "verify [--rate R|max] [--no-mend] [--json]\n"
+	{ "verify", cs_cmd_verify, CS_ROLE_TOOL, "verify [--rate R|max] [--no-mend] [--json]\n"
 	  "                        check this node's copies (size, SHA-256) against the registry; mend bad or missing ones, record unrecorded ones" },
 	{ "drain", cmd_drain, CS_ROLE_TOOL, "drain [--timeout S]   wait until every journal entry is replicated; exit 0 when none is left" },
 	{ "help", cmd_help, CS_ROLE_TOOL, "help                  this list" },

@@ -11,13 +11,16 @@
 int cs_cmd_status(int argc, char **argv);
 int cs_cmd_node(int argc, char **argv);
 int cs_cmd_repair(int argc, char **argv);
+int cs_cmd_verify(int argc, char **argv);
 
 /* Ask every up agent for a repair pass now at rate bytes/s (0: no bound):
  * how many were asked; pass[i] (when given, CS_MAX_NODES of them) gets
  * the pass each will have finished when done, 0 for none asked. */
 int cs_repair_kick_all(uint64_t rate, uint64_t *pass);
 
-/* s as a JSON string, quotes included. */
+/* s as a JSON string, quotes included.  Paths are bytes: one that is not
+ * UTF-8 gets each such byte as the code point of the same number, so the
+ * text stays JSON. */
 void cs_json_str(FILE *f, const char *s);
 /* n bytes for people: "812 B", "1.2 MB" (powers of 1000). */
 const char *cs_human_bytes(uint64_t n, char buf[32]);
