@@ -33,6 +33,7 @@
 #include "registry.h"
 #include "replicate.h"
 #include "sign.h"
+#include "store.h"
 
 /* ---- one entry ------------------------------------------------------ */
 
@@ -77,23 +78,6 @@ struct wjob {
  * doubling to 5 s: about 20 s) before what is there is replicated anyway. */
 #define WRITER_WAITS 8
 
-/*
- * Whether a process has the file open for writing now: what is on disk may
- * then be half of what it is writing (another writer of the path, in place).
- * A read lease is granted only when nobody has; it is given back at once
- * (SIGIO, which a writer opening meanwhile would send, is ignored: agent.c).
- * 1 yes, 0 no, -1 when the kernel cannot say (neither the file's owner nor
- * CAP_LEASE, or a filesystem without leases).
- */
-static int writing_now(int fd)
-{
-	if (fcntl(fd, F_SETLEASE, F_RDLCK) == 0) {
-		fcntl(fd, F_SETLEASE, F_UNLCK);
-		return 0;
-	}
-	return errno == EAGAIN ? 1 : -1;
-}
-
 /* Open and hash rel.  w->fd stays -1 when there is no regular file at rel
  * any more (a later entry says what became of it); -EAGAIN when it could
  * not be read. */
@@ -123,7 +107,7 @@ static int hash_job(struct wjob *w)
 	}
 	/* Another process is writing it (in place) right now: its close brings
 	 * another entry; this one waits rather than spread half a file. */
-	if (writing_now(fd) == 1 && w->fails < WRITER_WAITS) {
+	if (cs_store_writing(fd) == 1 && w->fails < WRITER_WAITS) {
 		cs_debug("%s: open for writing elsewhere; later", abs);
 		close(fd);
 		return -EAGAIN;
@@ -137,7 +121,7 @@ static int hash_job(struct wjob *w)
 		a = b;
 		rc = cs_sha256_fd(fd, w->pub.sha256, &size);
 	}
-	if (rc == 0 && writing_now(fd) == 1 && w->fails < WRITER_WAITS) {
+	if (rc == 0 && cs_store_writing(fd) == 1 && w->fails < WRITER_WAITS) {
 		cs_debug("%s: opened for writing while hashed; later", abs);
 		rc = -EAGAIN;
 	}

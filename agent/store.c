@@ -237,6 +237,18 @@ static int named_tmp(int dirfd, char name[64])
 	return -EEXIST;
 }
 
+int cs_store_writing(int fd)
+{
+	/* A read lease is granted only when nobody has the file open for
+	 * writing; it is given back at once (SIGIO, which a writer opening
+	 * meanwhile would send, is ignored: agent.c). */
+	if (fcntl(fd, F_SETLEASE, F_RDLCK) == 0) {
+		fcntl(fd, F_SETLEASE, F_UNLCK);
+		return 0;
+	}
+	return errno == EAGAIN ? 1 : -1;
+}
+
 bool cs_store_exists(const struct cs_prefix *p, const char *rel)
 {
 	int root = cs_store_root(p), dir;

@@ -42,6 +42,14 @@ void cs_store_abort(struct cs_install *in);
 /* Copy all of the file open at from (from offset 0) to to, and fsync it:
  * 0 or -errno.  Works between any two filesystems. */
 int cs_store_copy(int from, int to);
+/*
+ * Whether a process has the file open at fd (read-only) open for writing
+ * now: what is on disk may then be half of what it is writing.  1 yes, 0 no,
+ * -1 when the kernel cannot say (neither the file's owner nor CAP_LEASE, or
+ * a filesystem without leases).  Replication waits for such a writer; the
+ * cache quota leaves such a copy alone.
+ */
+int cs_store_writing(int fd);
 /* Whether anything is at rel in namespace p (not followed). */
 bool cs_store_exists(const struct cs_prefix *p, const char *rel);
 
