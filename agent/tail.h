@@ -26,4 +26,10 @@ long cs_tail_pending(int *live);
 /* What is waiting now (the agent's report while the registry is down). */
 unsigned long cs_tail_backlog(void);
 
+/* Whether a journal entry read but not yet replicated names (ns, rel): a
+ * write, delete or rename of that file, or a holder record of it, still on
+ * its way.  True for every path until the agent has read the journals it
+ * found at start.  Any thread (the agent's, once cs_tail_start ran). */
+bool cs_tail_pending_path(const char *ns, const char *rel);
+
 #endif
