@@ -63,6 +63,8 @@ struct cs_db *cs_db_for(struct cs_buf *q, int *err);
  * built.  q is freed. */
 int cs_db_query(struct cs_buf *q, MYSQL_RES **res);
 uint64_t cs_db_insert_id(struct cs_db *d);
+/* Rows the last statement on d changed (or deleted). */
+uint64_t cs_db_affected(struct cs_db *d);
 
 /* Whether MySQL is failing, and since when (monotonic ms). */
 bool cs_db_down(int64_t *since_ms);
