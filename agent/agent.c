@@ -8,16 +8,18 @@
  * hosts map (indexer.c), the local socket hosts ask for misses (local.c),
  * the write path that follows every journal (tail.c), the peer endpoint
  * (http.c), repair (repair.c: every file back to CS_REPLICAS copies), and
- * three small loops here: the heartbeat (every 2 s, with the journal
- * backlog, and a report while MySQL is unreachable of what is held up), the
- * sweep of superseded copies (every 250 ms) and the verify of this node's
- * copies (verify.c; a pass at most every CS_VERIFY_EVERY, at CS_VERIFY_RATE,
- * unless that is off).  One agent per spool directory: it
+ * small loops here: the heartbeat (every 2 s, with the journal backlog, and
+ * a report while MySQL is unreachable of what is held up), the sweep of
+ * superseded copies (every 250 ms), the verify of this node's copies
+ * (verify.c; a pass at most every CS_VERIFY_EVERY, at CS_VERIFY_RATE, unless
+ * that is off) and, with CS_CACHE_MAX, the eviction of pulled copies over
+ * it (evict.c, every 3 s).  One agent per spool directory: it
  * holds CS_SPOOL/agent.lock for life.  SIGTERM or SIGINT stops it; SIGHUP
  * reopens CS_LOG_FILE.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
@@ -29,6 +31,7 @@
 
 #include "agent.h"
 #include "db.h"
+#include "evict.h"
 #include "fetch.h"
 #include "http.h"
 #include "indexer.h"
@@ -44,6 +47,7 @@
 
 #define HEARTBEAT_MS 2000
 #define SWEEP_MS 250            /* superseded copies go within this */
+#define EVICT_MS 3000           /* a look at the cache quota, one SUM query */
 #define OUTAGE_REPORT_MS 60000
 #define VERIFY_FIRST_MS 60000   /* the first verify pass, after start */
 #define VERIFY_RETRY_MS 300000  /* ... and the next after a failed one, at most */
@@ -196,9 +200,42 @@ static void *verifier(void *arg)
 	return NULL;
 }
 
+static void *evictor(void *arg)
+{
+	bool failing = false;
+
+	(void)arg;
+	while (!stopping) {
+		note(&failing, cs_evict_pass(&stopping), "keeping to CS_CACHE_MAX");
+		nap(EVICT_MS);
+	}
+	return NULL;
+}
+
+/* The evictor, when there is a quota to keep to. */
+static int start_evictor(pthread_t *ev)
+{
+	uint64_t quota;
+	int rc;
+
+	if (!cs_evict_wanted())
+		return 0;
+	if ((rc = cs_evict_quota(&quota)) < 0)
+		cs_error("CS_CACHE_MAX=%d%%: cannot measure the filesystem of the namespace "
+			 "directories: %s; trying again every %d s", cs_cfg.cache_max_pct,
+			 strerror(-rc), EVICT_MS / 1000);
+	else
+		cs_log_write(CS_LOG_INFO, "pulled copies kept within %" PRIu64 " bytes (CS_CACHE_MAX)",
+			     quota);
+	if ((rc = pthread_create(ev, NULL, evictor, NULL)) != 0)
+		return -rc;
+	return 1;
+}
+
 int cs_agent_main(void)
 {
-	pthread_t hb, sw, vf;
+	pthread_t hb, sw, vf, ev;
+	bool evicting;
 	sigset_t set;
 	int sig, rc;
 
@@ -255,6 +292,11 @@ int cs_agent_main(void)
 		cs_error("cannot start the heartbeat, the sweep and the verify: %s", strerror(rc));
 		return 1;
 	}
+	if ((rc = start_evictor(&ev)) < 0) {
+		cs_error("cannot start the cache quota's thread: %s", strerror(-rc));
+		return 1;
+	}
+	evicting = rc > 0;
 	/* Said whatever CS_LOG is: an operator looks for this line. */
 	cs_log_write(CS_LOG_INFO, "node %s serving peers on %s (%s), hosts on %s/%s", cs_cfg.node,
 		     cs_cfg.listen, cs_cfg.node_url, cs_cfg.spool, CS_SOCKET_NAME);
@@ -274,6 +316,8 @@ int cs_agent_main(void)
 	pthread_join(sw, NULL);
 	if (!cs_cfg.verify_off)
 		pthread_join(vf, NULL);
+	if (evicting)
+		pthread_join(ev, NULL);
 	cs_indexer_stop();
 	cs_db_shutdown();
 	cs_mc_shutdown();

@@ -308,6 +308,13 @@ uint64_t cs_db_insert_id(struct cs_db *d)
 	return d->m ? mysql_insert_id(d->m) : 0;
 }
 
+uint64_t cs_db_affected(struct cs_db *d)
+{
+	my_ulonglong n = d->m ? mysql_affected_rows(d->m) : 0;
+
+	return n == (my_ulonglong)-1 ? 0 : n;
+}
+
 void cs_db_shutdown(void)
 {
 	pthread_mutex_lock(&mu);

@@ -63,6 +63,8 @@ struct cs_db *cs_db_for(struct cs_buf *q, int *err);
  * built.  q is freed. */
 int cs_db_query(struct cs_buf *q, MYSQL_RES **res);
 uint64_t cs_db_insert_id(struct cs_db *d);
+/* Rows the last statement on d changed (or deleted). */
+uint64_t cs_db_affected(struct cs_db *d);
 
 /* When MySQL last came back after failing (monotonic ms), 0 if it never
  * failed: heartbeats written meanwhile are missing, so until every node has

@@ -211,3 +211,11 @@ void cs_queue_resume(struct cs_queue *q)
 	q->backoff = 0;
 	q->paused_until = 0;
 }
+
+bool cs_queue_names(const struct cs_queue *q, const char *ns, const char *rel)
+{
+	for (const struct cs_qentry *x = q->head; x; x = x->next)
+		if (same(ns, rel, x))
+			return true;
+	return false;
+}

@@ -63,5 +63,8 @@ struct cs_qentry *cs_queue_retire(struct cs_queue *q, struct cs_qentry **b, int 
 void cs_queue_pause(struct cs_queue *q, int64_t now);
 void cs_queue_resume(struct cs_queue *q);
 void cs_queue_free(struct cs_qentry *x);
+/* Whether an entry in q names (ns, rel), as its path or a rename's other
+ * path: something about that file is not replicated yet. */
+bool cs_queue_names(const struct cs_queue *q, const char *ns, const char *rel);
 
 #endif

@@ -7,9 +7,13 @@
  * Cache rules, chosen so that a lookup racing a write cannot pin a stale
  * answer:
  *   - readers fill memcached with `add` (never overwrite what a writer put);
- *   - writers `set` the new record (publish.c), never delete it;
+ *   - writers `set` the new record (publish.c);
  *   - "not in the cluster" is cached for CS_NEG_MC_TTL seconds, and a later
- *     create overwrites it at once.
+ *     create overwrites it at once;
+ *   - a node whose holders change (a confirmed push or repair, an evicted
+ *     copy) deletes the record, and the next reader fills it from MySQL:
+ *     setting one read here could put back a version a writer replaced
+ *     meanwhile, and only a writer may do that.
  * The holders in a cached record may be out of date (copies made since are
  * recorded in MySQL only); a reader that finds none of them able to serve
  * asks MySQL again (fetch.c).  Statements reach MySQL through the agent's
@@ -583,6 +587,104 @@ int cs_registry_found(const char *ns, struct cs_found *v, int n)
 		mysql_free_result(res);
 	free(h);
 	return 0;
+}
+
+/* ---- the cache quota (evict.c) --------------------------------------- */
+
+/* This node's current copies: held, of the version the file has now, and
+ * the file not deleted.  r is replicas, f files. */
+#define CURRENT_COPIES                                                         \
+	" FROM replicas r JOIN files f ON f.id=r.file_id AND f.version=r.version" \
+	" AND f.deleted=0 WHERE r.node_id=%" PRIu32 " AND r.stale=0"
+
+int cs_registry_usage(uint64_t *total, uint64_t *pinned)
+{
+	struct cs_buf q = { 0 };
+	MYSQL_RES *res = NULL;
+	MYSQL_ROW row;
+	uint32_t self;
+	int rc;
+
+	if ((rc = cs_nodes_self(&self)) < 0)
+		return rc;
+	cs_sql_fmt(&q, "SELECT COALESCE(SUM(f.size), 0), COALESCE(SUM(IF(r.pinned, f.size, 0)), 0)"
+		       CURRENT_COPIES, self);
+	if ((rc = cs_db_query(&q, &res)) < 0)
+		return rc;
+	row = mysql_fetch_row(res);
+	*total = row ? cs_db_u64(row[0]) : 0;
+	*pinned = row ? cs_db_u64(row[1]) : 0;
+	mysql_free_result(res);
+	return 0;
+}
+
+struct each_copy {
+	void (*fn)(const struct cs_pulled *c, void *arg);
+	void *arg;
+};
+
+static void copy_row(void *arg, MYSQL_ROW row, unsigned long *l)
+{
+	struct each_copy *e = arg;
+	struct cs_pulled c;
+
+	/* Column values end in a NUL; one inside a name is no name of ours. */
+	if (!row[4] || !row[5] || strlen(row[4]) != l[4] || strlen(row[5]) != l[5] ||
+	    l[4] >= CS_NAME_MAX || l[5] >= CS_PATH_MAX)
+		return;
+	c.file_id = cs_db_u64(row[0]);
+	c.version = cs_db_u64(row[1]);
+	c.size = cs_db_u64(row[2]);
+	c.mtime_ns = row[3] ? strtoll(row[3], NULL, 10) : 0;
+	c.ns = row[4];
+	c.rel = row[5];
+	e->fn(&c, e->arg);
+}
+
+int cs_registry_pulled(void (*fn)(const struct cs_pulled *c, void *arg), void *arg)
+{
+	struct each_copy e = { fn, arg };
+	struct cs_buf q = { 0 };
+	struct cs_db *d;
+	uint32_t self;
+	int rc;
+
+	if ((rc = cs_nodes_self(&self)) < 0)
+		return rc;
+	cs_sql_fmt(&q, "SELECT r.file_id, r.version, r.size, r.mtime_ns, f.namespace, f.path"
+		       CURRENT_COPIES " AND r.pinned=0", self);
+	if (!(d = cs_db_for(&q, &rc)))
+		return rc;
+	rc = cs_db_each(d, q.s, q.len, copy_row, &e);
+	cs_db_put(d);
+	cs_buf_free(&q);
+	return rc;
+}
+
+int cs_registry_evict(uint64_t file_id, uint64_t version)
+{
+	struct cs_buf q = { 0 };
+	struct cs_db *d;
+	uint32_t self;
+	int rc;
+
+	if ((rc = cs_nodes_self(&self)) < 0)
+		return rc;
+	/* Only while the copy is still a current pulled one: a push or a
+	 * repair that made it count, or a new version that made it stale,
+	 * takes it out of the quota's hands.  Not sent again on a lost
+	 * connection: a second DELETE of a row the first one removed would
+	 * say nothing was, and the copy would stay unrecorded. */
+	cs_sql_fmt(&q, "DELETE FROM replicas WHERE file_id=%" PRIu64 " AND node_id=%" PRIu32
+		       " AND version=%" PRIu64 " AND pinned=0 AND stale=0", file_id, self, version);
+	if (!(d = cs_db_for(&q, &rc)))
+		return rc;
+	rc = cs_db_run(d, &q, NULL, false);
+	if (rc == 0)
+		rc = cs_db_affected(d) > 0;
+	cs_db_put(d);
+	cs_buf_free(&q);
+	return rc;
 }
 
 /* ---- import ---------------------------------------------------------- */

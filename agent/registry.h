@@ -107,6 +107,28 @@ struct cs_found {
  * -EAGAIN. */
 int cs_registry_found(const char *ns, struct cs_found *v, int n);
 
+/* ---- the cache quota (evict.c) ---------------------------------------- */
+
+/* The bytes of this node's current copies (held, of the file's current
+ * version, the file not deleted), and of those that count toward
+ * CS_REPLICAS (pinned).  One query; 0 or -errno. */
+int cs_registry_usage(uint64_t *total, uint64_t *pinned);
+/* A copy this node pulled, as installed.  ns and rel last only for the
+ * call they are passed to. */
+struct cs_pulled {
+	uint64_t file_id, version, size;
+	int64_t mtime_ns;
+	const char *ns, *rel;
+};
+/* Each of this node's current copies pulled on a miss (not pinned), to fn,
+ * as the rows arrive.  0 or -errno. */
+int cs_registry_pulled(void (*fn)(const struct cs_pulled *c, void *arg), void *arg);
+/* Drop this node's record of holding (file_id, version), only while that
+ * is a current pulled copy: 1 when it was dropped, 0 when it was no such
+ * copy any more (pinned, stale or gone meanwhile), -errno when it is not
+ * known whether it was. */
+int cs_registry_evict(uint64_t file_id, uint64_t version);
+
 /*
  * Register a file this node already has (import).  0 when it was added or
  * already matched, -EEXIST when the registry holds other content (also when

@@ -14,7 +14,8 @@
  * long-lived process's journal is given back to the disk by punching holes
  * (offsets never move).  A journal's writer holds an flock on it for life:
  * when the agent can take the lock and nothing is pending, the journal is
- * finished and removed.
+ * finished and removed.  The queue's list changes under a lock, so the
+ * cache quota (evict.c) can ask whether a path has an entry still waiting.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -63,7 +64,12 @@ static struct {
 	struct cs_queue q;
 	unsigned long backlog;          /* q.count, for other threads */
 	int64_t housekept, own_read;
+	bool read_all;                  /* every journal there at start was read */
 } T = { .spool = -1, .ino = -1 };
+
+/* Held while q's list changes (this thread) and while another thread
+ * looks through it (cs_tail_pending_path). */
+static pthread_mutex_t qmu = PTHREAD_MUTEX_INITIALIZER;
 
 static int stopping;
 static pthread_t thread;
@@ -207,7 +213,11 @@ static size_t parse(const struct chunk *c, bool first, int (*fn)(void *, struct 
 static int queued(void *arg, struct cs_entry *e)
 {
 	struct journal *j = arg;
-	int rc = cs_queue_add(&T.q, e, j, cs_clock_ms());
+	int rc;
+
+	pthread_mutex_lock(&qmu);
+	rc = cs_queue_add(&T.q, e, j, cs_clock_ms());
+	pthread_mutex_unlock(&qmu);
 
 	if (rc == 0)
 		j->pending++;
@@ -414,7 +424,10 @@ static int run_queue(const int *stop)
 		else
 			cs_queue_resume(&T.q);
 		int64_t now = cs_clock_ms();
-		for (struct cs_qentry *x = cs_queue_retire(&T.q, b, n, began, now), *y; x; x = y) {
+		pthread_mutex_lock(&qmu);
+		struct cs_qentry *done = cs_queue_retire(&T.q, b, n, began, now);
+		pthread_mutex_unlock(&qmu);
+		for (struct cs_qentry *x = done, *y; x; x = y) {
 			struct journal *j = x->journal;
 			y = x->next;
 			/* A host's change, from when it was read: journal
@@ -499,6 +512,7 @@ static void *run(void *unused)
 	if (setpriority(PRIO_PROCESS, (id_t)gettid(), REPLICATE_NICE) < 0)
 		cs_debug("setpriority: %s", strerror(errno));
 	scan();
+	__atomic_store_n(&T.read_all, true, __ATOMIC_RELEASE);
 	while (!__atomic_load_n(&stopping, __ATOMIC_ACQUIRE)) {
 		struct pollfd p = { .fd = T.ino, .events = POLLIN };
 		int timeout = wait >= 0 && wait < OWN_MS ? wait : OWN_MS;
@@ -543,6 +557,19 @@ void cs_tail_stop(void)
 unsigned long cs_tail_backlog(void)
 {
 	return __atomic_load_n(&T.backlog, __ATOMIC_ACQUIRE);
+}
+
+bool cs_tail_pending_path(const char *ns, const char *rel)
+{
+	bool pending;
+
+	/* Before the journals were read, any path may have an entry in them. */
+	if (!__atomic_load_n(&T.read_all, __ATOMIC_ACQUIRE))
+		return true;
+	pthread_mutex_lock(&qmu);
+	pending = cs_queue_names(&T.q, ns, rel);
+	pthread_mutex_unlock(&qmu);
+	return pending;
 }
 
 long cs_tail_drain(int timeout_ms)

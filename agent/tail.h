@@ -31,4 +31,10 @@ int cs_tail_each_pending(int (*fn)(void *arg, struct cs_entry *e), void *arg);
 /* What is waiting now (the agent's report while the registry is down). */
 unsigned long cs_tail_backlog(void);
 
+/* Whether a journal entry read but not yet replicated names (ns, rel): a
+ * write, delete or rename of that file, or a holder record of it, still on
+ * its way.  True for every path until the agent has read the journals it
+ * found at start.  Any thread (the agent's, once cs_tail_start ran). */
+bool cs_tail_pending_path(const char *ns, const char *rel);
+
 #endif

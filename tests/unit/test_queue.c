@@ -271,6 +271,30 @@ static void batches_are_bounded(void **state)
 	assert_int_equal(n, 2);                 /* 8 MiB at most */
 }
 
+static void a_path_is_pending_until_its_entries_leave(void **state)
+{
+	(void)state;
+	struct cs_qentry *b[300];
+	int wait, n;
+
+	add(CS_OP_WRITE, "w", NULL, 0);
+	add(CS_OP_RENAME, "from", "to", 0);
+	add(CS_OP_HELD, "h", NULL, 0);
+	assert_true(cs_queue_names(&q, "img", "w"));
+	assert_true(cs_queue_names(&q, "img", "from"));
+	assert_true(cs_queue_names(&q, "img", "to"));      /* a rename names both */
+	assert_true(cs_queue_names(&q, "img", "h"));
+	assert_false(cs_queue_names(&q, "img", "other"));
+	assert_false(cs_queue_names(&q, "doc", "w"));      /* another namespace */
+	n = cs_queue_next(&q, 100, b, 300, no_size, &wait);
+	assert_string_equal(names(b, n), "w");
+	b[0]->done = false;                                 /* failed: still waiting */
+	cs_queue_retire(&q, b, n, 100, 100);
+	assert_true(cs_queue_names(&q, "img", "w"));
+	finish(b, n, 100, 100);
+	assert_false(cs_queue_names(&q, "img", "w"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -282,6 +306,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(an_outage_is_not_the_entries_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(holder_records_batch_apart_from_writes, setup, teardown),
 		cmocka_unit_test_setup_teardown(batches_are_bounded, setup, teardown),
+		cmocka_unit_test_setup_teardown(a_path_is_pending_until_its_entries_leave, setup,
+						teardown),
 	};
 	return cmocka_run_group_tests_name("queue", tests, NULL, NULL);
 }
