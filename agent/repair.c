@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "breaker.h"
 #include "db.h"
 #include "metrics.h"
 #include "nodes.h"
@@ -43,6 +44,7 @@
 #define ID_STEP 5000            /* file ids per scanning query */
 #define BATCH 16                /* files whose pushes run side by side */
 #define TARGETS 8               /* nodes a file may be pushed to, per pass */
+#define AFTER_OUTAGE_MS (CS_BREAKER_MAX_MS + 2 * 2000 + 1000)  /* ... plus CS_DOWN_AFTER */
 
 static pthread_t thread;
 static bool started;
@@ -136,11 +138,14 @@ static bool job_of(MYSQL_ROW row, unsigned long *lens, struct job *j)
 
 /* ---- acting -------------------------------------------------------------- */
 
-/* Make up to j->need of j's pulled copies count: one statement. */
+/* Make up to j->need of j's pulled copies count: one statement.  A copy
+ * evicted meanwhile (its record deleted first, evict.c) is not made to
+ * count: only the rows the statement changed are. */
 static void promote(struct job *j)
 {
 	struct cs_buf q = { 0 };
-	int n = j->npromote < j->need ? j->npromote : j->need;
+	struct cs_db *d;
+	int n = j->npromote < j->need ? j->npromote : j->need, rc;
 
 	if (n <= 0)
 		return;
@@ -149,13 +154,16 @@ static void promote(struct job *j)
 	for (int i = 0; i < n; i++)
 		cs_sql_fmt(&q, "%s%" PRIu32, i ? "," : "", j->promote[i]);
 	cs_sql_str(&q, ")");
-	if (cs_db_query(&q, NULL) == 0) {
-		/* A copy evicted meanwhile is not made to count: the next
-		 * pass sees the shortfall again. */
-		j->need -= n;
-		cs_count(CS_C_REPAIR_PROMOTED, n);
-		count(&prog.promoted, n);
+	if (!(d = cs_db_for(&q, &rc)))
+		return;
+	if (cs_db_run(d, &q, NULL, false) == 0) {
+		int made = (int)cs_db_affected(d);
+		j->need -= made;
+		cs_count(CS_C_REPAIR_PROMOTED, made);
+		count(&prog.promoted, made);
 	}
+	cs_db_put(d);
+	cs_buf_free(&q);
 }
 
 /* This node no longer holds j's version as recorded: drop the record. */
@@ -340,9 +348,11 @@ static int pass(bool asked)
 	/* MySQL was unreachable for this agent until lately, and so likely for
 	 * the others: their heartbeats of the outage are missing, and every
 	 * node would look down.  Repair waits until all have had time to send
-	 * one again, or it would copy the whole cluster. */
+	 * one again (each agent's breaker may hold off its first try for up to
+	 * 8 s, then a heartbeat is 2 s apart), or it would copy the whole
+	 * cluster. */
 	int64_t back = cs_db_back_at();
-	if ((rc = cs_db_down(NULL)) || (back && cs_clock_ms() - back < cs_cfg.down_after_ms + 4000)) {
+	if ((rc = cs_db_down(NULL)) || (back && cs_clock_ms() - back < cs_cfg.down_after_ms + AFTER_OUTAGE_MS)) {
 		cs_debug("repair waits: the registry was unreachable lately");
 		return 2;
 	}

@@ -108,7 +108,7 @@ def test_registry_outage_copies_nothing(c):
     c.stop_mariadb()
     time.sleep(6)               # over CS_DOWN_AFTER (3 s)
     c.start_mariadb()
-    time.sleep(12)              # passes every 5 s; breakers back off up to 8 s
+    time.sleep(20)              # repair waits CS_DOWN_AFTER + 13 s after it, then passes
     expect(rows() == before, "no copy made by the outage", before, rows())
     expect(eventually(lambda: healthy(n1), 20), "healthy after it")
 
@@ -185,6 +185,47 @@ def test_repair_now_beats_the_background_rate(c):
         node.start_serve()
 
 
+def test_pulled_copy_is_made_to_count(c):
+    """A copy a node merely pulled is made to count when a holder dies: no
+    transfer, the same inode, its record pinned."""
+    n1, n2, n3, n4 = c.nodes
+    for n in c.nodes:               # the test before left node4 down
+        if n.serve is None:
+            n.start_serve()
+            n.start_nginx()
+    expect(eventually(lambda: healthy(n1), 30), "healthy to begin with")
+    n1.mkdir("p")
+    data = os.urandom(50000)
+    p = n1.run(["sh", "-c", 'cat > "$1"', "sh", os.path.join(n1.dir, "p/one.bin")], input=data)
+    expect(p.returncode == 0, "written", 0, p.stderr)
+    FILES["p/one.bin"] = data
+    have = lambda: [n for n in c.nodes if file_sha(os.path.join(n.dir, "p/one.bin"))]
+    expect(eventually(lambda: len(have()) == 2, 20), "two copies")
+    other = [n for n in have() if n is not n1][0]
+    reader = [n for n in c.nodes if n not in have()][0]
+    st, body = reader.get("/p/one.bin")
+    expect(st == 200 and body == data, "pulled by " + reader.name, 200, st)
+    ino = os.stat(os.path.join(reader.dir, "p/one.bin")).st_ino
+    pinned = lambda: c.sql(db="cs", statement="SELECT r.pinned FROM replicas r JOIN files f ON"
+                           " f.id=r.file_id JOIN nodes n ON n.id=r.node_id WHERE n.name='%s' AND"
+                           " f.path=X'%s'" % (reader.name, b"p/one.bin".hex())).stdout.split()
+    expect(eventually(lambda: pinned() == ["0"], 10), "recorded as pulled (not counting)",
+           ["0"], pinned())
+    other.stop_nginx()
+    other.stop_serve()
+    try:
+        expect(eventually(lambda: pinned() == ["1"], 30), "made to count once its holder died",
+               ["1"], pinned())
+        expect(os.stat(os.path.join(reader.dir, "p/one.bin")).st_ino == ino,
+               "the same copy (no transfer)")
+        expect(counting(c, "p/one.bin") >= REPLICAS, "two counting copies", REPLICAS,
+               counting(c, "p/one.bin"))
+    finally:
+        other.start_serve()
+        other.start_nginx()
+    expect(eventually(lambda: healthy(n1), 30), "healthy again")
+
+
 def test_drain_under_load_then_remove(c):
     n1, n2, n3 = c.nodes[0], c.nodes[1], c.nodes[2]
     # Refused while node2 holds copies nothing else makes up for.
@@ -244,6 +285,7 @@ if __name__ == "__main__":
                   test_dead_node_is_repaired_without_an_operator,
                   test_repair_says_what_it_cannot,
                   test_repair_now_beats_the_background_rate,
+                  test_pulled_copy_is_made_to_count,
                   test_drain_under_load_then_remove],
                  Cluster(nodes=4, log_level="info",
                          extra_env={"CS_DOWN_AFTER": "3", "CS_REPLICAS": str(REPLICAS)})))
