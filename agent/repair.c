@@ -434,8 +434,10 @@ static void *repairer(void *arg)
 		if (rc == 2)
 			next = cs_clock_ms() + 500;
 		cs_gauge_set(CS_G_REPAIR_PASSES, (int64_t)++passes);
-		/* Until the next pass is due, or one is asked for. */
-		while (!stopping && (prog.asked == prog.done || rc == 2) && cs_clock_ms() < next) {
+		/* Until the next pass is due, or one is asked for (only that
+		 * with CS_REPAIR_RATE=off). */
+		while (!stopping && (prog.asked == prog.done || rc == 2) &&
+		       (cs_clock_ms() < next || cs_cfg.repair_off)) {
 			struct timespec ts;
 			clock_gettime(CLOCK_REALTIME, &ts);
 			ts.tv_nsec += 100 * 1000000L;

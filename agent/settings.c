@@ -258,8 +258,10 @@ static int parse_upkeep(struct cs_config *cfg, cs_getenv_fn get, char *err, size
 	if (v && *v && !cs_parse_seconds(v, 1, 86400, &cfg->down_after_ms))
 		return cs_config_fail(err, errlen, "CS_DOWN_AFTER: '%s' is not a number of "
 				      "seconds from 1 to 86400", v);
-	if ((rc = parse_rate("CS_REPAIR_RATE", get("CS_REPAIR_RATE"), 8 << 20, &cfg->repair_rate,
-			     err, errlen)) < 0)
+	v = get("CS_REPAIR_RATE");
+	cfg->repair_off = v && strcmp(v, "off") == 0;
+	if ((rc = parse_rate("CS_REPAIR_RATE", cfg->repair_off ? NULL : v, 8 << 20,
+			     &cfg->repair_rate, err, errlen)) < 0)
 		return rc;
 	v = get("CS_VERIFY_RATE");
 	cfg->verify_off = v && strcmp(v, "off") == 0;

@@ -194,6 +194,7 @@ struct cs_config {
 	/* membership and upkeep (issue: nodes come, go and fail) */
 	int down_after_ms;              /* CS_DOWN_AFTER: no heartbeat this long: down */
 	uint64_t repair_rate;           /* CS_REPAIR_RATE: the agent's repair, bytes/s; 0: no bound */
+	bool repair_off;                /* CS_REPAIR_RATE=off: only passes an operator asks for */
 	uint64_t verify_rate;           /* CS_VERIFY_RATE: background verify, bytes/s; 0: no bound */
 	bool verify_off;                /* CS_VERIFY_RATE=off: no background verify */
 	int verify_every;               /* CS_VERIFY_EVERY: seconds from one pass's start to the next */

@@ -168,7 +168,7 @@ TESTS = [test_nginx_workers_do_not_grow]
 
 
 def main():
-    return run(TESTS, Cluster(nodes=2, extra_env={"CS_REPLICAS": "2"}),
+    return run(TESTS, Cluster(nodes=2, extra_env={"CS_REPLICAS": "2", "CS_REPAIR_RATE": "off"}),
                logs=("serve.log", "nginx-error.log"))
 
 

@@ -85,6 +85,9 @@ static void upkeep_variables(void **state)
 	assert_non_null(strstr(err, "CS_DOWN_AFTER"));
 	assert_int_equal(parse_with("CS_REPAIR_RATE", "max", &cfg, err), 0);
 	assert_true(cfg.repair_rate == 0);
+	assert_false(cfg.repair_off);
+	assert_int_equal(parse_with("CS_REPAIR_RATE", "off", &cfg, err), 0);
+	assert_true(cfg.repair_off);
 	assert_int_equal(parse_with("CS_REPAIR_RATE", "50M", &cfg, err), 0);
 	assert_true(cfg.repair_rate == 50u << 20);
 	assert_int_equal(parse_with("CS_REPAIR_RATE", "100", &cfg, err), -EINVAL);  /* < 4K */
