@@ -1,5 +1,7 @@
 """net.py - the fault suite's network: one namespace per node on a bridge,
-all on this machine, and the faults it can put on the links.
+all on this machine, and the faults it can put on the links.  The
+membership tests' harness (tests/netcluster/netcluster.py) uses it too,
+adding nodes to a running network (add_node).
 
 Topology: a bridge in the root namespace holds the subnet's .254 address
 (memcached and MariaDB listen there); node i lives in network namespace
@@ -115,18 +117,28 @@ class Net:
         ip("addr", "add", self.host + "/24", "dev", self.bridge)
         ip("link", "set", self.bridge, "up")
         for i in range(1, self.n + 1):
-            ns = self.ns(i)
-            ip("netns", "add", ns)
-            self.made.append(("netns", ns))
-            ip("link", "add", self.port(i), "type", "veth", "peer", "name", "eth0", "netns", ns)
-            self.made.append(("link", self.port(i)))
-            ip("link", "set", self.port(i), "master", self.bridge)
-            ip("link", "set", self.port(i), "up")
-            ip("-n", ns, "addr", "add", self.addr(i) + "/24", "dev", "eth0")
-            ip("-n", ns, "link", "set", "eth0", "up")
-            ip("-n", ns, "link", "set", "lo", "up")
+            self.plug(i)
         self.up = True
         self.shaper = self.probe_shaper()
+
+    def plug(self, i):
+        """Node i's namespace and veth pair, its address, on the bridge."""
+        ns = self.ns(i)
+        ip("netns", "add", ns)
+        self.made.append(("netns", ns))
+        ip("link", "add", self.port(i), "type", "veth", "peer", "name", "eth0", "netns", ns)
+        self.made.append(("link", self.port(i)))
+        ip("link", "set", self.port(i), "master", self.bridge)
+        ip("link", "set", self.port(i), "up")
+        ip("-n", ns, "addr", "add", self.addr(i) + "/24", "dev", "eth0")
+        ip("-n", ns, "link", "set", "eth0", "up")
+        ip("-n", ns, "link", "set", "lo", "up")
+
+    def add_node(self):
+        """One more node, once set up (a node that joins later): its index."""
+        self.n += 1
+        self.plug(self.n)
+        return self.n
 
     def probe_shaper(self):
         dev = self.port(1)

@@ -20,8 +20,9 @@ in LD_PRELOAD; default <top>/<B>/libcs.so).  Needs root.
 By default everything is on 127.0.0.1.  Cluster(host=...) puts memcached and
 MariaDB on another local address, and a subclass of Node (Cluster's
 node_class) may give a node's agent an address of its own (Node.addr) and
-start it elsewhere (Node.serve_preexec): tests/faults runs each agent in a
-network namespace of its own that way.
+start it elsewhere (Node.serve_preexec, and nginx likewise with
+Node.nginx_preexec): tests/faults runs each agent in a network namespace of
+its own that way, and tests/netcluster each agent and nginx.
 """
 import hashlib
 import hmac
@@ -64,9 +65,9 @@ def wait_for(pred, timeout, what):
     raise RuntimeError("timed out waiting for " + what)
 
 
-def http_get(port, path, timeout=30):
-    """GET path (quoted here) from 127.0.0.1:port: (status, body)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def http_get(port, path, timeout=30, host="127.0.0.1"):
+    """GET path (quoted here) from host:port: (status, body)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", urllib.parse.quote(path))
         r = conn.getresponse()
@@ -123,12 +124,12 @@ http {{
     scgi_temp_path {d}/tmp/scgi;
     default_type application/octet-stream;
     server {{
-        listen 127.0.0.1:{port};
+        listen {addr}:{port};
         root {root};
         location / {{ {dav} }}
     }}
     server {{
-        listen 127.0.0.1:{try_port};
+        listen {addr}:{try_port};
         root {root};
         location / {{ try_files $uri =404; }}
     }}
@@ -355,15 +356,22 @@ class Node:
         conf = os.path.join(self.home, "nginx.conf")
         with open(conf, "w") as f:
             f.write(NGINX_CONF.format(user=WEB_USER, workers=workers, d=self.home, root=self.dir,
-                                      port=self.port, try_port=self.try_port,
+                                      addr=self.addr, port=self.port, try_port=self.try_port,
                                       dav=NGINX_DAV if dav else ""))
         log = open(os.path.join(self.home, "nginx.out"), "ab")
         self.nginx = subprocess.Popen(
             ["nginx", "-p", self.home, "-c", conf, "-e",
              os.path.join(self.home, "nginx-error.log")],
-            env=self.env(preload=preload), stdout=log, stderr=log)
-        wait_for(lambda: socket.create_connection(("127.0.0.1", self.port), 1).close() or True,
+            env=self.env(preload=preload), stdout=log, stderr=log,
+            preexec_fn=self.nginx_preexec())
+        wait_for(lambda: socket.create_connection((self.addr, self.port), 1).close() or True,
                  10, self.name + " nginx")
+
+    def nginx_preexec(self):
+        """What nginx's master does before exec: nothing here (it stays
+        root, its workers drop to the web user themselves); a subclass may
+        move it elsewhere, like serve_preexec."""
+        return None
 
     def stop_nginx(self):
         if self.nginx and self.nginx.poll() is None:
@@ -460,7 +468,7 @@ class Node:
         return self.cs("import", self.cluster.namespace)
 
     def get(self, path, try_files=False, timeout=30):
-        return http_get(self.try_port if try_files else self.port, path, timeout)
+        return http_get(self.try_port if try_files else self.port, path, timeout, self.addr)
 
     def signed(self, method, path, raw=None, when=None, secret=None, sig=None,
                headers=None, body=None, body_sha="-", length=None, target=None):
@@ -584,12 +592,16 @@ class Cluster:
         self.start_mariadb()
         self.setup_database()
         for i in range(1, self.n + 1):
-            node = self.node_class(self, i)
+            node = self.make_node(i)
             self.nodes.append(node)
             node.start_serve()
             if self.want_nginx:
                 node.start_nginx()
         return self
+
+    def make_node(self, index):
+        """Node index (1-based), made but not started."""
+        return self.node_class(self, index)
 
     def stop(self):
         for node in self.nodes:
