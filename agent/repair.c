@@ -2,8 +2,9 @@
  * repair.c - bringing every live file back to CS_REPLICAS copies that
  * count (pinned, on up and active nodes).
  *
- * Who acts: for each file short of copies, the live holder with the lowest
- * node id (up, not removed), so every file has one repairer however many
+ * Who acts: for each file short of copies, the live holder (up, not
+ * removed) with the lowest node id, an active one before a draining one,
+ * so every file has one repairer however many
  * agents scan, without a lock; two agents that momentarily see the node
  * table differently make at worst one copy too many.  The repairer:
  *   1. makes pulled copies on up, active nodes count (pinned = 1): no
@@ -88,14 +89,17 @@ static void scan_sql(struct cs_buf *q, uint32_t self, uint64_t from, uint64_t to
 	cs_sql_str(q, ") ORDER BY r.node_id),"
 		      " COALESCE(SUM(r.pinned=1 AND n.state='active' AND ");
 	cs_nodes_sql_up(q, "n");
+	/* The actor: the live holder with the lowest id, an active one before
+	 * a draining one (which has its own reads to serve, and would push
+	 * every file it holds alone, at one node's CS_REPAIR_RATE). */
 	cs_sql_str(q, "), 0) AS counting, MIN(IF(n.state<>'removed' AND ");
 	cs_nodes_sql_up(q, "n");
-	cs_sql_fmt(q, ", r.node_id, NULL)) AS actor"
+	cs_sql_fmt(q, ", (n.state='draining') * 4294967296 + r.node_id, NULL)) AS actor"
 		      " FROM files f JOIN replicas r ON r.file_id=f.id AND r.version=f.version"
 		      " AND r.stale=0 JOIN nodes n ON n.id=r.node_id"
 		      " WHERE f.deleted=0 AND f.id > %" PRIu64 " AND f.id <= %" PRIu64
-		      " GROUP BY f.id HAVING counting < %d AND actor = %" PRIu32 " ORDER BY f.id",
-		   from, to, cs_cfg.replicas, self);
+		      " GROUP BY f.id HAVING counting < %d AND actor MOD 4294967296 = %" PRIu32
+		      " ORDER BY f.id", from, to, cs_cfg.replicas, self);
 }
 
 /* A scanned row into j: false when it is of no use (unknown namespace,
