@@ -330,7 +330,8 @@ def test_stalled_target_is_passed_over(c):
     """A target that accepts a push and reads nothing (an "up" node that
     holds nothing, so the first choice) is given up after a few seconds and
     passed over for a while: the write, and the writes after it, land on
-    real nodes, and the stalling node is tried once, not for every file.
+    real nodes, and the stalling node is tried once by each agent that
+    pushes, not for every file.
     The writer itself exits at once: replication is the agent's."""
     n1 = c.nodes[0]
     d = mkdir_web(n1, "stall")
@@ -372,8 +373,13 @@ def test_stalled_target_is_passed_over(c):
         ok = eventually(lambda: replicated(c, rels, REPLICAS), 30, 0.2)
         expect(ok, "the writes after it land too", ">= 2 copies each",
                [r for r in rels if not replicated(c, [r], REPLICAS)])
-        expect(len(accepted) <= 2, "the stalling node is passed over, not tried for each file",
-               "<= 2 connections", len(accepted))
+        # Each agent that pushes passes it over after its own first try:
+        # the writer's, and repair's on the other nodes (a file short of
+        # copies while the stalled push hung is theirs to repair too).
+        # Tried for each file would be 9 or more.
+        expect(len(accepted) <= 1 + len(c.nodes),
+               "the stalling node is passed over, not tried for each file",
+               "<= %d connections" % (1 + len(c.nodes)), len(accepted))
     finally:
         stop.set()
         t.join()
