@@ -334,7 +334,13 @@ static void spread_jobs(struct wjob *w, int n)
 		w[i].to = NULL;
 		if (w[i].fd < 0 || w[i].rc < 0 || copies >= want || copies >= 2)
 			continue;
-		cs_debug("%s/%s: %d of %d copies; will retry", w[i].p->name, w[i].rel, copies, want);
+		if (w[i].fails >= 5)
+			cs_error_every(30, "%s/%s: %d of %d copies after %d tries (%d nodes to push to); "
+				       "retrying", w[i].p->name, w[i].rel, copies, want, w[i].fails + 1,
+				       w[i].nto);
+		else
+			cs_debug("%s/%s: %d of %d copies; will retry", w[i].p->name, w[i].rel, copies,
+				 want);
 		w[i].rc = -EAGAIN;
 	}
 }

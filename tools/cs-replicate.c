@@ -265,6 +265,17 @@ static int cmd_conflicts(int argc, char **argv)
 
 /* ---- drain ---------------------------------------------------------- */
 
+/* One entry drain is still waiting for, named on stderr (the first ten). */
+static int show_pending(void *arg, struct cs_entry *e)
+{
+	int *shown = arg;
+
+	if ((*shown)++ < 10)
+		fprintf(stderr, "  pending: %c %s/%s%s%s\n", e->op, e->ns, e->rel,
+			e->op == CS_OP_RENAME ? " -> " : "", e->op == CS_OP_RENAME ? e->rel2 : "");
+	return 0;
+}
+
 /*
  * With this node's agent running, wait for it to replicate every journal
  * entry; without one, replicate them here (holding the agent lock, so
@@ -330,6 +341,8 @@ static int cmd_drain(int argc, char **argv)
 	fprintf(stderr, "cs-replicate drain: %ld entries still pending after %ld s; is the "
 			"registry or every other node down?  (the agent's log says)\n",
 		pending, timeout);
+	int shown = 0;
+	cs_tail_each_pending(show_pending, &shown);
 	return 1;
 }
 
