@@ -65,8 +65,10 @@ static void check_route(const char *path)
 		{ "/v1/health", CS_ROUTE_HEALTH },
 		{ "/v1/stats", CS_ROUTE_STATS },
 		{ "/v1/index", CS_ROUTE_INDEX },
+		{ "/metrics", CS_ROUTE_METRICS },
+		{ "/v1/repair", CS_ROUTE_REPAIR },
 	};
-	static const char files[] = "/v1/files/";
+	static const char files[] = "/v1/files/", repair[] = "/v1/repair/";
 	struct cs_route r;
 	int rc = cs_route_parse(path, &r);
 	size_t plen = strlen(path);
@@ -79,6 +81,15 @@ static void check_route(const char *path)
 				   path, rc, (int)r.kind);
 			return;
 		}
+	if (strncmp(path, repair, sizeof repair - 1) == 0) {
+		/* A repair pass's rate: "max" or 1 to 19 digits, nothing else. */
+		const char *rate = path + sizeof repair - 1;
+		size_t n = strlen(rate), digits = strspn(rate, "0123456789");
+		bool good = strcmp(rate, "max") == 0 || (n > 0 && n <= 19 && digits == n);
+		FUZZ_CHECK(good ? rc == 0 && r.kind == CS_ROUTE_REPAIR && r.rel == rate
+				: rc == -EINVAL, "'%s': rc %d for a repair rate", fuzz_show(path, plen), rc);
+		return;
+	}
 	if (strncmp(path, files, sizeof files - 1) != 0) {
 		FUZZ_CHECK(rc == -ENOENT, "'%s' is no route, got %d", fuzz_show(path, plen), rc);
 		return;
