@@ -233,6 +233,41 @@ def stop_apache(p):
             p.wait()
 
 
+def install_db(datadir):
+    """mariadb-install-db into datadir.  Seen failing now and then on a
+    loaded machine: said, and tried once more in a fresh datadir."""
+    for attempt in (1, 2):
+        p = subprocess.run(["mariadb-install-db", "--no-defaults", "--datadir=" + datadir,
+                            "--auth-root-authentication-method=normal", "--user=root",
+                            "--skip-test-db"], capture_output=True, text=True)
+        if p.returncode == 0:
+            return
+        print("# mariadb-install-db failed (attempt %d): %s" % (attempt, (p.stdout + p.stderr)
+                                                                .strip()[-800:]), flush=True)
+        shutil.rmtree(datadir, ignore_errors=True)
+    raise RuntimeError("mariadb-install-db failed twice")
+
+
+def mariadb_template():
+    """An initialised datadir for this server version, made once (by
+    whichever cluster needs it first) and copied for each cluster."""
+    version = subprocess.run(["mariadbd", "--version"], capture_output=True,
+                             text=True).stdout.split()
+    tag = hashlib.sha256(" ".join(version).encode()).hexdigest()[:12]
+    path = os.path.join(tempfile.gettempdir(), "cs-mariadb-template-%d-%s" % (os.getuid(), tag))
+    if os.path.isdir(path):
+        return path
+    work = tempfile.mkdtemp(prefix="cs-mariadb-template.")
+    install_db(os.path.join(work, "d"))
+    try:
+        os.rename(os.path.join(work, "d"), path)      # whole or not at all
+    except OSError:
+        if not os.path.isdir(path):                     # not another's win
+            raise
+    shutil.rmtree(work, ignore_errors=True)
+    return path
+
+
 class Node:
     def __init__(self, cluster, index):
         self.cluster = cluster
@@ -645,19 +680,11 @@ class Cluster:
 
     # -- MariaDB ---------------------------------------------------------
     def init_mariadb(self):
+        """A fresh datadir: a copy of one made by mariadb-install-db once per
+        machine and server version (2.3 s each time here, a copy 0.2 s)."""
         self.datadir = os.path.join(self.tmp, "mysql")
-        # Seen failing now and then on a loaded machine: said, and tried once
-        # more in a fresh datadir.
-        for attempt in (1, 2):
-            p = subprocess.run(["mariadb-install-db", "--no-defaults", "--datadir=" + self.datadir,
-                                "--auth-root-authentication-method=normal", "--user=root",
-                                "--skip-test-db"], capture_output=True, text=True)
-            if p.returncode == 0:
-                return
-            print("# mariadb-install-db failed (attempt %d): %s" % (attempt, (p.stdout + p.stderr)
-                                                                    .strip()[-800:]), flush=True)
-            shutil.rmtree(self.datadir, ignore_errors=True)
-        raise RuntimeError("mariadb-install-db failed twice")
+        template = mariadb_template()
+        subprocess.run(["cp", "-a", template, self.datadir], check=True)
 
     def start_mariadb(self):
         log = open(os.path.join(self.tmp, "mariadb.log"), "ab")

@@ -108,7 +108,10 @@ def test_registry_outage_copies_nothing(c):
     c.stop_mariadb()
     time.sleep(6)               # over CS_DOWN_AFTER (3 s)
     c.start_mariadb()
-    time.sleep(20)              # repair waits CS_DOWN_AFTER + 13 s after it, then passes
+    # Without the wait below, repair copies within a pass (5 s) and a
+    # breaker's back-off (up to 8 s) of MySQL's return; with it, it waits
+    # CS_DOWN_AFTER + 13 s, when every node has heartbeated again.
+    time.sleep(15)
     expect(rows() == before, "no copy made by the outage", before, rows())
     expect(eventually(lambda: healthy(n1), 20), "healthy after it")
 
