@@ -167,8 +167,9 @@ def test_repair_says_what_it_cannot(c):
 
 def test_repair_now_beats_the_background_rate(c):
     n1, n4 = c.nodes[0], c.nodes[3]
-    n4.start_serve()
-    n4.start_nginx()
+    if n4.serve is None:        # down since the test before (unless it failed early)
+        n4.start_serve()
+        n4.start_nginx()
     write_many(n4, "d", 30, size=20000)
     expect(eventually(lambda: healthy(n1), 30), "healthy again")
     for node in c.nodes[:3]:    # background repair at 4 KiB/s: a crawl
