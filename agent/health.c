@@ -16,8 +16,8 @@
 /* SQL: 1 when the copy r on node n counts toward CS_REPLICAS. */
 static void sql_counts(struct cs_buf *q)
 {
-	cs_sql_str(q, "(r.pinned=1 AND n.state='active' AND ");
-	cs_nodes_sql_up(q, "n");
+	cs_sql_str(q, "(r.pinned=1 AND ");
+	cs_nodes_sql_counts(q, "n");
 	cs_sql_str(q, ")");
 }
 
@@ -32,8 +32,8 @@ int cs_health_files(struct cs_health_files *h)
 	cs_sql_fmt(&q, "%d AND c.live > 0), 0), COALESCE(SUM(c.live = 0), 0) FROM"
 		       " (SELECT f.id, COALESCE(SUM(", cs_cfg.replicas);
 	sql_counts(&q);
-	cs_sql_str(&q, "), 0) AS counting, COALESCE(SUM(n.state<>'removed' AND ");
-	cs_nodes_sql_up(&q, "n");
+	cs_sql_str(&q, "), 0) AS counting, COALESCE(SUM(");
+	cs_nodes_sql_serves(&q, "n");
 	cs_sql_str(&q, "), 0) AS live"
 		       " FROM files f LEFT JOIN replicas r ON r.file_id=f.id AND r.version=f.version"
 		       " AND r.stale=0 LEFT JOIN nodes n ON n.id=r.node_id"

@@ -177,6 +177,20 @@ void cs_nodes_sql_up(struct cs_buf *q, const char *n)
 		   (long long)cs_cfg.down_after_ms * 1000);
 }
 
+void cs_nodes_sql_counts(struct cs_buf *q, const char *n)
+{
+	cs_sql_fmt(q, "(%s.state='active' AND ", n);
+	cs_nodes_sql_up(q, n);
+	cs_sql_str(q, ")");
+}
+
+void cs_nodes_sql_serves(struct cs_buf *q, const char *n)
+{
+	cs_sql_fmt(q, "(%s.state<>'removed' AND ", n);
+	cs_nodes_sql_up(q, n);
+	cs_sql_str(q, ")");
+}
+
 static void node_columns(struct cs_buf *q)
 {
 	cs_sql_str(q, "SELECT n.id, n.name, n.url, n.zone, ");

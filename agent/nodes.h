@@ -87,6 +87,10 @@ void cs_nodes_note_copy(uint32_t node);
 /* SQL: whether node alias n (a row of nodes) is up, 1 or 0, by this
  * agent's CS_DOWN_AFTER. */
 void cs_nodes_sql_up(struct cs_buf *q, const char *n);
+/* SQL: cs_node_counts and cs_node_serves of node alias n, 1 or 0 (NULL for
+ * the NULL row of an outer join). */
+void cs_nodes_sql_counts(struct cs_buf *q, const char *n);
+void cs_nodes_sql_serves(struct cs_buf *q, const char *n);
 
 /* Status listing: per node, the current files it holds. */
 struct cs_node_status {

@@ -454,6 +454,12 @@ int cs_registry_drop_copy(uint64_t file_id, uint64_t version)
 	return cs_db_query(&q, NULL);
 }
 
+/* This node's current copies: held, of the version the file has now, and
+ * the file not deleted.  r is replicas, f files. */
+#define CURRENT_COPIES                                                         \
+	" FROM replicas r JOIN files f ON f.id=r.file_id AND f.version=r.version" \
+	" AND f.deleted=0 WHERE r.node_id=%" PRIu32 " AND r.stale=0"
+
 int cs_registry_copies(uint64_t after, struct cs_copy *out, int max)
 {
 	struct cs_buf q = { 0 };
@@ -466,10 +472,8 @@ int cs_registry_copies(uint64_t after, struct cs_copy *out, int max)
 		return rc;
 	/* By (node_id, stale, file_id): the replicas_node index, a range. */
 	cs_sql_fmt(&q, "SELECT f.id, f.version, f.size, f.sha256, r.size, r.mtime_ns, r.pinned,"
-		       " f.namespace, f.path FROM replicas r JOIN files f ON f.id=r.file_id"
-		       " WHERE r.node_id=%" PRIu32 " AND r.stale=0 AND r.file_id > %" PRIu64
-		       " AND r.version=f.version AND f.deleted=0 ORDER BY r.file_id LIMIT %d",
-		   self, after, max);
+		       " f.namespace, f.path" CURRENT_COPIES " AND r.file_id > %" PRIu64
+		       " ORDER BY r.file_id LIMIT %d", self, after, max);
 	if ((rc = cs_db_query(&q, &res)) < 0)
 		return rc == -ENOMEM ? rc : -EAGAIN;
 	while (res && (row = mysql_fetch_row(res)) && n < max) {
@@ -505,9 +509,7 @@ int cs_registry_count_copies(uint64_t *n)
 
 	if ((rc = cs_nodes_self(&self)) < 0)
 		return rc;
-	cs_sql_fmt(&q, "SELECT COUNT(*) FROM replicas r JOIN files f ON f.id=r.file_id"
-		       " WHERE r.node_id=%" PRIu32 " AND r.stale=0 AND r.version=f.version"
-		       " AND f.deleted=0", self);
+	cs_sql_fmt(&q, "SELECT COUNT(*)" CURRENT_COPIES, self);
 	if ((rc = cs_db_query(&q, &res)) < 0)
 		return rc == -ENOMEM ? rc : -EAGAIN;
 	*n = res && (row = mysql_fetch_row(res)) ? cs_db_u64(row[0]) : 0;
@@ -590,12 +592,6 @@ int cs_registry_found(const char *ns, struct cs_found *v, int n)
 }
 
 /* ---- the cache quota (evict.c) --------------------------------------- */
-
-/* This node's current copies: held, of the version the file has now, and
- * the file not deleted.  r is replicas, f files. */
-#define CURRENT_COPIES                                                         \
-	" FROM replicas r JOIN files f ON f.id=r.file_id AND f.version=r.version" \
-	" AND f.deleted=0 WHERE r.node_id=%" PRIu32 " AND r.stale=0"
 
 int cs_registry_usage(uint64_t *total, uint64_t *pinned)
 {

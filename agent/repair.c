@@ -84,16 +84,15 @@ static void count(uint64_t *field, uint64_t n)
 static void scan_sql(struct cs_buf *q, uint32_t self, uint64_t from, uint64_t to)
 {
 	cs_sql_str(q, "SELECT f.id, f.namespace, f.path, f.version, f.size, f.mtime_ns, f.sha256,"
-		      " GROUP_CONCAT(r.node_id, ':', r.pinned, ':', (n.state='active' AND ");
-	cs_nodes_sql_up(q, "n");
-	cs_sql_str(q, ") ORDER BY r.node_id),"
-		      " COALESCE(SUM(r.pinned=1 AND n.state='active' AND ");
-	cs_nodes_sql_up(q, "n");
+		      " GROUP_CONCAT(r.node_id, ':', r.pinned, ':', ");
+	cs_nodes_sql_counts(q, "n");
+	cs_sql_str(q, " ORDER BY r.node_id), COALESCE(SUM(r.pinned=1 AND ");
+	cs_nodes_sql_counts(q, "n");
 	/* The actor: the live holder with the lowest id, an active one before
 	 * a draining one (which has its own reads to serve, and would push
 	 * every file it holds alone, at one node's CS_REPAIR_RATE). */
-	cs_sql_str(q, "), 0) AS counting, MIN(IF(n.state<>'removed' AND ");
-	cs_nodes_sql_up(q, "n");
+	cs_sql_str(q, "), 0) AS counting, MIN(IF(");
+	cs_nodes_sql_serves(q, "n");
 	cs_sql_fmt(q, ", (n.state='draining') * 4294967296 + r.node_id, NULL)) AS actor"
 		      " FROM files f JOIN replicas r ON r.file_id=f.id AND r.version=f.version"
 		      " AND r.stale=0 JOIN nodes n ON n.id=r.node_id"

@@ -229,12 +229,14 @@ bool cs_parse_size(const char *s, uint64_t *v)
 	return true;
 }
 
-/* A rate in bytes per second: a size, or "max" / "0" for no bound (0). */
-static int parse_rate(const char *name, const char *v, uint64_t dflt, uint64_t *out,
+/* A rate in bytes per second: a size, or "max" / "0" for no bound (0), or
+ * "off" (*off set; *out keeps dflt, for what still runs by hand). */
+static int parse_rate(const char *name, const char *v, uint64_t dflt, uint64_t *out, bool *off,
 		      char *err, size_t errlen)
 {
 	*out = dflt;
-	if (!v || !*v)
+	*off = v && strcmp(v, "off") == 0;
+	if (!v || !*v || *off)
 		return 0;
 	if (strcmp(v, "max") == 0) {
 		*out = 0;
@@ -242,7 +244,7 @@ static int parse_rate(const char *name, const char *v, uint64_t dflt, uint64_t *
 	}
 	if (!cs_parse_size(v, out) || (*out && *out < 4096))
 		return cs_config_fail(err, errlen, "%s: '%s' is not a rate in bytes per second "
-				      "(like 8M, at least 4K) or 'max'", name, v);
+				      "(like 8M, at least 4K), 'max' or 'off'", name, v);
 	return 0;
 }
 
@@ -258,16 +260,12 @@ static int parse_upkeep(struct cs_config *cfg, cs_getenv_fn get, char *err, size
 	if (v && *v && !cs_parse_seconds(v, 1, 86400, &cfg->down_after_ms))
 		return cs_config_fail(err, errlen, "CS_DOWN_AFTER: '%s' is not a number of "
 				      "seconds from 1 to 86400", v);
-	v = get("CS_REPAIR_RATE");
-	cfg->repair_off = v && strcmp(v, "off") == 0;
-	if ((rc = parse_rate("CS_REPAIR_RATE", cfg->repair_off ? NULL : v, 8 << 20,
-			     &cfg->repair_rate, err, errlen)) < 0)
-		return rc;
-	v = get("CS_VERIFY_RATE");
-	cfg->verify_off = v && strcmp(v, "off") == 0;
-	/* Off is the background's: `cs-replicate verify` still has a rate. */
-	if ((rc = parse_rate("CS_VERIFY_RATE", cfg->verify_off ? NULL : v, 4 << 20,
-			     &cfg->verify_rate, err, errlen)) < 0)
+	/* Off is the background's: `cs-replicate repair` and `verify` still
+	 * have a rate. */
+	if ((rc = parse_rate("CS_REPAIR_RATE", get("CS_REPAIR_RATE"), 8 << 20, &cfg->repair_rate,
+			     &cfg->repair_off, err, errlen)) < 0 ||
+	    (rc = parse_rate("CS_VERIFY_RATE", get("CS_VERIFY_RATE"), 4 << 20, &cfg->verify_rate,
+			     &cfg->verify_off, err, errlen)) < 0)
 		return rc;
 	if ((rc = parse_int("CS_VERIFY_EVERY", get("CS_VERIFY_EVERY"), 1, 366 * 86400, 86400,
 			    &cfg->verify_every, err, errlen)) < 0 ||
