@@ -381,12 +381,17 @@ static bool reads_before(const struct cs_node *a, const struct cs_node *b)
 }
 
 /* Whether node id is in the table. */
-static bool locked_known(uint32_t id)
+static const struct cs_node *locked_find(uint32_t id)
 {
 	for (int j = 0; j < tab_n; j++)
 		if (tab[j].id == id)
-			return true;
-	return false;
+			return &tab[j];
+	return NULL;
+}
+
+static bool locked_known(uint32_t id)
+{
+	return locked_find(id) != NULL;
 }
 
 int cs_nodes_holders(const struct cs_file *f, struct cs_node *out, int max)
@@ -562,6 +567,7 @@ int cs_nodes_all(struct cs_node *out, int max)
 
 int cs_nodes_me(struct cs_node *me)
 {
+	const struct cs_node *x = NULL;
 	uint32_t self = 0;
 	int rc;
 
@@ -569,22 +575,13 @@ int cs_nodes_me(struct cs_node *me)
 		return rc;
 	pthread_mutex_lock(&mu);
 	rc = locked_refresh();
-	for (int j = 0; rc == 0 && j < tab_n; j++)
-		if (tab[j].id == self) {
-			*me = tab[j];
-			pthread_mutex_unlock(&mu);
-			return 0;
-		}
-	/* Registered since the table was read. */
-	if (rc == 0 && (rc = locked_refresh_how(true)) == 0)
-		rc = -ENOENT;
-	for (int j = 0; rc == -ENOENT && j < tab_n; j++)
-		if (tab[j].id == self) {
-			*me = tab[j];
-			rc = 0;
-		}
+	/* Registered since the table was read: read it again. */
+	if (rc == 0 && !locked_known(self))
+		rc = locked_refresh_how(true);
+	if (rc == 0 && (x = locked_find(self)))
+		*me = *x;
 	pthread_mutex_unlock(&mu);
-	return rc;
+	return rc < 0 ? rc : x ? 0 : -ENOENT;
 }
 
 int cs_nodes_set_state(const char *name, enum cs_node_state state)

@@ -41,25 +41,24 @@ static int usage(void)
 	return 2;
 }
 
-/* Node name from the registry (not the agent's 2 s cache: an operator
- * acts on what is there now). */
+/* Node name as the registry has it now (not a node table up to 7 s old:
+ * an operator acts on what is there). */
 static int find(const char *name, struct cs_node *out)
 {
-	struct cs_node_status *st = calloc(CS_MAX_NODES, sizeof *st);
-	uint64_t files;
-	int n = CS_MAX_NODES, rc;
+	struct cs_node *all = calloc(CS_MAX_NODES, sizeof *all);
+	int n, rc = -ENOENT;
 
-	if (!st)
+	if (!all)
 		return -ENOMEM;
-	rc = cs_nodes_status(st, &n, &files);
-	for (int i = 0; rc == 0 && i < n; i++)
-		if (strcmp(st[i].node.name, name) == 0) {
-			*out = st[i].node;
-			free(st);
-			return 0;
+	n = cs_nodes_refresh() < 0 ? -EAGAIN : cs_nodes_all(all, CS_MAX_NODES);
+	for (int i = 0; i < n; i++)
+		if (strcmp(all[i].name, name) == 0) {
+			*out = all[i];
+			rc = 0;
+			break;
 		}
-	free(st);
-	return rc < 0 ? rc : -ENOENT;
+	free(all);
+	return n < 0 ? n : rc;
 }
 
 static int fail(const char *what, const char *name, int rc)
@@ -121,7 +120,7 @@ static int drain(const struct cs_node *x, bool wait, long timeout_s)
 	if ((rc = cs_nodes_set_state(x->name, CS_NODE_DRAINING)) < 0)
 		return fail("drain", x->name, rc);
 	/* Now, not at the agents' next pass. */
-	cs_repair_kick_all(cs_cfg.repair_rate, NULL);
+	cs_repair_kick_all(cs_cfg.repair_rate);
 	if (cs_health_dependents(x->id, &dep) == 0)
 		printf("%s is draining: %" PRIu64 " files it holds are being copied to other nodes "
 		       "(at CS_REPAIR_RATE per node); it goes on serving meanwhile\n", x->name, dep);
@@ -153,7 +152,7 @@ static int removal(const struct cs_node *x, bool force)
 	if (dep)
 		printf("(%" PRIu64 " files had fewer than %d copies elsewhere; repair is making them "
 		       "from what is left)\n", dep, cs_cfg.replicas);
-	cs_repair_kick_all(cs_cfg.repair_rate, NULL);
+	cs_repair_kick_all(cs_cfg.repair_rate);
 	return 0;
 }
 

@@ -48,15 +48,14 @@ static int agents(struct cs_node *all)
 	return n < 0 ? n : m;
 }
 
-int cs_repair_kick_all(uint64_t rate, uint64_t *pass)
+/* Ask each of all[0, n) for a pass at rate; pass[i] (when given) gets the
+ * pass all[i] will have finished when done, 0 when it did not take it.
+ * How many took it. */
+static int kick(const struct cs_node *all, int n, uint64_t rate, uint64_t *pass)
 {
-	struct cs_node *all = calloc(CS_MAX_NODES, sizeof *all);
 	char path[64], out[64];
-	int n, asked = 0;
+	int asked = 0;
 
-	if (!all)
-		return 0;
-	n = agents(all);
 	if (rate)
 		snprintf(path, sizeof path, "/v1/repair/%" PRIu64, rate);
 	else
@@ -72,6 +71,14 @@ int cs_repair_kick_all(uint64_t rate, uint64_t *pass)
 		if (pass)
 			pass[i] = k;
 	}
+	return asked;
+}
+
+int cs_repair_kick_all(uint64_t rate)
+{
+	struct cs_node *all = calloc(CS_MAX_NODES, sizeof *all);
+	int n = all ? agents(all) : 0, asked = n > 0 ? kick(all, n, rate, NULL) : 0;
+
 	free(all);
 	return asked;
 }
@@ -124,7 +131,7 @@ int cs_cmd_repair(int argc, char **argv)
 	}
 	if (!all || !pass || !base)
 		return 1;
-	if ((rc = cs_health_files(&before)) < 0 || (n = agents(all)) < 0) {
+	if ((rc = cs_health_files(&before)) < 0 || (rc = n = agents(all)) < 0) {
 		fprintf(stderr, "cs-replicate repair: registry unreachable (%s)\n", strerror(-rc));
 		return 1;
 	}
@@ -133,7 +140,8 @@ int cs_cmd_repair(int argc, char **argv)
 		if (cs_peer_call(all[i].url, "GET", "/v1/repair", out, sizeof out, CALL_MS) == 200)
 			cs_repair_progress_parse(out, &base[i]);
 	}
-	if (cs_repair_kick_all(rate, pass) == 0) {
+	/* The same list the progress is followed on: pass[i] is all[i]'s. */
+	if (kick(all, n, rate, pass) == 0) {
 		fprintf(stderr, "cs-replicate repair: no agent took the request\n");
 		return 1;
 	}

@@ -14,9 +14,8 @@ int cs_cmd_repair(int argc, char **argv);
 int cs_cmd_verify(int argc, char **argv);
 
 /* Ask every up agent for a repair pass now at rate bytes/s (0: no bound):
- * how many were asked; pass[i] (when given, CS_MAX_NODES of them) gets
- * the pass each will have finished when done, 0 for none asked. */
-int cs_repair_kick_all(uint64_t rate, uint64_t *pass);
+ * how many took it. */
+int cs_repair_kick_all(uint64_t rate);
 
 /* s as a JSON string, quotes included.  Paths are bytes: one that is not
  * UTF-8 gets each such byte as the code point of the same number, so the
