@@ -39,6 +39,7 @@
 #include "rate.h"
 #include "registry.h"
 #include "repair.h"
+#include "replicate.h"
 #include "store.h"
 
 #define REPAIR_EVERY_MS 5000    /* between the starts of two passes */
@@ -214,7 +215,8 @@ static bool open_copy(struct job *j, uint32_t self)
 static bool push_jobs(struct job *jobs, int n, struct cs_rate *rate)
 {
 	struct cs_push push[BATCH * TARGETS];
-	struct cs_held_at at[BATCH * TARGETS];
+	uint32_t target[BATCH * TARGETS];
+	bool held[BATCH * TARGETS];
 	int owner[BATCH * TARGETS];
 	uint64_t bytes = 0;
 	int np = 0;
@@ -223,7 +225,7 @@ static bool push_jobs(struct job *jobs, int n, struct cs_rate *rate)
 		struct job *j = &jobs[i];
 		for (int k = 0; k < j->nto && k < j->need && np < BATCH * TARGETS; k++) {
 			owner[np] = i;
-			at[np] = (struct cs_held_at){ j->f.id, j->to[k].id, j->f.version, false };
+			target[np] = j->to[k].id;
 			push[np++] = (struct cs_push){ .url = j->to[k].url, .ns = j->p->name,
 						       .rel = j->rel, .fd = j->fd, .f = &j->f };
 			bytes += j->f.size;
@@ -235,29 +237,19 @@ static bool push_jobs(struct job *jobs, int n, struct cs_rate *rate)
 	 * own rate, likely higher) or the agent stops. */
 	if (!cs_rate_take(rate, bytes, &cut_short))
 		return false;
-	cs_peer_push_many(push, np, &stopping);
-	int asked = 0;
+	cs_replicate_push(push, target, held, np, &stopping);
 	for (int k = 0; k < np; k++) {
-		if (push[k].rc == 0)
-			at[asked++] = at[k], owner[asked - 1] = owner[k];
-		else if (push[k].rc == -EHOSTUNREACH)
-			cs_nodes_demote(at[k].node);
+		struct job *j = &jobs[owner[k]];
+		if (!held[k])
+			continue;
+		j->need--;
+		cs_count(CS_C_REPAIR_FILES, 1);
+		cs_count(CS_C_REPAIR_BYTES, j->f.size);
+		pthread_mutex_lock(&mu);
+		prog.copies++;
+		prog.bytes += j->f.size;
+		pthread_mutex_unlock(&mu);
 	}
-	if (asked && cs_registry_confirm(at, asked) == 0)
-		for (int k = 0; k < asked; k++) {
-			struct job *j = &jobs[owner[k]];
-			if (!at[k].held)
-				continue;
-			j->need--;
-			cs_registry_uncache(j->p->name, j->rel);  /* a new holder */
-			cs_nodes_worked(at[k].node);
-			cs_count(CS_C_REPAIR_FILES, 1);
-			cs_count(CS_C_REPAIR_BYTES, j->f.size);
-			pthread_mutex_lock(&mu);
-			prog.copies++;
-			prog.bytes += j->f.size;
-			pthread_mutex_unlock(&mu);
-		}
 	return true;
 }
 

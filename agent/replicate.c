@@ -211,29 +211,25 @@ static int publish_jobs(struct wjob *w, int n)
 	return 0;
 }
 
-/*
- * Which of the pushes that answered 200 made a copy the registry knows:
- * push[k] went to target[k] for job owner[k], ok[k] says it answered 200;
- * on return ok[k] says the target's holder record of that version is in
- * the replicas table.  One query for the round.  A 200 proves only that
- * something at the target's address said so: an impostor there (the node
- * gone, its port taken) or a node table that lies must not be counted as
- * a copy.  A real agent records its copy before it answers (http_put.c).
- * When MySQL cannot say, none is counted, and the entry is tried again.
- */
-static void confirm(struct wjob *w, const int *owner, const uint32_t *target, bool *ok, int np)
+void cs_replicate_push(struct cs_push *push, const uint32_t *target, bool *held, int np,
+		       const int *stop)
 {
 	struct cs_held_at *at;
+	const struct cs_file *dropped = NULL;
 	int asked = 0, rc = -ENOMEM;
 
 	if (np <= 0)
 		return;
+	cs_peer_push_many(push, np, stop);
 	at = malloc((size_t)np * sizeof *at);
-
-	for (int k = 0; at && k < np; k++)
-		if (ok[k])
-			at[asked++] = (struct cs_held_at){ w[owner[k]].pub.f.id, target[k],
-							   w[owner[k]].pub.f.version, false };
+	for (int k = 0; k < np; k++) {
+		held[k] = false;
+		if (push[k].rc == -EHOSTUNREACH)
+			cs_nodes_demote(target[k]);
+		else if (push[k].rc == 0 && at)
+			at[asked++] = (struct cs_held_at){ push[k].f->id, target[k],
+							   push[k].f->version, false };
+	}
 	if (asked == 0) {
 		free(at);
 		return;
@@ -241,14 +237,23 @@ static void confirm(struct wjob *w, const int *owner, const uint32_t *target, bo
 	if (at && (rc = cs_registry_confirm(at, asked)) < 0)
 		cs_info("cannot confirm %d pushed copies in the registry (%s); they are pushed again",
 			asked, strerror(-rc));
-	for (int k = 0, j = 0; k < np; k++) {
-		if (!ok[k])
+	for (int k = 0, j = 0; k < np && at; k++) {
+		if (push[k].rc != 0)
 			continue;
-		ok[k] = rc == 0 && at[j++].held;
-		if (rc == 0 && !ok[k])
+		held[k] = rc == 0 && at[j++].held;
+		if (rc == 0 && !held[k])
 			cs_error_every(10, "%s/%s: node %" PRIu32 " answered 200 to a push but the "
 				       "registry does not show its copy; not counted",
-				       w[owner[k]].p->name, w[owner[k]].rel, target[k]);
+				       push[k].ns, push[k].rel, target[k]);
+		if (!held[k])
+			continue;
+		cs_nodes_worked(target[k]);
+		/* Readers learn of the new holder (memcached named the ones
+		 * before alone), so they can pick the nearest or fastest.  A
+		 * file's pushes are side by side: its record goes once. */
+		if (push[k].f != dropped)
+			cs_registry_uncache(push[k].ns, push[k].rel);
+		dropped = push[k].f;
 	}
 	free(at);
 }
@@ -282,8 +287,8 @@ static void spread_jobs(struct wjob *w, int n)
 	}
 	int *owner = cap > 0 ? malloc(cap * sizeof *owner) : NULL;
 	uint32_t *target = cap > 0 ? malloc(cap * sizeof *target) : NULL;
-	bool *ok = cap > 0 ? malloc(cap * sizeof *ok) : NULL;
-	if (owner && target && ok && (push = malloc(cap * sizeof *push))) {
+	bool *held = cap > 0 ? malloc(cap * sizeof *held) : NULL;
+	if (owner && target && held && (push = malloc(cap * sizeof *push))) {
 		while (!__atomic_load_n(stop, __ATOMIC_ACQUIRE)) {
 			int np = 0;
 			for (int i = 0; i < n; i++) {
@@ -299,26 +304,14 @@ static void spread_jobs(struct wjob *w, int n)
 			}
 			if (np == 0)
 				break;
-			cs_peer_push_many(push, np, stop);
-			for (int k = 0; k < np; k++)
-				ok[k] = push[k].rc == 0;
-			confirm(w, owner, target, ok, np);
+			cs_replicate_push(push, target, held, np, stop);
 			for (int k = 0; k < np; k++) {
 				struct wjob *x = &w[owner[k]];
-				if (ok[k]) {
-					/* Readers learn of the new holder (memcached
-					 * named the writer alone), so they can pick
-					 * the nearest or fastest. */
-					if (x->acks++ == 0)
-						cs_registry_uncache(x->p->name, x->rel);
-					cs_nodes_worked(target[k]);
-				} else if (push[k].rc == 0) {
-					continue;       /* answered, not recorded: not a copy */
+				if (held[k]) {
+					x->acks++;
 				} else if (push[k].rc == -ESTALE) {
 					x->acks = want;  /* a newer version exists: its entry spreads it */
 					x->next = x->nto;
-				} else if (push[k].rc == -EHOSTUNREACH) {
-					cs_nodes_demote(target[k]);
 				}
 			}
 		}
@@ -326,7 +319,7 @@ static void spread_jobs(struct wjob *w, int n)
 	}
 	free(owner);
 	free(target);
-	free(ok);
+	free(held);
 	for (int i = 0; i < n; i++) {
 		int copies = w[i].have + w[i].acks;
 
