@@ -41,6 +41,7 @@
 #include "repair.h"
 #include "replicate.h"
 #include "store.h"
+#include "tail.h"
 
 #define REPAIR_EVERY_MS 5000    /* between the starts of two passes */
 #define ID_STEP 5000            /* file ids per scanning query */
@@ -265,6 +266,13 @@ static bool act(struct job *jobs, int n, uint32_t self, struct cs_rate *rate)
 		struct job *j = &jobs[i];
 		j->to = to + (size_t)i * TARGETS;
 		j->nto = 0;
+		/* Written here and still being replicated: its own entry spreads
+		 * it (a version just registered has one copy, the writer's, until
+		 * its pushes land), and a repair beside it makes copies too many. */
+		if (cs_tail_pending_path(j->p->name, j->rel)) {
+			j->need = 0;
+			continue;
+		}
 		promote(j);
 		if (j->need > 0 && open_copy(j, self)) {
 			j->nto = cs_nodes_targets(&j->f, j->to, TARGETS);
