@@ -69,6 +69,18 @@ def counting(c, rel):
     return int(out[-1])
 
 
+def replicated(c, prefix, n):
+    """Every one of prefix/'s n files registered with R counting copies.
+    status alone cannot say so: a file whose journal line the writer's
+    agent has not read yet is in no count, and the backlog it reports is
+    as old as its last heartbeat."""
+    out = c.sql(db="cs", statement="SELECT COUNT(*) FROM (SELECT f.id FROM files f JOIN replicas r"
+                " ON r.file_id=f.id AND r.version=f.version AND r.stale=0 AND r.pinned=1"
+                " WHERE f.path LIKE '%s/%%' AND f.deleted=0 GROUP BY f.id HAVING COUNT(*) >= %d) x"
+                % (prefix, REPLICAS)).stdout.split()
+    return int(out[-1]) == n
+
+
 def healthy(node):
     rc, st, _ = status(node)
     return rc == 0 and st["healthy"] and st["files"]["under_replicated"] == 0
@@ -171,7 +183,7 @@ def test_repair_now_beats_the_background_rate(c):
         n4.start_serve()
         n4.start_nginx()
     write_many(n4, "d", 30, size=20000)
-    expect(eventually(lambda: healthy(n1), 30), "healthy again")
+    expect(eventually(lambda: replicated(c, "d", 30) and healthy(n1), 30), "healthy again")
     for node in c.nodes[:3]:    # background repair at 4 KiB/s: a crawl
         node.stop_serve()
         node.start_serve(CS_REPAIR_RATE="4K")
