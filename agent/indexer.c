@@ -32,6 +32,7 @@
 #include "db.h"
 #include "index_file.h"
 #include "indexer.h"
+#include "listing.h"
 
 #define POLL_MS 250
 #define OVERLAP_S 2             /* commits land up to this late in time order */
@@ -191,6 +192,7 @@ static void changed(void *arg, MYSQL_ROW row, unsigned long *len)
 
 	if (!row_name(row, len, ns, rel))
 		return;
+	cs_listing_changed(ns, rel);
 	if (row[2] && row[2][0] == '1') {
 		/* Counted once: the overlap brings rows back that were seen. */
 		if (row[3] && strcmp(row[3], p->since) > 0)
@@ -232,6 +234,7 @@ static int poll_changes(void)
 	cs_buf_free(&q);
 	if (rc < 0)
 		return rc;
+	cs_listing_polled();
 	pthread_mutex_lock(&mu);
 	if (p.newest[0] && timestamp_ok(p.newest) && strcmp(p.newest, cursor) > 0) {
 		tombstones += p.deleted;

@@ -26,6 +26,8 @@
 #include <unistd.h>
 
 #include "fetch.h"
+#include "listing.h"
+#include "metrics.h"
 #include "local.h"
 
 #define MAX_CONNS 4096
@@ -56,40 +58,96 @@ int cs_local_parse(char *line, size_t len, const char **ns, const char **rel)
 {
 	char *tab;
 
-	if (len < 2 || line[0] != 'P' || line[1] != '\t' ||
-	    !(tab = memchr(line + 2, '\t', len - 2)))
+	size_t rl;
+
+	if (len < 2 || (line[0] != CS_ASK_PRESENT && line[0] != CS_ASK_LIST) ||
+	    line[1] != '\t' || !(tab = memchr(line + 2, '\t', len - 2)))
 		return -EINVAL;
 	*tab = '\0';
 	*ns = line + 2;
 	*rel = tab + 1;
+	rl = len - (size_t)(*rel - line);
 	/* Every byte counts: a NUL would end a name early and the rest be
 	 * ignored (cs_path_rel_valid refuses it in rel). */
 	if (!cs_config_name_ok(*ns, tab - *ns) ||
-	    !cs_path_rel_valid(*rel, len - (size_t)(*rel - line)))
+	    (!cs_path_rel_valid(*rel, rl) && !(line[0] == CS_ASK_LIST && rl == 0)))
 		return -ENOENT;
-	return 0;
+	return line[0];
 }
 
-/* One request line (its '\n' replaced by a NUL): the reply byte, or 0
- * for what is no request. */
-static char answer(struct conn *c, char *line, size_t len)
+/* A listing's reply: "L<length>\n" and its body, or "U\n" when the
+ * registry cannot say (the host then reports EIO). */
+static void list(struct conn *c, const char *ns, const char *rel, struct cs_buf *out)
+{
+	int64_t start = cs_clock_us();
+	char head[CS_LIST_HEAD + 1] = "";
+	int rc;
+
+	cs_buf_put(out, head, CS_LIST_HEAD);    /* room for the header */
+	rc = cs_listing_get(ns, rel, out);
+	if (rc < 0 || out->oom) {
+		cs_buf_clear(out);
+		cs_buf_put(out, "U\n", 2);
+		cs_error_every(10, "listing %s/%s: %s", ns, rel,
+			       strerror(rc < 0 ? -rc : ENOMEM));
+		return;
+	}
+	snprintf(head, sizeof head, "L%0*zu\n", CS_LIST_HEAD - 2, out->len - CS_LIST_HEAD);
+	memcpy(out->s, head, CS_LIST_HEAD);
+	cs_count(CS_C_LISTINGS, 1);
+	cs_info("pid %d uid %u: listed %s/%s (%zu bytes, %.2f ms)", (int)c->pid,
+		(unsigned)c->uid, ns, *rel ? rel : ".", out->len - CS_LIST_HEAD,
+		(cs_clock_us() - start) / 1000.0);
+}
+
+/* One request line (its '\n' replaced by a NUL): its reply into out;
+ * false for what is no request. */
+static bool answer(struct conn *c, char *line, size_t len, struct cs_buf *out)
 {
 	const char *ns, *rel;
 	int64_t start = cs_clock_us();
 	int rc = cs_local_parse(line, len, &ns, &rel);
-	char reply;
+	char reply[CS_LIST_HEAD + 1] = { CS_REPLY_ABSENT, '\n' };
 
 	if (rc == -EINVAL)
-		return 0;
-	reply = rc == 0 ? cs_fetch_wait(ns, rel) : CS_REPLY_ABSENT;
+		return false;
+	if (rc == CS_ASK_LIST) {
+		list(c, ns, rel, out);
+		return true;
+	}
+	if (line[0] == CS_ASK_LIST) {   /* a directory the cluster cannot have */
+		snprintf(reply, sizeof reply, "L%0*d\n", CS_LIST_HEAD - 2, 0);
+		cs_buf_put(out, reply, CS_LIST_HEAD);
+		return true;
+	}
+	if (rc == CS_ASK_PRESENT)
+		reply[0] = cs_fetch_wait(ns, rel);
+	cs_buf_put(out, reply, 2);
 	cs_info("pid %d uid %u: %s/%s %s (%.2f ms)", (int)c->pid, (unsigned)c->uid, ns, rel,
-		outcome(reply), (cs_clock_us() - start) / 1000.0);
-	return reply;
+		outcome(reply[0]), (cs_clock_us() - start) / 1000.0);
+	return true;
+}
+
+/* All of p[0, n) to the host (a listing is larger than the socket's
+ * buffer); false when it went. */
+static bool send_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return false;
+		p += k;
+		n -= (size_t)k;
+	}
+	return true;
 }
 
 static void *serve(void *arg)
 {
 	struct conn *c = arg;
+	struct cs_buf out = { 0 };
 
 	for (;;) {
 		char *nl = memchr(c->buf, '\n', c->len);
@@ -108,18 +166,21 @@ static void *serve(void *arg)
 			continue;
 		}
 		*nl = '\0';
-		char msg[2] = { answer(c, c->buf, (size_t)(nl - c->buf)), '\n' };
-		if (!msg[0]) {
+		cs_buf_clear(&out);
+		if (!answer(c, c->buf, (size_t)(nl - c->buf), &out)) {
 			cs_warn("pid %d uid %u: not a request; connection closed", (int)c->pid,
 				(unsigned)c->uid);
 			break;
 		}
-		if (send(c->fd, msg, 2, MSG_NOSIGNAL) != 2)
+		if (out.oom || !send_all(c->fd, out.s, out.len))
 			break;
+		if (out.cap > (1u << 20))
+			cs_buf_free(&out);      /* a large listing's memory goes back */
 		size_t used = (size_t)(nl - c->buf) + 1;
 		memmove(c->buf, c->buf + used, c->len - used);
 		c->len -= used;
 	}
+	cs_buf_free(&out);
 	close(c->fd);
 	free(c);
 	__atomic_sub_fetch(&nconns, 1, __ATOMIC_RELAXED);

@@ -14,10 +14,12 @@ void cs_local_stop(void);
 
 /*
  * One request line, line[0, len) with line[len] == '\0' (its '\n' replaced),
- * parsed in place: 0 with *ns and *rel pointing into line, to be fetched;
- * -ENOENT for a request naming what the cluster cannot have (a namespace no
- * configuration accepts, a path cs_path_rel_valid refuses): answered
- * absent; -EINVAL for what is no request (the connection is closed).
+ * parsed in place: its kind (CS_ASK_PRESENT or CS_ASK_LIST) with *ns and
+ * *rel pointing into line, to be fetched or listed; -ENOENT for a request
+ * naming what the cluster cannot have (a namespace no configuration
+ * accepts, a path cs_path_rel_valid refuses; for a listing, rel may also be
+ * "", the namespace's top): answered absent; -EINVAL for what is no
+ * request (the connection is closed).
  */
 int cs_local_parse(char *line, size_t len, const char **ns, const char **rel);
 

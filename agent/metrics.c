@@ -40,6 +40,7 @@ static const struct {
 	[CS_C_VERIFY_REGISTERED] = { "cs_verify_registered_total", "Copies found here but not recorded, registered." },
 	[CS_C_EVICTED_FILES] = { "cs_cache_evicted_files_total", "Pulled copies evicted for CS_CACHE_MAX." },
 	[CS_C_EVICTED_BYTES] = { "cs_cache_evicted_bytes_total", "Bytes of pulled copies evicted." },
+	[CS_C_LISTINGS] = { "cs_listings_total", "Directory listings hosts asked this agent for." },
 };
 
 static const struct {

@@ -28,6 +28,7 @@ enum cs_counter {
 	CS_C_VERIFY_REGISTERED,         /* copies found here but not recorded */
 	CS_C_EVICTED_FILES,             /* pulled copies evicted for CS_CACHE_MAX */
 	CS_C_EVICTED_BYTES,
+	CS_C_LISTINGS,                  /* directory listings hosts asked for */
 	CS_C_COUNT
 };
 

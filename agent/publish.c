@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "db.h"
+#include "listing.h"
 #include "nodes.h"
 #include "publish.h"
 #include "registry.h"
@@ -38,6 +39,7 @@ static int attempt(struct cs_db *d, struct cs_publish *v, const int *order, int 
 		   const unsigned char (*h)[CS_SHA256_LEN], uint32_t self)
 {
 	struct cs_buf q = { 0 };
+	struct cs_dirset dirs = { 0 };
 	MYSQL_RES **res = calloc(n, sizeof *res);
 	uint64_t *made = NULL;
 	int *stmt = calloc(n, sizeof *stmt), nstmt = 0, rc = 0;
@@ -78,6 +80,7 @@ static int attempt(struct cs_db *d, struct cs_publish *v, const int *order, int 
 				    " mtime_ns) VALUES (LAST_INSERT_ID(),%" PRIu32 ",1,%" PRIu64
 				    ",%" PRId64 "); ", self, size, mtime_ns);
 			nstmt += 2;
+			cs_dirset_add(&dirs, v[i].ns, v[i].rel);  /* listed from now on */
 			f->version = 1;
 			continue;
 		}
@@ -118,6 +121,10 @@ static int attempt(struct cs_db *d, struct cs_publish *v, const int *order, int 
 		cs_sql_str(&q, "; ");
 		nstmt++;
 	}
+	if (cs_dirset_sql(&dirs, &q)) {
+		cs_sql_str(&q, "; ");
+		nstmt++;
+	}
 	cs_sql_str(&q, "COMMIT");
 	nstmt++;
 	if (!(made = calloc(nstmt, sizeof *made))) {
@@ -155,6 +162,7 @@ out:
 	free(stmt);
 	free(made);
 	cs_buf_free(&q);
+	cs_dirset_free(&dirs);
 	return rc;
 }
 

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "listing.h"
 #include "mcache.h"
 #include "nodes.h"
 #include "registry.h"
@@ -696,6 +697,15 @@ static int import_one(struct cs_db *d, const unsigned char h[CS_SHA256_LEN], con
 	if (rc == 0 && !f->deleted && memcmp(f->sha256, sha, CS_SHA256_LEN) != 0)
 		return -EEXIST;
 	if (rc == -ENOENT) {
+		struct cs_dirset dirs = { 0 };
+
+		/* Its directories first (safe to repeat): listed from now on. */
+		cs_dirset_add(&dirs, ns, rel);
+		rc = cs_dirset_sql(&dirs, &q) ? cs_db_run(d, &q, NULL, true) : 0;
+		cs_dirset_free(&dirs);
+		cs_buf_clear(&q);
+		if (rc < 0)
+			goto out;
 		cs_registry_sql_new_file(&q, h, ns, rel, size, mtime_ns, sha);
 	} else if (rc == 0 && f->deleted) {
 		/* Re-created over a tombstone: a new version, unless another

@@ -559,6 +559,11 @@ unsigned long cs_tail_backlog(void)
 	return __atomic_load_n(&T.backlog, __ATOMIC_ACQUIRE);
 }
 
+bool cs_tail_started(void)
+{
+	return __atomic_load_n(&T.read_all, __ATOMIC_ACQUIRE);
+}
+
 bool cs_tail_pending_path(const char *ns, const char *rel)
 {
 	bool pending;

@@ -36,5 +36,7 @@ unsigned long cs_tail_backlog(void);
  * its way.  True for every path until the agent has read the journals it
  * found at start.  Any thread (the agent's, once cs_tail_start ran). */
 bool cs_tail_pending_path(const char *ns, const char *rel);
+/* Whether the journals the agent found at start have been read. */
+bool cs_tail_started(void);
 
 #endif

@@ -31,7 +31,10 @@ CREATE TABLE IF NOT EXISTS nodes (
 -- (deleted = 1), so versions keep increasing through delete and re-create.
 -- files_dir answers "is there a live file below this directory" with a range
 -- scan; files_updated lets each agent poll for names registered since it
--- last looked (its index of names, see README).
+-- last looked (its index of names, see README).  parent_hash is
+-- SHA-256(namespace NUL the file's directory, "" for a file at the top),
+-- computed by the server from path so that every writer keeps it right:
+-- files_parent answers "the files of this directory" (listings).
 CREATE TABLE IF NOT EXISTS files (
   id         BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
   path_hash  BINARY(32) NOT NULL,
@@ -44,11 +47,31 @@ CREATE TABLE IF NOT EXISTS files (
   deleted    TINYINT(1) NOT NULL DEFAULT 0,
   updated_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
              ON UPDATE CURRENT_TIMESTAMP(3),
+  parent_hash BINARY(32) AS (UNHEX(SHA2(CONCAT(namespace, 0x00,
+    IF(LOCATE('/', path) = 0, '', LEFT(path, LENGTH(path) - LENGTH(SUBSTRING_INDEX(path, '/', -1)) - 1))),
+    256))) STORED,
   PRIMARY KEY (id),
   UNIQUE KEY files_path_hash (path_hash),
   KEY files_namespace (namespace),
   KEY files_dir (namespace, path(255)),
-  KEY files_updated (updated_at)
+  KEY files_updated (updated_at),
+  KEY files_parent (parent_hash)
+) ENGINE=InnoDB;
+
+-- One row per directory that ever held a registered file (its writer's
+-- agent adds the row, and its parents', with the file's first version;
+-- never removed).  Keyed like files; parent_hash as there.  A listing of a
+-- directory takes its subdirectories from dirs_parent, each while a live
+-- file lies below it (files_dir), and its files from files_parent.
+CREATE TABLE IF NOT EXISTS dirs (
+  path_hash   BINARY(32) NOT NULL,
+  namespace   VARBINARY(64) NOT NULL,
+  path        VARBINARY(4096) NOT NULL,
+  parent_hash BINARY(32) AS (UNHEX(SHA2(CONCAT(namespace, 0x00,
+    IF(LOCATE('/', path) = 0, '', LEFT(path, LENGTH(path) - LENGTH(SUBSTRING_INDEX(path, '/', -1)) - 1))),
+    256))) STORED,
+  PRIMARY KEY (path_hash),
+  KEY dirs_parent (parent_hash)
 ) ENGINE=InnoDB;
 
 -- Which node holds which version of a file, and what that copy looked like

@@ -34,13 +34,16 @@ static void line(const char *p, size_t len)
 	memcpy(l, p, len);
 	l[len] = '\0';
 	int rc = cs_local_parse(l, len, &ns, &rel);
-	FUZZ_CHECK(rc == 0 || rc == -ENOENT || rc == -EINVAL, "'%s': rc %d", fuzz_show(p, len),
-		   rc);
-	bool request = len >= 2 && p[0] == 'P' && p[1] == '\t' && memchr(p + 2, '\t', len - 2);
+	FUZZ_CHECK((rc > 0 && rc == p[0]) || rc == -ENOENT || rc == -EINVAL, "'%s': rc %d",
+		   fuzz_show(p, len), rc);
+	bool request = len >= 2 && (p[0] == CS_ASK_PRESENT || p[0] == CS_ASK_LIST) &&
+		       p[1] == '\t' && memchr(p + 2, '\t', len - 2);
 	FUZZ_CHECK(request == (rc != -EINVAL), "'%s': rc %d", fuzz_show(p, len), rc);
-	if (rc == 0) {
+	if (rc > 0) {
 		size_t nl = strlen(ns), rl = strlen(rel);
-		FUZZ_CHECK(cs_config_name_ok(ns, nl) && cs_path_rel_valid(rel, rl),
+		/* Only a listing may name the top, "". */
+		FUZZ_CHECK(cs_config_name_ok(ns, nl) &&
+			   (cs_path_rel_valid(rel, rl) || (rc == CS_ASK_LIST && rl == 0)),
 			   "'%s': ns '%s' rel '%s'", fuzz_show(p, len), fuzz_show(ns, nl),
 			   fuzz_show(rel, rl));
 		FUZZ_CHECK(2 + nl + 1 + rl == len && !memcmp(p + 2, ns, nl) && p[2 + nl] == '\t' &&
@@ -74,9 +77,10 @@ static void client(const uint8_t *data, size_t size)
 	req[3 + nl + rl] = '\0';
 	int rc = cs_local_parse(req, 3 + nl + rl, &gns, &grel);
 	if (cs_config_name_ok(ns, nl) && cs_path_rel_valid(rel, rl))
-		FUZZ_CHECK(rc == 0 && !strcmp(gns, ns) && !strcmp(grel, rel),
+		FUZZ_CHECK(rc == CS_ASK_PRESENT && !strcmp(gns, ns) && !strcmp(grel, rel),
 			   "ns '%s' rel '%s' parsed as %d '%s' '%s'", fuzz_show(ns, nl),
-			   fuzz_show(rel, rl), rc, rc ? "" : gns, rc ? "" : fuzz_show(grel, strlen(grel)));
+			   fuzz_show(rel, rl), rc, rc < 0 ? "" : gns,
+			   rc < 0 ? "" : fuzz_show(grel, strlen(grel)));
 	else
 		FUZZ_CHECK(rc == -ENOENT, "ns '%s' rel '%s' (refused names): %d", fuzz_show(ns, nl),
 			   fuzz_show(rel, rl), rc);

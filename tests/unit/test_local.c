@@ -22,7 +22,7 @@ static int parse(const char *line, size_t len, char *ns, char *rel)
 	buf[len] = '\0';
 	int rc = cs_local_parse(buf, len, &n, &r);
 	ns[0] = rel[0] = '\0';
-	if (rc == 0) {
+	if (rc > 0) {
 		strcpy(ns, n);
 		strcpy(rel, r);
 	}
@@ -36,11 +36,28 @@ static void requests(void **state)
 	(void)state;
 	char ns[256], rel[256];
 
-	assert_int_equal(PARSE("P\timg\ta/b.jpg", ns, rel), 0);
+	assert_int_equal(PARSE("P\timg\ta/b.jpg", ns, rel), CS_ASK_PRESENT);
 	assert_string_equal(ns, "img");
 	assert_string_equal(rel, "a/b.jpg");
-	assert_int_equal(PARSE("P\timg\t2026/caf\xc3\xa9 1.jpg", ns, rel), 0);
+	assert_int_equal(PARSE("P\timg\t2026/caf\xc3\xa9 1.jpg", ns, rel), CS_ASK_PRESENT);
 	assert_string_equal(rel, "2026/caf\xc3\xa9 1.jpg");
+}
+
+/* A listing names a directory, or "" for the namespace's top, which no
+ * miss may name. */
+static void listings(void **state)
+{
+	(void)state;
+	char ns[256], rel[256];
+
+	assert_int_equal(PARSE("L\timg\ta/b", ns, rel), CS_ASK_LIST);
+	assert_string_equal(rel, "a/b");
+	assert_int_equal(PARSE("L\timg\t", ns, rel), CS_ASK_LIST);
+	assert_string_equal(ns, "img");
+	assert_string_equal(rel, "");
+	assert_int_equal(PARSE("L\timg\t../x", ns, rel), -ENOENT);
+	assert_int_equal(PARSE("L\timg\ta/", ns, rel), -ENOENT);
+	assert_int_equal(PARSE("L\timg\t\0", ns, rel), -ENOENT);
 }
 
 /* Names the cluster cannot have are answered absent, at once. */
@@ -89,6 +106,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(requests),
+		cmocka_unit_test(listings),
 		cmocka_unit_test(absent),
 		cmocka_unit_test(every_byte_counts),
 		cmocka_unit_test(not_requests),
