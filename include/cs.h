@@ -260,6 +260,10 @@ const struct cs_prefix *cs_path_match(const struct cs_config *cfg,
  * into it; NULL when none does. */
 const struct cs_prefix *cs_path_locate(int dirfd, const char *path, char *abs,
 				       const char **rel);
+/* The same for a directory, which may also be the prefix's directory
+ * itself: then *rel is "". */
+const struct cs_prefix *cs_path_locate_dir(int dirfd, const char *path, char *abs,
+					   const char **rel);
 /*
  * True when rel is a safe relative path inside a namespace: not empty, no
  * leading '/', no empty, "." or ".." segment, no NUL or control byte, each
@@ -398,18 +402,35 @@ void cs_index_atfork_child(void);
  * atomics and the stack only.
  */
 int cs_client_present(const char *ns, const char *rel);
+/*
+ * The cluster's live entries of directory <ns>/<rel> ("" for the top), as
+ * the agent lists them (the protocol's body, below): 0 with *body malloc'd
+ * (NUL-terminated after its *len bytes; the caller frees it); -ECONNREFUSED
+ * when no agent is running; -EIO when it cannot say now or the deadline
+ * passed.  Not for a signal handler: it allocates.
+ */
+int cs_client_list(const char *ns, const char *rel, char **body, size_t *len);
+#define CS_LIST_MAX (256u << 20)        /* the largest listing taken */
 /* Connect now (chroot is coming: the socket could not be found after). */
 void cs_client_prepare(void);
 /* In a forked child: our connections are the parent's. */
 void cs_client_forget(void);
 
 /*
- * The protocol, one line each way per request:
+ * The protocol, a line from the host and an answer per request:
  *   host:  "P\t<ns>\t<rel>\n"   make it present (rel as it is)
  *   agent: "I\n" installed, "A\n" absent, "U\n" unavailable
+ *   host:  "L\t<ns>\t<rel>\n"   list directory rel ("" for the top)
+ *   agent: "L" and the body's length in CS_LIST_HEAD - 2 decimal digits,
+ *          "\n", then the body: for each of the cluster's live entries
+ *          there, 'f' (a file) or 'd' (a directory), its name and a NUL;
+ *          or "U\n" when the registry cannot say now
  */
+#define CS_ASK_PRESENT 'P'
+#define CS_ASK_LIST 'L'
 #define CS_REPLY_INSTALLED 'I'
 #define CS_REPLY_ABSENT 'A'
 #define CS_REPLY_UNAVAILABLE 'U'
+#define CS_LIST_HEAD 18                 /* "L", 16 digits, "\n" */
 
 #endif

@@ -1,9 +1,12 @@
 /*
  * client.c - a host process asks its node's agent to make a missing name
- * present, over the unix socket CS_SPOOL/agent.sock (protocol in cs.h).
+ * present, or for the cluster's entries of a directory it lists, over the
+ * unix socket CS_SPOOL/agent.sock (protocol in cs.h).
  *
- * This runs inside open() and stat(), perhaps in a signal handler, perhaps
- * in several threads at once: system calls, atomics and the stack only.  A
+ * A miss is asked inside open() and stat(), perhaps in a signal handler,
+ * perhaps in several threads at once: system calls, atomics and the stack
+ * only.  (A listing is asked from readdir(), which no signal handler may
+ * call, and its body is malloc'd.)  A
  * few connections are kept for the process (opened lazily, close-on-exec),
  * each used by one request at a time and claimed with an atomic; a request
  * that finds them all busy makes a connection of its own for the occasion.
@@ -15,6 +18,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -33,6 +37,12 @@ static struct conn {
 	dev_t dev;              /* the socket, to know the number is still it */
 	ino_t ino;
 } kept[KEPT] = { { 0, -1, 0, 0 }, { 0, -1, 0, 0 }, { 0, -1, 0, 0 }, { 0, -1, 0, 0 } };
+
+/* What a listing brought (a miss's answer is its reply byte alone). */
+struct answer {
+	char *body;
+	size_t len;
+};
 
 /* A new connection to the agent, or -errno (-ECONNREFUSED: none runs). */
 static int dial(void)
@@ -85,21 +95,69 @@ static void keep(struct conn *c, int fd)
 	}
 }
 
-/*
- * One request on fd: the reply byte, or -EPIPE when the connection turned
- * out to be dead before any answer (the agent restarted: try a new one),
- * -ETIMEDOUT, or another -errno.
- */
-static int ask(int fd, const char *ns, const char *rel, int64_t deadline)
+/* Exactly n bytes of the answer into p: 0, -EPIPE when the connection
+ * was dead before the first byte of an answer (first), -ETIMEDOUT, or
+ * another -errno. */
+static int take(int fd, char *p, size_t n, bool first, int64_t deadline)
 {
+	size_t got = 0;
+
+	while (got < n) {
+		ssize_t k = recv(fd, p + got, n - got, 0);
+		if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return -ETIMEDOUT;      /* SO_RCVTIMEO: the deadline passed */
+		if (k < 0 && errno == EINTR) {
+			if (cs_clock_ms() >= deadline)
+				return -ETIMEDOUT;
+			continue;
+		}
+		if (k == 0 || (k < 0 && errno == ECONNRESET))
+			return got == 0 && first ? -EPIPE : -EIO;
+		if (k < 0)
+			return -errno;
+		got += (size_t)k;
+	}
+	return 0;
+}
+
+/* A listing's body, after its first two bytes ("L" and a digit): into
+ * *a->body (malloc'd), its length in *a->len. */
+static int take_listing(int fd, const char two[2], struct answer *a, int64_t deadline)
+{
+	char head[CS_LIST_HEAD];
+	uint64_t n;
+	int rc;
+
+	memcpy(head, two, 2);
+	if ((rc = take(fd, head + 2, CS_LIST_HEAD - 2, false, deadline)) < 0)
+		return rc;
+	head[CS_LIST_HEAD - 1] = '\0';
+	if (!cs_parse_u64(head + 1, &n) || n > CS_LIST_MAX)
+		return -EIO;
+	if (!(a->body = malloc(n + 1)))
+		return -ENOMEM;         /* the connection is closed: out of step */
+	a->body[n] = '\0';
+	a->len = n;
+	return take(fd, a->body, n, false, deadline);
+}
+
+/*
+ * One request of kind ask (CS_ASK_*) on fd: the reply byte, or -EPIPE when
+ * the connection turned out to be dead before any answer (the agent
+ * restarted: try a new one), -ETIMEDOUT, or another -errno.
+ */
+static int ask(int fd, char kind, const char *ns, const char *rel, struct answer *a,
+	       int64_t deadline)
+{
+	char head[2] = { kind, '\t' };
 	struct iovec v[5] = {
-		{ "P\t", 2 }, { (void *)ns, strlen(ns) }, { "\t", 1 },
+		{ head, 2 }, { (void *)ns, strlen(ns) }, { "\t", 1 },
 		{ (void *)rel, strlen(rel) }, { "\n", 1 },
 	};
 	struct msghdr m = { .msg_iov = v, .msg_iovlen = 5 };
 	size_t want = 0;
 	char reply[2];
-	size_t got = 0;
+	int rc;
 
 	for (int i = 0; i < 5; i++)
 		want += v[i].iov_len;
@@ -111,25 +169,15 @@ static int ask(int fd, const char *ns, const char *rel, int64_t deadline)
 		return errno == EPIPE || errno == ECONNRESET ? -EPIPE : -errno;
 	if ((size_t)n != want)
 		return -EIO;    /* a request always fits the socket's buffer */
-	while (got < sizeof reply) {
-		n = recv(fd, reply + got, sizeof reply - got, 0);
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return -ETIMEDOUT;      /* SO_RCVTIMEO: the deadline passed */
-		if (n < 0 && errno == EINTR) {
-			if (cs_clock_ms() >= deadline)
-				return -ETIMEDOUT;
-			continue;
-		}
-		if (n == 0 || (n < 0 && errno == ECONNRESET))
-			return got == 0 ? -EPIPE : -EIO;
-		if (n < 0)
-			return -errno;
-		got += n;
-	}
+	if ((rc = take(fd, reply, sizeof reply, true, deadline)) < 0)
+		return rc;
+	if (kind == CS_ASK_LIST && reply[0] == CS_ASK_LIST)
+		return (rc = take_listing(fd, reply, a, deadline)) < 0 ? rc : CS_ASK_LIST;
 	return reply[1] == '\n' ? (unsigned char)reply[0] : -EIO;
 }
 
-int cs_client_present(const char *ns, const char *rel)
+/* A request on a kept connection (or one made for it): ask's answers. */
+static int request(char kind, const char *ns, const char *rel, struct answer *a)
 {
 	int64_t deadline = cs_clock_ms() + cs_cfg.miss_timeout_ms;
 	struct conn *c = NULL;
@@ -155,9 +203,11 @@ int cs_client_present(const char *ns, const char *rel)
 			}
 			fresh = true;
 		}
-		rc = ask(fd, ns, rel, deadline);
+		rc = ask(fd, kind, ns, rel, a, deadline);
 		if (rc >= 0)
 			break;
+		free(a->body);          /* a listing cut short */
+		a->body = NULL;
 		cs_libc.close(fd);      /* a late answer would be taken for the next */
 		fd = -1;
 		if (rc != -EPIPE || fresh)
@@ -169,6 +219,14 @@ int cs_client_present(const char *ns, const char *rel)
 	} else if (fd >= 0) {
 		cs_libc.close(fd);
 	}
+	return rc;
+}
+
+int cs_client_present(const char *ns, const char *rel)
+{
+	struct answer a = { NULL, 0 };
+	int rc = request(CS_ASK_PRESENT, ns, rel, &a);
+
 	switch (rc) {
 	case CS_REPLY_INSTALLED:
 		return 0;
@@ -181,6 +239,20 @@ int cs_client_present(const char *ns, const char *rel)
 	default:
 		return -EIO;
 	}
+}
+
+int cs_client_list(const char *ns, const char *rel, char **body, size_t *len)
+{
+	struct answer a = { NULL, 0 };
+	int rc = request(CS_ASK_LIST, ns, rel, &a);
+
+	if (rc == CS_ASK_LIST) {
+		*body = a.body;
+		*len = a.len;
+		return 0;
+	}
+	free(a.body);
+	return rc == -ECONNREFUSED || rc == -EPIPE ? -ECONNREFUSED : -EIO;
 }
 
 void cs_client_prepare(void)

@@ -126,10 +126,11 @@ static int base_dir(int dirfd, char *buf, size_t size)
 	return cs_fd_path(dirfd, buf, size) < 0 ? -ENOENT : 0;
 }
 
-const struct cs_prefix *cs_path_locate(int dirfd, const char *path, char *abs,
-				       const char **rel)
+static const struct cs_prefix *locate(int dirfd, const char *path, char *abs,
+				      const char **rel, bool top)
 {
 	char base[CS_PATH_MAX];
+	const struct cs_prefix *p;
 
 	if (!path || !path[0])
 		return NULL;
@@ -137,7 +138,28 @@ const struct cs_prefix *cs_path_locate(int dirfd, const char *path, char *abs,
 		return NULL;
 	if (cs_path_normalize(base, path, abs, CS_PATH_MAX) < 0)
 		return NULL;
-	return cs_path_match(&cs_cfg, abs, rel);
+	if ((p = cs_path_match(&cs_cfg, abs, rel)) || !top)
+		return p;
+	for (int i = 0; i < cs_cfg.nprefix; i++) {
+		p = &cs_cfg.prefix[i];
+		if (strcmp(abs, p->dir) == 0 || strcmp(abs, p->real) == 0) {
+			*rel = abs + strlen(abs);
+			return p;
+		}
+	}
+	return NULL;
+}
+
+const struct cs_prefix *cs_path_locate(int dirfd, const char *path, char *abs,
+				       const char **rel)
+{
+	return locate(dirfd, path, abs, rel, false);
+}
+
+const struct cs_prefix *cs_path_locate_dir(int dirfd, const char *path, char *abs,
+					   const char **rel)
+{
+	return locate(dirfd, path, abs, rel, true);
 }
 
 bool cs_path_rel_valid(const char *rel, size_t len)

@@ -8,6 +8,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -34,6 +35,9 @@ struct cs_real {
 #define T(kind, ret, name, params, ...) ret (*name) params;
 #include "track.def"
 #undef T
+#define D(ret, name, params) ret (*name) params;
+#include "dirs.def"
+#undef D
 };
 
 /* Pointers to the next definition of each symbol (libc's); NULL until
@@ -69,5 +73,11 @@ void cs_track_opened(int dirfd, const char *path, int fd);
  * prefix, and the exit handler that ends what is still open at exit. */
 void cs_track_start(void);
 void cs_track_atfork_child(void);
+
+/* Directory listings (dirs.c): opendir's result d for path (relative to
+ * dirfd), to be merged with the cluster's entries when it is under a
+ * prefix; d itself is returned, with errno as it was. */
+DIR *cs_dirs_opened(int dirfd, const char *path, DIR *d);
+void cs_dirs_atfork_child(void);
 
 #endif

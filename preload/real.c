@@ -36,6 +36,9 @@ int cs_real_resolve(void)
 #define T(kind, ret, name, params, ...) RESOLVE(ret, name, params)
 #include "track.def"
 #undef T
+#define D(ret, name, params) RESOLVE(ret, name, params)
+#include "dirs.def"
+#undef D
 #define CORE(ret, name, params)                                                \
 	if (real.name)                                                        \
 		__atomic_store_n(&cs_libc.name, real.name, __ATOMIC_RELEASE);

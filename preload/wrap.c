@@ -123,8 +123,7 @@ static void before_create(int dirfd, const char *path)
 		int e = errno;                                                  \
 		cs_track_opened(dirfd, path, FD_OF(r));                         \
 		errno = e;                                                      \
-	}                                                                       \
-	return r;
+	}
 
 /* The descriptor an open returned: an int, or a FILE's. */
 #define FD_OF(r) _Generic((r), FILE *: fileno((FILE *)(uintptr_t)(r)), default: (int)(intptr_t)(r))
@@ -140,16 +139,25 @@ static void before_create(int dirfd, const char *path)
 			va_end(ap);                                             \
 		}                                                               \
 		BODY(ret, name, args, r < 0, dirfd, path, flags, fallback)      \
+		return r;                                                       \
 	}
 #define WRAP_I(ret, name, params, args, dirfd, path, flags, fallback)           \
 	CS_EXPORT ret name params                                               \
 	{                                                                       \
 		BODY(ret, name, args, r < 0, dirfd, path, flags, fallback)      \
+		return r;                                                       \
 	}
 #define WRAP_P(ret, name, params, args, dirfd, path, flags, fallback)           \
 	CS_EXPORT ret name params                                               \
 	{                                                                       \
 		BODY(ret, name, args, r == NULL, dirfd, path, flags, fallback)  \
+		return r;                                                       \
+	}
+#define WRAP_D(ret, name, params, args, dirfd, path, flags, fallback)           \
+	CS_EXPORT ret name params                                               \
+	{                                                                       \
+		BODY(ret, name, args, r == NULL, dirfd, path, flags, fallback)  \
+		return r && active() ? cs_dirs_opened(dirfd, path, r) : r;      \
 	}
 #define W(kind, ...) WRAP_##kind(__VA_ARGS__)
 #include "wrap.def"
@@ -160,6 +168,7 @@ static void atfork_child(void)
 	cs_client_forget();
 	cs_index_atfork_child();
 	cs_track_atfork_child();
+	cs_dirs_atfork_child();
 }
 
 /* Load the configuration, before main and before the host can rewrite its
