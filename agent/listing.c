@@ -17,11 +17,17 @@
  * most, so it lags the registry by one poll.  A listing that was being
  * read from MySQL when a change came is not kept.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "db.h"
 #include "listing.h"
@@ -31,13 +37,24 @@
 #define SLOTS 1024
 #define MAX_AGE_MS 30000
 #define MAX_BYTES (32u << 20)   /* kept listings, all together */
+#define STAMP_SETTLE_NS 2000000000LL
+
+/* A directory's inode and times, when its names were read. */
+struct stamp {
+	dev_t dev;
+	ino_t ino;
+	int64_t mtime_ns, ctime_ns;
+};
 
 struct kept {
 	struct kept *next;
-	uint64_t key;
+	uint64_t key, gen;
 	char *name;                     /* ns NUL rel */
 	size_t namelen;
-	struct cs_buf body;
+	struct cs_buf body;             /* the registry's entries */
+	struct cs_buf rest;             /* ... less this node's, as at rest_at */
+	struct stamp rest_at;
+	bool has_rest;
 	int64_t at_ms;
 	bool filling, changed;
 };
@@ -46,6 +63,7 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct kept *slot[SLOTS];
 static size_t kept_bytes;
 static int64_t polled_ms;               /* the index's last complete poll */
+static uint64_t generation;             /* of the last kept listing made */
 
 /* ---- directories of new paths ------------------------------------------ */
 
@@ -185,13 +203,23 @@ static struct kept **find(uint64_t key, const char *ns, size_t nl, const char *r
 	return pp;
 }
 
+/* Kept listing gen of (ns, rel), still kept (under mu), or NULL. */
+static struct kept **find_gen(const char *ns, const char *rel, uint64_t gen)
+{
+	size_t nl = strlen(ns), rl = strlen(rel);
+	struct kept **pp = find(key_of(ns, nl, rel, rl), ns, nl, rel, rl);
+
+	return *pp && (*pp)->gen == gen && !(*pp)->filling ? pp : NULL;
+}
+
 static void unlink_kept(struct kept **pp)
 {
 	struct kept *k = *pp;
 
 	*pp = k->next;
-	kept_bytes -= k->body.cap + k->namelen;
+	kept_bytes -= k->body.cap + k->rest.cap + k->namelen;
 	cs_buf_free(&k->body);
+	cs_buf_free(&k->rest);
 	free(k->name);
 	free(k);
 }
@@ -215,15 +243,16 @@ void cs_listing_polled(void)
 	__atomic_store_n(&polled_ms, cs_clock_ms(), __ATOMIC_RELEASE);
 }
 
-/* A kept listing is used once a complete poll followed its reading (a
- * change committed while it was read is then forgotten with it), while
- * the polls go on, and for MAX_AGE_MS at most. */
+/* A kept listing is used while the polls go on, and for MAX_AGE_MS at
+ * most.  A change committed while it was being read is seen by every poll
+ * for OVERLAP_S after (indexer.c), the first of which forgets it: kept, it
+ * lags the registry by one poll at most, as a fresh one read by an asker
+ * a moment earlier would. */
 static bool usable(const struct kept *k, int64_t now)
 {
 	int64_t polled = __atomic_load_n(&polled_ms, __ATOMIC_ACQUIRE);
 
-	return !k->filling && now - k->at_ms < MAX_AGE_MS && polled >= k->at_ms &&
-	       now - polled < 1000;
+	return !k->filling && now - k->at_ms < MAX_AGE_MS && now - polled < 1000;
 }
 
 void cs_listing_changed(const char *ns, const char *rel)
@@ -247,51 +276,84 @@ void cs_listing_changed(const char *ns, const char *rel)
 
 /* ---- answering ---------------------------------------------------------- */
 
-/* Leave out of out[from..) the names this node's journals have not
- * replicated yet. */
-static void drop_pending(const char *ns, const char *rel, struct cs_buf *out, size_t from)
+/* The names of a directory that a delete or a rename away, still in a
+ * journal here, took out. */
+struct gone {
+	const char *ns, *rel;
+	size_t rl;
+	struct cs_buf names;            /* NUL-terminated, one after another */
+};
+
+static int note_gone(void *arg, struct cs_entry *e)
 {
-	char path[CS_PATH_MAX];
-	size_t rl = strlen(rel), to = from;
+	struct gone *g = arg;
+	const char *slash = strrchr(e->rel, '/');
+	size_t dl = slash ? (size_t)(slash - e->rel) : 0;
+	const char *name = slash ? slash + 1 : e->rel;
 
-	if (cs_tail_backlog() == 0 || !cs_tail_started() || rl + 1 >= sizeof path)
-		return;
-	memcpy(path, rel, rl);
-	if (rl)
-		path[rl++] = '/';
-	for (size_t at = from; at < out->len;) {
-		const char *name = out->s + at + 1;
-		size_t n = strlen(name) + 2;
-
-		if (rl + n - 2 < sizeof path) {
-			memcpy(path + rl, name, n - 1);
-			if (cs_tail_pending_path(ns, path)) {
-				at += n;
-				continue;
-			}
-		}
-		memmove(out->s + to, out->s + at, n);
-		to += n;
-		at += n;
-	}
-	out->len = to;
+	if ((e->op == CS_OP_DELETE || e->op == CS_OP_RENAME) && strcmp(e->ns, g->ns) == 0 &&
+	    dl == g->rl && memcmp(e->rel, g->rel, dl) == 0)
+		cs_buf_put(&g->names, name, strlen(name) + 1);
+	return 0;
 }
 
-int cs_listing_get(const char *ns, const char *rel, struct cs_buf *out)
+/*
+ * The names of (ns, rel) that a delete or rename on this node took out and
+ * the registry may not show yet, read before the registry's answer: an
+ * entry acknowledged since was registered, and its listings forgotten,
+ * before that.  The journals are read here, not asked of the thread that
+ * replicates them: it reads a new line only once the one before has
+ * settled, or after a push under way, and "rm f; ls" must not list f
+ * again meanwhile.  Reading them costs a few microseconds a journal.
+ */
+static void find_gone(struct gone *g)
 {
-	size_t nl = strlen(ns), rl = strlen(rel), from = out->len;
+	if (cs_tail_each_pending(note_gone, g) < 0)
+		g->names.len = 0;
+}
+
+/* Leave g's names out of out[from..). */
+static void drop_gone(struct gone *g, struct cs_buf *out, size_t from)
+{
+	size_t to = from;
+
+	for (size_t at = from; at < out->len && g->names.len;) {
+		const char *name = out->s + at + 1;
+		size_t n = strlen(name) + 2;
+		bool gone = false;
+
+		for (size_t k = 0; k < g->names.len && !gone; k += strlen(g->names.s + k) + 1)
+			gone = strcmp(g->names.s + k, name) == 0;
+		if (!gone) {
+			memmove(out->s + to, out->s + at, n);
+			to += n;
+		}
+		at += n;
+	}
+	if (g->names.len)
+		out->len = to;
+}
+
+/*
+ * The registry's entries of (ns, rel) appended to out, kept or read now;
+ * *gen: the kept listing they came from (0 when none is kept).
+ */
+static int registry_entries(const char *ns, const char *rel, struct cs_buf *out, uint64_t *gen)
+{
+	size_t nl = strlen(ns), rl = strlen(rel);
 	uint64_t key = key_of(ns, nl, rel, rl);
 	int64_t now = cs_clock_ms();
 	struct kept **pp, *k = NULL;
 	struct cs_buf body = { 0 };
 	int rc;
 
+	*gen = 0;
 	pthread_mutex_lock(&mu);
 	pp = find(key, ns, nl, rel, rl);
 	if (*pp && usable(*pp, now)) {
 		cs_buf_put(out, (*pp)->body.s, (*pp)->body.len);
+		*gen = (*pp)->gen;
 		pthread_mutex_unlock(&mu);
-		drop_pending(ns, rel, out, from);
 		return out->oom ? -ENOMEM : 0;
 	}
 	if (*pp && !(*pp)->filling)
@@ -302,6 +364,7 @@ int cs_listing_get(const char *ns, const char *rel, struct cs_buf *out)
 		memcpy(k->name + nl + 1, rel, rl + 1);
 		k->namelen = nl + 1 + rl;
 		k->key = key;
+		k->gen = ++generation;
 		k->filling = true;
 		k->at_ms = now;
 		k->next = slot[key % SLOTS];
@@ -327,13 +390,181 @@ int cs_listing_get(const char *ns, const char *rel, struct cs_buf *out)
 			memset(&body, 0, sizeof body);
 			k->filling = false;
 			kept_bytes += k->body.cap;
+			*gen = k->gen;
 			make_room();
 		}
 	}
 	pthread_mutex_unlock(&mu);
 	cs_buf_free(&body);
-	if (rc < 0)
-		return rc;
-	drop_pending(ns, rel, out, from);
-	return out->oom ? -ENOMEM : 0;
+	return rc < 0 ? rc : out->oom ? -ENOMEM : 0;
+}
+
+/* ---- leaving out what the host lists itself --------------------------- */
+
+/* What a directory looked like: unchanged, it holds the same names. */
+static void stamp_of(const struct stat *st, struct stamp *s)
+{
+	s->dev = st->st_dev;
+	s->ino = st->st_ino;
+	s->mtime_ns = st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec;
+	s->ctime_ns = st->st_ctim.tv_sec * 1000000000LL + st->st_ctim.tv_nsec;
+}
+
+static bool same_stamp(const struct stamp *a, const struct stamp *b)
+{
+	return a->dev == b->dev && a->ino == b->ino && a->mtime_ns == b->mtime_ns &&
+	       a->ctime_ns == b->ctime_ns;
+}
+
+/* The names in directory fd, hashed into a set (open addressing, 0 free;
+ * *cap a power of two).  NULL when it cannot be read. */
+static uint64_t *local_names(int fd, size_t *cap)
+{
+	DIR *d = fdopendir(fd);
+	struct dirent *e;
+	uint64_t *set = NULL;
+	size_t n = 0;
+
+	*cap = 0;
+	if (!d) {
+		close(fd);
+		return NULL;
+	}
+	while ((e = readdir(d))) {
+		uint64_t h = cs_fnv1a(CS_FNV_SEED, e->d_name, strlen(e->d_name)) | 1;
+		if ((n + 1) * 2 > *cap) {
+			size_t c = *cap ? *cap * 2 : 1024;
+			uint64_t *t = calloc(c, sizeof *t);
+			if (!t) {
+				free(set);
+				closedir(d);
+				return NULL;
+			}
+			for (size_t i = 0; i < *cap; i++) {
+				size_t j = set[i] & (c - 1);
+				if (!set[i])
+					continue;
+				while (t[j])
+					j = (j + 1) & (c - 1);
+				t[j] = set[i];
+			}
+			free(set);
+			set = t;
+			*cap = c;
+		}
+		size_t j = h & (*cap - 1);
+		while (set[j] && set[j] != h)
+			j = (j + 1) & (*cap - 1);
+		if (!set[j])
+			n++;
+		set[j] = h;
+	}
+	closedir(d);
+	return set;
+}
+
+static bool in_set(const uint64_t *set, size_t cap, const char *name)
+{
+	uint64_t h = cs_fnv1a(CS_FNV_SEED, name, strlen(name)) | 1;
+
+	for (size_t j = h & (cap - 1); set[j]; j = (j + 1) & (cap - 1))
+		if (set[j] == h)
+			return true;
+	return false;
+}
+
+/*
+ * Leave out of out[from..) the names the directory holds on this node's
+ * disk: the host gives those from its own readdir, so a directory whose
+ * entries are all here costs it no more than the round trip.  The
+ * remainder is kept with the kept listing gen, for as long as the directory
+ * looks the same (inode, mtime and ctime); not when it changed within the
+ * last STAMP_SETTLE_NS, which a change in the same clock tick could leave
+ * looking the same.  (A name that comes or goes here meanwhile the host's
+ * own set of names sorts out: it gives each name once.)
+ */
+static void drop_local(const struct cs_prefix *p, const char *rel, struct cs_buf *out,
+		       size_t from, uint64_t gen)
+{
+	char path[CS_PATH_MAX];
+	struct stamp now_stamp;
+	struct kept **pp;
+	struct stat st;
+	uint64_t *set;
+	size_t cap, to = from;
+	int fd;
+
+	if ((size_t)snprintf(path, sizeof path, "%s%s%s", p->dir, *rel ? "/" : "", rel) >=
+	    sizeof path)
+		return;
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		if (fd >= 0)
+			close(fd);
+		return;         /* nothing here: every entry is the cluster's */
+	}
+	stamp_of(&st, &now_stamp);
+	pthread_mutex_lock(&mu);
+	pp = gen ? find_gen(p->name, rel, gen) : NULL;
+	if (pp && (*pp)->has_rest && same_stamp(&(*pp)->rest_at, &now_stamp)) {
+		out->len = from;
+		cs_buf_put(out, (*pp)->rest.s, (*pp)->rest.len);
+		pthread_mutex_unlock(&mu);
+		close(fd);
+		return;
+	}
+	pthread_mutex_unlock(&mu);
+
+	if (!(set = local_names(fd, &cap)))
+		return;
+	for (size_t at = from; at < out->len;) {
+		const char *name = out->s + at + 1;
+		size_t n = strlen(name) + 2;
+
+		if (!in_set(set, cap, name)) {
+			memmove(out->s + to, out->s + at, n);
+			to += n;
+		}
+		at += n;
+	}
+	out->len = to;
+	free(set);
+
+	struct timespec real;
+	clock_gettime(CLOCK_REALTIME, &real);
+	int64_t settled = real.tv_sec * 1000000000LL + real.tv_nsec - STAMP_SETTLE_NS;
+	if (!gen || now_stamp.mtime_ns > settled || now_stamp.ctime_ns > settled)
+		return;
+	pthread_mutex_lock(&mu);
+	if ((pp = find_gen(p->name, rel, gen))) {
+		struct kept *k = *pp;
+		kept_bytes -= k->rest.cap;
+		cs_buf_clear(&k->rest);
+		cs_buf_put(&k->rest, out->s + from, out->len - from);
+		k->has_rest = !k->rest.oom;
+		k->rest_at = now_stamp;
+		kept_bytes += k->rest.cap;
+		make_room();
+	}
+	pthread_mutex_unlock(&mu);
+}
+
+int cs_listing_get(const char *ns, const char *rel, struct cs_buf *out)
+{
+	const struct cs_prefix *p = cs_config_namespace(&cs_cfg, ns);
+	struct gone g = { ns, rel, strlen(rel), { 0 } };
+	size_t from = out->len;
+	uint64_t gen;
+	int rc;
+
+	if (!p)
+		return 0;
+	find_gone(&g);          /* first: see find_gone */
+	rc = registry_entries(ns, rel, out, &gen);
+	if (rc == 0) {
+		drop_local(p, rel, out, from, gen);
+		drop_gone(&g, out, from);
+	}
+	cs_buf_free(&g.names);
+	return rc < 0 ? rc : out->oom ? -ENOMEM : 0;
 }

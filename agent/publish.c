@@ -279,8 +279,13 @@ int cs_unpublish(const char *ns, const char *rel, struct cs_file *prev)
 		if (rc != -EBUSY)
 			break;
 	}
-	if (rc == 0)
+	if (rc == 0) {
 		reread = cs_registry_db_file(d, h, ns, rel, &now, false);
+		/* Before the journal's entry is acknowledged: a host here
+		 * listing the directory meanwhile must not get the name back
+		 * from a listing kept until the next poll of changes. */
+		cs_listing_changed(ns, rel);
+	}
 	cs_db_put(d);
 	if (reread == 0)
 		cs_registry_cache(h, &now, true);
