@@ -6,17 +6,20 @@
  * see every file the cluster has there, or it acts on a partial tree.  So
  * a stream opened on such a directory (opendir, fdopendir) is remembered,
  * and readdir on it gives first the local entries, as libc reads them, and
- * then the cluster's live entries that were not among them, which the
- * node's agent lists from the registry (agent/listing.c).  Each name comes
- * once: the names given are kept in a set of hashes for the stream.  A
- * cluster entry is a file (DT_REG) or a directory (DT_DIR); opening or
- * stat'ing it is a miss like any other, which fetches it.
+ * then the cluster's live entries that were not among them.  The node's
+ * agent lists those from the registry, less the names this node's disk
+ * holds (agent/listing.c): for a directory whose entries are all here the
+ * answer is empty and readdir costs libc's plus one round trip.  Each name
+ * comes once all the same (a file may arrive here during the listing): the
+ * local names are looked up among the agent's.  A cluster entry is a file
+ * (DT_REG) or a directory (DT_DIR); opening or stat'ing it is a miss like
+ * any other, which fetches it.
  *
- * The agent is asked once per pass over the stream, when the local entries
- * run out, and not at all for a directory the published index says no node
- * ever had (a local scratch directory costs nothing).  When the agent cannot
- * answer, the listing ends after the local entries with EIO, as readdir
- * reports an error: a partial listing is never passed off as whole.
+ * The agent is asked once per pass over the stream, at its first readdir,
+ * and not at all for a directory the published index says no node ever had
+ * (a local scratch directory costs nothing).  When the agent cannot answer,
+ * the listing ends after the local entries with EIO, as readdir reports an
+ * error: a partial listing is never passed off as whole.
  *
  * Streams not under a prefix cost readdir one load of a counter while none
  * is open that is, and a lookup by pointer while some are.  scandir and glob
@@ -44,7 +47,7 @@ _Static_assert(sizeof(struct dirent) == sizeof(struct dirent64) &&
 	       offsetof(struct dirent, d_name) == offsetof(struct dirent64, d_name),
 	       "struct dirent and dirent64 differ here");
 
-enum phase { LOCAL, CLUSTER, DONE };
+enum phase { ASK, LOCAL, CLUSTER, DONE };
 
 struct listing {
 	DIR *dir;
@@ -52,10 +55,14 @@ struct listing {
 	char *rel;                      /* the directory, "" for the top */
 	enum phase phase;
 	int err;                        /* reported once the entries ran out */
-	uint64_t *seen;                 /* hashes of names given (0: free) */
-	size_t nseen, cap;
 	char *body;                     /* the agent's entries */
 	size_t len, at;
+	struct name {                   /* ... by hash (open addressing) */
+		uint64_t h;             /* 0: a free slot */
+		uint32_t at;            /* where in body */
+		bool given;
+	} *names;
+	size_t cap;
 	struct dirent64 ent;            /* the last cluster entry given */
 };
 
@@ -153,7 +160,7 @@ static struct listing *lookup(const DIR *d)
 	return l;
 }
 
-/* ---- the names given ----------------------------------------------------- */
+/* ---- the agent's names --------------------------------------------------- */
 
 static uint64_t name_hash(const char *name)
 {
@@ -162,58 +169,62 @@ static uint64_t name_hash(const char *name)
 	return h ? h : 1;
 }
 
-/* Whether h was given already; when not, it is now. */
-static bool seen_before(struct listing *l, uint64_t h)
+/* The agent's name with hash h not given yet, or NULL. */
+static struct name *lookup_name(struct listing *l, uint64_t h, const char *name)
 {
-	if ((l->nseen + 1) * 2 > l->cap) {
-		size_t cap = l->cap ? l->cap * 2 : 256;
-		uint64_t *t = calloc(cap, sizeof *t);
-		if (!t) {
-			l->err = ENOMEM;
-			return false;
-		}
-		for (size_t i = 0; i < l->cap; i++) {
-			if (!l->seen[i])
-				continue;
-			size_t s = l->seen[i] & (cap - 1);
-			while (t[s])
-				s = (s + 1) & (cap - 1);
-			t[s] = l->seen[i];
-		}
-		free(l->seen);
-		l->seen = t;
-		l->cap = cap;
+	for (size_t s = h & (l->cap - 1); l->names[s].h; s = (s + 1) & (l->cap - 1)) {
+		struct name *n = &l->names[s];
+		if (n->h == h && !n->given && strcmp(l->body + n->at + 1, name) == 0)
+			return n;
 	}
-	size_t s = h & (l->cap - 1);
-	for (; l->seen[s]; s = (s + 1) & (l->cap - 1))
-		if (l->seen[s] == h)
-			return true;
-	l->seen[s] = h;
-	l->nseen++;
-	return false;
+	return NULL;
+}
+
+/* Index the agent's names: false when there is no memory for it. */
+static bool index_names(struct listing *l)
+{
+	size_t count = 0, cap = 16;
+
+	for (size_t at = 0; at < l->len; at += strnlen(l->body + at, l->len - at) + 1)
+		count++;
+	while (cap < count * 2)
+		cap *= 2;
+	if (!(l->names = calloc(cap, sizeof *l->names)))
+		return false;
+	l->cap = cap;
+	for (size_t at = 0; at < l->len;) {
+		const char *name = l->body + at + 1;
+		size_t n = strnlen(name, l->len - at - 1);
+		uint64_t h = name_hash(name);
+		size_t s = h & (cap - 1);
+
+		while (l->names[s].h)
+			s = (s + 1) & (cap - 1);
+		l->names[s] = (struct name){ h, (uint32_t)at, false };
+		at += n + 2;
+	}
+	return true;
 }
 
 static void restart(struct listing *l)
 {
-	free(l->seen);
+	free(l->names);
 	free(l->body);
-	l->seen = NULL;
+	l->names = NULL;
 	l->body = NULL;
-	l->nseen = l->cap = l->len = l->at = 0;
-	l->phase = LOCAL;
+	l->cap = l->len = l->at = 0;
+	l->phase = ASK;
 	l->err = 0;
 }
 
 /* ---- the cluster's entries ----------------------------------------------- */
 
-/* The local entries ran out: ask the agent for the cluster's. */
+/* A pass begins: ask the agent for the cluster's entries not here. */
 static void ask_cluster(struct listing *l)
 {
 	int rc;
 
-	l->phase = DONE;
-	if (l->err)
-		return;
+	l->phase = LOCAL;
 	if (l->rel[0] && cs_index_lookup(l->p->name, l->rel) == CS_INDEX_ABSENT)
 		return;         /* no node ever had it: nothing to add */
 	rc = cs_client_list(l->p->name, l->rel, &l->body, &l->len);
@@ -224,8 +235,13 @@ static void ask_cluster(struct listing *l)
 			       rc == -ECONNREFUSED ? "no agent runs" : "the agent cannot say");
 		return;
 	}
-	l->at = 0;
-	l->phase = CLUSTER;
+	if (l->len && l->len <= UINT32_MAX && !index_names(l))
+		l->err = ENOMEM;
+	if (l->err || !l->names) {
+		free(l->body);
+		l->body = NULL;
+		l->len = 0;
+	}
 }
 
 /* The next cluster entry no local one had the name of, or NULL. */
@@ -235,14 +251,16 @@ static struct dirent64 *next_cluster(struct listing *l)
 		const char *name = l->body + l->at + 1;
 		size_t n = strnlen(name, l->len - l->at - 1);
 		char type = l->body[l->at];
+		struct name *x;
 
 		l->at += n + 2;
 		if (n == 0 || n > NAME_MAX || memchr(name, '/', n) ||
 		    (name[0] == '.' && (n == 1 || (n == 2 && name[1] == '.'))))
 			continue;
 		uint64_t h = name_hash(name);
-		if (seen_before(l, h) || l->err)
-			continue;
+		if (!(x = lookup_name(l, h, name)))
+			continue;       /* given already: here, or a file and a directory */
+		x->given = true;
 		memset(&l->ent, 0, offsetof(struct dirent64, d_name));
 		l->ent.d_ino = h;       /* not 0, which some take for a free slot */
 		l->ent.d_off = (off64_t)l->at;
@@ -255,22 +273,37 @@ static struct dirent64 *next_cluster(struct listing *l)
 	return NULL;
 }
 
+static void forget(DIR *d);
+
 /* readdir on a stream with a listing: errno as it was but for an error. */
 static struct dirent64 *next(struct listing *l)
 {
 	int saved = errno;
 	struct dirent64 *e = NULL;
+	struct name *x;
 
+	if (l->phase == ASK) {
+		ask_cluster(l);
+		if (!l->names && !l->err) {
+			/* Nothing to add: this pass is libc's alone, at its
+			 * cost.  (A rewind then lists what is here.) */
+			DIR *d = l->dir;
+			forget(d);
+			errno = saved;
+			return real.readdir64(d);
+		}
+	}
 	if (l->phase == LOCAL) {
 		errno = 0;
 		if ((e = real.readdir64(l->dir))) {
-			seen_before(l, name_hash(e->d_name));
+			if (l->names && (x = lookup_name(l, name_hash(e->d_name), e->d_name)))
+				x->given = true;        /* here after all */
 			errno = saved;
 			return e;
 		}
 		if (errno)
 			return NULL;    /* libc's own error, as it is */
-		ask_cluster(l);
+		l->phase = l->names ? CLUSTER : DONE;
 	}
 	if (l->phase == CLUSTER)
 		e = next_cluster(l);
@@ -364,7 +397,7 @@ CS_EXPORT int closedir(DIR *d)
 
 /* ---- reading ------------------------------------------------------------- */
 
-CS_EXPORT struct dirent64 *readdir64(DIR *d)
+static __attribute__((noinline)) struct dirent64 *read_slow(DIR *d)
 {
 	struct listing *l;
 
@@ -375,9 +408,26 @@ CS_EXPORT struct dirent64 *readdir64(DIR *d)
 	return next(l);
 }
 
+/* Called for every entry of every directory the host lists: with no
+ * listing open, a test of two words and libc's readdir. */
+static inline struct dirent64 *read_one(DIR *d)
+{
+	struct dirent64 *(*fn)(DIR *) = real.readdir64;
+
+	if (__builtin_expect(fn != NULL, 1) &&
+	    __builtin_expect(__atomic_load_n(&tcount, __ATOMIC_RELAXED) == 0, 1))
+		return fn(d);
+	return read_slow(d);
+}
+
+CS_EXPORT struct dirent64 *readdir64(DIR *d)
+{
+	return read_one(d);
+}
+
 CS_EXPORT struct dirent *readdir(DIR *d)
 {
-	return (struct dirent *)readdir64(d);
+	return (struct dirent *)read_one(d);
 }
 
 CS_EXPORT int readdir64_r(DIR *d, struct dirent64 *e, struct dirent64 **out)
