@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "fetch.h"
+#include "tail.h"
 #include "metrics.h"
 #include "nodes.h"
 #include "peer.h"
@@ -206,6 +207,11 @@ static char present(const char *ns, const char *rel)
 	/* (A file that appeared here since the host looked is found by the
 	 * store, under its lock, before anything is fetched.) */
 	if (!p)
+		return CS_REPLY_ABSENT;
+	/* Deleted or renamed away here a moment ago ("mv a b; stat a"): the
+	 * registry does not show it yet, and its copy elsewhere must not come
+	 * back (the rename would then find a file at its old name). */
+	if (cs_tail_gone(ns, rel))
 		return CS_REPLY_ABSENT;
 	rc = cs_registry_lookup(ns, rel, &f, &cached);
 	if (rc == 0)

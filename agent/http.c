@@ -235,9 +235,12 @@ static enum MHD_Result serve_file(struct MHD_Connection *c, const char *method,
 		close(fd);
 		return reply(c, MHD_HTTP_NOT_FOUND, "no such file\n");
 	}
-	/* Another name of this file may be outside the namespace (someone
-	 * linked it in): never served.  Copies the agent installs have one. */
-	if (st.st_nlink > 1) {
+	/* Another name of this file may be outside the namespace: someone
+	 * linked it in.  Served only when the agent's own user owns it (a
+	 * host's `ln` of a file in the namespace), which could as well have
+	 * copied it in; a file of another user's (root's config, another
+	 * site's) never.  Copies the agent installs have one name. */
+	if (st.st_nlink > 1 && st.st_uid != geteuid()) {
 		close(fd);
 		cs_error_every(10, "%s/%s: hard-linked (%lu names); not served to peers", p->dir,
 			       rt->rel, (unsigned long)st.st_nlink);

@@ -559,11 +559,6 @@ unsigned long cs_tail_backlog(void)
 	return __atomic_load_n(&T.backlog, __ATOMIC_ACQUIRE);
 }
 
-bool cs_tail_started(void)
-{
-	return __atomic_load_n(&T.read_all, __ATOMIC_ACQUIRE);
-}
-
 bool cs_tail_pending_path(const char *ns, const char *rel)
 {
 	bool pending;
@@ -632,6 +627,29 @@ static int each_pending(int (*fn)(void *, struct cs_entry *), void *arg, int *li
 	}
 	closedir(d);
 	return 0;
+}
+
+struct gone_path {
+	const char *ns, *rel;
+	bool gone;
+};
+
+static int gone_path(void *arg, struct cs_entry *e)
+{
+	struct gone_path *g = arg;
+	size_t n = strlen(e->rel);
+
+	if ((e->op == CS_OP_DELETE || e->op == CS_OP_RENAME) && strcmp(e->ns, g->ns) == 0 &&
+	    strncmp(g->rel, e->rel, n) == 0 && (g->rel[n] == '\0' || g->rel[n] == '/'))
+		g->gone = true;
+	return 0;
+}
+
+bool cs_tail_gone(const char *ns, const char *rel)
+{
+	struct gone_path g = { ns, rel, false };
+
+	return each_pending(gone_path, &g, NULL) == 0 && g.gone;
 }
 
 long cs_tail_pending(int *live)

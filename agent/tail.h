@@ -28,6 +28,12 @@ long cs_tail_pending(int *live);
  * not show yet.  0 or -errno. */
 int cs_tail_each_pending(int (*fn)(void *arg, struct cs_entry *e), void *arg);
 
+/* Whether a delete or a rename away of (ns, rel), or of a directory above
+ * it, is in a journal here and not acknowledged yet: the registry may still
+ * show the name, which a miss must then not fetch back.  Read from the
+ * journals themselves (what this thread has not read yet counts too). */
+bool cs_tail_gone(const char *ns, const char *rel);
+
 /* What is waiting now (the agent's report while the registry is down). */
 unsigned long cs_tail_backlog(void);
 
@@ -36,7 +42,5 @@ unsigned long cs_tail_backlog(void);
  * its way.  True for every path until the agent has read the journals it
  * found at start.  Any thread (the agent's, once cs_tail_start ran). */
 bool cs_tail_pending_path(const char *ns, const char *rel);
-/* Whether the journals the agent found at start have been read. */
-bool cs_tail_started(void);
 
 #endif
