@@ -77,12 +77,14 @@ KNOWN = [
      " holder. When the rename's journal entry is then replicated the old name is there"
      " again, so it is not tombstoned (agent/replicate.c, move_one) and stays live on every"
      " node. A delete followed by a look at the name does the same (delete_entry registers"
-     " the file again); with no other holder, the look gets EIO instead of ENOENT."),
+     " the file again); when no other holder delivers it, the look gets EIO instead of"
+     " ENOENT."),
     ("coreutils", "write", "linked",
      "`ln` gives the file a second name, and an agent serves no file with more than one name"
      " to its peers (agent/http.c: another name may lie outside the namespace). With"
-     " CS_REPLICAS=1 no other node holds a copy, so the other nodes get EIO for both names;"
-     " with 2 or more, the copy pushed to another node is served."),
+     " CS_REPLICAS=1 no other node holds a copy of the new name, so the other nodes get EIO"
+     " for it (and for the old name too when the writer held its only copy); with 2 or more,"
+     " the copy pushed to another node is served."),
     ("*", "list", "",
      "a directory lists only the entries this node has: readdir is not yet merged with the"
      " registry's entries (cluster-wide listings, issue 12)."),
