@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -455,7 +456,7 @@ static int cmd_drain(const struct cs_args *a)
 		return 0;
 	}
 	if ((rc = cs_agent_lock()) == 0) {
-		pending = cs_tail_drain((int)(timeout * 1000));
+		pending = cs_tail_drain(timeout > INT_MAX / 1000 ? INT_MAX : (int)(timeout * 1000));
 		if (pending < 0) {
 			fprintf(stderr, "cs-replicate drain: %s: %s\n", cs_cfg.spool,
 				strerror((int)-pending));
