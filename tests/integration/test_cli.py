@@ -37,7 +37,7 @@ from tap import expect, run  # noqa: E402
 CS = os.path.join(BUILD, "cs-replicate")
 MAN1 = os.path.join(TOP, "man", "cs-replicate.1")
 MAN7 = os.path.join(TOP, "man", "libcs.7")
-FILES = 1500                    # per import test: a few seconds each
+FILES = 1000                    # per import test: a second or two each
 SAMPLE = {"NAMESPACE": "img", "NAME": "node1", "SECONDS": "5", "R|max": "max",
           "COMMAND": "status"}
 
