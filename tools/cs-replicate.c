@@ -194,7 +194,7 @@ struct hashed {
 
 struct import {
 	const char *ns;
-	unsigned long files, added, conflicts, errors;
+	unsigned long added, conflicts, errors;
 	struct hashed batch[IMPORT_BATCH];
 	int n;
 	struct cs_announce names;
@@ -262,7 +262,6 @@ static void import_flush(struct import *im)
 		struct hashed *h = &im->batch[i];
 		int rc = cs_registry_import(im->ns, h->rel, h->size, h->mtime_ns, h->sha);
 
-		im->files++;
 		if (rc == 0) {
 			im->added++;
 		} else if (rc == -EEXIST) {
