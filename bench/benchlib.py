@@ -243,9 +243,12 @@ def write_read_section(lines):
 
 
 def write_write_section(lines):
-    """Replace the write path's section (and everything after it)."""
+    """Replace the write path's section; the sections after it (bench/import's)
+    stay."""
     old = open(RESULTS).read() if os.path.exists(RESULTS) else "# Benchmark results\n"
     i = old.find("\n" + WRITE_SECTION + "\n")
     keep = old[:i + 1] if i >= 0 else old.rstrip("\n") + "\n\n"
+    j = old.find("\n## ", i + 1) if i >= 0 else -1
+    after = "\n" + old[j + 1:] if j >= 0 else ""
     with open(RESULTS, "w") as f:
-        f.write(keep + "\n".join(lines).rstrip("\n") + "\n")
+        f.write(keep + "\n".join(lines).rstrip("\n") + "\n" + after)

@@ -33,13 +33,26 @@ static void on_int(int sig)
 	interrupted = 1;
 }
 
-static int usage(void)
-{
-	fprintf(stderr, "usage: cs-replicate node drain NAME [--wait] [--timeout SECONDS]\n"
-			"       cs-replicate node undrain NAME\n"
-			"       cs-replicate node remove NAME [--force]\n");
-	return 2;
-}
+static const struct cs_opt drain_opts[] = {
+	{ "--wait", NULL, "follow the drain until no file depends on the node", NULL },
+	{ "--timeout", "SECONDS", "with --wait: give up after this long (default 0: never)",
+	  cs_check_seconds },
+	{ NULL },
+}, no_opts[] = { { NULL } }, remove_opts[] = {
+	{ "--force", NULL, "remove it even if files are left short of copies", NULL },
+	{ NULL },
+};
+
+const struct cs_usage cs_usage_node[3] = {
+	{ "node drain", "NAME", 1, 1,
+	  "Stop NAME's copies counting and send it no new ones; repair copies its files\n"
+	  "elsewhere while it goes on serving.", drain_opts },
+	{ "node undrain", "NAME", 1, 1,
+	  "Make NAME active again, after a drain or a removal.", no_opts },
+	{ "node remove", "NAME", 1, 1,
+	  "Take NAME out of the cluster and delete its holder records; refused while a file\n"
+	  "would be left with fewer than CS_REPLICAS copies that count.", remove_opts },
+};
 
 /* Node name as the registry has it now (not a node table up to 7 s old:
  * an operator acts on what is there). */
@@ -75,27 +88,33 @@ static int fail(const char *what, const char *name, int rc)
 /* Until node id has no dependent file, or timeout_s passes (0: forever). */
 static int wait_drained(const struct cs_node *x, long timeout_s)
 {
-	bool tty = isatty(STDERR_FILENO);
+	struct cs_progress p;
+	char what[CS_NAME_MAX + 16];
 	int64_t start = cs_clock_ms();
 	uint64_t left = 0, first = 0;
 	int rc;
 
+	/* Its files no longer depending on it, out of those that did. */
+	snprintf(what, sizeof what, "drain %s", x->name);
+	cs_progress_init(&p, what, "files");
+	p.no_bytes = true;
 	signal(SIGINT, on_int);
 	for (;;) {
-		if ((rc = cs_health_dependents(x->id, &left)) < 0)
+		if ((rc = cs_health_dependents(x->id, &left)) < 0) {
+			cs_progress_end(&p);
 			return fail("drain", x->name, rc);
+		}
 		if (!first)
 			first = left;
-		if (tty)
-			fprintf(stderr, "\rdraining %s: %" PRIu64 " of %" PRIu64 " files still depend on it  ",
-				x->name, left, first);
+		p.total = first;
+		p.done = first > left ? first - left : 0;
+		cs_progress_show(&p, true);
 		if (left == 0 || interrupted ||
 		    (timeout_s && cs_clock_ms() - start >= timeout_s * 1000))
 			break;
 		usleep(500 * 1000);
 	}
-	if (tty)
-		fputc('\n', stderr);
+	cs_progress_end(&p);
 	if (left) {
 		fprintf(stderr, "cs-replicate node drain: %s: %" PRIu64 " files still have fewer than %d "
 				"copies elsewhere after %.0f s%s; still draining\n", x->name, left,
@@ -156,38 +175,18 @@ static int removal(const struct cs_node *x, bool force)
 	return 0;
 }
 
-int cs_cmd_node(int argc, char **argv)
+int cs_cmd_node(const struct cs_args *a)
 {
-	bool wait = false, force = false;
-	long timeout_s = 0;
+	const char *name = a->arg[0];
 	struct cs_node x;
 	int rc;
 
-	if (argc < 3)
-		return usage();
-	for (int i = 3; i < argc; i++) {
-		if (strcmp(argv[i], "--wait") == 0 && !strcmp(argv[1], "drain")) {
-			wait = true;
-		} else if (strcmp(argv[i], "--force") == 0 && !strcmp(argv[1], "remove")) {
-			force = true;
-		} else if (strcmp(argv[i], "--timeout") == 0 && !strcmp(argv[1], "drain") &&
-			   i + 1 < argc) {
-			char *end;
-			timeout_s = strtol(argv[++i], &end, 10);
-			if (*end || timeout_s < 0)
-				return usage();
-		} else {
-			return usage();
-		}
-	}
-	if (strcmp(argv[1], "drain") && strcmp(argv[1], "undrain") && strcmp(argv[1], "remove"))
-		return usage();
-	if ((rc = find(argv[2], &x)) < 0)
-		return fail(argv[1], argv[2], rc);
-	if (strcmp(argv[1], "drain") == 0)
-		return drain(&x, wait, timeout_s);
-	if (strcmp(argv[1], "remove") == 0)
-		return removal(&x, force);
+	if ((rc = find(name, &x)) < 0)
+		return fail(a->u->name + 5, name, rc);
+	if (a->u == &cs_usage_node[0])
+		return drain(&x, cs_args_opt(a, "--wait") != NULL, cs_args_seconds(a, "--timeout", 0));
+	if (a->u == &cs_usage_node[2])
+		return removal(&x, cs_args_opt(a, "--force") != NULL);
 	if ((rc = cs_nodes_set_state(x.name, CS_NODE_ACTIVE)) < 0)
 		return fail("undrain", x.name, rc);
 	printf("%s is active%s\n", x.name, x.state == CS_NODE_REMOVED

@@ -83,52 +83,36 @@ int cs_repair_kick_all(uint64_t rate)
 	return asked;
 }
 
-static void show(uint64_t copies, uint64_t bytes, uint64_t left, uint64_t fixed,
-		 double secs)
-{
-	char b[32], eta[32] = "?";
-	double rate = secs > 0 ? bytes / secs : 0;
+static const struct cs_opt opts[] = {
+	{ "--rate", "R|max", "bytes per second each agent pushes at most (like 50M); default max",
+	  cs_check_rate },
+	{ "--timeout", "SECONDS", "stop following after this long (default 0: until done)",
+	  cs_check_seconds },
+	{ NULL },
+};
 
-	if (fixed > 0 && secs > 0) {
-		double s = left * secs / fixed;
-		snprintf(eta, sizeof eta, "%d:%02d", (int)(s / 60), (int)s % 60);
-	}
-	fprintf(stderr, "\rrepair: %" PRIu64 " copies made, %s, %.1f MB/s; %" PRIu64
-		" files short of copies, ETA %s   ", copies, cs_human_bytes(bytes, b), rate / 1e6,
-		left, left ? eta : "0:00");
-}
+const struct cs_usage cs_usage_repair = {
+	"repair", "", 0, 0,
+	"Have every up agent run a repair pass now and follow it: every live file back to\n"
+	"CS_REPLICAS copies that count; exit 1 with how many could not be.",
+	opts,
+};
 
-int cs_cmd_repair(int argc, char **argv)
+int cs_cmd_repair(const struct cs_args *a)
 {
 	struct cs_node *all = calloc(CS_MAX_NODES, sizeof *all);
 	uint64_t *pass = calloc(CS_MAX_NODES, sizeof *pass);
 	struct cs_repair_progress *base = calloc(CS_MAX_NODES, sizeof *base);
 	struct cs_health_files before, now;
-	uint64_t rate = 0, copies = 0, bytes = 0;
-	long timeout_s = 0;
-	bool tty = isatty(STDERR_FILENO), done = false;
+	uint64_t rate = cs_args_rate(a, "--rate", 0), copies = 0, bytes = 0;
+	long timeout_s = cs_args_seconds(a, "--timeout", 0);
+	bool done = false;
 	int64_t start = cs_clock_ms(), looked = 0;
+	struct cs_progress prog;
 	int n, rc;
 
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--rate") == 0 && i + 1 < argc) {
-			i++;
-			if (strcmp(argv[i], "max") != 0 && (!cs_parse_size(argv[i], &rate) || !rate)) {
-				fprintf(stderr, "cs-replicate repair: --rate wants bytes per second "
-						"(like 50M) or max, not '%s'\n", argv[i]);
-				return 2;
-			}
-		} else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
-			char *end;
-			timeout_s = strtol(argv[++i], &end, 10);
-			if (*end || timeout_s < 0)
-				return 2;
-		} else {
-			fprintf(stderr, "usage: cs-replicate repair [--rate BYTES_PER_S|max] "
-					"[--timeout SECONDS]\n");
-			return 2;
-		}
-	}
+	/* Files brought back to CS_REPLICAS copies, of those short before. */
+	cs_progress_init(&prog, "repair", "files");
 	if (!all || !pass || !base)
 		return 1;
 	if ((rc = cs_health_files(&before)) < 0 || (rc = n = agents(all)) < 0) {
@@ -159,8 +143,8 @@ int cs_cmd_repair(int argc, char **argv)
 				continue;
 			if (cs_peer_call(all[i].url, "GET", "/v1/repair", out, sizeof out, CALL_MS) != 200 ||
 			    cs_repair_progress_parse(out, &p) < 0) {
-				fprintf(stderr, "\ncs-replicate repair: node %s stopped answering\n",
-					all[i].name);
+				cs_progress_print(&prog, stderr, "cs-replicate repair: node %s stopped "
+						  "answering", all[i].name);
 				pass[i] = 0;
 				continue;
 			}
@@ -168,27 +152,27 @@ int cs_cmd_repair(int argc, char **argv)
 			bytes += p.bytes - base[i].bytes;
 			done &= p.done >= pass[i];
 		}
-		if (tty) {
+		if (prog.tty) {
+			/* a query over every file: not every half second */
 			if (cs_clock_ms() - looked > 2000 && cs_health_files(&now) == 0)
-				looked = cs_clock_ms();
-			uint64_t fixed = before.under_replicated > now.under_replicated
-					 ? before.under_replicated - now.under_replicated : 0;
-			show(copies, bytes, now.under_replicated, fixed, (cs_clock_ms() - start) / 1e3);
+				prog.done_ms = looked = cs_clock_ms();
+			prog.total = before.under_replicated;
+			prog.done = before.under_replicated > now.under_replicated
+				    ? before.under_replicated - now.under_replicated : 0;
+			prog.bytes = bytes;
+			snprintf(prog.tail, sizeof prog.tail, "%" PRIu64 " copies made", copies);
+			cs_progress_show(&prog, true);
 		}
 	}
-	if (tty)
-		fputc('\n', stderr);
+	cs_progress_end(&prog);
 	if ((rc = cs_health_files(&now)) < 0) {
 		fprintf(stderr, "cs-replicate repair: registry unreachable (%s)\n", strerror(-rc));
 		return 1;
 	}
-	double secs = (cs_clock_ms() - start) / 1e3;
-	char b[32];
-	printf("repair: %" PRIu64 " copies made (%s) in %.1f s; %" PRIu64 " of %" PRIu64
-	       " live files short of %d copies before, %" PRIu64 " now, %" PRIu64
-	       " with no live copy\n", copies, cs_human_bytes(bytes, b), secs,
-	       before.under_replicated, before.live, cs_cfg.replicas, now.under_replicated,
-	       now.no_live_copy);
+	cs_summary("repair", copies, "copies", bytes, (cs_clock_ms() - start) / 1e3);
+	printf(": %" PRIu64 " of %" PRIu64 " live files short of %d copies before, %" PRIu64
+	       " now, %" PRIu64 " with no live copy\n", before.under_replicated, before.live,
+	       cs_cfg.replicas, now.under_replicated, now.no_live_copy);
 	free(all);
 	free(pass);
 	free(base);

@@ -121,16 +121,24 @@ static void print_table(const struct report *r)
 	printf("%s\n", r->nreason ? "NOT HEALTHY" : "healthy");
 }
 
-int cs_cmd_status(int argc, char **argv)
+static const struct cs_opt opts[] = {
+	{ "--json", NULL, "one JSON object instead of the table", NULL },
+	{ NULL },
+};
+
+const struct cs_usage cs_usage_status = {
+	"status", "", 0, 0,
+	"Each node, its state and how well the cluster holds its files; exit 0 when\n"
+	"healthy, 1 when not (each reason on stderr).",
+	opts,
+};
+
+int cs_cmd_status(const struct cs_args *a)
 {
 	struct report r = { 0 };
-	bool json = argc == 2 && strcmp(argv[1], "--json") == 0;
+	bool json = cs_args_opt(a, "--json") != NULL;
 	int rc, cap = CS_MAX_NODES;
 
-	if (argc > 2 || (argc == 2 && !json)) {
-		fprintf(stderr, "usage: cs-replicate status [--json]\n");
-		return 2;
-	}
 	if (!(r.nodes = calloc(cap, sizeof *r.nodes)))
 		return 1;
 	r.n = cap;

@@ -10,15 +10,23 @@
  * changed behind the library, a file the registry does not have, a copy
  * that could not be mended, an error, or anything --no-mend left), 2 for
  * usage.
+ *
+ * On a terminal a progress line follows the pass: the copies checked out of
+ * those the registry records here, and the bytes read, as the pass counts
+ * them for the agent's /metrics (metrics.c; the same counters in this
+ * process), read by a thread of its own.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "cs.h"
+#include "metrics.h"
 #include "settings.h"
 #include "tool.h"
 #include "verify.h"
@@ -45,6 +53,8 @@ struct list {
 struct out {
 	bool json;
 	struct list list[CS_VERIFY_KINDS];
+	struct cs_progress prog;
+	volatile int done;              /* the pass is over: the progress thread ends */
 };
 
 static void keep(struct list *l, const char *ns, const char *rel, const char *why)
@@ -78,8 +88,45 @@ static void report(void *arg, enum cs_verify_kind kind, const char *ns, const ch
 		keep(&o->list[kind], ns, rel, why);
 		return;
 	}
-	printf("%-10s %s/%s: %s\n", kinds[kind].word, ns, rel, why);
-	fflush(stdout);
+	cs_progress_print(&o->prog, stdout, "%-10s %s/%s: %s", kinds[kind].word, ns, rel, why);
+}
+
+/* The value of metric name in the text m, or 0. */
+static uint64_t metric(const char *m, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (const char *p = m; (p = strstr(p, name)); p += n)
+		if ((p == m || p[-1] == '\n') && p[n] == ' ')
+			return strtoull(p + n + 1, NULL, 10);
+	return 0;
+}
+
+/* The progress line, from the pass's counters, until the pass is over. */
+static void *follow(void *arg)
+{
+	struct out *o = arg;
+	struct cs_progress *p = &o->prog;
+	struct cs_buf m = { 0 };
+
+	while (!o->done) {
+		cs_buf_clear(&m);
+		cs_metrics_render(&m);
+		if (m.s && !m.oom) {
+			p->total = metric(m.s, "cs_verify_pass_total");
+			p->done = metric(m.s, "cs_verify_pass_checked");
+			p->bytes = metric(m.s, "cs_verify_bytes_total");
+			if (p->total && p->done > p->total)
+				p->total = p->done;
+			/* after the recorded copies, the files nobody recorded */
+			snprintf(p->tail, sizeof p->tail, "%s",
+				 p->total && p->done == p->total ? "looking for unrecorded files" : "");
+			cs_progress_show(p, true);
+		}
+		usleep(250 * 1000);
+	}
+	cs_buf_free(&m);
+	return NULL;
 }
 
 static void print_json(const struct out *o, const struct cs_verify_result *r, double secs)
@@ -110,11 +157,11 @@ static void print_summary(const struct cs_verify_result *r, double secs, bool me
 {
 	const uint64_t *n = r->count;
 
-	printf("verified %" PRIu64 " copies (%.1f MB) in %.1f s (%.1f MB/s): %" PRIu64 " mended, %"
-	       PRIu64 " registered, %" PRIu64 " changed behind the library, %" PRIu64
-	       " not in the registry, %" PRIu64 " errors", r->copies, r->bytes / 1e6, secs,
-	       r->bytes / 1e6 / secs, n[CS_VERIFY_MENDED], n[CS_VERIFY_REGISTERED],
-	       n[CS_VERIFY_CHANGED], n[CS_VERIFY_UNKNOWN], n[CS_VERIFY_ERROR]);
+	cs_summary("verify", r->copies, "copies", r->bytes, secs);
+	printf(": %" PRIu64 " mended, %" PRIu64 " registered, %" PRIu64 " changed behind the "
+	       "library, %" PRIu64 " not in the registry, %" PRIu64 " errors",
+	       n[CS_VERIFY_MENDED], n[CS_VERIFY_REGISTERED], n[CS_VERIFY_CHANGED],
+	       n[CS_VERIFY_UNKNOWN], n[CS_VERIFY_ERROR]);
 	if (!mend)
 		printf(", %" PRIu64 " bad left as they are and %" PRIu64 " not recorded (--no-mend)",
 		       n[CS_VERIFY_UNMENDED], n[CS_VERIFY_UNRECORDED]);
@@ -126,41 +173,36 @@ static void print_summary(const struct cs_verify_result *r, double secs, bool me
 	printf("\n");
 }
 
-/* --rate's value: bytes per second, 0 for no bound; false when malformed. */
-static bool parse_rate(const char *s, uint64_t *rate)
-{
-	if (strcmp(s, "max") == 0 || strcmp(s, "0") == 0) {
-		*rate = 0;
-		return true;
-	}
-	return cs_parse_size(s, rate) && *rate >= 4096;
-}
+static const struct cs_opt opts[] = {
+	{ "--rate", "R|max", "bytes read per second at most (like 8M); default CS_VERIFY_RATE",
+	  cs_check_rate },
+	{ "--no-mend", NULL, "change nothing: report only", NULL },
+	{ "--json", NULL, "one JSON object with the counts and the files", NULL },
+	{ NULL },
+};
 
-int cs_cmd_verify(int argc, char **argv)
+const struct cs_usage cs_usage_verify = {
+	"verify", "", 0, 0,
+	"Check this node's copies against the registry (size, SHA-256): mend bad or missing\n"
+	"ones, record unrecorded ones; exit 1 when something is left to look at.",
+	opts,
+};
+
+int cs_cmd_verify(const struct cs_args *a)
 {
-	static const char usage[] = "usage: cs-replicate verify [--rate R|max] [--no-mend] [--json]\n";
-	struct cs_verify_opts opts = { .rate = cs_cfg.verify_rate, .mend = true, .report = report };
+	struct cs_verify_opts opts = {
+		.rate = cs_args_rate(a, "--rate", cs_cfg.verify_rate),
+		.mend = !cs_args_opt(a, "--no-mend"),
+		.report = report,
+	};
 	struct cs_verify_result r;
-	struct out out = { 0 };
+	static struct out out;
+	pthread_t follower;
+	bool following;
 	int rc;
 
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--no-mend") == 0) {
-			opts.mend = false;
-		} else if (strcmp(argv[i], "--json") == 0) {
-			out.json = true;
-		} else if (strcmp(argv[i], "--rate") == 0 && i + 1 < argc) {
-			if (!parse_rate(argv[++i], &opts.rate)) {
-				fprintf(stderr, "cs-replicate verify: --rate: '%s' is not a rate in "
-						"bytes per second (like 8M, at least 4K) or 'max'\n",
-					argv[i]);
-				return 2;
-			}
-		} else {
-			fputs(usage, stderr);
-			return 2;
-		}
-	}
+	out.json = cs_args_opt(a, "--json") != NULL;
+	cs_progress_init(&out.prog, "verify", "copies");
 	if (!cs_cfg.spool[0]) {
 		fprintf(stderr, "cs-replicate verify: CS_SPOOL: unset; give this node's spool "
 				"directory, where hosts journal what they are writing\n");
@@ -172,7 +214,12 @@ int cs_cmd_verify(int argc, char **argv)
 	signal(SIGIO, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
 	opts.arg = &out;
+	following = out.prog.tty && pthread_create(&follower, NULL, follow, &out) == 0;
 	rc = cs_verify_pass(&opts, &r);
+	out.done = 1;
+	if (following)
+		pthread_join(follower, NULL);
+	cs_progress_end(&out.prog);
 	if (rc < 0) {
 		fprintf(stderr, "cs-replicate verify: %s after %" PRIu64 " copies\n",
 			rc == -EAGAIN ? "registry unreachable" : strerror(-rc), r.copies);

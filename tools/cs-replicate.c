@@ -1,16 +1,22 @@
 /*
- * cs-replicate.c - the per-node helper: command line and subcommands.
+ * cs-replicate.c - the per-node agent and admin tool: command line and the
+ * small subcommands.
  *
- * A subcommand is a function and a row in `commands`.  The work itself is in
- * agent/ (the agent, the registry, hashing, the journals); this file parses
- * arguments, loads the CS_* configuration and turns results into exit
- * statuses: 0 done, 1 failed (with the reason on stderr), 2 usage or
- * configuration error.
+ * A subcommand is a function, a row in `commands` and a struct cs_usage
+ * (tool.h) from which its usage line, its --help and its argument parsing
+ * all come.  The work itself is in agent/ (the agent, the registry,
+ * hashing, the journals); this file parses arguments (before the
+ * configuration, so that --help needs none), loads the CS_* configuration
+ * and turns results into exit statuses: 0 done, 1 failed (with the reason
+ * on stderr), 2 usage or configuration error.  man/cs-replicate.1 documents
+ * every command and option here, and tests/integration/test_cli.py checks
+ * that the two agree.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,53 +34,154 @@
 #include "tail.h"
 #include "tool.h"
 
-static int cmd_serve(int argc, char **argv);
-static int cmd_import(int argc, char **argv);
-static int cmd_drain(int argc, char **argv);
-static int cmd_conflicts(int argc, char **argv);
-static int cmd_help(int argc, char **argv);
+static int cmd_serve(const struct cs_args *a);
+static int cmd_import(const struct cs_args *a);
+static int cmd_drain(const struct cs_args *a);
+static int cmd_conflicts(const struct cs_args *a);
+static int cmd_help(const struct cs_args *a);
 
+static const struct cs_opt no_opts[] = { { NULL } };
+
+static const struct cs_usage usage_serve = {
+	"serve", "", 0, 0,
+	"Run this node's agent: answers the hosts' misses, replicates their writes, serves peers.",
+	no_opts,
+};
+
+static const struct cs_usage usage_import = {
+	"import", "NAMESPACE", 1, 1,
+	"Register the files already in this node's directory for NAMESPACE: an existing\n"
+	"tree joins the cluster without copying.  Progress on a terminal, then a summary.",
+	no_opts,
+};
+
+static const struct cs_usage usage_conflicts = {
+	"conflicts", "", 0, 0,
+	"List the versions lost to writes made at the same time on two nodes, and where each is kept.",
+	no_opts,
+};
+
+static const struct cs_opt drain_opts[] = {
+	{ "--timeout", "SECONDS", "give up after this long (default 60)", cs_check_seconds },
+	{ NULL },
+};
+
+static const struct cs_usage usage_drain = {
+	"drain", "", 0, 0,
+	"Wait until every journal entry in CS_SPOOL is replicated (with no agent running,\n"
+	"replicate them here); exit 0 when none is left, 1 when some still are.",
+	drain_opts,
+};
+
+static const struct cs_usage usage_help = {
+	"help", "[COMMAND]", 0, 1,
+	"List the commands, or say what COMMAND does and takes.",
+	no_opts,
+};
+
+/* A subcommand: its function, the configuration it needs, and its usage
+ * (node has one for each of its own subcommands). */
 static const struct command {
 	const char *name;
-	int (*run)(int argc, char **argv);
+	int (*run)(const struct cs_args *a);
 	enum cs_role role;      /* the agent needs CS_LISTEN and CS_NODE_URL too */
-	const char *usage;
+	const struct cs_usage *usage;
+	int nusage;
 } commands[] = {
-	{ "serve", cmd_serve, CS_ROLE_AGENT, "serve                 run this node's agent: misses, replication, peer endpoint" },
-	{ "import", cmd_import, CS_ROLE_TOOL, "import <namespace>    register the files already in this node's directory" },
-	{ "status", cs_cmd_status, CS_ROLE_TOOL, "status [--json]       nodes, their state, how well the cluster holds its files; exit 1 when not healthy" },
-	{ "node", cs_cmd_node, CS_ROLE_TOOL, "node drain|undrain|remove NAME [--wait] [--force]   take a node out of the cluster, or back" },
-	{ "repair", cs_cmd_repair, CS_ROLE_TOOL, "repair [--rate R|max] every live file back to CS_REPLICAS copies, now; exit 1 with what could not be" },
-	{ "conflicts", cmd_conflicts, CS_ROLE_TOOL, "conflicts             versions lost to writes made at the same time on two nodes, and where each is kept" },
-	{ "verify", cs_cmd_verify, CS_ROLE_TOOL, "verify [--rate R|max] [--no-mend] [--json]\n"
-	  "                        check this node's copies (size, SHA-256) against the registry; mend bad or missing ones, record unrecorded ones" },
-	{ "drain", cmd_drain, CS_ROLE_TOOL, "drain [--timeout S]   wait until every journal entry is replicated; exit 0 when none is left" },
-	{ "help", cmd_help, CS_ROLE_TOOL, "help                  this list" },
+	{ "serve", cmd_serve, CS_ROLE_AGENT, &usage_serve, 1 },
+	{ "import", cmd_import, CS_ROLE_TOOL, &usage_import, 1 },
+	{ "status", cs_cmd_status, CS_ROLE_TOOL, &cs_usage_status, 1 },
+	{ "node", cs_cmd_node, CS_ROLE_TOOL, cs_usage_node, 3 },
+	{ "repair", cs_cmd_repair, CS_ROLE_TOOL, &cs_usage_repair, 1 },
+	{ "verify", cs_cmd_verify, CS_ROLE_TOOL, &cs_usage_verify, 1 },
+	{ "conflicts", cmd_conflicts, CS_ROLE_TOOL, &usage_conflicts, 1 },
+	{ "drain", cmd_drain, CS_ROLE_TOOL, &usage_drain, 1 },
+	{ "help", cmd_help, CS_ROLE_TOOL, &usage_help, 1 },
 };
 
 #define NCOMMANDS (sizeof commands / sizeof *commands)
 
-static int cmd_help(int argc, char **argv)
+static const struct command *find_command(const char *name)
 {
-	(void)argc, (void)argv;
-	printf("usage: cs-replicate <command> [args]\n\ncommands:\n");
 	for (size_t i = 0; i < NCOMMANDS; i++)
-		printf("  %s\n", commands[i].usage);
-	printf("\nConfiguration comes from the CS_* environment variables (see README.md).\n");
+		if (strcmp(name, commands[i].name) == 0)
+			return &commands[i];
+	return NULL;
+}
+
+/* What a command does, indented under its usage line. */
+static void summary(FILE *f, const struct cs_usage *u)
+{
+	for (const char *s = u->summary; *s;) {
+		int n = (int)strcspn(s, "\n");
+
+		fprintf(f, "      %.*s\n", n, s);
+		s += n + (s[n] == '\n');
+	}
+}
+
+/* Every command's usage and what it does. */
+static void overview(FILE *f)
+{
+	fprintf(f, "usage: cs-replicate COMMAND [ARGS]\n\n");
+	for (size_t i = 0; i < NCOMMANDS; i++)
+		for (int k = 0; k < commands[i].nusage; k++) {
+			cs_usage_line(f, &commands[i].usage[k], "  ");
+			summary(f, &commands[i].usage[k]);
+		}
+	fprintf(f, "\n`cs-replicate COMMAND --help` lists a command's options; `man cs-replicate`\n"
+		   "tells everything.  Configuration comes from the CS_* environment variables.\n");
+}
+
+/* The usage lines of a command with subcommands (node), and for help what
+ * each does. */
+static void group_usage(FILE *f, const struct command *c, bool summaries)
+{
+	for (int k = 0; k < c->nusage; k++)
+		cs_usage_line(f, &c->usage[k], k ? CS_USAGE_NEXT : CS_USAGE);
+	if (!summaries)
+		return;
+	fputc('\n', f);
+	for (int k = 0; k < c->nusage; k++) {
+		cs_usage_line(f, &c->usage[k], "  ");
+		summary(f, &c->usage[k]);
+	}
+	fprintf(f, "\n`cs-replicate %s SUBCOMMAND --help` lists its options.\n", c->name);
+}
+
+static int cmd_help(const struct cs_args *a)
+{
+	const struct command *c;
+
+	if (a->narg == 0) {
+		overview(stdout);
+		return 0;
+	}
+	if (!(c = find_command(a->arg[0])))
+		return cs_usage_error(a->u, "no command '%s'", a->arg[0]);
+	if (c->nusage > 1)
+		group_usage(stdout, c, true);
+	else
+		cs_usage_help(c->usage);
 	return 0;
 }
 
-static int cmd_serve(int argc, char **argv)
+static int cmd_serve(const struct cs_args *a)
 {
-	(void)argv;
-	if (argc != 1) {
-		fprintf(stderr, "usage: cs-replicate serve\n");
-		return 2;
-	}
+	(void)a;
 	return cs_agent_main();
 }
 
 /* ---- import --------------------------------------------------------- */
+
+/*
+ * On a terminal, import first counts what it will do (a walk that reads
+ * the directories and stats each file, nothing more), so that its progress
+ * line has an ETA from the start: the count costs a small share of the
+ * import itself, which reads and hashes every byte and registers every
+ * file (bench/import measures both).  When stderr is not a terminal nobody
+ * watches a progress line: no count, and the summary alone.
+ */
 
 #define IMPORT_BATCH 256        /* files announced, then registered, together */
 
@@ -87,11 +194,64 @@ struct hashed {
 
 struct import {
 	const char *ns;
-	unsigned long files, added, conflicts, errors;
+	unsigned long added, conflicts, errors;
 	struct hashed batch[IMPORT_BATCH];
 	int n;
 	struct cs_announce names;
+	struct cs_progress prog;        /* done: files looked at; bytes: hashed */
 };
+
+/* A line about one file, above the progress line. */
+#define say(im, ...) cs_progress_print(&(im)->prog, stderr, "cs-replicate import: " __VA_ARGS__)
+
+static void progress(struct import *im)
+{
+	struct cs_progress *p = &im->prog;
+
+	if (p->total && p->done > p->total)
+		p->total = p->done;             /* the tree grew since it was counted */
+	if (p->bytes_total && p->bytes > p->bytes_total)
+		p->bytes_total = p->bytes;
+	cs_progress_show(p, false);
+}
+
+/* Not looked at: ".", "..", and the library's temp files. */
+static bool skipped(const char *name)
+{
+	return !strcmp(name, ".") || !strcmp(name, "..") || !strncmp(name, ".cs-", 4);
+}
+
+/* How many regular files, of how many bytes, import_dir will find below
+ * fd (closed here), never through a symlink, as it does. */
+static void count_dir(struct import *im, int fd)
+{
+	DIR *d = fdopendir(fd);
+	struct dirent *e;
+
+	if (!d) {
+		close(fd);
+		return;
+	}
+	while ((e = readdir(d))) {
+		struct stat st;
+
+		if (skipped(e->d_name) || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (S_ISDIR(st.st_mode)) {
+			int sub = openat(dirfd(d), e->d_name,
+					 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub >= 0)
+				count_dir(im, sub);
+		} else if (S_ISREG(st.st_mode)) {
+			im->prog.total++;
+			im->prog.bytes_total += (uint64_t)st.st_size;
+			if (im->prog.total % 1024 == 0)
+				cs_progress_text(&im->prog, "import: counting files: %" PRIu64 " so far",
+						 im->prog.total);
+		}
+	}
+	closedir(d);
+}
 
 /* Announce the batch's names to every node, then register them: no node
  * can then answer 404 for a name the registry has. */
@@ -102,16 +262,15 @@ static void import_flush(struct import *im)
 		struct hashed *h = &im->batch[i];
 		int rc = cs_registry_import(im->ns, h->rel, h->size, h->mtime_ns, h->sha);
 
-		im->files++;
 		if (rc == 0) {
 			im->added++;
 		} else if (rc == -EEXIST) {
-			fprintf(stderr, "cs-replicate import: %s: the registry holds different "
-					"content for this path; left as it is\n", h->rel);
+			say(im, "%s: the registry holds different content for this path; "
+				"left as it is", h->rel);
 			im->conflicts++;
 		} else {
-			fprintf(stderr, "cs-replicate import: %s: %s\n", h->rel,
-				rc == -EAGAIN ? "registry unreachable" : strerror(-rc));
+			say(im, "%s: %s", h->rel,
+			    rc == -EAGAIN ? "registry unreachable" : strerror(-rc));
 			im->errors++;
 		}
 		free(h->rel);
@@ -128,22 +287,27 @@ static void import_file(struct import *im, int dirfd, const char *name, const ch
 	if (fd >= 0 && fstat(fd, &st) == 0 && (!S_ISREG(st.st_mode) || st.st_nlink > 1)) {
 		/* A hard link may be another name of a file outside the
 		 * namespace; a FIFO or device is no file to serve. */
-		fprintf(stderr, "cs-replicate import: %s: %s; not imported\n", rel,
-			S_ISREG(st.st_mode) ? "hard-linked (another name may lead outside the "
-					      "namespace; copy it instead)" : "not a regular file");
+		say(im, "%s: %s; not imported", rel,
+		    S_ISREG(st.st_mode) ? "hard-linked (another name may lead outside the "
+					  "namespace; copy it instead)" : "not a regular file");
 		im->errors++;
+		im->prog.done++;
 		close(fd);
 		return;
 	}
 	if (fd < 0 || fstat(fd, &st) < 0 || cs_sha256_fd(fd, h->sha, &h->size) < 0 ||
 	    !(h->rel = strdup(rel))) {
-		fprintf(stderr, "cs-replicate import: %s: %s\n", rel, strerror(errno));
+		say(im, "%s: %s", rel, strerror(errno));
 		im->errors++;
+		im->prog.done++;
 		if (fd >= 0)
 			close(fd);
 		return;
 	}
 	close(fd);
+	im->prog.done++;
+	im->prog.bytes += h->size;
+	progress(im);
 	h->mtime_ns = cs_mtime_ns(&st);
 	cs_announce_add(&im->names, im->ns, rel);
 	if (++im->n == IMPORT_BATCH)
@@ -164,14 +328,12 @@ static int import_dir(struct import *im, int fd, const char *prefix)
 		char rel[CS_PATH_MAX];
 		struct stat st;
 
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
-		    !strncmp(e->d_name, ".cs-", 4))
+		if (skipped(e->d_name))
 			continue;
 		if (snprintf(rel, sizeof rel, "%s%s%s", prefix, *prefix ? "/" : "",
 			     e->d_name) >= (int)sizeof rel ||
 		    !cs_path_rel_valid(rel, strlen(rel))) {
-			fprintf(stderr, "cs-replicate import: skipping unusable name under '%s'\n",
-				prefix);
+			say(im, "skipping unusable name under '%s'", prefix);
 			im->errors++;
 			continue;
 		}
@@ -181,7 +343,7 @@ static int import_dir(struct import *im, int fd, const char *prefix)
 			int sub = openat(dirfd(d), e->d_name,
 					 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (sub < 0 || import_dir(im, sub, rel) < 0) {
-				fprintf(stderr, "cs-replicate import: %s: %s\n", rel, strerror(errno));
+				say(im, "%s: %s", rel, strerror(errno));
 				im->errors++;
 			}
 		} else if (S_ISREG(st.st_mode)) {
@@ -192,21 +354,18 @@ static int import_dir(struct import *im, int fd, const char *prefix)
 	return 0;
 }
 
-static int cmd_import(int argc, char **argv)
+static int cmd_import(const struct cs_args *a)
 {
 	static struct import im;
 	const struct cs_prefix *p;
+	int64_t start = cs_clock_ms();
 	uint32_t self;
 	int fd, rc;
 
-	if (argc != 2) {
-		fprintf(stderr, "usage: cs-replicate import <namespace>\n");
-		return 2;
-	}
-	p = cs_config_namespace(&cs_cfg, argv[1]);
+	p = cs_config_namespace(&cs_cfg, a->arg[0]);
 	if (!p) {
 		fprintf(stderr, "cs-replicate import: no namespace '%s' in CS_PREFIXES\n",
-			argv[1]);
+			a->arg[0]);
 		return 2;
 	}
 	if ((rc = cs_nodes_self(&self)) < 0) {
@@ -215,15 +374,24 @@ static int cmd_import(int argc, char **argv)
 		return 1;
 	}
 	im.ns = p->name;
+	cs_progress_init(&im.prog, "import", "files");
+	if (im.prog.tty && (fd = open(p->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+		count_dir(&im, fd);
+		im.prog.start_ms = cs_clock_ms();       /* the rate is the import's */
+	}
+	cs_progress_show(&im.prog, true);
 	fd = open(p->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0 || import_dir(&im, fd, "") < 0) {
+		cs_progress_end(&im.prog);
 		fprintf(stderr, "cs-replicate import: %s: %s\n", p->dir, strerror(errno));
 		return 1;
 	}
 	import_flush(&im);
 	cs_announce_free(&im.names);
-	printf("imported %lu files (%lu registered or already matching, %lu conflicting, %lu errors)\n",
-	       im.files, im.added, im.conflicts, im.errors);
+	cs_progress_end(&im.prog);
+	cs_summary("import", im.prog.done, "files", im.prog.bytes, (cs_clock_ms() - start) / 1e3);
+	printf(": %lu registered or already matching, %lu conflicting, %lu errors\n",
+	       im.added, im.conflicts, im.errors);
 	return im.conflicts || im.errors ? 1 : 0;
 }
 
@@ -245,15 +413,11 @@ static void print_conflict(const struct cs_conflict *c, void *arg)
 	       c->kept_node[0] ? ":" : "", c->kept_path);
 }
 
-static int cmd_conflicts(int argc, char **argv)
+static int cmd_conflicts(const struct cs_args *a)
 {
 	int shown = 0, n;
 
-	(void)argv;
-	if (argc != 1) {
-		fprintf(stderr, "usage: cs-replicate conflicts\n");
-		return 2;
-	}
+	(void)a;
 	n = cs_registry_conflicts(print_conflict, &shown);
 	if (n < 0) {
 		fprintf(stderr, "cs-replicate conflicts: registry unreachable\n");
@@ -281,28 +445,17 @@ static int show_pending(void *arg, struct cs_entry *e)
  * entry; without one, replicate them here (holding the agent lock, so
  * none starts meanwhile).
  */
-static int cmd_drain(int argc, char **argv)
+static int cmd_drain(const struct cs_args *a)
 {
-	long timeout = 60, pending;
+	long timeout = cs_args_seconds(a, "--timeout", 60), pending;
 	int live = 0, rc;
 
-	if (argc == 3 && strcmp(argv[1], "--timeout") == 0) {
-		char *end;
-		timeout = strtol(argv[2], &end, 10);
-		if (*end || timeout < 0) {
-			fprintf(stderr, "cs-replicate drain: --timeout wants seconds, not '%s'\n", argv[2]);
-			return 2;
-		}
-	} else if (argc != 1) {
-		fprintf(stderr, "usage: cs-replicate drain [--timeout SECONDS]\n");
-		return 2;
-	}
 	if (!cs_cfg.spool[0]) {
 		printf("CS_SPOOL is unset: nothing is journaled on this node\n");
 		return 0;
 	}
 	if ((rc = cs_agent_lock()) == 0) {
-		pending = cs_tail_drain((int)(timeout * 1000));
+		pending = cs_tail_drain(timeout > INT_MAX / 1000 ? INT_MAX : (int)(timeout * 1000));
 		if (pending < 0) {
 			fprintf(stderr, "cs-replicate drain: %s: %s\n", cs_cfg.spool,
 				strerror((int)-pending));
@@ -346,33 +499,78 @@ static int cmd_drain(int argc, char **argv)
 	return 1;
 }
 
+/* The usage for node's SUBCOMMAND in argv[0], or NULL after saying why
+ * (*rc 0 for help, else 2). */
+static const struct cs_usage *pick(const struct command *c, int argc, char **argv, int *rc)
+{
+	char name[64];
+
+	*rc = 0;
+	if (argc >= 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
+		group_usage(stdout, c, true);
+		return NULL;
+	}
+	*rc = 2;
+	if (argc == 0) {
+		fprintf(stderr, "cs-replicate %s: missing SUBCOMMAND\n", c->name);
+		group_usage(stderr, c, false);
+		return NULL;
+	}
+	snprintf(name, sizeof name, "%s %s", c->name, argv[0]);
+	for (int k = 0; k < c->nusage; k++)
+		if (strcmp(c->usage[k].name, name) == 0)
+			return &c->usage[k];
+	fprintf(stderr, "cs-replicate %s: unknown subcommand '%s'\n", c->name, argv[0]);
+	group_usage(stderr, c, false);
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	char err[512];
-	const struct command *cmd = NULL;
+	const struct command *cmd;
+	const struct cs_usage *u;
+	struct cs_args a;
+	int skip = 2, rc;
 
 	if (argc < 2) {
-		cmd_help(0, NULL);
+		overview(stderr);
 		return 2;
 	}
-	for (size_t i = 0; i < NCOMMANDS; i++)
-		if (strcmp(argv[1], commands[i].name) == 0)
-			cmd = &commands[i];
-	if (!cmd) {
-		fprintf(stderr, "cs-replicate: unknown command '%s' (try: cs-replicate help)\n",
-			argv[1]);
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		overview(stdout);
+		return 0;
+	}
+	if (!(cmd = find_command(argv[1]))) {
+		fprintf(stderr, "cs-replicate: unknown %s '%s'\n",
+			argv[1][0] == '-' ? "option" : "command", argv[1]);
+		fprintf(stderr, "usage: cs-replicate COMMAND [ARGS]   (cs-replicate help lists them)\n");
 		return 2;
 	}
-	if (cmd->run != cmd_help) {
-		int rc = cs_settings_load(&cs_cfg, cmd->role, err, sizeof err);
-		if (rc == -ENOENT) {
-			fprintf(stderr, "cs-replicate: CS_PREFIXES: unset; nothing to do\n");
-			return 2;
-		}
-		if (rc < 0) {
-			fprintf(stderr, "cs-replicate: %s\n", err);
-			return 2;
-		}
+	u = cmd->usage;
+	if (cmd->nusage > 1) {
+		if (!(u = pick(cmd, argc - 2, argv + 2, &rc)))
+			return rc;
+		skip = 3;
+	}
+	/* Arguments before configuration: a mistyped option is named as such,
+	 * and --help works on a machine with nothing configured. */
+	if ((rc = cs_args_parse(u, argc - skip, argv + skip, &a)) != 0)
+		return rc;
+	if (a.help) {
+		cs_usage_help(u);
+		return 0;
+	}
+	if (cmd->run == cmd_help)
+		return cmd_help(&a);
+	rc = cs_settings_load(&cs_cfg, cmd->role, err, sizeof err);
+	if (rc == -ENOENT) {
+		fprintf(stderr, "cs-replicate: CS_PREFIXES: unset; nothing to do\n");
+		return 2;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "cs-replicate: %s\n", err);
+		return 2;
 	}
 	if (cmd->run == cmd_serve) {
 		if (cs_log_setup(cs_cfg.log_file, true, "cs-replicate") < 0) {
@@ -380,8 +578,8 @@ int main(int argc, char **argv)
 				strerror(errno));
 			return 2;
 		}
-	} else if (cmd->run != cmd_help) {
+	} else {
 		cs_agent_setup();
 	}
-	return cmd->run(argc - 1, argv + 1);
+	return cmd->run(&a);
 }
