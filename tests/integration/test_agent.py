@@ -272,7 +272,7 @@ def test_directories_made_on_demand(c):
     """A directory that holds files only elsewhere exists on every node:
     stat, opendir, chdir and open(O_DIRECTORY) of it succeed on a node that
     lacks it, and it is made there owned like the namespace directory.
-    (Its listing shows what this node has so far.)"""
+    Its listing shows the cluster's files (test_listing.py has the rest)."""
     n1, n3 = c.nodes[0], c.nodes[2]
     n1.put("tree/a/b/leaf.txt", b"leaf\n")
     n1.import_ns()
@@ -288,9 +288,9 @@ print(ok, names, open("leaf.txt").read().strip(), os.path.exists(os.path.join(d,
 """ % n3.dir
     p = n3.run(["python3", "-c", prog])
     out = p.stdout.decode().strip()
-    expect(p.returncode == 0 and out == "True [] leaf False",
+    expect(p.returncode == 0 and out == "True ['leaf.txt'] leaf False",
            "isdir, listdir, chdir, open(O_DIRECTORY), then the file in it",
-           "True [] leaf False", (out, p.stderr.decode()[-500:]))
+           "True ['leaf.txt'] leaf False", (out, p.stderr.decode()[-500:]))
     st = os.stat(os.path.join(n3.dir, "tree/a"))
     expect(pwd.getpwuid(st.st_uid).pw_name == WEB_USER, "made for the web user")
 
