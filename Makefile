@@ -7,7 +7,8 @@
 #   make fuzz       libFuzzer harnesses (tests/fuzz) built with clang in
 #                   build-fuzz/, each run FUZZ_SECONDS (default 10)
 #   make bench      benchmarks (bench/run), results in bench/RESULTS.md
-#   make install    PREFIX=/usr/local DESTDIR=
+#   make install    PREFIX=/usr/local DESTDIR= UNITDIR= (see install below)
+#   make uninstall  the same variables
 #
 # What runs inside host processes and what runs in the agent are apart, in
 # the tree and in the link: libcs.so is libcs/ (the core both sides share)
@@ -16,6 +17,11 @@
 
 B        ?= build
 PREFIX   ?= /usr/local
+BINDIR   ?= $(PREFIX)/bin
+LIBDIR   ?= $(PREFIX)/lib/clusterstorage
+DATADIR  ?= $(PREFIX)/share/clusterstorage
+MANDIR   ?= $(PREFIX)/share/man
+UNITDIR  ?=
 CC       ?= cc
 PKGS     := libmemcached libmariadb libcurl libcrypto libmicrohttpd
 OPT      ?= -O2
@@ -121,18 +127,53 @@ fuzz:
 bench: all
 	bench/run
 
-install: all
-	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/clusterstorage
-	install -m 0755 $(B)/libcs.so $(DESTDIR)$(PREFIX)/lib/libcs.so
-	install -m 0755 $(B)/cs-replicate $(DESTDIR)$(PREFIX)/bin/cs-replicate
-	install -m 0644 sql/schema.sql $(DESTDIR)$(PREFIX)/share/clusterstorage/schema.sql
-	install -d $(DESTDIR)$(PREFIX)/share/clusterstorage/migrations
-	install -m 0644 sql/migrations/*.sql $(DESTDIR)$(PREFIX)/share/clusterstorage/migrations/
+# install: the two programs, the schema and its migrations, the man pages
+# (those man/ has), and with UNITDIR (e.g. /lib/systemd/system) the agent's
+# unit and the web servers' drop-ins.  libcs.so goes in a directory of its
+# own, LIBDIR: it is no library programs link against, only the absolute
+# path hosts name in LD_PRELOAD, and it must not meet ldconfig or another
+# libcs.  dist/'s unit names /usr/bin/cs-replicate: rewritten for BINDIR.
+MAN_PAGES := $(wildcard man/*.1 man/*.7)
+DROPINS   := $(wildcard dist/systemd/*.service.d/clusterstorage.conf)
+
+install: $(B)/libcs.so $(B)/cs-replicate
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(DATADIR)/migrations
+	install -m 0644 $(B)/libcs.so $(DESTDIR)$(LIBDIR)/libcs.so
+	install -m 0755 $(B)/cs-replicate $(DESTDIR)$(BINDIR)/cs-replicate
+	install -m 0644 sql/schema.sql $(DESTDIR)$(DATADIR)/schema.sql
+	install -m 0644 sql/migrations/*.sql $(DESTDIR)$(DATADIR)/migrations/
+	for m in $(MAN_PAGES); do \
+		s=$${m##*.}; install -d $(DESTDIR)$(MANDIR)/man$$s && \
+		install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$$s/ || exit 1; \
+	done
+ifneq ($(UNITDIR),)
+	install -d $(DESTDIR)$(UNITDIR)
+	sed 's|/usr/bin/cs-replicate|$(BINDIR)/cs-replicate|' dist/systemd/clusterstorage.service \
+		>$(DESTDIR)$(UNITDIR)/clusterstorage.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/clusterstorage.service
+	for d in $(DROPINS); do \
+		u=$$(basename $$(dirname $$d)); install -d $(DESTDIR)$(UNITDIR)/$$u && \
+		install -m 0644 $$d $(DESTDIR)$(UNITDIR)/$$u/ || exit 1; \
+	done
+endif
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/cs-replicate $(DESTDIR)$(LIBDIR)/libcs.so
+	rm -rf $(DESTDIR)$(DATADIR)
+	for m in $(MAN_PAGES); do rm -f $(DESTDIR)$(MANDIR)/man$${m##*.}/$${m#man/}; done
+	-rmdir $(DESTDIR)$(LIBDIR)
+ifneq ($(UNITDIR),)
+	rm -f $(DESTDIR)$(UNITDIR)/clusterstorage.service
+	for d in $(DROPINS); do \
+		u=$$(basename $$(dirname $$d)); rm -f $(DESTDIR)$(UNITDIR)/$$u/clusterstorage.conf; \
+		rmdir $(DESTDIR)$(UNITDIR)/$$u 2>/dev/null || true; \
+	done
+endif
 
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all test unit asan asan-test fuzz fuzzers bench install clean
+.PHONY: all test unit asan asan-test fuzz fuzzers bench install uninstall clean
 .SECONDARY:
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

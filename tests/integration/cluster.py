@@ -15,7 +15,10 @@ optionally with mod_php, the same way: master as root under the library,
 children as www-data.
 
 Environment: B (build dir, default "build"), CS_TEST_PRELOAD (what to put
-in LD_PRELOAD; default <top>/<B>/libcs.so).  Needs root.
+in LD_PRELOAD; default <top>/<B>/libcs.so), CS_TEST_BIN (the cs-replicate
+to run; default <top>/<B>/cs-replicate), CS_TEST_SCHEMA (the schema to
+load; default <top>/sql/schema.sql): demo/run --installed points these at
+an installed copy.  Needs root.
 
 By default everything is on 127.0.0.1.  Cluster(host=...) puts memcached and
 MariaDB on another local address, and a subclass of Node (Cluster's
@@ -345,7 +348,7 @@ class Node:
         seconds to answer and as long to stop."""
         log = open(os.path.join(self.home, "serve.log"), "ab")
         self.serve = subprocess.Popen(
-            list(wrapper or []) + [os.path.join(BUILD, "cs-replicate"), "serve"],
+            list(wrapper or []) + [self.cluster.bin, "serve"],
             env=self.env(**extra), stdout=log, stderr=log,
             preexec_fn=self.serve_preexec(umask, nofile))
         self.serve_wait = wait if wrapper else 5
@@ -489,8 +492,8 @@ class Node:
         return path
 
     def cs(self, *args, check=True, preload=False, timeout=120):
-        """Run build/cs-replicate <args> as the web user with this node's env."""
-        p = subprocess.run([os.path.join(BUILD, "cs-replicate")] + list(args),
+        """Run cs-replicate <args> as the web user with this node's env."""
+        p = subprocess.run([self.cluster.bin] + list(args),
                            env=self.env(preload=preload), capture_output=True,
                            text=True, preexec_fn=as_web_user(), timeout=timeout)
         if check and p.returncode != 0:
@@ -592,6 +595,8 @@ class Cluster:
         self.log_level = log_level
         self.secret = hashlib.sha256(os.urandom(16)).hexdigest()
         self.preload = os.environ.get("CS_TEST_PRELOAD", os.path.join(BUILD, "libcs.so"))
+        self.bin = os.environ.get("CS_TEST_BIN", os.path.join(BUILD, "cs-replicate"))
+        self.schema = os.environ.get("CS_TEST_SCHEMA", os.path.join(TOP, "sql", "schema.sql"))
         self.tmp = tempfile.mkdtemp(prefix="cs-cluster.")
         os.chmod(self.tmp, 0o755)
         self.procs = {}
@@ -728,7 +733,7 @@ class Cluster:
                  "CREATE USER 'cs'@'localhost' IDENTIFIED BY '{0}';"
                  "GRANT SELECT, INSERT, UPDATE, DELETE ON cs.* TO 'cs'@'%';"
                  "GRANT SELECT, INSERT, UPDATE, DELETE ON cs.* TO 'cs'@'localhost';".format(pw))
-        with open(os.path.join(TOP, "sql", "schema.sql")) as f:
+        with open(self.schema) as f:
             p = subprocess.run(["mariadb", "--no-defaults", "-uroot",
                                 "--socket=" + self.mysql_socket, "cs"],
                                stdin=f, capture_output=True, text=True)
