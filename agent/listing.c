@@ -32,7 +32,6 @@
 #include "db.h"
 #include "listing.h"
 #include "record.h"
-#include "tail.h"
 
 #define SLOTS 1024
 #define MAX_AGE_MS 30000
@@ -276,64 +275,6 @@ void cs_listing_changed(const char *ns, const char *rel)
 
 /* ---- answering ---------------------------------------------------------- */
 
-/* The names of a directory that a delete or a rename away, still in a
- * journal here, took out. */
-struct gone {
-	const char *ns, *rel;
-	size_t rl;
-	struct cs_buf names;            /* NUL-terminated, one after another */
-};
-
-static int note_gone(void *arg, struct cs_entry *e)
-{
-	struct gone *g = arg;
-	const char *slash = strrchr(e->rel, '/');
-	size_t dl = slash ? (size_t)(slash - e->rel) : 0;
-	const char *name = slash ? slash + 1 : e->rel;
-
-	if ((e->op == CS_OP_DELETE || e->op == CS_OP_RENAME) && strcmp(e->ns, g->ns) == 0 &&
-	    dl == g->rl && memcmp(e->rel, g->rel, dl) == 0)
-		cs_buf_put(&g->names, name, strlen(name) + 1);
-	return 0;
-}
-
-/*
- * The names of (ns, rel) that a delete or rename on this node took out and
- * the registry may not show yet, read before the registry's answer: an
- * entry acknowledged since was registered, and its listings forgotten,
- * before that.  The journals are read here, not asked of the thread that
- * replicates them: it reads a new line only once the one before has
- * settled, or after a push under way, and "rm f; ls" must not list f
- * again meanwhile.  Reading them costs a few microseconds a journal.
- */
-static void find_gone(struct gone *g)
-{
-	if (cs_tail_each_pending(note_gone, g) < 0)
-		g->names.len = 0;
-}
-
-/* Leave g's names out of out[from..). */
-static void drop_gone(struct gone *g, struct cs_buf *out, size_t from)
-{
-	size_t to = from;
-
-	for (size_t at = from; at < out->len && g->names.len;) {
-		const char *name = out->s + at + 1;
-		size_t n = strlen(name) + 2;
-		bool gone = false;
-
-		for (size_t k = 0; k < g->names.len && !gone; k += strlen(g->names.s + k) + 1)
-			gone = strcmp(g->names.s + k, name) == 0;
-		if (!gone) {
-			memmove(out->s + to, out->s + at, n);
-			to += n;
-		}
-		at += n;
-	}
-	if (g->names.len)
-		out->len = to;
-}
-
 /*
  * The registry's entries of (ns, rel) appended to out, kept or read now;
  * *gen: the kept listing they came from (0 when none is kept).
@@ -552,19 +493,14 @@ static void drop_local(const struct cs_prefix *p, const char *rel, struct cs_buf
 int cs_listing_get(const char *ns, const char *rel, struct cs_buf *out)
 {
 	const struct cs_prefix *p = cs_config_namespace(&cs_cfg, ns);
-	struct gone g = { ns, rel, strlen(rel), { 0 } };
 	size_t from = out->len;
 	uint64_t gen;
 	int rc;
 
 	if (!p)
 		return 0;
-	find_gone(&g);          /* first: see find_gone */
 	rc = registry_entries(ns, rel, out, &gen);
-	if (rc == 0) {
+	if (rc == 0)
 		drop_local(p, rel, out, from, gen);
-		drop_gone(&g, out, from);
-	}
-	cs_buf_free(&g.names);
 	return rc < 0 ? rc : out->oom ? -ENOMEM : 0;
 }

@@ -11,9 +11,8 @@
 /*
  * The registry's live entries of directory rel ("" for the namespace's top)
  * of namespace ns, appended to out as the protocol's body: for each, 'f' (a
- * file) or 'd' (a directory) and the name, NUL-terminated.  Names that a
- * delete or a rename away in a journal of this node took out are left out
- * until the registry shows it (a write is listed from the file itself).  0, or -EAGAIN / -EIO when the
+ * file) or 'd' (a directory) and the name, NUL-terminated, less the names
+ * this node's disk holds there (the host lists those itself).  0, or -EAGAIN / -EIO when the
  * registry cannot answer.  A listing is kept for the next asker while the
  * index's poll (indexer.c) says nothing below it changed.
  */

@@ -28,6 +28,7 @@
 #include "fetch.h"
 #include "listing.h"
 #include "metrics.h"
+#include "tail.h"
 #include "local.h"
 
 #define MAX_CONNS 4096
@@ -75,16 +76,55 @@ int cs_local_parse(char *line, size_t len, const char **ns, const char **rel)
 	return line[0];
 }
 
-/* A listing's reply: "L<length>\n" and its body, or "U\n" when the
- * registry cannot say (the host then reports EIO). */
+/* Leave the NUL-separated names of gone out of the entries in out[from..). */
+static void drop_gone(const struct cs_buf *gone, struct cs_buf *out, size_t from)
+{
+	size_t to = from;
+
+	if (!gone->len)
+		return;
+	for (size_t at = from; at < out->len;) {
+		const char *name = out->s + at + 1;
+		size_t n = strlen(name) + 2;
+		bool hit = false;
+
+		for (size_t k = 0; k < gone->len && !hit; k += strlen(gone->s + k) + 1)
+			hit = strcmp(gone->s + k, name) == 0;
+		if (!hit) {
+			memmove(out->s + to, out->s + at, n);
+			to += n;
+		}
+		at += n;
+	}
+	out->len = to;
+}
+
+/*
+ * A listing's reply: "L<length>\n" and its body, or "U\n" when the
+ * registry cannot say (the host then reports EIO).  Names that a delete
+ * or rename on this node took out, and that the registry may not show yet,
+ * are left out.  They are read from the journals first, before the
+ * registry's answer (an entry acknowledged since was registered, and its
+ * kept listings forgotten, before that), and read from the journals
+ * themselves, not asked of the thread that replicates them: it reads a new
+ * line only once the one before has settled, or after a push under way,
+ * and "rm f; ls" must not list f again meanwhile.  Reading them costs a
+ * few microseconds a journal.
+ */
 static void list(struct conn *c, const char *ns, const char *rel, struct cs_buf *out)
 {
 	int64_t start = cs_clock_us();
 	char head[CS_LIST_HEAD + 1] = "";
+	struct cs_buf gone = { 0 };
 	int rc;
 
+	if (cs_tail_gone_in(ns, rel, &gone) < 0)
+		cs_buf_clear(&gone);
 	cs_buf_put(out, head, CS_LIST_HEAD);    /* room for the header */
 	rc = cs_listing_get(ns, rel, out);
+	if (rc == 0)
+		drop_gone(&gone, out, CS_LIST_HEAD);
+	cs_buf_free(&gone);
 	if (rc < 0 || out->oom) {
 		cs_buf_clear(out);
 		cs_buf_put(out, "U\n", 2);

@@ -652,6 +652,32 @@ bool cs_tail_gone(const char *ns, const char *rel)
 	return each_pending(gone_path, &g, NULL) == 0 && g.gone;
 }
 
+struct gone_in {
+	const char *ns, *dir;
+	size_t dl;
+	struct cs_buf *names;
+};
+
+static int gone_in(void *arg, struct cs_entry *e)
+{
+	struct gone_in *g = arg;
+	const char *slash = strrchr(e->rel, '/');
+	size_t dl = slash ? (size_t)(slash - e->rel) : 0;
+	const char *name = slash ? slash + 1 : e->rel;
+
+	if ((e->op == CS_OP_DELETE || e->op == CS_OP_RENAME) && strcmp(e->ns, g->ns) == 0 &&
+	    dl == g->dl && memcmp(e->rel, g->dir, dl) == 0)
+		cs_buf_put(g->names, name, strlen(name) + 1);
+	return 0;
+}
+
+int cs_tail_gone_in(const char *ns, const char *dir, struct cs_buf *names)
+{
+	struct gone_in g = { ns, dir, strlen(dir), names };
+
+	return each_pending(gone_in, &g, NULL);
+}
+
 long cs_tail_pending(int *live)
 {
 	long pending = 0;

@@ -5,6 +5,7 @@
 #ifndef CS_TAIL_H
 #define CS_TAIL_H
 
+#include "buf.h"
 #include "cs.h"
 
 /* Start the thread that follows the journals (the agent). */
@@ -33,6 +34,9 @@ int cs_tail_each_pending(int (*fn)(void *arg, struct cs_entry *e), void *arg);
  * show the name, which a miss must then not fetch back.  Read from the
  * journals themselves (what this thread has not read yet counts too). */
 bool cs_tail_gone(const char *ns, const char *rel);
+/* The same for the names of directory dir ("" for the top): appended to
+ * names, each NUL-terminated.  0 or -errno. */
+int cs_tail_gone_in(const char *ns, const char *dir, struct cs_buf *names);
 
 /* What is waiting now (the agent's report while the registry is down). */
 unsigned long cs_tail_backlog(void);

@@ -55,7 +55,7 @@ int sys_stat(int dirfd, const char *path, void *buf, int flags);
 int sys_statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *buf);
 int sys_access(int dirfd, const char *path, int amode, int flags);
 FILE *sys_fopen(const char *path, const char *mode);
-DIR *sys_opendir(const char *path);
+DIR *sys_opendir(const char *path);      /* libc's opendir, unlisted */
 FILE *sys_fail_ptr(void);
 int sys_fail_int(void);
 int fopen_flags(const char *mode);

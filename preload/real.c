@@ -120,7 +120,10 @@ DIR *sys_opendir(const char *path)
 
 	if (fd < 0)
 		return NULL;
-	d = fdopendir(fd);
+	/* libc's own: fdopendir is ours too (dirs.c), and unresolved it
+	 * fails as this does. */
+	errno = EAGAIN;
+	d = real.fdopendir ? real.fdopendir(fd) : NULL;
 	if (!d) {
 		int e = errno;
 		syscall(SYS_close, fd);
