@@ -20,7 +20,8 @@ bool cs_buf_put(struct cs_buf *b, const void *p, size_t n)
 		b->s = s;
 		b->cap = cap;
 	}
-	memcpy(b->s + b->len, p, n);
+	if (n)          /* p may be NULL then: an empty buffer's s */
+		memcpy(b->s + b->len, p, n);
 	b->len += n;
 	b->s[b->len] = '\0';
 	return true;

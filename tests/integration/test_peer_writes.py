@@ -460,6 +460,10 @@ def test_peer_client(c):
     expect(rc == 0, "cs_peer_move: renamed", 0, rc)
     expect(os.path.exists(local(n3, "client/r\u00e9nomm\u00e9.bin")) and
            not os.path.exists(local(n3, "client/p q.bin")), "node3's copy renamed")
+    # The agents' background repair may have pushed the registered "p q"
+    # to node3 again meanwhile (it has one copy): the case is no copy.
+    if os.path.exists(local(n3, "client/p q.bin")):
+        os.unlink(local(n3, "client/p q.bin"))
     rc = run("move", n3.url, "img", "client/p q.bin", "client/r\u00e9nomm\u00e9.bin", *vers(rec_q))
     expect(rc == -ENOENT, "cs_peer_move without a source copy: -ENOENT", -ENOENT, rc)
 
