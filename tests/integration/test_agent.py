@@ -22,7 +22,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Cluster, WEB_USER, as_web_user  # noqa: E402
+from cluster import Cluster, WEB_USER, as_web_user, free_port  # noqa: E402
 from tap import expect, run, eventually, mkdir_web, replicated  # noqa: E402
 
 REPLICAS = 2
@@ -340,7 +340,10 @@ def test_one_slow_holder_holds_up_nobody_else(c):
     waiting, and nothing else: another miss on the same node is served."""
     n1, n3 = c.nodes[0], c.nodes[2]
     slow = socket.socket()
-    slow.bind(("127.0.0.1", 0))
+    # A port of this lane's (cluster.free_port): one the kernel picks for
+    # port 0 may be the one another suite running beside this one chose
+    # for its nginx a moment ago and has not bound yet.
+    slow.bind(("127.0.0.1", free_port()))
     slow.listen(16)
     url = "http://127.0.0.1:%d" % slow.getsockname()[1]
     stop = threading.Event()

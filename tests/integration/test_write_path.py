@@ -15,7 +15,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Cluster, as_web_user  # noqa: E402
+from cluster import Cluster, as_web_user, free_port  # noqa: E402
 from tap import (expect, run, copies, drain, eventually, file_sha, mkdir_web,  # noqa: E402
                  replicated, sha)
 
@@ -339,7 +339,7 @@ def test_stalled_target_is_passed_over(c):
     run_ok(n1, ["sh", "-c", "cd %s && for i in 1 2 3 4 5 6; do echo $i > pre$i; done" % d])
     drain(n1)
     sink = socket.socket()
-    sink.bind(("127.0.0.1", 0))
+    sink.bind(("127.0.0.1", free_port()))       # this lane's (test_agent.py says why)
     sink.listen(16)
     sink.settimeout(0.1)
     url = "http://127.0.0.1:%d" % sink.getsockname()[1]
