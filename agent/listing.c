@@ -357,6 +357,12 @@ static bool same_stamp(const struct stamp *a, const struct stamp *b)
 	       a->ctime_ns == b->ctime_ns;
 }
 
+/* A name's key in local_names' set: never 0, which marks a free slot. */
+static uint64_t name_key(const char *name)
+{
+	return cs_fnv1a(CS_FNV_SEED, name, strlen(name)) | 1;
+}
+
 /* The names in directory fd, hashed into a set (open addressing, 0 free;
  * *cap a power of two).  NULL when it cannot be read. */
 static uint64_t *local_names(int fd, size_t *cap)
@@ -372,7 +378,7 @@ static uint64_t *local_names(int fd, size_t *cap)
 		return NULL;
 	}
 	while ((e = readdir(d))) {
-		uint64_t h = cs_fnv1a(CS_FNV_SEED, e->d_name, strlen(e->d_name)) | 1;
+		uint64_t h = name_key(e->d_name);
 		if ((n + 1) * 2 > *cap) {
 			size_t c = *cap ? *cap * 2 : 1024;
 			uint64_t *t = calloc(c, sizeof *t);
@@ -406,7 +412,7 @@ static uint64_t *local_names(int fd, size_t *cap)
 
 static bool in_set(const uint64_t *set, size_t cap, const char *name)
 {
-	uint64_t h = cs_fnv1a(CS_FNV_SEED, name, strlen(name)) | 1;
+	uint64_t h = name_key(name);
 
 	for (size_t j = h & (cap - 1); set[j]; j = (j + 1) & (cap - 1))
 		if (set[j] == h)

@@ -58,7 +58,6 @@ static const char *outcome(char reply)
 int cs_local_parse(char *line, size_t len, const char **ns, const char **rel)
 {
 	char *tab;
-
 	size_t rl;
 
 	if (len < 2 || (line[0] != CS_ASK_PRESENT && line[0] != CS_ASK_LIST) ||
