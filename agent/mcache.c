@@ -7,8 +7,8 @@
  * MySQL) and a thread borrows one per call.
  *
  * CS_MEMCACHED names one server or several.  Keys go to them by ketama
- * (libmemcached's libketama-compatible weighted continuum): when one
- * server is lost, only the keys it held move, and the others keep theirs.
+ * (libmemcached's weighted ketama continuum, MD5): when one server is
+ * lost, only the keys it held are lost, and the others keep theirs.
  * libmemcached's own ejection of dead servers stays off: it would remap
  * the dead server's keys onto the others, and back when it returns, where
  * values written before it died would be served again.  So a dead
@@ -120,7 +120,7 @@ static const char *parse_one(const char *s, size_t n, struct server *sv)
 
 		for (const char *q = s; q < end; q++)
 			colons += *q == ':';
-		if (colons > 2)
+		if (colons > 2 || memmem(s, n, "::", 2))
 			return "an IPv6 address goes in brackets: [address]:port";
 		p = memchr(s, ':', n);
 		if (!p)
@@ -156,6 +156,7 @@ static const char *parse_list(const char *list, char *bad, size_t badsz)
 			return "the socket path is too long";
 		snprintf(srv[0].host, sizeof srv[0].host, "%s", list);
 		snprintf(srv[0].name, sizeof srv[0].name, "%s", list);
+		srv[0].port = 0;
 		srv[0].weight = 1;
 		nsrv = 1;
 		return NULL;
@@ -230,7 +231,7 @@ static memcached_st *make(void)
 	memcached_return_t rc = mc ? MEMCACHED_SUCCESS : MEMCACHED_MEMORY_ALLOCATION_FAILURE;
 
 	/* Before the servers, so that the continuum is built once, the same
-	 * in every handle (and in any libketama client given the same list). */
+	 * in every handle. */
 	if (mc)
 		rc = memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED, 1);
 	for (int i = 0; i < nsrv && rc == MEMCACHED_SUCCESS; i++)
@@ -253,7 +254,10 @@ static struct handle *borrow(void)
 	struct handle *h = NULL;
 	bool stale;
 
-	if (!cs_cfg.memcached[0] || (pthread_once(&once, setup), unusable))
+	if (!cs_cfg.memcached[0])
+		return NULL;
+	pthread_once(&once, setup);
+	if (unusable)
 		return NULL;
 	pthread_mutex_lock(&mu);
 	for (int i = 0; i < pool_n && !h; i++)
@@ -324,6 +328,21 @@ static enum gate gate(struct server *sv, int64_t now)
 	return PROBE;
 }
 
+/* What went wrong, in words (libmemcached names a refused connection to
+ * a server it had given up on "disabled until timed retry"). */
+static const char *why(memcached_st *mc, memcached_return_t rc)
+{
+	int e = memcached_last_error_errno(mc);
+
+	if (rc == MEMCACHED_TIMEOUT)
+		return "no answer within 250 ms";
+	if (e)
+		return strerror(e);
+	if (rc == MEMCACHED_SERVER_TEMPORARILY_DISABLED || rc == MEMCACHED_SERVER_MARKED_DEAD)
+		return "cannot connect";
+	return memcached_strerror(mc, rc);
+}
+
 /* Under mu: the outcome of a call to sv (a probe's or not). */
 static void outcome(struct server *sv, memcached_st *mc, memcached_return_t rc, bool probe)
 {
@@ -337,7 +356,7 @@ static void outcome(struct server *sv, memcached_st *mc, memcached_return_t rc, 
 		if (cs_breaker_fail(&sv->brk, now)) {
 			downs++;
 			cs_error("memcached %s unreachable (%s): its keys go to MySQL meanwhile",
-				 sv->name, memcached_strerror(mc, rc));
+				 sv->name, why(mc, rc));
 		}
 		return;
 	}
@@ -405,8 +424,8 @@ static memcached_return_t mend(struct handle *h, int i)
 		cs_warn("memcached %s: emptied (more than %d keys were written while it was "
 			"unreachable)", sv->name, SKIPPED_MAX);
 	} else if (n) {
-		cs_warn("memcached %s: %d keys written while it was unreachable deleted there",
-			sv->name, n);
+		cs_warn("memcached %s: deleted there %d record(s) written while it was "
+			"unreachable", sv->name, n);
 	}
 	free(keys);
 	return rc;
@@ -441,7 +460,14 @@ static int call(struct handle *h, enum op op, const char *key,
 		return -EAGAIN;
 	sv = &srv[i];
 	pthread_mutex_lock(&mu);
-	if ((g = gate(sv, cs_clock_ms())) == SKIP && write)
+	g = gate(sv, cs_clock_ms());
+	/* A set is not answered (do_set): it cannot tell whether the server
+	 * is back, and would close its breaker over a server that is not. */
+	if (g == PROBE && op == SET) {
+		sv->probing = false;
+		g = SKIP;
+	}
+	if (g == SKIP && write)
 		remember(sv, key);
 	pthread_mutex_unlock(&mu);
 	if (g == SKIP)
