@@ -1,7 +1,9 @@
 /*
- * mcache.h - the agent's memcached connections (mcache.c): a small pool,
- * a breaker, get and store.  Optional: without CS_MEMCACHED every call is a
- * miss and the registry is asked directly.
+ * mcache.h - the agent's memcached connections (mcache.c): a small pool of
+ * handles onto one server or several (keys spread by ketama), a breaker
+ * per server, get and store.  Optional: without CS_MEMCACHED every call
+ * is a miss and the registry is asked directly; so is every call for a
+ * key whose server is down.
  */
 #ifndef CS_MCACHE_H
 #define CS_MCACHE_H
