@@ -441,7 +441,6 @@ static void try_now(struct handle *h, int i)
 	memcached_instance_next_retry(memcached_server_instance_by_position(h->mc, i), 0);
 }
 
-
 /*
  * Run op on key's server through h: 0 with *rc its result, or -EAGAIN
  * (the server is down: skipped, remembered when it was a write).
