@@ -18,14 +18,15 @@
  * (1 s doubling to 8 s), shared by every handle: until it closes, calls
  * for its keys answer at once (a miss, a write skipped) instead of each
  * handle finding out for itself, so only the calls under way when it died
- * wait for a timeout.  When the breaker's time is up, one call alone tries
- * the server again (the others still pass it by) and closes the breaker
- * when it answers.  Writes (set, delete) skipped meanwhile are remembered
- * per server, and the keys deleted there before anything else is asked of
- * it: a server that was only unreachable still holds values MySQL has
- * changed since.  Past SKIPPED_MAX of them, the server is flushed instead.
- * What this agent did not see (it restarted meanwhile) is bounded by the
- * seals' expiry (record.c): 5 minutes for a file's record.
+ * wait for a timeout.  When the breaker's time is up, a probe on a thread
+ * of its own tries the server again, so that no call waits on it, and
+ * closes the breaker when it answers.  Writes (set, delete) skipped
+ * meanwhile are remembered per server, and the probe deletes those keys
+ * there before the server is used again: one that was only unreachable
+ * still holds values MySQL has changed since.  Past SKIPPED_MAX of them,
+ * the server is flushed instead.  What this agent did not see (it
+ * restarted meanwhile) is bounded by the seals' expiry (record.c): 5
+ * minutes for a file's record.
  *
  * memcached has no authentication: whoever reaches it can write any key.
  * So every value goes in sealed with the cluster secret and its expiry
@@ -36,6 +37,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -317,7 +319,8 @@ static void remember(struct server *sv, const char *key)
 
 enum gate { GO, SKIP, PROBE };
 
-/* Under mu: may a call use sv now? */
+/* Under mu: may a call use sv now?  PROBE: no, but it is time to try it
+ * again (the caller starts the probe). */
 static enum gate gate(struct server *sv, int64_t now)
 {
 	if (!sv->brk.down_since)
@@ -332,7 +335,7 @@ static enum gate gate(struct server *sv, int64_t now)
  * a server it had given up on "disabled until timed retry"). */
 static const char *why(memcached_st *mc, memcached_return_t rc)
 {
-	int e = memcached_last_error_errno(mc);
+	int e = mc ? memcached_last_error_errno(mc) : ENOMEM;
 
 	if (rc == MEMCACHED_TIMEOUT)
 		return "no answer within 250 ms";
@@ -343,7 +346,7 @@ static const char *why(memcached_st *mc, memcached_return_t rc)
 	return memcached_strerror(mc, rc);
 }
 
-/* Under mu: the outcome of a call to sv (a probe's or not). */
+/* Under mu: the outcome of a call to sv through mc (a probe's or not). */
 static void outcome(struct server *sv, memcached_st *mc, memcached_return_t rc, bool probe)
 {
 	int64_t now = cs_clock_ms(), down;
@@ -368,31 +371,29 @@ static void outcome(struct server *sv, memcached_st *mc, memcached_return_t rc, 
 		cs_warn("memcached %s reachable again after %.1f s", sv->name, down / 1000.0);
 }
 
-/* sv on a connection of its own: emptied. */
-static memcached_return_t flush_one(const struct server *sv)
+/* A connection to sv alone (NULL: out of memory). */
+static memcached_st *one_server(const struct server *sv)
 {
 	memcached_st *one = memcached_create(NULL);
-	memcached_return_t rc;
 
 	if (!one)
-		return MEMCACHED_MEMORY_ALLOCATION_FAILURE;
+		return NULL;
 	tune(one);
-	rc = add(one, sv);
-	if (rc == MEMCACHED_SUCCESS)
-		rc = memcached_flush(one, 0);
-	memcached_free(one);
-	return rc;
+	if (add(one, sv) != MEMCACHED_SUCCESS) {
+		memcached_free(one);
+		return NULL;
+	}
+	return one;
 }
 
 /*
- * Before server i is used again after being down: delete there the keys
- * whose writes it missed (or empty it, when there were too many), as its
- * values for them may be older than MySQL.  Those not done are remembered
- * again.
+ * Before sv is used again after being down: delete there, through one (a
+ * connection to it alone), the keys whose writes it missed, or empty it
+ * when there were too many, as its values for them may be older than
+ * MySQL.  Those not done are remembered again.
  */
-static memcached_return_t mend(struct handle *h, int i)
+static memcached_return_t mend(memcached_st *one, struct server *sv)
 {
-	struct server *sv = &srv[i];
 	char (*keys)[CS_KEY_MAX];
 	int n, done = 0;
 	bool all;
@@ -407,9 +408,9 @@ static memcached_return_t mend(struct handle *h, int i)
 	sv->overflow = false;
 	pthread_mutex_unlock(&mu);
 	if (all)
-		rc = flush_one(sv);
+		rc = memcached_flush(one, 0);
 	while (!all && done < n) {
-		rc = memcached_delete(h->mc, keys[done], strlen(keys[done]), 0);
+		rc = memcached_delete(one, keys[done], strlen(keys[done]), 0);
 		if (failure(rc))
 			break;
 		done++;
@@ -429,6 +430,49 @@ static memcached_return_t mend(struct handle *h, int i)
 	}
 	free(keys);
 	return rc;
+}
+
+/* The probe of a server that is down, on a thread of its own so that no
+ * call waits for it: a get of a key nobody writes, then mend(). */
+static void *probe(void *p)
+{
+	struct server *sv = p;
+	memcached_st *one = one_server(sv);
+	memcached_return_t rc = MEMCACHED_MEMORY_ALLOCATION_FAILURE;
+	size_t len;
+	uint32_t flags;
+
+	if (one) {
+		free(memcached_get(one, "cs1:probe", 9, &len, &flags, &rc));
+		if (!failure(rc))
+			rc = mend(one, sv);
+	}
+	pthread_mutex_lock(&mu);
+	outcome(sv, one, rc, true);
+	pthread_mutex_unlock(&mu);
+	memcached_free(one);
+	return NULL;
+}
+
+static void start_probe(struct server *sv)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+	sigset_t all, old;
+	int rc;
+
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);       /* signals are the main thread's */
+	rc = pthread_create(&t, &attr, probe, sv);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	if (rc) {
+		pthread_mutex_lock(&mu);
+		sv->probing = false;
+		pthread_mutex_unlock(&mu);
+	}
 }
 
 enum op { GET, ADD, SET, DELETE };
@@ -459,34 +503,27 @@ static int call(struct handle *h, enum op op, const char *key,
 		return -EAGAIN;
 	sv = &srv[i];
 	pthread_mutex_lock(&mu);
-	g = gate(sv, cs_clock_ms());
-	/* A set is not answered (do_set): it cannot tell whether the server
-	 * is back, and would close its breaker over a server that is not. */
-	if (g == PROBE && op == SET) {
-		sv->probing = false;
-		g = SKIP;
-	}
-	if (g == SKIP && write)
+	if ((g = gate(sv, cs_clock_ms())) != GO && write)
 		remember(sv, key);
 	pthread_mutex_unlock(&mu);
-	if (g == SKIP)
+	if (g == PROBE)
+		start_probe(sv);
+	if (g != GO)
 		return -EAGAIN;
 	try_now(h, i);
-	*rc = g == PROBE ? mend(h, i) : MEMCACHED_SUCCESS;
-	if (!failure(*rc))
-		*rc = fn(h->mc, key, arg);
+	*rc = fn(h->mc, key, arg);
 	/* A connection the server closed (it was restarted while this
 	 * handle had no call for it) fails at once, and is closed: one new
 	 * one says whether the server is there.  Not after a timeout, which
 	 * would be waited for twice. */
-	if (failure(*rc) && *rc != MEMCACHED_TIMEOUT && g == GO) {
+	if (failure(*rc) && *rc != MEMCACHED_TIMEOUT) {
 		try_now(h, i);
 		*rc = fn(h->mc, key, arg);
 	}
 	pthread_mutex_lock(&mu);
 	if (failure(*rc) && write)
 		remember(sv, key);
-	outcome(sv, h->mc, *rc, g == PROBE);
+	outcome(sv, h->mc, *rc, false);
 	pthread_mutex_unlock(&mu);
 	return 0;
 }
