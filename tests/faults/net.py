@@ -20,7 +20,7 @@ Faults, each with its undoing:
 
 Distance, not a fault: delay_zones() puts nodes in zones some way apart,
 a round trip taking so long within a zone, so long between zones and to
-the registry (each node's packets held on their way out by netdelay.py).
+the registry (each node's packets held on their way in by netdelay.py).
 
 Every name carries the harness's pid (csf<pid>-...), so what a run that
 died left behind can be found and removed by the next one (sweep_dead).
@@ -238,15 +238,19 @@ class Net:
         registry (.254, on registry_ports only: a test's own client there
         is not delayed).
 
-        All of it is added on each node's way out, by destination: to a
-        peer half the round trip, as the peer adds the other half to its
-        answers; to the registry all of it, since the registry's answers
-        leave from the root namespace, which delays nothing.  Not with tc
-        netem, which kernels built without sch_netem (this machine's) lack,
-        but in the node's OUTPUT chain: iptables sends those packets to an
-        NFQUEUE, one queue number per delay, and netdelay.py holds each
-        for its queue's delay.  The links, their faults (isolate, cut,
-        slow) and tc stay as they were."""
+        All of it is added on each node's way in, by source: from a peer
+        half the round trip, as the peer holds the other half of what it
+        is sent; from the registry all of it, since what nodes send the
+        registry arrives in the root namespace, which delays nothing.  Not
+        with tc netem, which kernels built without sch_netem (this
+        machine's) lack, but in the node's INPUT chain: iptables sends
+        those packets to an NFQUEUE, one queue number per delay, and
+        netdelay.py holds each for its queue's delay.  On the way in, not
+        out: a packet held on its way out still belongs to its sender's
+        socket, and TCP's small queues would then send one packet per hold
+        (121 KB took 290 ms at 20 ms); the veth hands the receiver packets
+        no socket owns.  The links, their faults (isolate, cut, slow) and
+        tc stay as they were."""
         if not shutil.which(IPTABLES):
             raise NetError("zones need %s (Debian's iptables package)" % IPTABLES)
         self.latency = {"within": within_ms, "between": between_ms,
@@ -258,7 +262,7 @@ class Net:
 
     def shape(self, i):
         """Node i's delays: its queues attached to the delayer, and one
-        rule per peer and registry port."""
+        rule per peer and per registry port."""
         if not self.latency:
             return
         lat = self.latency
@@ -275,22 +279,22 @@ class Net:
                 self.add_peer_delay(i, j)
         if delays[3] > 0:
             for port in lat["ports"]:
-                self.iptables(i, "-d", self.host + "/32", "-p", "tcp", "--dport", str(port),
+                self.iptables(i, "-s", self.host + "/32", "-p", "tcp", "--sport", str(port),
                               "-j", "NFQUEUE", "--queue-num", "3", "--queue-bypass")
 
     def iptables(self, i, *rule):
-        p = subprocess.run(["ip", "netns", "exec", self.ns(i), IPTABLES, "-A", "OUTPUT"]
+        p = subprocess.run(["ip", "netns", "exec", self.ns(i), IPTABLES, "-A", "INPUT"]
                            + list(rule), capture_output=True, text=True)
         if p.returncode != 0:
             raise NetError("%s in %s: %s" % (IPTABLES, self.ns(i), p.stderr.strip()))
 
     def add_peer_delay(self, i, j):
-        """On node i's way out, the delay to node j (its zone's or
+        """On node i's way in, the delay from node j (its zone's or
         another's)."""
         if not self.latency:
             return
         queue = 1 if self.zone.get(i, "") == self.zone.get(j, "") else 2
-        self.iptables(i, "-d", self.addr(j) + "/32", "-j", "NFQUEUE", "--queue-num", str(queue),
+        self.iptables(i, "-s", self.addr(j) + "/32", "-j", "NFQUEUE", "--queue-num", str(queue),
                       "--queue-bypass")
 
     def add_zoned(self, i, zone):

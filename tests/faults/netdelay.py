@@ -3,7 +3,7 @@
 netem (sch_netem): net.py's delay_zones starts it when tc cannot delay.
 
 Each node's namespace sends the packets to be delayed to an NFQUEUE
-(iptables -j NFQUEUE, in its OUTPUT chain, one queue number per delay);
+(iptables -j NFQUEUE, in its INPUT chain, one queue number per delay);
 this program, one process for every namespace, holds each packet for its
 queue's delay and then lets it go (NF_ACCEPT).  A queue has one delay, so
 its packets come due in the order they came: one batch verdict lets every
@@ -144,8 +144,22 @@ class Namespace:
         return nxt
 
 
+def realtime():
+    """Run before the nodes it delays: a real-time priority, so that a
+    packet's hold is its queue's delay and not the wait for a CPU that
+    the nodes (or a `nice` this was started under) keep busy.  It sleeps
+    in select() between packets; the kernel's real-time throttling bounds
+    it all the same."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+    except (OSError, AttributeError) as e:
+        print("netdelay: no real-time priority (%s): delays will wait for a CPU" % e,
+              file=sys.stderr, flush=True)
+
+
 def main():
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+    realtime()
     spaces = {}
     stdin = sys.stdin.fileno()
     os.set_blocking(stdin, False)
