@@ -514,8 +514,8 @@ def describe(c):
           " memcached %s:%d" % (c.mysql_url, c.mysql_socket, c.host, c.memcached_port))
     if c.latency:
         within, between, registry = c.latency
-        print("latency (round trips, netem): %g ms within a zone, %g ms between zones; to the"
-              " registry: %s" % (within, between, ", ".join(
+        print("latency (round trips, held by netdelay.py): %g ms within a zone, %g ms between"
+              " zones; to the registry: %s" % (within, between, ", ".join(
                   "zone %s %g ms" % kv for kv in sorted(registry.items())) or "none"))
     print("CS_REPLICAS=%d CS_DOWN_AFTER=%d; files under %s" % (c.replicas, c.down_after, c.tmp))
     for n in c.nodes:
