@@ -18,16 +18,25 @@ Faults, each with its undoing:
                  rate) where the kernel has it, else through tbf (a rate
                  and a queue, which delays by queueing)
 
+Distance, not a fault: delay_zones() puts nodes in zones some way apart,
+a round trip taking so long within a zone, so long between zones and to
+the registry (each node's packets held on their way in by netdelay.py).
+
 Every name carries the harness's pid (csf<pid>-...), so what a run that
 died left behind can be found and removed by the next one (sweep_dead).
 """
 import ctypes
+import json
 import os
 import re
+import shutil
 import subprocess
+import sys
 
 CLONE_NEWNET = 0x40000000
 NOWHERE = "02:00:00:00:00:01"   # a locally administered address no port has
+IPTABLES = "iptables-legacy"    # NFQUEUE as an xtables target: no nft queue needed
+DELAYER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "netdelay.py")
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -100,6 +109,9 @@ class Net:
         self.cuts = set()               # frozenset({i, j})
         self.slowed = {}                # i -> description
         self.shaper = None              # "netem" or "tbf", once probed
+        self.zone = {}                  # i -> its zone, for delay_zones
+        self.latency = None             # what delay_zones was asked for
+        self.delayer = None             # netdelay.py, while zones are distant
 
     def ns(self, i):
         return "%s-%d" % (self.tag, i)
@@ -155,6 +167,7 @@ class Net:
         return os.open("/run/netns/" + self.ns(i), os.O_RDONLY | os.O_CLOEXEC)
 
     def teardown(self):
+        self.stop_delays()
         errors = []
         for kind, name in reversed(self.made):
             if kind == "link":
@@ -215,6 +228,95 @@ class Net:
             self.join(*sorted(pair))
         for i in list(self.slowed):
             self.fast(i)
+
+
+    # -- zones: latency between nodes -----------------------------------------
+    def delay_zones(self, within_ms, between_ms, registry_ms=None, registry_ports=()):
+        """Make the zones (self.zone: node -> name) distant: a round trip
+        takes within_ms between nodes of one zone, between_ms between
+        zones, and registry_ms[zone] from a node of that zone to the
+        registry (.254, on registry_ports only: a test's own client there
+        is not delayed).
+
+        All of it is added on each node's way in, by source: from a peer
+        half the round trip, as the peer holds the other half of what it
+        is sent; from the registry all of it, since what nodes send the
+        registry arrives in the root namespace, which delays nothing.  Not
+        with tc netem, which kernels built without sch_netem (this
+        machine's) lack, but in the node's INPUT chain: iptables sends
+        those packets to an NFQUEUE, one queue number per delay, and
+        netdelay.py holds each for its queue's delay.  On the way in, not
+        out: a packet held on its way out still belongs to its sender's
+        socket, and TCP's small queues would then send one packet per hold
+        (121 KB took 290 ms at 20 ms); the veth hands the receiver packets
+        no socket owns.  The links, their faults (isolate, cut, slow) and
+        tc stay as they were."""
+        if not shutil.which(IPTABLES):
+            raise NetError("zones need %s (Debian's iptables package)" % IPTABLES)
+        self.latency = {"within": within_ms, "between": between_ms,
+                        "registry": dict(registry_ms or {}), "ports": list(registry_ports)}
+        self.delayer = subprocess.Popen([sys.executable, DELAYER], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+        for i in range(1, self.n + 1):
+            self.shape(i)
+
+    def shape(self, i):
+        """Node i's delays: its queues attached to the delayer, and one
+        rule per peer and per registry port."""
+        if not self.latency:
+            return
+        lat = self.latency
+        delays = {1: lat["within"] / 2, 2: lat["between"] / 2,
+                  3: lat["registry"].get(self.zone.get(i, ""), 0)}
+        self.delayer.stdin.write(json.dumps({"netns": "/run/netns/" + self.ns(i), "delays_us": {
+            q: round(ms * 1000) for q, ms in delays.items()}}) + "\n")
+        self.delayer.stdin.flush()
+        line = self.delayer.stdout.readline()
+        if not line.startswith("ready"):
+            raise NetError("netdelay.py did not attach node %d's namespace" % i)
+        for j in range(1, self.n + 1):
+            if j != i:
+                self.add_peer_delay(i, j)
+        if delays[3] > 0:
+            for port in lat["ports"]:
+                self.iptables(i, "-s", self.host + "/32", "-p", "tcp", "--sport", str(port),
+                              "-j", "NFQUEUE", "--queue-num", "3", "--queue-bypass")
+
+    def iptables(self, i, *rule):
+        p = subprocess.run(["ip", "netns", "exec", self.ns(i), IPTABLES, "-A", "INPUT"]
+                           + list(rule), capture_output=True, text=True)
+        if p.returncode != 0:
+            raise NetError("%s in %s: %s" % (IPTABLES, self.ns(i), p.stderr.strip()))
+
+    def add_peer_delay(self, i, j):
+        """On node i's way in, the delay from node j (its zone's or
+        another's)."""
+        if not self.latency:
+            return
+        queue = 1 if self.zone.get(i, "") == self.zone.get(j, "") else 2
+        self.iptables(i, "-s", self.addr(j) + "/32", "-j", "NFQUEUE", "--queue-num", str(queue),
+                      "--queue-bypass")
+
+    def add_zoned(self, i, zone):
+        """Node i (just plugged, add_node) in zone, with the delays to and
+        from it when the zones are distant."""
+        self.zone[i] = zone or ""
+        if self.latency:
+            self.shape(i)
+            for j in range(1, self.n + 1):
+                if j != i:
+                    self.add_peer_delay(j, i)
+
+    def stop_delays(self):
+        """The delayer stopped (before the namespaces go)."""
+        d, self.delayer = self.delayer, None
+        if d and d.poll() is None:
+            d.stdin.close()
+            try:
+                d.wait(5)
+            except subprocess.TimeoutExpired:
+                d.kill()
+                d.wait()
 
 
 def enter(fd):

@@ -14,10 +14,18 @@ serving its namespace directory on <addr>:80 (and with `try_files` on
 <addr>:8080). Nothing leaves the machine: nothing is routed beyond the
 bridge.
 
+Zones may be made distant (latency=, --rtt): what each node sends is held
+on its way out, by destination, so that a round trip takes, say, 1 ms
+within a zone, 20 ms between zones, and 1 or 20 ms to the registry
+depending on the node's zone (tests/faults/net.py's delay_zones: an
+NFQUEUE per delay and tests/faults/netdelay.py, as this kernel has no
+netem).
+
 By hand (as root; it re-runs itself with sudo):
 
     python3 tests/netcluster/netcluster.py up --nodes 5 [--replicas 2]
-        [--zones a,a,b,b,c] [--down-after 3] [--log info]
+        [--zones a,a,b,b,c] [--rtt 1,20 [--registry-rtt a=1,b=20]]
+        [--down-after 3] [--log info]
 
 prints each node's address, URLs and commands to act as that node, and
 stays up until Ctrl-C, then removes everything it made.
@@ -131,12 +139,40 @@ class NetNode(cl.Node):
                 then()
         return preexec
 
+    def env(self, preload=False, **extra):
+        """As Node.env; with the cluster's node_users, the agent and its
+        commands log in to MariaDB as a user of this node's own, so the
+        server counts each node's statements apart (USER_STATISTICS)."""
+        e = super().env(preload=preload, **extra)
+        if not preload and self.cluster.node_users and "CS_MYSQL" not in extra:
+            e["CS_MYSQL"] = self.cluster.mysql_url_for(self.name)
+        return e
+
+    def rtt(self, host, port, count=20):
+        """Round trips from this node's namespace to host:port, in ms: the
+        time each TCP connect() takes (SYN out, SYN-ACK back), sorted."""
+        code = ("import socket,sys,time\n"
+                "for _ in range(int(sys.argv[3])):\n"
+                "    s=socket.socket(); t=time.perf_counter()\n"
+                "    s.connect((sys.argv[1],int(sys.argv[2])))\n"
+                "    print((time.perf_counter()-t)*1e3); s.close(); time.sleep(0.02)\n")
+        p = subprocess.run([sys.executable, "-c", code, host, str(port), str(count)],
+                           capture_output=True, text=True, preexec_fn=self.inside(), timeout=60)
+        if p.returncode != 0:
+            raise RuntimeError("%s: connect to %s:%s: %s" % (self.name, host, port, p.stderr))
+        return sorted(float(x) for x in p.stdout.split())
+
     def start_serve(self, *args, **extra):
         """The agent, with the cluster's agent_env (variables only agents
         get, not the commands run as this node) and extra."""
         env = dict(self.cluster.agent_env)
         env.update(extra)
         return super().start_serve(*args, **env)
+
+    def start_nginx(self, preload=True, workers=None, dav=False):
+        """As Node.start_nginx, with the cluster's nginx_workers unless
+        told (one each keeps ten nodes' nginx light on a small machine)."""
+        super().start_nginx(preload, workers or self.cluster.nginx_workers, dav)
 
     def serve_preexec(self, umask=None, nofile=None):
         return self.inside(cl.as_web_user(umask, nofile), session=True)
@@ -301,15 +337,24 @@ class NetCluster(cl.Cluster):
     zones: one CS_ZONE per node (a list, or None); extra_env: more of the
     agents' and commands' variables (CS_REPAIR_RATE...); agent_env: the
     agents' only (CS_VERIFY_RATE=off, say, for the agents but not for a
-    `verify` run by hand)."""
+    `verify` run by hand).  latency: (within_ms, between_ms, {zone:
+    registry_ms}) round trips, from before the registry starts (see
+    net.delay_zones); node_users: each node logs in to MariaDB as a
+    user of its own, cs_<name>; nginx_workers: each nginx's workers."""
     node_class = NetNode
 
     def __init__(self, nodes=5, replicas=2, zones=None, down_after=3, extra_env=None,
-                 agent_env=None, log_level="warn", nginx=True):
+                 agent_env=None, log_level="warn", nginx=True, latency=None, node_users=False,
+                 nginx_workers=2):
         if zones is not None and len(zones) != nodes:
             raise ValueError("%d zones for %d nodes" % (len(zones), nodes))
         self.net = netmod.Net(nodes)
         self.zones = list(zones) if zones else None
+        for i, z in enumerate(self.zones or [], 1):
+            self.net.zone[i] = z
+        self.latency = latency
+        self.node_users = node_users
+        self.nginx_workers = nginx_workers
         self.replicas = replicas
         self.agent_env = dict(agent_env or {})
         self.down_after = down_after
@@ -330,6 +375,33 @@ class NetCluster(cl.Cluster):
         netmod.sweep_dead()
         self.net.setup()
         return super().start()
+
+    def start_memcached(self):
+        """The registry's ports are chosen by now: the zones' latency goes
+        on before any server or agent starts."""
+        if self.latency:
+            within, between, registry = self.latency
+            self.net.delay_zones(within, between, registry,
+                                 (self.memcached_port, self.mysql_port))
+        super().start_memcached()
+
+    def setup_database(self):
+        super().setup_database()
+        if self.node_users:
+            for i in range(1, self.n + 1):
+                self.add_mysql_user("node%d" % i)
+
+    def add_mysql_user(self, name):
+        """MariaDB user cs_<name>, with the password and grants of cs."""
+        self.sql("CREATE USER IF NOT EXISTS 'cs_{0}'@'%' IDENTIFIED BY '{1}';"
+                 "GRANT SELECT, INSERT, UPDATE, DELETE ON cs.* TO 'cs_{0}'@'%';"
+                 .format(name, self.mysql_password))
+
+    def mysql_url_for(self, name):
+        """CS_MYSQL for node name: as cs_<name> when node_users."""
+        if not self.node_users:
+            return self.mysql_url
+        return self.mysql_url.replace("mysql://cs:", "mysql://cs_%s:" % name, 1)
 
     def stop(self):
         try:
@@ -358,6 +430,9 @@ class NetCluster(cl.Cluster):
         running cluster; returned started unless start is False."""
         i = self.net.add_node()
         node = self.make_node(i, zone)
+        self.net.add_zoned(i, node.zone)
+        if self.node_users:
+            self.add_mysql_user(node.name)
         self.nodes.append(node)
         self.n = len(self.nodes)
         if start:
@@ -437,6 +512,11 @@ def describe(c):
              "" if net.shaper == "netem" else " (this kernel has no sch_netem)"))
     print("registry: MariaDB %s (root: mariadb --no-defaults -uroot --socket=%s cs),"
           " memcached %s:%d" % (c.mysql_url, c.mysql_socket, c.host, c.memcached_port))
+    if c.latency:
+        within, between, registry = c.latency
+        print("latency (round trips, held by netdelay.py): %g ms within a zone, %g ms between"
+              " zones; to the registry: %s" % (within, between, ", ".join(
+                  "zone %s %g ms" % kv for kv in sorted(registry.items())) or "none"))
     print("CS_REPLICAS=%d CS_DOWN_AFTER=%d; files under %s" % (c.replicas, c.down_after, c.tmp))
     for n in c.nodes:
         cs_script, sh_script = n.write_scripts()
@@ -451,6 +531,22 @@ def describe(c):
         print("  that is: %s" % n.command_line("status --json"))
 
 
+def latency_arg(args, zones):
+    """NetCluster's latency from --rtt WITHIN,BETWEEN and --registry-rtt
+    ZONE=MS,...; None without --rtt."""
+    if not args.rtt:
+        return None
+    try:
+        within, between = (float(x) for x in args.rtt.split(","))
+        registry = {z: float(ms) for z, ms in (kv.split("=") for kv in
+                                                 args.registry_rtt.split(",") if kv)}
+    except ValueError:
+        sys.exit("netcluster.py: --rtt WITHIN,BETWEEN and --registry-rtt ZONE=MS,... in ms")
+    if not zones:
+        sys.exit("netcluster.py: --rtt needs --zones")
+    return within, between, registry
+
+
 def cmd_up(args):
     zones = args.zones.split(",") if args.zones else None
     if zones and len(zones) != args.nodes:
@@ -461,7 +557,8 @@ def cmd_up(args):
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)       # even when started with it ignored (&)
     c = NetCluster(nodes=args.nodes, replicas=args.replicas, zones=zones,
-                   down_after=args.down_after, log_level=args.log)
+                   down_after=args.down_after, log_level=args.log,
+                   latency=latency_arg(args, zones), node_users=args.node_users)
     try:
         with c:
             describe(c)
@@ -481,6 +578,12 @@ def main():
     up.add_argument("--nodes", type=int, default=5)
     up.add_argument("--replicas", type=int, default=2)
     up.add_argument("--zones", help="one CS_ZONE per node, comma-separated: a,a,b,b,c")
+    up.add_argument("--rtt", help="WITHIN,BETWEEN: round trips in ms within a zone and"
+                    " between zones (netem)")
+    up.add_argument("--registry-rtt", default="", help="ZONE=MS,...: each zone's round trip"
+                    " to the registry (with --rtt)")
+    up.add_argument("--node-users", action="store_true",
+                    help="each node logs in to MariaDB as cs_<node>")
     up.add_argument("--down-after", type=int, default=3, help="CS_DOWN_AFTER, seconds")
     up.add_argument("--log", default="info", help="CS_LOG of agents and hosts")
     args = ap.parse_args()
