@@ -1,10 +1,12 @@
 /*
  * health.c - the registry's view of how well the cluster holds its files.
  *
- * Whole-table aggregates (a GROUP BY over the live files' current copies):
- * fine for an operator's command or a wait loop, not for a hot path.  Up
- * or down is this agent's reading of the heartbeats (CS_DOWN_AFTER), the
- * same as its node table's.
+ * Aggregates over the live files' current copies (GROUP BY the file, then
+ * summed): over the whole registry for an operator's command, bounded by a
+ * time limit where the caller has something else to show (the census,
+ * census.c), or over a range of file ids so that a walk can add them up
+ * with no statement running long.  Up or down is this process's reading of
+ * the heartbeats (CS_DOWN_AFTER), the same as its node table's.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -12,6 +14,8 @@
 #include "db.h"
 #include "health.h"
 #include "nodes.h"
+
+#define DEPENDENTS_BATCH 20000  /* a node's copies per statement */
 
 /* SQL: 1 when the copy r on node n counts toward CS_REPLICAS. */
 static void sql_counts(struct cs_buf *q)
@@ -21,13 +25,36 @@ static void sql_counts(struct cs_buf *q)
 	cs_sql_str(q, ")");
 }
 
-int cs_health_files(struct cs_health_files *h)
+/* SQL: the statement that follows stops after ms (MariaDB's own limit,
+ * ER_STATEMENT_TIMEOUT, well before the client's read timeout would take
+ * the server for dead). */
+static void sql_within(struct cs_buf *q, int ms)
+{
+	if (ms > 0)
+		cs_sql_fmt(q, "SET STATEMENT max_statement_time=%d.%03d FOR ", ms / 1000, ms % 1000);
+}
+
+/* cs_db_query of q, whose statement was limited to ms: a failure once the
+ * limit has passed is the limit's (-ETIMEDOUT). */
+static int query_within(struct cs_buf *q, MYSQL_RES **res, int ms)
+{
+	int64_t t0 = cs_clock_ms();
+	int rc = cs_db_query(q, res);
+
+	if (rc == -EIO && ms > 0 && cs_clock_ms() - t0 >= ms - ms / 10)
+		return -ETIMEDOUT;
+	return rc;
+}
+
+/* The files of [lo, hi) (hi 0: all of them), within ms. */
+static int files(struct cs_health_files *h, int ms, uint64_t lo, uint64_t hi)
 {
 	struct cs_buf q = { 0 };
 	MYSQL_RES *res = NULL;
 	MYSQL_ROW row;
 	int rc;
 
+	sql_within(&q, ms);
 	cs_sql_str(&q, "SELECT COUNT(*), COALESCE(SUM(c.counting < ");
 	cs_sql_fmt(&q, "%d AND c.live > 0), 0), COALESCE(SUM(c.live = 0), 0) FROM"
 		       " (SELECT f.id, COALESCE(SUM(", cs_cfg.replicas);
@@ -36,19 +63,114 @@ int cs_health_files(struct cs_health_files *h)
 	cs_nodes_sql_serves(&q, "n");
 	cs_sql_str(&q, "), 0) AS live"
 		       " FROM files f LEFT JOIN replicas r ON r.file_id=f.id AND r.version=f.version"
-		       " AND r.stale=0 LEFT JOIN nodes n ON n.id=r.node_id"
-		       " WHERE f.deleted=0 GROUP BY f.id) c");
-	if ((rc = cs_db_query(&q, &res)) < 0)
+		       " AND r.stale=0 LEFT JOIN nodes n ON n.id=r.node_id WHERE f.deleted=0");
+	if (hi)
+		cs_sql_fmt(&q, " AND f.id>=%" PRIu64 " AND f.id<%" PRIu64, lo, hi);
+	cs_sql_str(&q, " GROUP BY f.id) c");
+	if ((rc = query_within(&q, &res, ms)) < 0)
 		return rc;
 	row = mysql_fetch_row(res);
-	h->live = row ? cs_db_u64(row[0]) : 0;
-	h->under_replicated = row ? cs_db_u64(row[1]) : 0;
-	h->no_live_copy = row ? cs_db_u64(row[2]) : 0;
+	if (row) {
+		h->live += cs_db_u64(row[0]);
+		h->under_replicated += cs_db_u64(row[1]);
+		h->no_live_copy += cs_db_u64(row[2]);
+	}
 	mysql_free_result(res);
 	return 0;
 }
 
-int cs_health_dependents(uint32_t node, uint64_t *n)
+int cs_health_files(struct cs_health_files *h)
+{
+	return cs_health_files_within(h, 0);
+}
+
+int cs_health_files_within(struct cs_health_files *h, int ms)
+{
+	*h = (struct cs_health_files){ 0 };
+	return files(h, ms, 0, 0);
+}
+
+int cs_health_files_in(struct cs_health_files *h, uint64_t lo, uint64_t hi)
+{
+	return lo < hi ? files(h, 0, lo, hi) : 0;
+}
+
+/* The copies of [lo, hi) (hi 0: all of them) per node, added to out[*n],
+ * within ms.  A copy of an older version or of a deleted file is in no
+ * node's files or bytes, but in its pinned when pinned (status has always
+ * counted so). */
+static int held(struct cs_health_held *out, int *n, int max, int ms, uint64_t lo, uint64_t hi)
+{
+	struct cs_buf q = { 0 };
+	MYSQL_RES *res = NULL;
+	MYSQL_ROW row;
+	int rc;
+
+	sql_within(&q, ms);
+	cs_sql_str(&q, "SELECT r.node_id, COUNT(f.id), COALESCE(SUM(f.size), 0),"
+		       " COALESCE(SUM(r.pinned), 0) FROM replicas r LEFT JOIN files f"
+		       " ON f.id=r.file_id AND f.version=r.version AND f.deleted=0 WHERE r.stale=0");
+	if (hi)
+		cs_sql_fmt(&q, " AND r.file_id>=%" PRIu64 " AND r.file_id<%" PRIu64, lo, hi);
+	cs_sql_str(&q, " GROUP BY r.node_id");
+	if ((rc = query_within(&q, &res, ms)) < 0)
+		return rc;
+	while ((row = mysql_fetch_row(res))) {
+		uint32_t id = (uint32_t)cs_db_u64(row[0]);
+		int i;
+
+		for (i = 0; i < *n && out[i].node != id; i++)
+			;
+		if (i == *n) {
+			if (*n == max)
+				continue;       /* more nodes than a table holds */
+			out[(*n)++] = (struct cs_health_held){ .node = id };
+		}
+		out[i].files += cs_db_u64(row[1]);
+		out[i].bytes += cs_db_u64(row[2]);
+		out[i].pinned += cs_db_u64(row[3]);
+	}
+	mysql_free_result(res);
+	return 0;
+}
+
+int cs_health_held_within(struct cs_health_held *out, int max, int ms)
+{
+	int n = 0, rc = held(out, &n, max, ms, 0, 0);
+
+	return rc < 0 ? rc : n;
+}
+
+int cs_health_held_in(struct cs_health_held *out, int *n, int max, uint64_t lo, uint64_t hi)
+{
+	return lo < hi ? held(out, n, max, 0, lo, hi) : 0;
+}
+
+/* The next batch of node's current copies after file id `after`: how many
+ * (*count) and the last one's file id (*last). */
+static int next_batch(uint32_t node, uint64_t after, uint64_t *count, uint64_t *last)
+{
+	struct cs_buf q = { 0 };
+	MYSQL_RES *res = NULL;
+	MYSQL_ROW row;
+	int rc;
+
+	/* replicas_node (node_id, stale) holds the key's file_id after its
+	 * columns: a range of it, in file id order. */
+	cs_sql_fmt(&q, "SELECT COUNT(*), COALESCE(MAX(file_id), 0) FROM (SELECT file_id FROM"
+		       " replicas WHERE node_id=%" PRIu32 " AND stale=0 AND file_id>%" PRIu64
+		       " ORDER BY file_id LIMIT %d) b", node, after, DEPENDENTS_BATCH);
+	if ((rc = cs_db_query(&q, &res)) < 0)
+		return rc;
+	row = mysql_fetch_row(res);
+	*count = row ? cs_db_u64(row[0]) : 0;
+	*last = row ? cs_db_u64(row[1]) : 0;
+	mysql_free_result(res);
+	return 0;
+}
+
+/* node's dependent files among its copies with file ids in (after, last]. */
+static int dependents_in(uint32_t node, uint64_t after, uint64_t last, uint64_t *n)
 {
 	struct cs_buf q = { 0 };
 	MYSQL_RES *res = NULL;
@@ -62,12 +184,29 @@ int cs_health_dependents(uint32_t node, uint64_t *n)
 		       " AND f.version=mine.version AND f.deleted=0"
 		       " JOIN replicas r ON r.file_id=f.id AND r.version=f.version AND r.stale=0"
 		       " JOIN nodes n ON n.id=r.node_id"
-		       " WHERE mine.node_id=%" PRIu32 " AND mine.stale=0 GROUP BY f.id"
-		       " HAVING others < %d) d", node, cs_cfg.replicas);
+		       " WHERE mine.node_id=%" PRIu32 " AND mine.stale=0", node);
+	cs_sql_fmt(&q, " AND mine.file_id>%" PRIu64 " AND mine.file_id<=%" PRIu64
+		       " GROUP BY f.id HAVING others < %d) d", after, last, cs_cfg.replicas);
 	if ((rc = cs_db_query(&q, &res)) < 0)
 		return rc;
 	row = mysql_fetch_row(res);
-	*n = row ? cs_db_u64(row[0]) : 0;
+	*n += row ? cs_db_u64(row[0]) : 0;
 	mysql_free_result(res);
 	return 0;
+}
+
+int cs_health_dependents(uint32_t node, uint64_t *n)
+{
+	uint64_t after = 0, count, last;
+	int rc;
+
+	*n = 0;
+	for (;;) {
+		if ((rc = next_batch(node, after, &count, &last)) < 0 ||
+		    (count && (rc = dependents_in(node, after, last, n)) < 0))
+			return rc;
+		if (count < DEPENDENTS_BATCH)
+			return 0;
+		after = last;
+	}
 }
