@@ -13,9 +13,9 @@
  * from its own node table, so when it dies the next takes over within
  * CS_DOWN_AFTER, and two that briefly disagree merely both publish.
  *
- * A walk goes over the file ids in ranges of WALK_BATCH, each counted by
- * the same aggregates as the exact count (health.c), and adds them up in
- * memory (a few numbers per node).  It is paced: between ranges it sleeps
+ * A walk goes over the file ids in ranges (of about WALK_AIM_MS each),
+ * each counted by the same aggregates as the exact count (health.c), and
+ * adds them up in memory (a few numbers per node).  It is paced: between ranges it sleeps
  * four times as long as the range took, so a walk keeps at most a fifth of
  * one connection busy; it starts at most every CS_CENSUS_EVERY_MS.  A small
  * registry is walked in milliseconds.  The totals are only as exact as a
@@ -33,7 +33,13 @@
 #include "census.h"
 #include "db.h"
 
-#define WALK_BATCH 20000        /* file ids per range */
+/* File ids per range: WALK_BATCH at first, halved while a range takes
+ * over twice WALK_AIM_MS (a busy server), doubled while it takes under
+ * half, so that no statement runs long whatever the load. */
+#define WALK_BATCH 20000
+#define WALK_BATCH_MIN 1000
+#define WALK_BATCH_MAX 160000
+#define WALK_AIM_MS 200
 #define WALK_PAUSE 4            /* sleep this many times a range's time after it */
 
 static pthread_t thread;
@@ -151,18 +157,24 @@ static int walk(uint32_t self)
 		return -ENOMEM;
 	if ((rc = begin(w)) < 0)
 		goto out;
-	for (uint64_t lo = 1; lo <= w->last_id; lo += WALK_BATCH) {
+	for (uint64_t lo = 1, span = WALK_BATCH; lo <= w->last_id; lo += span) {
 		int64_t b0 = cs_clock_ms(), took;
 
-		if ((rc = cs_health_files_in(&w->h, lo, lo + WALK_BATCH)) < 0 ||
-		    (rc = cs_health_held_in(w->held, &w->nheld, CS_MAX_NODES, lo, lo + WALK_BATCH)) < 0)
+		if ((rc = cs_health_files_in(&w->h, lo, lo + span)) < 0 ||
+		    (rc = cs_health_held_in(w->held, &w->nheld, CS_MAX_NODES, lo, lo + span)) < 0)
 			goto out;
 		took = cs_clock_ms() - b0;
 		w->work_ms += took;
-		if (lo + WALK_BATCH <= w->last_id && !nap(WALK_PAUSE * took)) {
+		if (lo + span > w->last_id)
+			break;
+		if (!nap(WALK_PAUSE * took)) {
 			rc = 1;
 			goto out;
 		}
+		if (took > 2 * WALK_AIM_MS && span > WALK_BATCH_MIN)
+			span /= 2;
+		else if (took < WALK_AIM_MS / 2 && span < WALK_BATCH_MAX)
+			span *= 2;
 		/* A long walk: still the walker? (Else another has begun.) */
 		if (cs_clock_ms() - checked > CS_CENSUS_EVERY_MS) {
 			checked = cs_clock_ms();
