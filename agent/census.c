@@ -157,21 +157,36 @@ static int walk(uint32_t self)
 		return -ENOMEM;
 	if ((rc = begin(w)) < 0)
 		goto out;
-	for (uint64_t lo = 1, span = WALK_BATCH; lo <= w->last_id; lo += span) {
+	for (uint64_t lo = 1, span = WALK_BATCH; lo <= w->last_id;) {
 		int64_t b0 = cs_clock_ms(), took;
+		/* The range's counts go in whole or not at all: one stopped at
+		 * its limit is done again, half as large. */
+		struct cs_health_files h = w->h;
+		struct cs_health_held held[CS_MAX_NODES];
+		int nheld = w->nheld;
 
-		if ((rc = cs_health_files_in(&w->h, lo, lo + span)) < 0 ||
-		    (rc = cs_health_held_in(w->held, &w->nheld, CS_MAX_NODES, lo, lo + span)) < 0)
-			goto out;
+		memcpy(held, w->held, nheld * sizeof *held);
+		rc = cs_health_files_in(&h, lo, lo + span, CS_HEALTH_BATCH_MS);
+		if (rc == 0)
+			rc = cs_health_held_in(held, &nheld, CS_MAX_NODES, lo, lo + span,
+					       CS_HEALTH_BATCH_MS);
 		took = cs_clock_ms() - b0;
 		w->work_ms += took;
-		if (lo + span > w->last_id)
-			break;
+		if (rc < 0 && (rc != -ETIMEDOUT || span <= WALK_BATCH_MIN))
+			goto out;
+		if (rc == 0) {
+			w->h = h;
+			memcpy(w->held, held, nheld * sizeof *held);
+			w->nheld = nheld;
+			lo += span;
+			if (lo > w->last_id)
+				break;
+		}
 		if (!nap(WALK_PAUSE * took)) {
 			rc = 1;
 			goto out;
 		}
-		if (took > 2 * WALK_AIM_MS && span > WALK_BATCH_MIN)
+		if ((rc < 0 || took > 2 * WALK_AIM_MS) && span > WALK_BATCH_MIN)
 			span /= 2;
 		else if (took < WALK_AIM_MS / 2 && span < WALK_BATCH_MAX)
 			span *= 2;

@@ -17,7 +17,11 @@
 #include "health.h"
 #include "nodes.h"
 
-#define DEPENDENTS_BATCH 20000  /* a node's copies per statement */
+/* A node's copies per statement: DEPENDENTS_BATCH at first, halved when a
+ * batch is stopped at CS_HEALTH_BATCH_MS, doubled back after one that
+ * took under a fifth of it. */
+#define DEPENDENTS_BATCH 10000
+#define DEPENDENTS_MIN 250
 
 /*
  * The nodes whose copies count (up and active) and those that serve (up,
@@ -141,9 +145,9 @@ int cs_health_files_within(struct cs_health_files *h, int ms)
 	return files(h, ms, 0, 0);
 }
 
-int cs_health_files_in(struct cs_health_files *h, uint64_t lo, uint64_t hi)
+int cs_health_files_in(struct cs_health_files *h, uint64_t lo, uint64_t hi, int ms)
 {
-	return lo < hi ? files(h, 0, lo, hi) : 0;
+	return lo < hi ? files(h, ms, lo, hi) : 0;
 }
 
 /* The copies of [lo, hi) (hi 0: all of them) per node, added to out[*n],
@@ -192,14 +196,15 @@ int cs_health_held_within(struct cs_health_held *out, int max, int ms)
 	return rc < 0 ? rc : n;
 }
 
-int cs_health_held_in(struct cs_health_held *out, int *n, int max, uint64_t lo, uint64_t hi)
+int cs_health_held_in(struct cs_health_held *out, int *n, int max, uint64_t lo, uint64_t hi,
+		      int ms)
 {
-	return lo < hi ? held(out, n, max, 0, lo, hi) : 0;
+	return lo < hi ? held(out, n, max, ms, lo, hi) : 0;
 }
 
 /* The next batch of node's current copies after file id `after`: how many
  * (*count) and the last one's file id (*last). */
-static int next_batch(uint32_t node, uint64_t after, uint64_t *count, uint64_t *last)
+static int next_batch(uint32_t node, uint64_t after, int limit, uint64_t *count, uint64_t *last)
 {
 	struct cs_buf q = { 0 };
 	MYSQL_RES *res = NULL;
@@ -208,10 +213,11 @@ static int next_batch(uint32_t node, uint64_t after, uint64_t *count, uint64_t *
 
 	/* replicas_node (node_id, stale) holds the key's file_id after its
 	 * columns: a range of it, in file id order. */
+	sql_within(&q, CS_HEALTH_BATCH_MS);
 	cs_sql_fmt(&q, "SELECT COUNT(*), COALESCE(MAX(file_id), 0) FROM (SELECT file_id FROM"
 		       " replicas WHERE node_id=%" PRIu32 " AND stale=0 AND file_id>%" PRIu64
-		       " ORDER BY file_id LIMIT %d) b", node, after, DEPENDENTS_BATCH);
-	if ((rc = cs_db_query(&q, &res)) < 0)
+		       " ORDER BY file_id LIMIT %d) b", node, after, limit);
+	if ((rc = query_within(&q, &res, CS_HEALTH_BATCH_MS)) < 0)
 		return rc;
 	row = mysql_fetch_row(res);
 	*count = row ? cs_db_u64(row[0]) : 0;
@@ -229,6 +235,7 @@ static int dependents_in(uint32_t node, const struct sets *s, uint64_t after, ui
 	MYSQL_ROW row;
 	int rc;
 
+	sql_within(&q, CS_HEALTH_BATCH_MS);
 	cs_sql_str(&q, "SELECT COUNT(*) FROM (SELECT f.id, COALESCE(SUM(");
 	sql_counts(&q, s, node);
 	cs_sql_fmt(&q, "), 0) AS others FROM replicas mine JOIN files f ON f.id=mine.file_id"
@@ -237,7 +244,7 @@ static int dependents_in(uint32_t node, const struct sets *s, uint64_t after, ui
 		       " WHERE mine.node_id=%" PRIu32 " AND mine.stale=0", node);
 	cs_sql_fmt(&q, " AND mine.file_id>%" PRIu64 " AND mine.file_id<=%" PRIu64
 		       " GROUP BY f.id HAVING others < %d) d", after, last, cs_cfg.replicas);
-	if ((rc = cs_db_query(&q, &res)) < 0)
+	if ((rc = query_within(&q, &res, CS_HEALTH_BATCH_MS)) < 0)
 		return rc;
 	row = mysql_fetch_row(res);
 	*n += row ? cs_db_u64(row[0]) : 0;
@@ -247,21 +254,35 @@ static int dependents_in(uint32_t node, const struct sets *s, uint64_t after, ui
 
 int cs_health_dependents(uint32_t node, uint64_t *n)
 {
-	uint64_t after = 0, count, last;
+	uint64_t after = 0, count = 0, last = 0, found = 0;
 	struct sets *s = malloc(sizeof *s);
-	int rc = s ? 0 : -ENOMEM;
+	int limit = DEPENDENTS_BATCH, rc = s ? 0 : -ENOMEM;
 
 	*n = 0;
 	/* The node table now, not as cached: an operator acts on it. */
 	if (rc == 0 && (rc = cs_nodes_refresh()) == 0)
 		rc = read_sets(s);
 	while (rc == 0) {
-		if ((rc = next_batch(node, after, &count, &last)) < 0 ||
-		    (count && (rc = dependents_in(node, s, after, last, n)) < 0) ||
-		    count < DEPENDENTS_BATCH)
+		int64_t t0 = cs_clock_ms();
+
+		found = 0;
+		rc = next_batch(node, after, limit, &count, &last);
+		if (rc == 0 && count)
+			rc = dependents_in(node, s, after, last, &found);
+		if (rc == -ETIMEDOUT && limit > DEPENDENTS_MIN) {
+			limit /= 2;     /* the same copies again, fewer at a time */
+			rc = 0;
+			continue;
+		}
+		if (rc < 0 || count < (uint64_t)limit)
 			break;
+		*n += found;
 		after = last;
+		if (cs_clock_ms() - t0 < CS_HEALTH_BATCH_MS / 5 && limit < 8 * DEPENDENTS_BATCH)
+			limit *= 2;
 	}
+	if (rc == 0)
+		*n += found;
 	free(s);
 	return rc;
 }
