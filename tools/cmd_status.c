@@ -226,8 +226,13 @@ static int count(struct report *r, struct cs_health_held *held, bool json)
 				"the agents publish one within %d s of starting\n",
 			crc == -ENOENT ? "none published" :
 			"is sql/migrations/005-census.sql loaded?", r->why, CS_CENSUS_EVERY_MS / 1000);
-		if (json)
-			printf("{\"healthy\":false,\"reasons\":[\"no census yet, and %s\"]}\n", r->why);
+		if (json) {
+			char reason[192];
+			snprintf(reason, sizeof reason, "no census yet, and %s", r->why);
+			printf("{\"healthy\":false,\"reasons\":[");
+			cs_json_str(stdout, reason);
+			printf("]}\n");
+		}
 		return 1;
 	}
 	r->census = true;

@@ -10,7 +10,8 @@ census and without an exact count it exits 1 and says why.
 Real memcached, MariaDB, three nodes with cs-replicate serve, CS_REPLICAS=2,
 CS_DOWN_AFTER=4 s, CS_REPAIR_RATE=off (only the repair the test asks for:
 a background repair would put back what a dead node held before a census
-walk saw it short).  Prints TAP-style lines and ends with "N passed, N
+walk saw it short), CS_VERIFY_RATE=off (the files the last test registers
+with plain SQL are on no disk).  Prints TAP-style lines and ends with "N passed, N
 failed".
 """
 import json
@@ -27,6 +28,7 @@ from tap import expect, run, eventually  # noqa: E402
 
 REPLICAS = 2
 WALK = 10               # CS_CENSUS_EVERY_MS: a walk at most this often
+MANY = 25000            # files registered with SQL: over one range of a walk (20,000 ids)
 
 
 def status(node, exact_ms=None, json_out=True):
@@ -155,10 +157,58 @@ def test_no_census_no_exact(c):
            "a census again soon after the agents start", 0, status(n1, exact_ms=0))
 
 
+def test_many_files_in_ranges_and_a_count_too_slow(c):
+    """25,000 more files, registered with plain SQL (held by node2 and
+    node3): the census walks them in more than one range and still equals the
+    exact count; an exact count stopped at CS_STATUS_EXACT_MS is no
+    registry failure: status shows the census and says why."""
+    ns = c.namespace
+    # In one transaction: a walk sees the files with their copies or not
+    # at all.
+    c.sql(db="cs", statement="START TRANSACTION; INSERT INTO files (path_hash, namespace, path,"
+          " version, size, mtime_ns, sha256) SELECT UNHEX(SHA2(CONCAT('%s', 0x00, 'many/f', seq),"
+          " 256)), '%s', CONCAT('many/f', seq), 1, 100, 0, UNHEX(SHA2(seq, 256)) FROM"
+          " seq_1_to_%d; INSERT INTO replicas (file_id, node_id, version, size) SELECT f.id, n.id,"
+          " 1, 100 FROM files f JOIN nodes n ON n.name IN ('node2', 'node3')"
+          " WHERE f.path LIKE 'many/%%'; COMMIT" % (ns, ns, MANY))
+    n1 = c.nodes[0]
+    # Counted by the mariadb client (no time limit): status itself may
+    # rightly not count exactly here, on a loaded machine.
+    held = c.sql(db="cs", statement="SELECT n.name, COUNT(f.id), COALESCE(SUM(f.size), 0),"
+                 " COALESCE(SUM(r.pinned), 0) FROM nodes n LEFT JOIN replicas r ON r.node_id=n.id"
+                 " AND r.stale=0 LEFT JOIN files f ON f.id=r.file_id AND f.version=r.version"
+                 " AND f.deleted=0 GROUP BY n.name").stdout.split("\n")
+    live = int(c.sql(db="cs", statement="SELECT COUNT(*) FROM files WHERE deleted=0").stdout)
+    expect(live >= MANY, "registered", MANY, live)
+    want = ({"live": live, "under_replicated": 0, "no_live_copy": 0},
+            sorted((x[0], int(x[1]), int(x[2]), int(x[3]))
+                   for x in (line.split("\t") for line in held if line)))
+
+    def census():
+        rc, st, _ = status(n1, exact_ms=0)
+        return st if rc == 0 and counts(st) == want else None
+    got = eventually(census, 6 * WALK)
+    expect(got, "the census counts every file, each node's copies as the registry has them",
+           want, counts(status(n1, exact_ms=0)[1]))
+    c.sql(db="cs", statement="UPDATE census SET work_ms=0")   # else not even tried
+    rc, st, err = status(n1, exact_ms=1)
+    expect(rc == 0 and st["counted"] == "census" and st["healthy"], "census when exact is too slow",
+           None, (rc, st, err))
+    rc, table, err = status(n1, exact_ms=1, json_out=False)
+    expect(rc == 0 and "counting exactly took over CS_STATUS_EXACT_MS" in table and
+           "MySQL" not in err and "unreachable" not in err, "... says why, and no error", None,
+           (rc, table, err))
+    c.sql(db="cs", statement="UPDATE census SET work_ms=5000")
+    rc, table, err = status(n1, json_out=False)
+    expect(rc == 0 and "the census's statements took 5000 ms" in table,
+           "not even tried when the census says it would take too long", None, (rc, table, err))
+
+
 if __name__ == "__main__":
     sys.exit(run([test_census_equals_exact_after_writes,
                   test_dead_walker_seen_then_repaired,
-                  test_no_census_no_exact],
+                  test_no_census_no_exact,
+                  test_many_files_in_ranges_and_a_count_too_slow],
                  Cluster(nodes=3, nginx=False, log_level="info",
                          extra_env={"CS_DOWN_AFTER": "4", "CS_REPLICAS": str(REPLICAS),
-                                    "CS_REPAIR_RATE": "off"})))
+                                    "CS_REPAIR_RATE": "off", "CS_VERIFY_RATE": "off"})))
