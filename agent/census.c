@@ -34,7 +34,8 @@
 #include "db.h"
 
 /* File ids per range: WALK_BATCH at first, halved while a range takes
- * over twice WALK_AIM_MS (a busy server), doubled while it takes under
+ * over twice WALK_AIM_MS (a busy server) or is stopped at
+ * CS_HEALTH_BATCH_MS (and then done again), doubled while it takes under
  * half, so that no statement runs long whatever the load. */
 #define WALK_BATCH 20000
 #define WALK_BATCH_MIN 1000
