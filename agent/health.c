@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "db.h"
 #include "health.h"
@@ -74,13 +75,41 @@ static void sql_counts(struct cs_buf *q, const struct sets *s, uint32_t except)
 	cs_sql_str(q, ")");
 }
 
-/* SQL: the statement that follows stops after ms (MariaDB's own limit,
- * ER_STATEMENT_TIMEOUT, well before the client's read timeout would take
- * the server for dead). */
-static void sql_within(struct cs_buf *q, int ms)
+/* Whether the registry is MariaDB (else MySQL): asked once. */
+static bool mariadb(void)
 {
-	if (ms > 0)
-		cs_sql_fmt(q, "SET STATEMENT max_statement_time=%d.%03d FOR ", ms / 1000, ms % 1000);
+	static int known;       /* atomic: 0 not asked yet, 1 MariaDB, 2 MySQL */
+	int k = __atomic_load_n(&known, __ATOMIC_ACQUIRE);
+	struct cs_buf q = { 0 };
+	MYSQL_RES *res = NULL;
+	MYSQL_ROW row;
+
+	if (k)
+		return k == 1;
+	cs_sql_str(&q, "SELECT VERSION()");
+	if (cs_db_query(&q, &res) < 0)
+		return true;    /* the statement will tell */
+	row = mysql_fetch_row(res);
+	k = row && row[0] && !strstr(row[0], "MariaDB") ? 2 : 1;
+	mysql_free_result(res);
+	__atomic_store_n(&known, k, __ATOMIC_RELEASE);
+	return k == 1;
+}
+
+/* SQL: "SELECT " of a statement the server stops after ms (0: no limit),
+ * well before the client's read timeout would take it for dead: MariaDB's
+ * max_statement_time (ER_STATEMENT_TIMEOUT), or MySQL's
+ * MAX_EXECUTION_TIME hint (ER_QUERY_TIMEOUT); either is an error the
+ * client does not count as a lost server. */
+static void sql_select(struct cs_buf *q, int ms)
+{
+	if (ms <= 0)
+		cs_sql_str(q, "SELECT ");
+	else if (mariadb())
+		cs_sql_fmt(q, "SET STATEMENT max_statement_time=%d.%03d FOR SELECT ", ms / 1000,
+			   ms % 1000);
+	else
+		cs_sql_fmt(q, "SELECT /*+ MAX_EXECUTION_TIME(%d) */ ", ms);
 }
 
 /* cs_db_query of q, whose statement was limited to ms: a failure once the
@@ -108,8 +137,8 @@ static int files(struct cs_health_files *h, int ms, uint64_t lo, uint64_t hi)
 		free(s);
 		return rc;
 	}
-	sql_within(&q, ms);
-	cs_sql_str(&q, "SELECT COUNT(*), COALESCE(SUM(c.counting < ");
+	sql_select(&q, ms);
+	cs_sql_str(&q, "COUNT(*), COALESCE(SUM(c.counting < ");
 	cs_sql_fmt(&q, "%d AND c.live > 0), 0), COALESCE(SUM(c.live = 0), 0) FROM"
 		       " (SELECT f.id, COALESCE(SUM(", cs_cfg.replicas);
 	sql_counts(&q, s, 0);
@@ -161,8 +190,8 @@ static int held(struct cs_health_held *out, int *n, int max, int ms, uint64_t lo
 	MYSQL_ROW row;
 	int rc;
 
-	sql_within(&q, ms);
-	cs_sql_str(&q, "SELECT r.node_id, COUNT(f.id), COALESCE(SUM(f.size), 0),"
+	sql_select(&q, ms);
+	cs_sql_str(&q, "r.node_id, COUNT(f.id), COALESCE(SUM(f.size), 0),"
 		       " COALESCE(SUM(r.pinned), 0) FROM replicas r LEFT JOIN files f"
 		       " ON f.id=r.file_id AND f.version=r.version AND f.deleted=0 WHERE r.stale=0");
 	if (hi)
@@ -213,8 +242,8 @@ static int next_batch(uint32_t node, uint64_t after, int limit, uint64_t *count,
 
 	/* replicas_node (node_id, stale) holds the key's file_id after its
 	 * columns: a range of it, in file id order. */
-	sql_within(&q, CS_HEALTH_BATCH_MS);
-	cs_sql_fmt(&q, "SELECT COUNT(*), COALESCE(MAX(file_id), 0) FROM (SELECT file_id FROM"
+	sql_select(&q, CS_HEALTH_BATCH_MS);
+	cs_sql_fmt(&q, "COUNT(*), COALESCE(MAX(file_id), 0) FROM (SELECT file_id FROM"
 		       " replicas WHERE node_id=%" PRIu32 " AND stale=0 AND file_id>%" PRIu64
 		       " ORDER BY file_id LIMIT %d) b", node, after, limit);
 	if ((rc = query_within(&q, &res, CS_HEALTH_BATCH_MS)) < 0)
@@ -235,8 +264,8 @@ static int dependents_in(uint32_t node, const struct sets *s, uint64_t after, ui
 	MYSQL_ROW row;
 	int rc;
 
-	sql_within(&q, CS_HEALTH_BATCH_MS);
-	cs_sql_str(&q, "SELECT COUNT(*) FROM (SELECT f.id, COALESCE(SUM(");
+	sql_select(&q, CS_HEALTH_BATCH_MS);
+	cs_sql_str(&q, "COUNT(*) FROM (SELECT f.id, COALESCE(SUM(");
 	sql_counts(&q, s, node);
 	cs_sql_fmt(&q, "), 0) AS others FROM replicas mine JOIN files f ON f.id=mine.file_id"
 		       " AND f.version=mine.version AND f.deleted=0"
