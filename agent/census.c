@@ -42,6 +42,7 @@
 #define WALK_BATCH_MAX 160000
 #define WALK_AIM_MS 200
 #define WALK_PAUSE 4            /* sleep this many times a range's time after it */
+#define WALK_LOST_MAX 5         /* registry unreachable this many times in a row: walk given up */
 
 static pthread_t thread;
 static bool started;
@@ -152,7 +153,7 @@ static int walk(uint32_t self)
 {
 	struct walk *w = calloc(1, sizeof *w);
 	int64_t t0 = cs_clock_ms(), checked = t0;
-	int rc;
+	int rc, lost = 0;
 
 	if (!w)
 		return -ENOMEM;
@@ -173,9 +174,19 @@ static int walk(uint32_t self)
 					       CS_HEALTH_BATCH_MS);
 		took = cs_clock_ms() - b0;
 		w->work_ms += took;
+		/* The registry gone for a moment (a restart, a failover): the
+		 * same range again shortly, rather than a long walk anew. */
+		if (rc == -EAGAIN && ++lost <= WALK_LOST_MAX) {
+			if (!nap(2000)) {
+				rc = 1;
+				goto out;
+			}
+			continue;
+		}
 		if (rc < 0 && (rc != -ETIMEDOUT || span <= WALK_BATCH_MIN))
 			goto out;
 		if (rc == 0) {
+			lost = 0;
 			w->h = h;
 			memcpy(w->held, held, nheld * sizeof *held);
 			w->nheld = nheld;
