@@ -128,7 +128,9 @@ CREATE TABLE IF NOT EXISTS conflicts (
 -- registry of millions of files), and writers rank the nodes to push to
 -- by census_nodes.files.  census has one row (id 1): live files, those
 -- with fewer than `replicas` copies that count, those with no live copy,
--- who counted them and when the walk began and ended.  census_nodes: per
+-- who counted them, when the walk began and ended, and the time its
+-- statements took (work_ms: status does not try an exact count that would
+-- take longer than CS_STATUS_EXACT_MS).  census_nodes: per
 -- node, its current copies, their bytes, and how many are pinned.
 CREATE TABLE IF NOT EXISTS census (
   id               TINYINT UNSIGNED NOT NULL,
@@ -139,6 +141,7 @@ CREATE TABLE IF NOT EXISTS census (
   counted_by       INT UNSIGNED NOT NULL,
   started_at       DATETIME(3) NOT NULL,
   counted_at       DATETIME(3) NOT NULL,
+  work_ms          INT UNSIGNED NOT NULL,
   PRIMARY KEY (id)
 ) ENGINE=InnoDB;
 

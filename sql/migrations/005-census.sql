@@ -6,7 +6,8 @@
 --                  `replicas` copies that count, those with no live copy;
 --                  counted by the agent of node counted_by, in a walk of
 --                  the files by id ranges that began at started_at and
---                  ended at counted_at
+--                  ended at counted_at, its statements taking work_ms in
+--                  all (status skips an exact count that would take longer)
 --   census_nodes:  per node, the current copies it holds (files, their
 --                  bytes, and how many of them are pinned), as of the same
 --                  walk
@@ -21,6 +22,7 @@ CREATE TABLE IF NOT EXISTS census (
   counted_by       INT UNSIGNED NOT NULL,
   started_at       DATETIME(3) NOT NULL,
   counted_at       DATETIME(3) NOT NULL,
+  work_ms          INT UNSIGNED NOT NULL,
   PRIMARY KEY (id)
 ) ENGINE=InnoDB;
 CREATE TABLE IF NOT EXISTS census_nodes (
