@@ -223,9 +223,10 @@ static int count(struct report *r, struct cs_health_held *held, bool json)
 			 "counting exactly took over CS_STATUS_EXACT_MS" : "counting exactly failed");
 	if (!r->have_census) {
 		fprintf(stderr, "cs-replicate status: no census of the files yet (%s), and %s; "
-				"the agents publish one within %d s of starting\n",
+				"the agents publish one when their first walk of the registry ends "
+				"(seconds after they start; minutes at millions of files)\n",
 			crc == -ENOENT ? "none published" :
-			"is sql/migrations/005-census.sql loaded?", r->why, CS_CENSUS_EVERY_MS / 1000);
+			"is sql/migrations/005-census.sql loaded?", r->why);
 		if (json) {
 			char reason[192];
 			snprintf(reason, sizeof reason, "no census yet, and %s", r->why);
