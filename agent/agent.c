@@ -7,8 +7,9 @@
  * (leftovers.c), its registration in the registry, the index of names
  * hosts map (indexer.c), the local socket hosts ask for misses (local.c),
  * the write path that follows every journal (tail.c), the peer endpoint
- * (http.c), repair (repair.c: every file back to CS_REPLICAS copies), and
- * small loops here: the heartbeat (every 2 s, with the journal backlog, and
+ * (http.c), repair (repair.c: every file back to CS_REPLICAS copies), the
+ * census (census.c: how well the cluster holds its files, counted on one
+ * node for `cs-replicate status`), and small loops here: the heartbeat (every 2 s, with the journal backlog, and
  * a report while MySQL is unreachable of what is held up), the sweep of
  * superseded copies (every 250 ms), the verify of this node's copies
  * (verify.c; a pass at most every CS_VERIFY_EVERY, at CS_VERIFY_RATE, unless
@@ -30,6 +31,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "census.h"
 #include "db.h"
 #include "evict.h"
 #include "fetch.h"
@@ -286,6 +288,10 @@ int cs_agent_main(void)
 		cs_error("cannot start repair: %s", strerror(-rc));
 		return 1;
 	}
+	if ((rc = cs_census_start()) < 0) {
+		cs_error("cannot start the census: %s", strerror(-rc));
+		return 1;
+	}
 	if ((rc = pthread_create(&hb, NULL, heartbeat, NULL)) != 0 ||
 	    (rc = pthread_create(&sw, NULL, sweeper, NULL)) != 0 ||
 	    (!cs_cfg.verify_off && (rc = pthread_create(&vf, NULL, verifier, NULL)) != 0)) {
@@ -308,6 +314,7 @@ int cs_agent_main(void)
 		cs_log_reopen();
 	}
 	stopping = 1;
+	cs_census_stop();
 	cs_repair_stop();
 	cs_local_stop();
 	cs_http_stop();

@@ -429,7 +429,10 @@ int cs_nodes_holders(const struct cs_file *f, struct cs_node *out, int max)
 	return rc < 0 ? rc : n;
 }
 
-/* Current files per node (caller holds mu); refreshed rarely. */
+/* Current files per node (caller holds mu); refreshed rarely, from the
+ * census (census.c): counting them here would be a GROUP BY over every
+ * holder record.  Until the first census every node has none, and the
+ * pushes this node made since the last reading are counted meanwhile. */
 static uint64_t locked_count_of(uint32_t id)
 {
 	if (counts_at < 0 || cs_clock_ms() - counts_at > COUNTS_LOCAL_MS) {
@@ -437,7 +440,7 @@ static uint64_t locked_count_of(uint32_t id)
 		MYSQL_RES *res = NULL;
 		MYSQL_ROW row;
 
-		cs_sql_str(&q, "SELECT node_id, COUNT(*) FROM replicas WHERE stale=0 GROUP BY node_id");
+		cs_sql_str(&q, "SELECT node_id, files FROM census_nodes");
 		if (cs_db_query(&q, &res) == 0) {
 			counts_n = 0;
 			while ((row = mysql_fetch_row(res)) && counts_n < CS_MAX_NODES) {
@@ -607,7 +610,7 @@ int cs_nodes_set_state(const char *name, enum cs_node_state state)
 	return 0;
 }
 
-int cs_nodes_status(struct cs_node_status *st, int *n, uint64_t *files)
+int cs_nodes_status(struct cs_node_status *st, int *n)
 {
 	struct cs_buf q = { 0 };
 	MYSQL_RES *res = NULL;
@@ -616,10 +619,7 @@ int cs_nodes_status(struct cs_node_status *st, int *n, uint64_t *files)
 
 	node_columns(&q);
 	cs_sql_str(&q, ", COALESCE(TIMESTAMPDIFF(MICROSECOND, n.heartbeat_at, NOW(3)), -1000000),"
-		       " COUNT(f.id), COALESCE(SUM(f.size), 0), COALESCE(SUM(r.pinned), 0), n.backlog"
-		       " FROM nodes n LEFT JOIN replicas r ON r.node_id=n.id AND r.stale=0"
-		       " LEFT JOIN files f ON f.id=r.file_id AND f.version=r.version AND f.deleted=0"
-		       " GROUP BY n.id ORDER BY n.name");
+		       " n.backlog FROM nodes n ORDER BY n.name");
 	if ((rc = cs_db_query(&q, &res)) < 0)
 		return rc;
 	while ((row = mysql_fetch_row(res)) && count < *n) {
@@ -629,18 +629,9 @@ int cs_nodes_status(struct cs_node_status *st, int *n, uint64_t *files)
 		x->heartbeat_age = row[NODE_NCOLUMNS] ? strtod(row[NODE_NCOLUMNS], NULL) / 1e6 : -1;
 		if (x->heartbeat_age < 0)
 			x->heartbeat_age = -1;
-		x->files = cs_db_u64(row[NODE_NCOLUMNS + 1]);
-		x->bytes = cs_db_u64(row[NODE_NCOLUMNS + 2]);
-		x->pinned = cs_db_u64(row[NODE_NCOLUMNS + 3]);
-		x->backlog = cs_db_u64(row[NODE_NCOLUMNS + 4]);
+		x->backlog = cs_db_u64(row[NODE_NCOLUMNS + 1]);
 	}
 	mysql_free_result(res);
 	*n = count;
-	cs_sql_str(&q, "SELECT COUNT(*) FROM files WHERE deleted=0");
-	if ((rc = cs_db_query(&q, &res)) == 0) {
-		row = mysql_fetch_row(res);
-		*files = row ? cs_db_u64(row[0]) : 0;
-		mysql_free_result(res);
-	}
-	return rc;
+	return 0;
 }

@@ -100,7 +100,9 @@ struct cs_node_status {
 	uint64_t pinned;                /* ... of which count toward CS_REPLICAS */
 	uint64_t backlog;               /* journal entries waiting, at its heartbeat */
 };
-/* Up to *n nodes into st (*n set to how many); *files the live files. */
-int cs_nodes_status(struct cs_node_status *st, int *n, uint64_t *files);
+/* Up to *n nodes into st (*n set to how many), by name, read now from the
+ * node table (small, whatever the number of files): all but files, bytes
+ * and pinned, which are health.c's or the census's to count. */
+int cs_nodes_status(struct cs_node_status *st, int *n);
 
 #endif

@@ -249,7 +249,7 @@ static int parse_rate(const char *name, const char *v, uint64_t dflt, uint64_t *
 }
 
 /* CS_DOWN_AFTER, CS_REPAIR_RATE, CS_VERIFY_RATE, CS_VERIFY_EVERY, CS_VERIFY_SETTLE,
- * CS_CACHE_MAX. */
+ * CS_STATUS_EXACT_MS, CS_CACHE_MAX. */
 static int parse_upkeep(struct cs_config *cfg, cs_getenv_fn get, char *err, size_t errlen)
 {
 	const char *v;
@@ -271,6 +271,11 @@ static int parse_upkeep(struct cs_config *cfg, cs_getenv_fn get, char *err, size
 			    &cfg->verify_every, err, errlen)) < 0 ||
 	    (rc = parse_int("CS_VERIFY_SETTLE", get("CS_VERIFY_SETTLE"), 0, 86400, 60,
 			    &cfg->verify_settle, err, errlen)) < 0)
+		return rc;
+	/* Below the client's 2 s read timeout, which would take the server
+	 * for dead. */
+	if ((rc = parse_int("CS_STATUS_EXACT_MS", get("CS_STATUS_EXACT_MS"), 0, 1500, 1000,
+			    &cfg->status_exact_ms, err, errlen)) < 0)
 		return rc;
 	cfg->cache_max = 0;
 	cfg->cache_max_pct = 0;

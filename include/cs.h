@@ -201,6 +201,7 @@ struct cs_config {
 	int verify_settle;              /* CS_VERIFY_SETTLE: seconds a file changed here is left alone */
 	uint64_t cache_max;             /* CS_CACHE_MAX in bytes; 0: no quota */
 	int cache_max_pct;              /* ... or in % of the filesystem (1-100); 0: bytes */
+	int status_exact_ms;            /* CS_STATUS_EXACT_MS: status counts exactly this long at most */
 	/* TLS between nodes: this node's certificate and key (needed when
 	 * CS_NODE_URL is https://), and the CA bundle peers' certificates are
 	 * verified against ("" for the system's) */

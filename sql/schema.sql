@@ -120,3 +120,36 @@ CREATE TABLE IF NOT EXISTS conflicts (
   UNIQUE KEY conflicts_lost (file_id, lost_version),
   CONSTRAINT conflicts_file FOREIGN KEY (file_id) REFERENCES files (id) ON DELETE CASCADE
 ) ENGINE=InnoDB;
+
+-- The census: how well the cluster holds its files, counted by one agent
+-- (the lowest-numbered node that is up and active) in paced walks of the
+-- files by id ranges, at most every 10 s.  `cs-replicate status` reads it
+-- when counting exactly would take longer than CS_STATUS_EXACT_MS (a
+-- registry of millions of files), and writers rank the nodes to push to
+-- by census_nodes.files.  census has one row (id 1): live files, those
+-- with fewer than `replicas` copies that count, those with no live copy,
+-- who counted them, when the walk began and ended, and the time its
+-- statements took (work_ms: status does not try an exact count that would
+-- take longer than CS_STATUS_EXACT_MS).  census_nodes: per
+-- node, its current copies, their bytes, and how many are pinned.
+CREATE TABLE IF NOT EXISTS census (
+  id               TINYINT UNSIGNED NOT NULL,
+  live             BIGINT UNSIGNED NOT NULL,
+  under_replicated BIGINT UNSIGNED NOT NULL,
+  no_live_copy     BIGINT UNSIGNED NOT NULL,
+  replicas         INT UNSIGNED NOT NULL,
+  counted_by       INT UNSIGNED NOT NULL,
+  started_at       DATETIME(3) NOT NULL,
+  counted_at       DATETIME(3) NOT NULL,
+  work_ms          INT UNSIGNED NOT NULL,
+  PRIMARY KEY (id)
+) ENGINE=InnoDB;
+
+CREATE TABLE IF NOT EXISTS census_nodes (
+  node_id    INT UNSIGNED NOT NULL,
+  files      BIGINT UNSIGNED NOT NULL,
+  bytes      BIGINT UNSIGNED NOT NULL,
+  pinned     BIGINT UNSIGNED NOT NULL,
+  counted_at DATETIME(3) NOT NULL,
+  PRIMARY KEY (node_id)
+) ENGINE=InnoDB;

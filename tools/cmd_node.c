@@ -85,7 +85,22 @@ static int fail(const char *what, const char *name, int rc)
 	return 1;
 }
 
-/* Until node id has no dependent file, or timeout_s passes (0: forever). */
+/* cs_health_dependents, without the error line each batch stopped at its
+ * time limit would log (it is done again in halves; a real failure is
+ * said by the caller). */
+static int dependents(uint32_t node, uint64_t *n)
+{
+	int level = cs_log_level, rc;
+
+	cs_log_level = -1;
+	rc = cs_health_dependents(node, n);
+	cs_log_level = level;
+	return rc;
+}
+
+/* Until node id has no dependent file, or timeout_s passes (0: forever).
+ * Each look counts the node's copies again, in batches: at a million
+ * copies that takes seconds, and the looks follow each other. */
 static int wait_drained(const struct cs_node *x, long timeout_s)
 {
 	struct cs_progress p;
@@ -100,7 +115,7 @@ static int wait_drained(const struct cs_node *x, long timeout_s)
 	p.no_bytes = true;
 	signal(SIGINT, on_int);
 	for (;;) {
-		if ((rc = cs_health_dependents(x->id, &left)) < 0) {
+		if ((rc = dependents(x->id, &left)) < 0) {
 			cs_progress_end(&p);
 			return fail("drain", x->name, rc);
 		}
@@ -140,7 +155,7 @@ static int drain(const struct cs_node *x, bool wait, long timeout_s)
 		return fail("drain", x->name, rc);
 	/* Now, not at the agents' next pass. */
 	cs_repair_kick_all(cs_cfg.repair_rate);
-	if (cs_health_dependents(x->id, &dep) == 0)
+	if (dependents(x->id, &dep) == 0)
 		printf("%s is draining: %" PRIu64 " files it holds are being copied to other nodes "
 		       "(at CS_REPAIR_RATE per node); it goes on serving meanwhile\n", x->name, dep);
 	return wait ? wait_drained(x, timeout_s) : 0;
@@ -152,7 +167,7 @@ static int removal(const struct cs_node *x, bool force)
 	uint64_t dep = 0;
 	int rc;
 
-	if ((rc = cs_health_dependents(x->id, &dep)) < 0)
+	if ((rc = dependents(x->id, &dep)) < 0)
 		return fail("remove", x->name, rc);
 	if (dep && !force) {
 		fprintf(stderr, "cs-replicate node remove: %" PRIu64 " files would be left with fewer "

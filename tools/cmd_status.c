@@ -6,13 +6,21 @@
  * CS_REPLICAS copies that count (pinned, on up active nodes), and none is
  * without a live copy.  Exit 0 healthy, 1 not (the reasons on stderr and in
  * the JSON), or the registry could not be read.
+ *
+ * The nodes (state, up, heartbeat, backlog) are read now: the node table is
+ * small.  The files are counted exactly when that takes less than
+ * CS_STATUS_EXACT_MS (a few hundred thousand files); past that, they are
+ * the census's (census.c), as of its last walk, and the output says which
+ * and how old.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "census.h"
 #include "health.h"
 #include "nodes.h"
 #include "registry.h"
@@ -23,8 +31,12 @@
 struct report {
 	struct cs_node_status *nodes;
 	int n, up;
-	uint64_t files;
 	struct cs_health_files h;
+	int replicas;                   /* the CS_REPLICAS h was counted with */
+	bool census;                    /* h and the nodes' files are the census's */
+	bool have_census;
+	struct cs_census c;
+	char why[128];                  /* why the census's and not exact */
 	int conflicts;
 	char reason[MAX_REASONS][160];
 	int nreason;
@@ -58,10 +70,11 @@ static void judge(struct report *r)
 				   r->nodes[i].heartbeat_age < 0 ? "ever" : "over CS_DOWN_AFTER");
 	}
 	if (r->h.under_replicated)
-		add_reason(r, "%" PRIu64 " files have fewer than %d copies that count", r->h.under_replicated,
-			   cs_cfg.replicas);
+		add_reason(r, "%" PRIu64 " files have fewer than %d copies that count%s",
+			   r->h.under_replicated, r->replicas, r->census ? " (census)" : "");
 	if (r->h.no_live_copy)
-		add_reason(r, "%" PRIu64 " files have no copy on any up node", r->h.no_live_copy);
+		add_reason(r, "%" PRIu64 " files have no copy on any up node%s", r->h.no_live_copy,
+			   r->census ? " (census)" : "");
 }
 
 static void print_json(const struct report *r)
@@ -91,8 +104,15 @@ static void print_json(const struct report *r)
 		       ",\"backlog\":%" PRIu64 "}", s->files, s->bytes, s->pinned, s->backlog);
 	}
 	printf("],\"files\":{\"live\":%" PRIu64 ",\"under_replicated\":%" PRIu64
-	       ",\"no_live_copy\":%" PRIu64 "},\"conflicts\":%d}\n", r->h.live, r->h.under_replicated,
-	       r->h.no_live_copy, r->conflicts);
+	       ",\"no_live_copy\":%" PRIu64 "},\"conflicts\":%d,\"counted\":\"%s\"", r->h.live,
+	       r->h.under_replicated, r->h.no_live_copy, r->conflicts, r->census ? "census" : "exact");
+	if (r->have_census) {
+		printf(",\"census_age\":%.3f,\"census_by\":", r->c.age);
+		cs_json_str(stdout, r->c.counted_by_name);
+	} else {
+		printf(",\"census_age\":null,\"census_by\":null");
+	}
+	printf("}\n");
 }
 
 static void print_table(const struct report *r)
@@ -115,7 +135,12 @@ static void print_table(const struct report *r)
 	}
 	printf("%d nodes (%d up); %" PRIu64 " live files: %" PRIu64 " with fewer than %d copies "
 	       "that count, %" PRIu64 " with no live copy\n", r->n, r->up, r->h.live,
-	       r->h.under_replicated, cs_cfg.replicas, r->h.no_live_copy);
+	       r->h.under_replicated, r->replicas, r->h.no_live_copy);
+	if (r->census)
+		printf("counted %.0f s ago by %s (census; %s)\n", r->c.age > 0 ? r->c.age : 0,
+		       r->c.counted_by_name[0] ? r->c.counted_by_name : "a removed node", r->why);
+	else
+		printf("counted just now (exact)\n");
 	printf("%d concurrent-write losers%s\n", r->conflicts,
 	       r->conflicts ? " (cs-replicate conflicts)" : "");
 	printf("%s\n", r->nreason ? "NOT HEALTHY" : "healthy");
@@ -133,24 +158,116 @@ const struct cs_usage cs_usage_status = {
 	opts,
 };
 
+/* The copies per node, from the exact count or the census, into the
+ * rows read from the node table. */
+static void apply(struct report *r, const struct cs_health_held *held, int n)
+{
+	for (int i = 0; i < r->n; i++)
+		for (int j = 0; j < n; j++)
+			if (held[j].node == r->nodes[i].node.id) {
+				r->nodes[i].files = held[j].files;
+				r->nodes[i].bytes = held[j].bytes;
+				r->nodes[i].pinned = held[j].pinned;
+			}
+}
+
+/* The files counted now, both counts within ms in all: 0, -ETIMEDOUT,
+ * -EAGAIN (registry unreachable), -EIO. */
+static int count_exact(struct report *r, struct cs_health_held *held, int ms)
+{
+	int64_t t0 = cs_clock_ms();
+	int level = cs_log_level, rc;
+
+	/* A count stopped at its limit is no error to log: the census
+	 * answers instead.  What does fail is said below, once. */
+	cs_log_level = -1;
+	/* Which nodes count, as of now (the counts test copies against it). */
+	rc = cs_nodes_refresh();
+	if (rc == 0)
+		rc = cs_health_files_within(&r->h, ms);
+	if (rc == 0) {
+		int left = ms - (int)(cs_clock_ms() - t0);
+		rc = left <= 0 ? -ETIMEDOUT : cs_health_held_within(held, CS_MAX_NODES, left);
+	}
+	cs_log_level = level;
+	if (rc < 0)
+		return rc;
+	apply(r, held, rc);
+	r->replicas = cs_cfg.replicas;
+	return 0;
+}
+
+/* The counts: exact if they can be had within CS_STATUS_EXACT_MS, else the
+ * census's.  0, or 1 with the reason said. */
+static int count(struct report *r, struct cs_health_held *held, bool json)
+{
+	int ms = cs_cfg.status_exact_ms, nheld = 0, rc = 0, crc;
+
+	crc = cs_census_read(&r->c, held, &nheld, CS_MAX_NODES);
+	r->have_census = crc == 0;
+	if (crc == -EAGAIN)
+		goto unreachable;
+	if (ms == 0)
+		snprintf(r->why, sizeof r->why, "CS_STATUS_EXACT_MS=0");
+	else if (r->have_census && r->c.work_ms > ms)
+		/* Its walk's statements took that long: an exact count would
+		 * too, and only delay the answer. */
+		snprintf(r->why, sizeof r->why, "an exact count takes over CS_STATUS_EXACT_MS "
+			 "(%d ms): the census's statements took %" PRId64 " ms", ms, r->c.work_ms);
+	else if ((rc = count_exact(r, held + nheld, ms)) == 0)
+		return 0;
+	else if (rc == -EAGAIN)
+		goto unreachable;
+	else
+		snprintf(r->why, sizeof r->why, "%s", rc == -ETIMEDOUT ?
+			 "counting exactly took over CS_STATUS_EXACT_MS" : "counting exactly failed");
+	if (!r->have_census) {
+		fprintf(stderr, "cs-replicate status: no census of the files yet (%s), and %s; "
+				"the agents publish one when their first walk of the registry ends "
+				"(seconds after they start; minutes at millions of files)\n",
+			crc == -ENOENT ? "none published" :
+			"is sql/migrations/005-census.sql loaded?", r->why);
+		if (json) {
+			char reason[192];
+			snprintf(reason, sizeof reason, "no census yet, and %s", r->why);
+			printf("{\"healthy\":false,\"reasons\":[");
+			cs_json_str(stdout, reason);
+			printf("]}\n");
+		}
+		return 1;
+	}
+	r->census = true;
+	r->h = r->c.h;
+	r->replicas = r->c.replicas;
+	apply(r, held, nheld);
+	return 0;
+unreachable:
+	fprintf(stderr, "cs-replicate status: registry unreachable (%s)\n", strerror(EAGAIN));
+	if (json)
+		printf("{\"healthy\":false,\"reasons\":[\"registry unreachable\"]}\n");
+	return 1;
+}
+
 int cs_cmd_status(const struct cs_args *a)
 {
 	struct report r = { 0 };
+	struct cs_health_held *held = NULL;
 	bool json = cs_args_opt(a, "--json") != NULL;
-	int rc, cap = CS_MAX_NODES;
+	int rc, ret = 1;
 
-	if (!(r.nodes = calloc(cap, sizeof *r.nodes)))
-		return 1;
-	r.n = cap;
-	if ((rc = cs_nodes_status(r.nodes, &r.n, &r.files)) < 0 ||
-	    (rc = cs_health_files(&r.h)) < 0 ||
+	if (!(r.nodes = calloc(CS_MAX_NODES, sizeof *r.nodes)) ||
+	    !(held = calloc(2 * CS_MAX_NODES, sizeof *held)))
+		goto out;
+	r.n = CS_MAX_NODES;
+	if ((rc = cs_nodes_status(r.nodes, &r.n)) < 0 ||
 	    (rc = r.conflicts = cs_registry_conflicts(count_conflict, NULL)) < 0) {
 		fprintf(stderr, "cs-replicate status: registry unreachable (%s)\n", strerror(-rc));
 		if (json)
 			printf("{\"healthy\":false,\"reasons\":[\"registry unreachable\"]}\n");
-		free(r.nodes);
-		return 1;
+		goto out;
 	}
+	if (count(&r, held, json))
+		goto out;
 	judge(&r);
 	if (json)
 		print_json(&r);
@@ -158,6 +275,9 @@ int cs_cmd_status(const struct cs_args *a)
 		print_table(&r);
 	for (int i = 0; i < r.nreason; i++)
 		fprintf(stderr, "cs-replicate status: %s\n", r.reason[i]);
+	ret = r.nreason ? 1 : 0;
+out:
+	free(held);
 	free(r.nodes);
-	return r.nreason ? 1 : 0;
+	return ret;
 }
