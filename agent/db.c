@@ -202,7 +202,9 @@ static MYSQL *connect_to(int i, unsigned read_s, char *why, size_t size)
 		MYSQL_ROW row;
 		bool ready = true;
 
-		if (mysql_real_query(m, "SHOW STATUS LIKE 'wsrep_ready'", 29) != 0 ||
+		static const char ready_q[] = "SHOW STATUS LIKE 'wsrep_ready'";
+
+		if (mysql_real_query(m, ready_q, sizeof ready_q - 1) != 0 ||
 		    !(r = mysql_store_result(m)))
 			goto fail;
 		if ((row = mysql_fetch_row(r)) && row[1] && strcmp(row[1], "ON") != 0)
