@@ -369,10 +369,11 @@ static void drop(struct cs_db *d)
  * d's statement lost its connection after waiting started_ms (monotonic)
  * on the server: slow or dead?  A statement that lasted the whole read
  * timeout may just be slow: a fresh connection to its server says which.
- * It answers: it replaces d's (and stops the statement, which the server
- * would otherwise run to its end for nobody), -ETIMEDOUT.  It does not, or
- * the connection was lost before the timeout: d's is dropped and the
- * server, if it refuses, is failing; -EAGAIN.
+ * Either way d's connection is dropped (the next use makes another).  It
+ * answers: it stops the statement, which the server would otherwise run to
+ * its end for nobody; -ETIMEDOUT.  It does not: the server is failing;
+ * -EAGAIN, as for a connection lost before the timeout (closed under it:
+ * the next connect finds out what that was).
  */
 static int lost(struct cs_db *d, int64_t started_ms)
 {
