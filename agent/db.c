@@ -12,7 +12,8 @@
  * or does not answer a connection in time, or answers that it is not a
  * working member of its cluster (1047), has a circuit breaker of its own:
  * it is passed over for a while (1 s doubling to 8 s) and the connection
- * is made to the next one at once.  A connection on a later server goes
+ * is made to the next one at once; while it fails, it is tried again only
+ * when no working server is left.  A connection on a later server goes
  * back to an earlier one after REHOME_MS once that one works again (a
  * failing server is probed in the background, never on a caller's time):
  * the agents gather on the first server again.
@@ -223,40 +224,56 @@ fail:
 	return NULL;
 }
 
+/* Whether dial may try server i now, in pass 0 (servers that work) or 1
+ * (failing ones, and, when every breaker is open, all: the whole's breaker
+ * spaced the tries already).  A failing server is claimed for a second,
+ * so that one connection at a time waits on it. */
+static bool may_try(int i, int pass, bool all, int64_t now)
+{
+	bool ok, failing;
+
+	pthread_mutex_lock(&mu);
+	failing = hosts[i].down_since || cs_breaker_open(&hosts[i], now);
+	ok = pass == 0 ? !failing : failing && (all || !cs_breaker_open(&hosts[i], now));
+	if (ok && pass == 1)
+		hosts[i].open_until = now + CS_BREAKER_MIN_MS;
+	pthread_mutex_unlock(&mu);
+	return ok;
+}
+
 /*
- * Make d's connection, to the first server that works: servers whose
- * breaker is open are passed over (when every one's is, all are tried: the
- * whole's breaker spaced the tries already).  A failing server is tried by
- * one connection at a time.  False (the whole's breaker opened) when none
- * works.
+ * Make d's connection, to the first server that works: those known to
+ * work first, in order, then failing ones whose breaker lets them be
+ * tried (or all, when every breaker is open), so that a caller waits on a
+ * dead server's connect timeout only when no other server is left.  False
+ * (the whole's breaker opened) when none works.
  */
 static bool dial(struct cs_db *d)
 {
-	bool skip[CS_MYSQL_HOSTS_MAX], all = true;
 	char why[256] = "no server";
 	int n = nhosts();
 	int64_t now = cs_clock_ms();
+	bool all = true;
 
 	pthread_mutex_lock(&mu);
 	for (int i = 0; i < n; i++)
-		all &= skip[i] = cs_breaker_open(&hosts[i], now);
-	for (int i = 0; i < n; i++)     /* this dial probes the failing ones */
-		if ((all || !skip[i]) && hosts[i].down_since)
-			hosts[i].open_until = now + CS_BREAKER_MIN_MS;
+		all &= cs_breaker_open(&hosts[i], now);
 	pthread_mutex_unlock(&mu);
-	for (int i = 0; i < n; i++) {
-		if (skip[i] && !all)
-			continue;
-		MYSQL *m = connect_to(i, io_timeout, why, sizeof why);
-		if (m) {
-			d->m = m;
-			d->host = i;
-			d->made = cs_clock_ms();
-			host_worked(i);
-			worked();
-			return true;
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < n; i++) {
+			if (!may_try(i, pass, all, now))
+				continue;
+			MYSQL *m = connect_to(i, io_timeout, why, sizeof why);
+			if (m) {
+				d->m = m;
+				d->host = i;
+				d->made = cs_clock_ms();
+				host_worked(i);
+				worked();
+				return true;
+			}
+			host_failed(i, why);
 		}
-		host_failed(i, why);
 	}
 	failed(why);
 	return false;
