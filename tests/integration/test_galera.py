@@ -3,7 +3,8 @@ user sees it: CS_MYSQL names the three, every agent uses the first, and
 when that one is killed (-9) under read and write load no write is lost,
 no hit fails and misses come back within a few seconds (the gap is
 measured and printed); the killed node rejoins and the agents go back to
-it.  A slow statement is slow, not a dead registry.
+it.  A node cut off from the others is passed over too.  A slow
+statement is slow, not a dead registry.
 
 Three Galera nodes on loopback (own datadirs and ports, Debian's galera-4,
 incremental state transfer for a node that rejoins, rsync should it need a
@@ -346,6 +347,27 @@ def test_sync_wait_cost(c):
     print("# a lookup on g2: %.3f ms, %.3f ms with wsrep_sync_wait=1" % (got[0], got[1]))
 
 
+def test_node_cut_off_is_passed_over(c):
+    """g1 cut off from the others (gmcast.isolate): it still takes
+    connections but refuses statements (1047, not a ready member); the
+    agents pass it over and misses keep working."""
+    n2, n3 = c.nodes[1], c.nodes[2]
+    for i in range(20):
+        n2.put("cut/m%02d.bin" % i, b"cut %d\n" % i)
+    n2.import_ns()
+    c.gsql(0, "SET GLOBAL wsrep_provider_options='gmcast.isolate=1'")
+    try:
+        wait_for(lambda: "non-Primary" in c.gsql(0, "SHOW STATUS LIKE 'wsrep_cluster_status'",
+                                                 check=False).stdout, 20, "g1 non-primary")
+        got = [n3.get("/cut/m%02d.bin" % i)[0] for i in range(20)]
+        expect(got == [200] * 20, "every miss served with g1 cut off", [200] * 20, got)
+        log = open(os.path.join(n3.home, "serve.log"), errors="replace").read()
+        expect(re.search(r"MySQL server 127\.0\.0\.1:%d failing \(.*WSREP" % c.g[0]["port"],
+                         log), "node3 logged g1 failing as not ready", "a line", log[-600:])
+    finally:
+        c.gsql(0, "SET GLOBAL wsrep_provider_options='gmcast.isolate=0'", check=False)
+
+
 TESTS = [
     test_agents_use_the_first_node,
     test_slow_statement_is_not_a_dead_registry,
@@ -353,6 +375,7 @@ TESTS = [
     test_first_node_killed_under_load,
     test_killed_node_rejoins_and_is_used_again,
     test_sync_wait_cost,
+    test_node_cut_off_is_passed_over,
 ]
 
 if __name__ == "__main__":
