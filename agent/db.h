@@ -21,6 +21,10 @@ struct cs_db;
 #define CS_DB_CONNECTIONS_MAX 64
 /* Size the pool (CS_DB_CONNECTIONS); once, before any cs_db_get. */
 void cs_db_init(int connections);
+/* How long a statement may keep the client waiting for the server's
+ * bytes (default 2 s, the agent's): a command sets CS_ADMIN_TIMEOUT's
+ * before its first statement, as its scans may take longer. */
+void cs_db_set_timeouts(int read_ms);
 /*
  * A connection, made if needed, waiting a little for one to come free; NULL
  * when MySQL cannot be used now (the breaker is open after a failure, or
@@ -32,9 +36,13 @@ void cs_db_put(struct cs_db *d);
 /*
  * Run one statement; *res gets its result set when it has one.  With retry,
  * a lost connection is made again once (the server may have restarted): only
- * for statements that are safe to repeat outside a transaction.  0, -EAGAIN
- * when MySQL cannot be used, -EBUSY for a lost race (duplicate key, deadlock,
- * lock wait) that the caller should retry whole, -EIO for anything else.
+ * for statements that are safe to repeat outside a transaction (on the
+ * next server when CS_MYSQL names several and this one fails).  0, -EAGAIN
+ * when MySQL cannot be used, -ETIMEDOUT when the statement took too long on
+ * a server that still answers (slow, not down: no breaker; not retried),
+ * -EBUSY for a lost race (duplicate key, deadlock or a Galera certification
+ * failure, lock wait) that the caller should retry whole after
+ * cs_db_backoff, -EIO for anything else.
  */
 int cs_db_exec(struct cs_db *d, const char *sql, size_t len, MYSQL_RES **res, bool retry);
 /* cs_db_exec of q's text, or -ENOMEM when q could not be built. */
@@ -55,6 +63,10 @@ int cs_db_multi(struct cs_db *d, const struct cs_buf *q, MYSQL_RES **res, int nr
 int cs_db_each(struct cs_db *d, const char *sql, size_t len,
 	       void (*fn)(void *arg, MYSQL_ROW row, unsigned long *lens), void *arg);
 void cs_db_rollback(struct cs_db *d);
+/* Before try number `tries` (1, 2 ...) of a transaction that lost a race
+ * (-EBUSY): sleep 10 ms doubling to 200 ms, each a random 50-100 % of
+ * that, so that two writers that collided do not collide again in step. */
+void cs_db_backoff(int tries);
 /* A connection to run q on; NULL with *err set (-ENOMEM when q could not
  * be built, -EAGAIN) and q freed. */
 struct cs_db *cs_db_for(struct cs_buf *q, int *err);

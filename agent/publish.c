@@ -204,6 +204,8 @@ int cs_publish_many(struct cs_publish *v, int n)
 		goto out;
 	}
 	for (int tries = 0; tries < 4; tries++) {
+		if (tries)
+			cs_db_backoff(tries);
 		rc = attempt(d, v, order, n, (const unsigned char (*)[CS_SHA256_LEN])h, self);
 		if (rc != -EBUSY)
 			break;
@@ -275,6 +277,8 @@ int cs_unpublish(const char *ns, const char *rel, struct cs_file *prev)
 	if (!(d = cs_db_get()))
 		return -EAGAIN;
 	for (int tries = 0; tries < 4; tries++) {
+		if (tries)
+			cs_db_backoff(tries);
 		rc = tombstone(d, h, ns, rel, self, prev);
 		if (rc != -EBUSY)
 			break;

@@ -1,8 +1,8 @@
 /*
  * settings.c - the CS_* variables only cs-replicate reads: the node's name
- * and address, the registry (CS_MYSQL, CS_MEMCACHED, CS_DB_CONNECTIONS),
- * the secret and, while it is being changed, the one before
- * (CS_SECRET_OLD), CS_REPLICAS, CS_ZONE and CS_LOG_FILE.  A host's
+ * and address, the registry (CS_MYSQL, CS_MEMCACHED, CS_DB_CONNECTIONS,
+ * CS_ADMIN_TIMEOUT), the secret and, while it is being changed, the one
+ * before (CS_SECRET_OLD), CS_REPLICAS, CS_ZONE and CS_LOG_FILE.  A host's
  * variables are parsed first, by libcs/config.c; none of this is in
  * libcs.so, so no host process carries the code that reads a secret.
  */
@@ -36,11 +36,76 @@ static bool parse_port(const char *s, size_t n, unsigned *port)
 	return v >= 1 && v <= 65535;
 }
 
+/* One host of CS_MYSQL's list, s[0, n): name, name:port, [IPv6] or
+ * [IPv6]:port. */
+static int parse_host(const char *s, size_t n, struct cs_mysql_host *h, const char *url,
+		      char *err, size_t errlen)
+{
+	const char *end = s + n, *p;
+
+	if (n == 0)
+		return cs_config_fail(err, errlen, "CS_MYSQL: an empty host in '%s'", url);
+	if (*s == '[') {
+		const char *rb = memchr(s, ']', n);
+		if (!rb || rb == s + 1 || !cs_config_copy(h->name, sizeof h->name, s + 1, rb - s - 1))
+			return cs_config_fail(err, errlen, "CS_MYSQL: bad [host] in '%s'", url);
+		p = rb + 1;
+	} else {
+		const char *colon = memchr(s, ':', n);
+		p = colon ? colon : end;
+		if (!cs_config_copy(h->name, sizeof h->name, s, p - s))
+			return cs_config_fail(err, errlen, "CS_MYSQL: host too long");
+		if (p == s)     /* ":3306" alone, as before lists: the local server */
+			strcpy(h->name, "localhost");
+	}
+	if (p < end && *p == ':') {
+		if (!parse_port(p + 1, end - p - 1, &h->port))
+			return cs_config_fail(err, errlen, "CS_MYSQL: bad port in '%s'", url);
+	} else if (p != end) {
+		return cs_config_fail(err, errlen, "CS_MYSQL: cannot parse host in '%s'", url);
+	}
+	return 0;
+}
+
+/* CS_MYSQL's hosts, s[0, n): comma-separated (a comma inside [...] is part
+ * of no IPv6 address, but is not taken as a separator either); none at all
+ * is localhost. */
+static int parse_hosts(const char *s, size_t n, struct cs_mysql_dsn *d, const char *url,
+		       char *err, size_t errlen)
+{
+	const char *end = s + n;
+	int rc;
+
+	if (n == 0) {
+		strcpy(d->host[0].name, "localhost");
+		d->nhosts = 1;
+		return 0;
+	}
+	for (const char *p = s; p <= end;) {
+		const char *q = p;
+		bool bracket = false;
+
+		while (q < end && (bracket || *q != ',')) {
+			bracket = *q == '[' ? true : *q == ']' ? false : bracket;
+			q++;
+		}
+		if (d->nhosts == CS_MYSQL_HOSTS_MAX)
+			return cs_config_fail(err, errlen, "CS_MYSQL: more than %d hosts in '%s'",
+					      CS_MYSQL_HOSTS_MAX, url);
+		if ((rc = parse_host(p, q - p, &d->host[d->nhosts], url, err, errlen)) < 0)
+			return rc;
+		d->nhosts++;
+		p = q + 1;
+	}
+	return 0;
+}
+
 int cs_mysql_dsn_parse(const char *url, struct cs_mysql_dsn *d, char *err,
 		       size_t errlen)
 {
 	static const char scheme[] = "mysql://";
-	const char *p, *at, *slash, *q, *hostend;
+	const char *p, *at, *slash, *q;
+	int rc;
 
 	memset(d, 0, sizeof *d);
 	if (strncmp(url, scheme, sizeof scheme - 1) != 0)
@@ -61,27 +126,8 @@ int cs_mysql_dsn_parse(const char *url, struct cs_mysql_dsn *d, char *err,
 			return cs_config_fail(err, errlen, "CS_MYSQL: bad user or password");
 		p = at + 1;
 	}
-	hostend = slash;
-	if (*p == '[') {
-		const char *rb = memchr(p, ']', slash - p);
-		if (!rb || !cs_config_copy(d->host, sizeof d->host, p + 1, rb - p - 1))
-			return cs_config_fail(err, errlen, "CS_MYSQL: bad [host] in '%s'", url);
-		p = rb + 1;
-	} else {
-		const char *colon = memchr(p, ':', slash - p);
-		hostend = colon ? colon : slash;
-		if (!cs_config_copy(d->host, sizeof d->host, p, hostend - p))
-			return cs_config_fail(err, errlen, "CS_MYSQL: host too long");
-		p = hostend;
-	}
-	if (*p == ':') {
-		if (!parse_port(p + 1, slash - p - 1, &d->port))
-			return cs_config_fail(err, errlen, "CS_MYSQL: bad port in '%s'", url);
-	} else if (p != slash) {
-		return cs_config_fail(err, errlen, "CS_MYSQL: cannot parse host in '%s'", url);
-	}
-	if (d->host[0] == '\0')
-		strcpy(d->host, "localhost");
+	if ((rc = parse_hosts(p, slash - p, d, url, err, errlen)) < 0)
+		return rc;
 
 	q = strchr(slash, '?');
 	size_t dblen = q ? (size_t)(q - slash - 1) : strlen(slash + 1);
@@ -368,6 +414,15 @@ static int parse_cluster(struct cs_config *cfg, cs_getenv_fn get, bool agent, ch
 	if (cfg->secret_len == 0)
 		return cs_config_fail(err, errlen,
 				      "CS_SECRET / CS_SECRET_FILE: unset or empty; nodes cannot authenticate each other");
+
+	/* A command's statements (status, repair, verify ... over the whole
+	 * registry) may take far longer than an agent's lookups: their own
+	 * read timeout, so that a slow answer is waited for. */
+	cfg->admin_timeout_ms = 60000;
+	v = get("CS_ADMIN_TIMEOUT");
+	if (v && *v && !cs_parse_seconds(v, 1, 86400, &cfg->admin_timeout_ms))
+		return cs_config_fail(err, errlen, "CS_ADMIN_TIMEOUT: '%s' is not a number of "
+				      "seconds from 1 to 86400", v);
 
 	if ((rc = parse_int("CS_REPLICAS", get("CS_REPLICAS"), 1, CS_MAX_HOLDERS, 2,
 			    &cfg->replicas, err, errlen)) < 0 ||

@@ -149,11 +149,20 @@ struct cs_prefix {
 	size_t reallen;
 };
 
+/* CS_MYSQL names one server or several (a Galera cluster's nodes): each
+ * connection goes to the first of them that works. */
+#define CS_MYSQL_HOSTS_MAX 8
+
+struct cs_mysql_host {
+	char name[256];                 /* a host name or an IP address (IPv6 bare) */
+	unsigned port;                  /* 0: the client library's default */
+};
+
 struct cs_mysql_dsn {
 	char user[128];
 	char pass[256];
-	char host[256];
-	unsigned port;
+	struct cs_mysql_host host[CS_MYSQL_HOSTS_MAX];
+	int nhosts;                     /* at least 1 */
 	char database[128];
 	char socket[CS_PATH_MAX];
 };
@@ -188,6 +197,7 @@ struct cs_config {
 	size_t secret_old_len;
 	int replicas;
 	int db_connections;             /* CS_DB_CONNECTIONS */
+	int admin_timeout_ms;           /* CS_ADMIN_TIMEOUT: a command's statements */
 	int fetch_timeout_ms;           /* CS_FETCH_TIMEOUT: a miss's budget ... */
 	uint64_t fetch_min_rate;        /* ... + size / CS_FETCH_MIN_RATE (bytes/s) */
 	char zone[CS_NAME_MAX];

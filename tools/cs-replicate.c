@@ -580,6 +580,7 @@ int main(int argc, char **argv)
 		}
 	} else {
 		cs_agent_setup();
+		cs_tool_db_setup();
 	}
 	return cmd->run(&a);
 }

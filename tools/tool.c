@@ -2,7 +2,8 @@
  * tool.c - what the subcommands share: the argument parser every command
  * goes through (so a usage line, --help and the errors all come from one
  * description of the command), the progress line of long work and the head
- * of its summary, and output helpers.
+ * of its summary, output helpers, and the registry's settings for a
+ * command (a longer read timeout than the agent's).
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -12,8 +13,18 @@
 #include <unistd.h>
 
 #include "cs.h"
+#include "db.h"
 #include "settings.h"
 #include "tool.h"
+
+/* ---- the registry ------------------------------------------------------- */
+
+void cs_tool_db_setup(void)
+{
+	/* A command's statements may scan the whole registry: they wait
+	 * CS_ADMIN_TIMEOUT for it, where the agent's lookups wait 2 s. */
+	cs_db_set_timeouts(cs_cfg.admin_timeout_ms);
+}
 
 /* ---- arguments ---------------------------------------------------------- */
 

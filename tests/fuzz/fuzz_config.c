@@ -121,10 +121,13 @@ static void check_cluster(const struct cs_config *c, enum cs_role role)
 	} else {
 		FUZZ_CHECK(role != CS_ROLE_AGENT, "no CS_LISTEN for the agent");
 	}
-	FUZZ_CHECK(c->mysql.host[0] && c->mysql.database[0] && c->mysql.port <= 65535 &&
+	FUZZ_CHECK(c->mysql.nhosts >= 1 && c->mysql.nhosts <= CS_MYSQL_HOSTS_MAX &&
+		   c->mysql.host[0].name[0] && c->mysql.database[0] &&
+		   c->mysql.host[0].port <= 65535 &&
 		   (!c->mysql.socket[0] || c->mysql.socket[0] == '/'),
-		   "CS_MYSQL host '%s' port %u database '%s' socket '%s'", c->mysql.host,
-		   c->mysql.port, c->mysql.database, c->mysql.socket);
+		   "CS_MYSQL %d hosts, host '%s' port %u database '%s' socket '%s'",
+		   c->mysql.nhosts, c->mysql.host[0].name, c->mysql.host[0].port,
+		   c->mysql.database, c->mysql.socket);
 	FUZZ_CHECK(c->secret_len >= 1 && c->secret_len < CS_SECRET_MAX, "secret of %zu bytes",
 		   c->secret_len);
 	FUZZ_CHECK(c->replicas >= 1 && c->replicas <= CS_MAX_HOLDERS, "CS_REPLICAS %d",

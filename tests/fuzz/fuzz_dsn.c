@@ -1,15 +1,17 @@
 /*
  * fuzz_dsn.c - CS_MYSQL (cs_mysql_dsn_parse, agent/settings.c):
- * mysql://[user[:pass]@]host[:port]/database[?socket=/path], with user,
- * password, database and socket percent-encoded.
+ * mysql://[user[:pass]@]host[:port][,host[:port]...]/database[?socket=/path],
+ * with user, password, database and socket percent-encoded.
  *
  * Properties:
- *   - whatever the string, a DSN the parser accepts has a host and a
- *     database, a socket that is absolute if any, and a port that is the
- *     digits written after the host (1 to 65535) or none;
+ *   - whatever the string, a DSN the parser accepts has 1 to
+ *     CS_MYSQL_HOSTS_MAX hosts, each named, and a database, a socket that
+ *     is absolute if any, and, with one host, a port that is the digits
+ *     written after the host (1 to 65535) or none;
  *   - any DSN made of the input's bytes (user, password, database and
  *     socket of any bytes but NUL, encoded; a host name or a bracketed
- *     IPv6 address; any port or none) parses back to exactly its parts.
+ *     IPv6 address; any port or none; that host once or twice, apart by a
+ *     comma) parses back to exactly its parts.
  *
  * Input: the raw DSN; the same bytes also make the parts: a flags byte,
  * two port bytes, then user, password, host, database, socket apart by
@@ -31,24 +33,31 @@ static void raw(const uint8_t *data, size_t size)
 	int rc = cs_mysql_dsn_parse(url, &d, err, sizeof err);
 	FUZZ_CHECK(rc == 0 || rc == -EINVAL, "'%s': %d", fuzz_show(url, strlen(url)), rc);
 	if (rc == 0) {
-		FUZZ_CHECK(d.host[0] && d.database[0] && (!d.socket[0] || d.socket[0] == '/'),
-			   "'%s': host '%s' database '%s' socket '%s'", fuzz_show(url, strlen(url)),
-			   d.host, d.database, d.socket);
+		FUZZ_CHECK(d.nhosts >= 1 && d.nhosts <= CS_MYSQL_HOSTS_MAX && d.database[0] &&
+			   (!d.socket[0] || d.socket[0] == '/'),
+			   "'%s': %d hosts, database '%s' socket '%s'", fuzz_show(url, strlen(url)),
+			   d.nhosts, d.database, d.socket);
+		for (int i = 0; i < d.nhosts; i++)
+			FUZZ_CHECK(d.host[i].name[0] && d.host[i].port <= 65535,
+				   "'%s': host %d '%s' port %u", fuzz_show(url, strlen(url)), i,
+				   d.host[i].name, d.host[i].port);
+	}
+	if (rc == 0 && d.nhosts == 1) {
 		/* The port is what follows the host's last ':' up to the '/'. */
 		const char *slash = strchr(url + 8, '/'), *colon = NULL;
 		for (const char *p = url + 8; p < slash; p++)
 			if (*p == ':')
 				colon = p;
-		if (d.port) {
+		unsigned port = d.host[0].port;
+		if (port) {
 			char want[8];
-			int n = snprintf(want, sizeof want, "%u", d.port);
+			int n = snprintf(want, sizeof want, "%u", port);
 			size_t len = slash - colon - 1;
 			bool digits = colon && len >= (size_t)n;
 			for (size_t i = 0; digits && i < len; i++)
 				digits = colon[1 + i] >= '0' && colon[1 + i] <= '9';
-			FUZZ_CHECK(digits && d.port <= 65535 &&
-				   strtoul(colon + 1, NULL, 10) == d.port,
-				   "'%s': port %u", fuzz_show(url, strlen(url)), d.port);
+			FUZZ_CHECK(digits && port <= 65535 && strtoul(colon + 1, NULL, 10) == port,
+				   "'%s': port %u", fuzz_show(url, strlen(url)), port);
 		}
 	}
 	free(url);
@@ -94,7 +103,7 @@ static void made(const uint8_t *data, size_t size)
 	/* Parts that fit the struct, and a host (names, or IPv6 in brackets). */
 	if (strlen(user) >= sizeof want.user || strlen(pass) >= sizeof want.pass ||
 	    strlen(db) >= sizeof want.database || !db[0] || strlen(sock) + 1 >= sizeof want.socket ||
-	    !len[2] || len[2] >= sizeof want.host)
+	    !len[2] || len[2] >= sizeof want.host[0].name)
 		goto out;
 	bool v6 = flags & 1;
 	for (size_t i = 0; i < len[2]; i++)
@@ -102,14 +111,17 @@ static void made(const uint8_t *data, size_t size)
 			     : host_chars[(unsigned char)host[i] % (sizeof host_chars - 1)];
 	strcpy(want.user, user);
 	strcpy(want.pass, pass);
-	strcpy(want.host, host);
+	want.nhosts = flags & 8 ? 2 : 1;
+	for (int i = 0; i < want.nhosts; i++) {
+		strcpy(want.host[i].name, host);
+		want.host[i].port = (flags & 2) && port ? port : 0;
+	}
 	strcpy(want.database, db);
-	want.port = (flags & 2) && port ? port : 0;
 	if (flags & 4)
 		snprintf(want.socket, sizeof want.socket, "/%s", sock);
 
 	size_t cap = 64 + 3 * (strlen(user) + strlen(pass) + strlen(db) + strlen(want.socket)) +
-		     len[2];
+		     2 * (len[2] + 8);
 	char *url = malloc(cap), *w = url;
 	if (!url)
 		abort();
@@ -122,9 +134,11 @@ static void made(const uint8_t *data, size_t size)
 		}
 		*w++ = '@';
 	}
-	w += sprintf(w, v6 ? "[%s]" : "%s", host);
-	if (want.port)
-		w += sprintf(w, ":%u", want.port);
+	for (int i = 0; i < want.nhosts; i++) {
+		w += sprintf(w, v6 ? "%s[%s]" : "%s%s", i ? "," : "", host);
+		if (want.host[i].port)
+			w += sprintf(w, ":%u", want.host[i].port);
+	}
 	*w++ = '/';
 	w += encode(db, w);
 	if (want.socket[0]) {
@@ -135,12 +149,16 @@ static void made(const uint8_t *data, size_t size)
 
 	char err[256];
 	int rc = cs_mysql_dsn_parse(url, &got, err, sizeof err);
+	bool hosts = rc == 0 && got.nhosts == want.nhosts;
+	for (int i = 0; hosts && i < want.nhosts; i++)
+		hosts = !strcmp(got.host[i].name, want.host[i].name) &&
+			got.host[i].port == want.host[i].port;
 	FUZZ_CHECK(rc == 0 && !strcmp(got.user, want.user) && !strcmp(got.pass, want.pass) &&
-		   !strcmp(got.host, want.host) && got.port == want.port &&
+		   hosts &&
 		   !strcmp(got.database, want.database) && !strcmp(got.socket, want.socket),
-		   "'%s': %d %s; user '%s' pass '%s' host '%s' port %u db '%s' socket '%s'",
+		   "'%s': %d %s; user '%s' pass '%s' %d hosts, host '%s' port %u db '%s' socket '%s'",
 		   fuzz_show(url, strlen(url)), rc, rc ? err : "", fuzz_show(got.user, strlen(got.user)),
-		   fuzz_show(got.pass, strlen(got.pass)), got.host, got.port,
+		   fuzz_show(got.pass, strlen(got.pass)), got.nhosts, got.host[0].name, got.host[0].port,
 		   fuzz_show(got.database, strlen(got.database)), got.socket);
 	free(url);
 out:

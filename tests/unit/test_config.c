@@ -52,7 +52,7 @@ static void full_configuration(void **state)
 			    "CS_LISTEN", "0.0.0.0:8081", "CS_MEMCACHED", "127.0.0.1:11211",
 			    "CS_REPLICAS", "3", "CS_ZONE", "rack-a", "CS_LOG", "info",
 			    "CS_SPOOL", "/var/spool//cs/", "CS_DB_CONNECTIONS", "2",
-			    "CS_LOG_FILE", "/var/log/cs.log", BASE, NULL };
+			    "CS_ADMIN_TIMEOUT", "300", "CS_LOG_FILE", "/var/log/cs.log", BASE, NULL };
 	assert_int_equal(parse(e, CS_ROLE_AGENT), 0);
 	assert_int_equal(cfg.nprefix, 2);
 	assert_string_equal(cfg.prefix[0].name, "img");
@@ -68,9 +68,11 @@ static void full_configuration(void **state)
 	assert_int_equal(cfg.secret_len, 16);
 	assert_int_equal(cfg.secret_old_len, 0);
 	assert_string_equal(cfg.mysql.user, "cs");
-	assert_int_equal(cfg.mysql.port, 3306);
+	assert_int_equal(cfg.mysql.nhosts, 1);
+	assert_int_equal(cfg.mysql.host[0].port, 3306);
 	assert_string_equal(cfg.spool, "/var/spool/cs");
 	assert_int_equal(cfg.db_connections, 2);
+	assert_int_equal(cfg.admin_timeout_ms, 300000);
 	assert_string_equal(cfg.log_file, "/var/log/cs.log");
 }
 
@@ -85,6 +87,7 @@ static void defaults(void **state)
 	assert_string_equal(cfg.zone, "");
 	assert_string_equal(cfg.memcached, "");
 	assert_int_equal(cfg.db_connections, 4);
+	assert_int_equal(cfg.admin_timeout_ms, 60000);
 	assert_int_equal(cfg.miss_timeout_ms, CS_MISS_TIMEOUT_MS);
 }
 
@@ -186,6 +189,7 @@ static void bad_other_variables(void **state)
 				 "CS_LISTEN", "8081", "CS_SPOOL", "/s", BASE, NULL };
 	const char *server[] = { "CS_PREFIXES", "img=/x", "CS_SPOOL", "/s", BASE, NULL };
 	const char *conns[] = { "CS_PREFIXES", "img=/x", "CS_DB_CONNECTIONS", "0", BASE, NULL };
+	const char *admin[] = { "CS_PREFIXES", "img=/x", "CS_ADMIN_TIMEOUT", "0.5", BASE, NULL };
 	const char *logfile[] = { "CS_PREFIXES", "img=/x", "CS_LOG_FILE", "cs.log", BASE, NULL };
 	const char *spool[] = { "CS_PREFIXES", "img=/x", "CS_SPOOL", "spool", BASE, NULL };
 	const char *sfile[] = { "CS_PREFIXES", "img=/x", "CS_MYSQL", "mysql://u@h/db",
@@ -207,6 +211,7 @@ static void bad_other_variables(void **state)
 	refuses("CS_SPOOL", spool, CS_ROLE_TOOL);
 	refuses("CS_SECRET_FILE", sfile, CS_ROLE_TOOL);
 	refuses("CS_DB_CONNECTIONS", conns, CS_ROLE_TOOL);
+	refuses("CS_ADMIN_TIMEOUT", admin, CS_ROLE_TOOL);
 	refuses("CS_LOG_FILE", logfile, CS_ROLE_TOOL);
 	refuses("CS_SPOOL", no_spool_agent, CS_ROLE_AGENT);
 
@@ -355,20 +360,56 @@ static void dsn(void **state)
 	assert_int_equal(cs_mysql_dsn_parse("mysql://u:p%40ss@db.example:3307/cs", &d, err, sizeof err), 0);
 	assert_string_equal(d.user, "u");
 	assert_string_equal(d.pass, "p@ss");
-	assert_string_equal(d.host, "db.example");
-	assert_int_equal(d.port, 3307);
+	assert_int_equal(d.nhosts, 1);
+	assert_string_equal(d.host[0].name, "db.example");
+	assert_int_equal(d.host[0].port, 3307);
 	assert_string_equal(d.database, "cs");
 
 	assert_int_equal(cs_mysql_dsn_parse("mysql://root@localhost/cs?socket=/run/my%20sql.sock", &d, err, sizeof err), 0);
 	assert_string_equal(d.user, "root");
 	assert_string_equal(d.pass, "");
-	assert_string_equal(d.host, "localhost");
-	assert_int_equal(d.port, 0);
+	assert_string_equal(d.host[0].name, "localhost");
+	assert_int_equal(d.host[0].port, 0);
 	assert_string_equal(d.socket, "/run/my sql.sock");
 
 	assert_int_equal(cs_mysql_dsn_parse("mysql://u@[::1]:3306/cs", &d, err, sizeof err), 0);
-	assert_string_equal(d.host, "::1");
-	assert_int_equal(d.port, 3306);
+	assert_string_equal(d.host[0].name, "::1");
+	assert_int_equal(d.host[0].port, 3306);
+
+	/* Several servers (a Galera cluster), in the order connections try them. */
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u:p@g1:3306,g2,[fd00::3]:3308,10.0.0.4:4/cs",
+					    &d, err, sizeof err), 0);
+	assert_int_equal(d.nhosts, 4);
+	assert_string_equal(d.host[0].name, "g1");
+	assert_int_equal(d.host[0].port, 3306);
+	assert_string_equal(d.host[1].name, "g2");
+	assert_int_equal(d.host[1].port, 0);
+	assert_string_equal(d.host[2].name, "fd00::3");
+	assert_int_equal(d.host[2].port, 3308);
+	assert_string_equal(d.host[3].name, "10.0.0.4");
+	assert_int_equal(d.host[3].port, 4);
+	assert_string_equal(d.user, "u");
+	assert_string_equal(d.pass, "p");
+	assert_string_equal(d.database, "cs");
+	/* none named: the local server, as before */
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u@/cs", &d, err, sizeof err), 0);
+	assert_int_equal(d.nhosts, 1);
+	assert_string_equal(d.host[0].name, "localhost");
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u@:3307/cs", &d, err, sizeof err), 0);
+	assert_string_equal(d.host[0].name, "localhost");
+	assert_int_equal(d.host[0].port, 3307);
+	/* an empty one in a list, a bad port in any, more than the most */
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u@g1,,g2/cs", &d, err, sizeof err), -EINVAL);
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u@g1,/cs", &d, err, sizeof err), -EINVAL);
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u@,g1/cs", &d, err, sizeof err), -EINVAL);
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u@g1,g2:0/cs", &d, err, sizeof err), -EINVAL);
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u@g1,[::1/cs", &d, err, sizeof err), -EINVAL);
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u@g1,[]/cs", &d, err, sizeof err), -EINVAL);
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u@[::1]x,g2/cs", &d, err, sizeof err), -EINVAL);
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u@a,b,c,d,e,f,g,h/cs", &d, err, sizeof err), 0);
+	assert_int_equal(d.nhosts, CS_MYSQL_HOSTS_MAX);
+	assert_int_equal(cs_mysql_dsn_parse("mysql://u@a,b,c,d,e,f,g,h,i/cs", &d, err, sizeof err),
+			 -EINVAL);
 
 	assert_int_equal(cs_mysql_dsn_parse("postgres://u@h/db", &d, err, sizeof err), -EINVAL);
 	assert_int_equal(cs_mysql_dsn_parse("mysql://u@h", &d, err, sizeof err), -EINVAL);
