@@ -183,19 +183,15 @@ static int cmd_serve(const struct cs_args *a)
  * watches a progress line: no count, and the summary alone.
  */
 
-#define IMPORT_BATCH 256        /* files announced, then registered, together */
-
-struct hashed {
-	char *rel;
-	uint64_t size;
-	int64_t mtime_ns;
-	unsigned char sha[CS_SHA256_LEN];
-};
+/* Files announced, then registered, together: one transaction each (at
+ * about 300 bytes of SQL a file, well inside a statement's limits and
+ * MySQL's read timeout). */
+#define IMPORT_BATCH 500
 
 struct import {
 	const char *ns;
 	unsigned long added, conflicts, errors;
-	struct hashed batch[IMPORT_BATCH];
+	struct cs_import batch[IMPORT_BATCH];
 	int n;
 	struct cs_announce names;
 	struct cs_progress prog;        /* done: files looked at; bytes: hashed */
@@ -258,29 +254,29 @@ static void count_dir(struct import *im, int fd)
 static void import_flush(struct import *im)
 {
 	cs_announce_send(&im->names, true);
+	cs_registry_import_many(im->ns, im->batch, im->n);
 	for (int i = 0; i < im->n; i++) {
-		struct hashed *h = &im->batch[i];
-		int rc = cs_registry_import(im->ns, h->rel, h->size, h->mtime_ns, h->sha);
+		struct cs_import *h = &im->batch[i];
 
-		if (rc == 0) {
+		if (h->rc == 0) {
 			im->added++;
-		} else if (rc == -EEXIST) {
+		} else if (h->rc == -EEXIST) {
 			say(im, "%s: the registry holds different content for this path; "
 				"left as it is", h->rel);
 			im->conflicts++;
 		} else {
 			say(im, "%s: %s", h->rel,
-			    rc == -EAGAIN ? "registry unreachable" : strerror(-rc));
+			    h->rc == -EAGAIN ? "registry unreachable" : strerror(-h->rc));
 			im->errors++;
 		}
-		free(h->rel);
+		free((char *)h->rel);
 	}
 	im->n = 0;
 }
 
 static void import_file(struct import *im, int dirfd, const char *name, const char *rel)
 {
-	struct hashed *h = &im->batch[im->n];
+	struct cs_import *h = &im->batch[im->n];
 	struct stat st;
 	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 
@@ -295,7 +291,7 @@ static void import_file(struct import *im, int dirfd, const char *name, const ch
 		close(fd);
 		return;
 	}
-	if (fd < 0 || fstat(fd, &st) < 0 || cs_sha256_fd(fd, h->sha, &h->size) < 0 ||
+	if (fd < 0 || fstat(fd, &st) < 0 || cs_sha256_fd(fd, h->sha256, &h->size) < 0 ||
 	    !(h->rel = strdup(rel))) {
 		say(im, "%s: %s", rel, strerror(errno));
 		im->errors++;
