@@ -10,11 +10,13 @@
  *   - READERS threads open, stat and hash a chunk's files side by side: a
  *     first import reads its tree from a cold cache, and one read at a time
  *     leaves the disk idle between them (about 2,000 small files/s on the
- *     test machine, against four times that with several in flight);
- *   - the registering thread announces a batch of IMPORT_BATCH names to
- *     every node, then registers them in one transaction
- *     (cs_registry_import_many), while the walk hashes the next batch: two
- *     batches at most, so memory stays the same for any tree.
+ *     test machine, against three to four times that with 4-16 in flight);
+ *   - REGISTRARS threads each announce a batch of IMPORT_BATCH names to
+ *     every node, then register them in one transaction
+ *     (cs_registry_import_many), while the walk hashes the next batch: a
+ *     batch's time is mostly waiting on MySQL and memcached, and two in
+ *     flight keep both busy.  REGISTRARS + 1 batches at most, so memory
+ *     stays the same for any tree.
  * The lines about single files and the progress line come from the main
  * thread alone.  Registering is safe to repeat: an import stopped part way
  * (a signal, a crash) and run again registers what is left, nothing twice.
@@ -51,7 +53,9 @@
  * read timeout). */
 #define IMPORT_BATCH 500
 #define CHUNK 128               /* files of one directory read side by side */
-#define READERS 8               /* ... by this many threads */
+#define READERS 16              /* ... by this many threads */
+#define REGISTRARS 2            /* batches registered at once */
+#define BATCHES (REGISTRARS + 1)
 
 /* What a reader found instead of a file to register. */
 #define NOT_REGULAR (-1)
@@ -77,8 +81,9 @@ struct chunk {
 
 /* Files on their way to the registry, and their names for the indexes. */
 struct batch {
-	struct cs_import v[IMPORT_BATCH];
+	enum { FREE, FILLING, QUEUED, BUSY, DONE } state;       /* under mu */
 	int n;
+	struct cs_import v[IMPORT_BATCH];
 	struct cs_announce names;
 };
 
@@ -86,14 +91,20 @@ struct import {
 	const char *ns;
 	unsigned long added, conflicts, errors;
 	struct chunk ch;
-	struct batch b[2];
+	struct batch b[BATCHES];
 	struct batch *filling;  /* the walk's */
-	struct batch *sent;     /* the registering thread's, or registered; NULL: none */
-	pthread_t registrar;
-	bool threaded;          /* the registering thread runs (else: in line) */
+	pthread_t registrar[REGISTRARS];
+	int threads;            /* registrars running (none: registered in line) */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	bool busy, stop;        /* under mu */
+	bool stop;              /* under mu */
+	pthread_t reader[READERS - 1];
+	int readers;            /* running (none: this thread reads alone) */
+	pthread_mutex_t rmu;
+	pthread_cond_t rgo, rdone;
+	unsigned rgen;          /* under rmu: bumped for each chunk */
+	int rbusy;              /* ... readers not done with it yet */
+	bool rstop;
 	struct cs_progress prog;        /* done: files looked at; bytes: hashed */
 };
 
@@ -166,39 +177,40 @@ static void register_batch(const char *ns, struct batch *b)
 	cs_registry_import_many(ns, b->v, b->n);
 }
 
+/* A batch QUEUED, or NULL once told to stop; under mu. */
+static struct batch *queued(struct import *im)
+{
+	for (;;) {
+		for (int i = 0; i < BATCHES; i++)
+			if (im->b[i].state == QUEUED)
+				return &im->b[i];
+		if (im->stop)
+			return NULL;
+		pthread_cond_wait(&im->cv, &im->mu);
+	}
+}
+
 static void *registrar(void *arg)
 {
 	struct import *im = arg;
+	struct batch *b;
 
 	pthread_mutex_lock(&im->mu);
-	for (;;) {
-		while (!im->busy && !im->stop)
-			pthread_cond_wait(&im->cv, &im->mu);
-		if (!im->busy)
-			break;
+	while ((b = queued(im))) {
+		b->state = BUSY;
 		pthread_mutex_unlock(&im->mu);
-		register_batch(im->ns, im->sent);
+		register_batch(im->ns, b);
 		pthread_mutex_lock(&im->mu);
-		im->busy = false;
+		b->state = DONE;
 		pthread_cond_broadcast(&im->cv);
 	}
 	pthread_mutex_unlock(&im->mu);
 	return NULL;
 }
 
-/* Wait for the batch sent to the registry, then say what became of it. */
-static void import_collect(struct import *im)
+/* Say what became of a registered batch, and free it. */
+static void report(struct import *im, struct batch *b)
 {
-	struct batch *b = im->sent;
-
-	if (im->threaded) {
-		pthread_mutex_lock(&im->mu);
-		while (im->busy)
-			pthread_cond_wait(&im->cv, &im->mu);
-		pthread_mutex_unlock(&im->mu);
-	}
-	if (!b)
-		return;
 	for (int i = 0; i < b->n; i++) {
 		struct cs_import *h = &b->v[i];
 
@@ -216,37 +228,86 @@ static void import_collect(struct import *im)
 		free((char *)h->rel);
 	}
 	b->n = 0;
-	im->sent = NULL;
 }
 
-/* Send the batch being filled to the registry (after the one before it is
- * done), and fill the other. */
+/* Report the batches registered meanwhile; with all, wait for every one
+ * sent.  Then a free batch to fill, if wanted (waiting for one if none). */
+static struct batch *import_collect(struct import *im, bool all, bool want)
+{
+	struct batch *done[BATCHES], *free_one = NULL;
+	int nd;
+
+	pthread_mutex_lock(&im->mu);
+	for (;;) {
+		bool sent = false;
+
+		nd = 0;
+		free_one = NULL;
+		for (int i = 0; i < BATCHES; i++) {
+			struct batch *b = &im->b[i];
+			if (b->state == DONE)
+				done[nd++] = b;
+			else if (b->state == FREE && !free_one)
+				free_one = b;
+			else if (b->state == QUEUED || b->state == BUSY)
+				sent = true;
+		}
+		if (nd || !(all ? sent : want && !free_one))
+			break;
+		pthread_cond_wait(&im->cv, &im->mu);
+	}
+	pthread_mutex_unlock(&im->mu);
+	for (int i = 0; i < nd; i++)
+		report(im, done[i]);    /* only this thread takes a DONE batch */
+	pthread_mutex_lock(&im->mu);
+	for (int i = 0; i < nd; i++) {
+		done[i]->state = FREE;
+		free_one = free_one ? free_one : done[i];
+	}
+	if (free_one && want && !all)
+		free_one->state = FILLING;
+	pthread_mutex_unlock(&im->mu);
+	if (all && nd)
+		return import_collect(im, all, want);
+	return want ? free_one : NULL;
+}
+
+/* Send the batch being filled to the registry, and fill another. */
 static void import_flush(struct import *im)
 {
 	struct batch *b = im->filling;
 
 	if (!b->n)
 		return;
-	import_collect(im);
-	im->sent = b;
-	im->filling = b == &im->b[0] ? &im->b[1] : &im->b[0];
-	if (!im->threaded) {
+	if (!im->threads) {
 		register_batch(im->ns, b);
+		report(im, b);
 		return;
 	}
 	pthread_mutex_lock(&im->mu);
-	im->busy = true;
+	b->state = QUEUED;
 	pthread_cond_broadcast(&im->cv);
 	pthread_mutex_unlock(&im->mu);
+	im->filling = import_collect(im, false, true);
 }
 
 /* ---- reading -------------------------------------------------------- */
 
+/* The file, opened to be read.  Its access time stays as it was where
+ * this user may say so (the owner): reading a tree is no use of it, and
+ * the inode of every file read need not be written back. */
+static int open_file(int dirfd, const char *name)
+{
+	int flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+	int fd = openat(dirfd, name, flags | O_NOATIME);
+
+	return fd < 0 && errno == EPERM ? openat(dirfd, name, flags) : fd;
+}
+
 static void read_one(int dirfd, struct item *it)
 {
 	struct stat st;
-	int fd = openat(dirfd, it->rel + it->off,
-			O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	int fd = open_file(dirfd, it->rel + it->off);
 	int rc;
 
 	it->err = 0;
@@ -267,31 +328,57 @@ static void read_one(int dirfd, struct item *it)
 	close(fd);
 }
 
-static void *reader(void *arg)
+/* Take the chunk's files one by one until none is left. */
+static void read_chunk(struct chunk *c)
 {
-	struct chunk *c = arg;
 	int i;
 
 	while ((i = atomic_fetch_add(&c->next, 1)) < c->n)
 		read_one(c->dirfd, &c->v[i]);
+}
+
+/* A reader: each chunk the walk hands out, until told to stop. */
+static void *reader(void *arg)
+{
+	struct import *im = arg;
+	unsigned seen = 0;
+
+	pthread_mutex_lock(&im->rmu);
+	for (;;) {
+		while (im->rgen == seen && !im->rstop)
+			pthread_cond_wait(&im->rgo, &im->rmu);
+		if (im->rstop)
+			break;
+		seen = im->rgen;
+		pthread_mutex_unlock(&im->rmu);
+		read_chunk(&im->ch);
+		pthread_mutex_lock(&im->rmu);
+		if (--im->rbusy == 0)
+			pthread_cond_signal(&im->rdone);
+	}
+	pthread_mutex_unlock(&im->rmu);
 	return NULL;
 }
 
-/* Read and hash the chunk's files, READERS at a time (this thread one of
- * them), then take each into the batch or say why not. */
+/* Read and hash the chunk's files, the readers and this thread side by
+ * side, then take each into the batch or say why not. */
 static void import_chunk(struct import *im)
 {
 	struct chunk *c = &im->ch;
-	pthread_t t[READERS - 1];
-	int nt = 0;
 
+	if (!c->n)
+		return;
 	atomic_store(&c->next, 0);
-	for (; nt < READERS - 1 && nt < c->n - 1; nt++)
-		if (pthread_create(&t[nt], NULL, reader, c) != 0)
-			break;          /* fewer readers, then */
-	reader(c);
-	for (int i = 0; i < nt; i++)
-		pthread_join(t[i], NULL);
+	pthread_mutex_lock(&im->rmu);
+	im->rbusy = im->readers;
+	im->rgen++;
+	pthread_cond_broadcast(&im->rgo);
+	pthread_mutex_unlock(&im->rmu);
+	read_chunk(c);
+	pthread_mutex_lock(&im->rmu);
+	while (im->rbusy)
+		pthread_cond_wait(&im->rdone, &im->rmu);
+	pthread_mutex_unlock(&im->rmu);
 	for (int i = 0; i < c->n; i++) {
 		struct item *it = &c->v[i];
 		struct batch *b = im->filling;
@@ -393,7 +480,10 @@ static int import_dir(struct import *im, int fd, const char *prefix)
 int cs_cmd_import(const struct cs_args *a)
 {
 	static struct import im = { .mu = PTHREAD_MUTEX_INITIALIZER,
-				    .cv = PTHREAD_COND_INITIALIZER };
+				    .cv = PTHREAD_COND_INITIALIZER,
+				    .rmu = PTHREAD_MUTEX_INITIALIZER,
+				    .rgo = PTHREAD_COND_INITIALIZER,
+				    .rdone = PTHREAD_COND_INITIALIZER };
 	const struct cs_prefix *p;
 	int64_t start = cs_clock_ms();
 	uint32_t self;
@@ -412,7 +502,13 @@ int cs_cmd_import(const struct cs_args *a)
 	}
 	im.ns = p->name;
 	im.filling = &im.b[0];
-	im.threaded = pthread_create(&im.registrar, NULL, registrar, &im) == 0;
+	im.filling->state = FILLING;
+	while (im.threads < REGISTRARS &&
+	       pthread_create(&im.registrar[im.threads], NULL, registrar, &im) == 0)
+		im.threads++;
+	while (im.readers < READERS - 1 &&
+	       pthread_create(&im.reader[im.readers], NULL, reader, &im) == 0)
+		im.readers++;
 	cs_progress_init(&im.prog, "import", "files");
 	if (im.prog.tty && (fd = open(p->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
 		count_dir(&im, fd);
@@ -422,15 +518,20 @@ int cs_cmd_import(const struct cs_args *a)
 	fd = open(p->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	rc = fd < 0 ? -errno : import_dir(&im, fd, "");
 	import_flush(&im);
-	import_collect(&im);
-	if (im.threaded) {
-		pthread_mutex_lock(&im.mu);
-		im.stop = true;
-		pthread_cond_broadcast(&im.cv);
-		pthread_mutex_unlock(&im.mu);
-		pthread_join(im.registrar, NULL);
-	}
-	for (int i = 0; i < 2; i++)
+	import_collect(&im, true, false);
+	pthread_mutex_lock(&im.mu);
+	im.stop = true;
+	pthread_cond_broadcast(&im.cv);
+	pthread_mutex_unlock(&im.mu);
+	for (int i = 0; i < im.threads; i++)
+		pthread_join(im.registrar[i], NULL);
+	pthread_mutex_lock(&im.rmu);
+	im.rstop = true;
+	pthread_cond_broadcast(&im.rgo);
+	pthread_mutex_unlock(&im.rmu);
+	for (int i = 0; i < im.readers; i++)
+		pthread_join(im.reader[i], NULL);
+	for (int i = 0; i < BATCHES; i++)
 		cs_announce_free(&im.b[i].names);
 	cs_progress_end(&im.prog);
 	if (rc < 0) {
