@@ -721,15 +721,27 @@ static void sql_hashes(struct cs_buf *q, const unsigned char (*h)[CS_SHA256_LEN]
 	}
 }
 
-/* The v[i] a row (path hash in column hc, path in pc) is about, or -1. */
+/* The v[i] a row (path hash in column hc, path in pc) is about, or -1:
+ * order[] has the batch by path hash. */
 static int row_file(MYSQL_ROW row, unsigned long *l, int hc, int pc,
-		    const struct cs_import *v, const unsigned char (*h)[CS_SHA256_LEN], int n)
+		    const struct cs_import *v, const unsigned char (*h)[CS_SHA256_LEN],
+		    const int *order, int n)
 {
+	int lo = 0, hi = n;
+
 	if (!row[hc] || l[hc] != CS_SHA256_LEN || !row[pc])
 		return -1;
-	for (int i = 0; i < n; i++)
-		if (memcmp(h[i], row[hc], CS_SHA256_LEN) == 0)
+	while (lo < hi) {
+		int mid = lo + (hi - lo) / 2, i = order[mid];
+		int c = memcmp(h[i], row[hc], CS_SHA256_LEN);
+
+		if (c == 0)
 			return strlen(v[i].rel) == l[pc] && !memcmp(v[i].rel, row[pc], l[pc]) ? i : -1;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
 	return -1;
 }
 
@@ -752,13 +764,16 @@ static int import_read(struct cs_db *d, const char *ns, struct cs_import *v, con
 	cs_sql_str(&q, " FOR UPDATE");
 	rc = cs_db_multi(d, &q, &res, 1, NULL, 0);
 	cs_buf_free(&q);
-	if (rc < 0)
+	if (rc < 0) {
+		if (res)
+			mysql_free_result(res);
 		return rc;
+	}
 	for (int i = 0; i < n; i++)
 		what[i] = IMP_NEW;
 	while (res && (row = mysql_fetch_row(res))) {
 		unsigned long *l = mysql_fetch_lengths(res);
-		int i = row_file(row, l, 0, 5, v, h, n);
+		int i = row_file(row, l, 0, 5, v, h, order, n);
 
 		if (i < 0 || !row[3] || l[3] != CS_SHA256_LEN)
 			continue;
@@ -894,12 +909,13 @@ static int import_attempt(struct cs_db *d, const char *ns, struct cs_import *v,
 			v[i].rc = -EIO;         /* until its record is read */
 	while (res && (row = mysql_fetch_row(res))) {
 		unsigned long *l = mysql_fetch_lengths(res);
-		int i = row_file(row, l, 7, 8, v, h, n);
+		int i = row_file(row, l, 7, 8, v, h, order, n);
 
 		if (i < 0 || !what[i])
 			continue;
 		record_row(row, l, &f[i]);
-		/* Never another's content: the row was locked, but say so if. */
+		/* Its row was locked since it was read: never another's
+		 * content, unless the registry is not what it says. */
 		v[i].rc = f[i].deleted || memcmp(f[i].sha256, v[i].sha256, CS_SHA256_LEN) != 0 ?
 			  -EEXIST : 0;
 	}
