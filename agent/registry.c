@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "listing.h"
 #include "mcache.h"
@@ -686,74 +687,347 @@ int cs_registry_evict(uint64_t file_id, uint64_t version)
 
 /* ---- import ---------------------------------------------------------- */
 
-/* cs_registry_import on connection d: *f gets the record as registered. */
-static int import_one(struct cs_db *d, const unsigned char h[CS_SHA256_LEN], const char *ns,
-		      const char *rel, uint64_t size, int64_t mtime_ns,
-		      const unsigned char sha[CS_SHA256_LEN], uint32_t self, struct cs_file *f)
+/*
+ * A batch of files this node already has is registered in one transaction
+ * of two round trips, as publish.c registers writes: lock and read the
+ * batch's rows with one SELECT (READ COMMITTED: a path not registered yet
+ * takes no gap lock), then in one go add the new paths' directories, the
+ * new paths (one multi-row INSERT), a new version over each tombstone, this
+ * node's holder records of them all (one INSERT ... SELECT), read the
+ * records back for memcached, and commit.  What import does to a path is
+ * what it always did, file by file: a new path is version 1, a tombstone
+ * gets the next version, the same content already registered gets this
+ * node's holder record of the registered version (as registered: size and
+ * mtime included), other content is left alone (-EEXIST).
+ */
+
+#define IMPORT_TRIES 4          /* attempts of a batch that loses races */
+
+/* Where v[i] stands in the transaction. */
+enum { IMP_NEW = 1, IMP_TOMBSTONE, IMP_SAME };
+
+static void sql_hashes(struct cs_buf *q, const unsigned char (*h)[CS_SHA256_LEN],
+		       const int *order, const int *what, int n)
+{
+	const char *sep = "";
+
+	for (int k = 0; k < n; k++) {
+		int i = order[k];
+		if (what && !what[i])
+			continue;
+		cs_sql_str(q, sep);
+		cs_sql_hex(q, h[i], CS_SHA256_LEN);
+		sep = ",";
+	}
+}
+
+/* The v[i] a row (path hash in column hc, path in pc) is about, or -1:
+ * order[] has the batch by path hash. */
+static int row_file(MYSQL_ROW row, unsigned long *l, int hc, int pc,
+		    const struct cs_import *v, const unsigned char (*h)[CS_SHA256_LEN],
+		    const int *order, int n)
+{
+	int lo = 0, hi = n;
+
+	if (!row[hc] || l[hc] != CS_SHA256_LEN || !row[pc])
+		return -1;
+	while (lo < hi) {
+		int mid = lo + (hi - lo) / 2, i = order[mid];
+		int c = memcmp(h[i], row[hc], CS_SHA256_LEN);
+
+		if (c == 0)
+			return strlen(v[i].rel) == l[pc] && !memcmp(v[i].rel, row[pc], l[pc]) ? i : -1;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+/* Round trip 1: lock and read the rows there are; what[i] says what v[i]
+ * will do, f[i] gets its row (id, version, sha256, deleted). */
+static int import_read(struct cs_db *d, const char *ns, struct cs_import *v, const int *order,
+		       int n, const unsigned char (*h)[CS_SHA256_LEN], int *what, struct cs_file *f)
 {
 	struct cs_buf q = { 0 };
-	int rc = cs_registry_db_file(d, h, ns, rel, f, false);
+	MYSQL_RES *res = NULL;
+	MYSQL_ROW row;
+	int rc;
 
-	if (rc == 0 && !f->deleted && memcmp(f->sha256, sha, CS_SHA256_LEN) != 0)
-		return -EEXIST;
-	if (rc == -ENOENT) {
-		struct cs_dirset dirs = { 0 };
-
-		/* Its directories first (safe to repeat): listed from now on. */
-		cs_dirset_add(&dirs, ns, rel);
-		rc = cs_dirset_sql(&dirs, &q) ? cs_db_run(d, &q, NULL, true) : 0;
-		cs_dirset_free(&dirs);
-		cs_buf_clear(&q);
-		if (rc < 0)
-			goto out;
-		cs_registry_sql_new_file(&q, h, ns, rel, size, mtime_ns, sha);
-	} else if (rc == 0 && f->deleted) {
-		/* Re-created over a tombstone: a new version, unless another
-		 * writer got there first (then nothing matches the version). */
-		cs_sql_fmt(&q, "UPDATE files f SET version=version+1, deleted=0,"
-			       " size=%" PRIu64 ", mtime_ns=%" PRId64 ", sha256=", size, mtime_ns);
-		cs_sql_hex(&q, sha, CS_SHA256_LEN);
-		cs_sql_fmt(&q, " WHERE f.id=%" PRIu64 " AND f.version=%" PRIu64, f->id, f->version);
-	} else if (rc < 0) {
+	cs_sql_str(&q, "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; START TRANSACTION;"
+		       " SELECT f.path_hash, f.id, f.version, f.sha256, f.deleted, f.path"
+		       " FROM files f WHERE f.path_hash IN (");
+	sql_hashes(&q, h, order, NULL, n);
+	cs_sql_str(&q, ") AND f.namespace=");
+	cs_sql_text(&q, ns);
+	cs_sql_str(&q, " FOR UPDATE");
+	rc = cs_db_multi(d, &q, &res, 1, NULL, 0);
+	cs_buf_free(&q);
+	if (rc < 0) {
+		if (res)
+			mysql_free_result(res);
 		return rc;
 	}
-	if (q.len || q.oom) {
-		if ((rc = cs_db_run(d, &q, NULL, true)) < 0)
-			goto out;
-		if ((rc = cs_registry_db_file(d, h, ns, rel, f, false)) < 0)
-			goto out;
-		/* Another writer's version is not this node's copy. */
-		if (f->deleted || memcmp(f->sha256, sha, CS_SHA256_LEN) != 0) {
-			rc = -EEXIST;
-			goto out;
+	for (int i = 0; i < n; i++)
+		what[i] = IMP_NEW;
+	while (res && (row = mysql_fetch_row(res))) {
+		unsigned long *l = mysql_fetch_lengths(res);
+		int i = row_file(row, l, 0, 5, v, h, order, n);
+
+		if (i < 0 || !row[3] || l[3] != CS_SHA256_LEN)
+			continue;
+		memset(&f[i], 0, sizeof f[i]);
+		f[i].id = cs_db_u64(row[1]);
+		f[i].version = cs_db_u64(row[2]);
+		memcpy(f[i].sha256, row[3], CS_SHA256_LEN);
+		f[i].deleted = row[4] && row[4][0] == '1';
+		if (f[i].deleted) {
+			what[i] = IMP_TOMBSTONE;
+		} else if (memcmp(f[i].sha256, v[i].sha256, CS_SHA256_LEN) != 0) {
+			what[i] = 0;
+			v[i].rc = -EEXIST;
+		} else {
+			what[i] = IMP_SAME;
 		}
 	}
-	q.len = 0;
-	cs_registry_sql_replica(&q, f->id, self, f->version, f->size, f->mtime_ns);
-	if ((rc = cs_db_run(d, &q, NULL, true)) == 0)
-		rc = cs_registry_db_file(d, h, ns, rel, f, false);
+	if (res)
+		mysql_free_result(res);
+	return 0;
+}
+
+/* Round trip 2's statements for the batch as import_read found it. */
+static void import_sql(struct cs_buf *q, const char *ns, const struct cs_import *v,
+		       const int *order, int n, const unsigned char (*h)[CS_SHA256_LEN],
+		       const int *what, const struct cs_file *f, uint32_t self)
+{
+	struct cs_dirset dirs = { 0 };
+	const char *sep = "INSERT INTO files (path_hash, namespace, path, version, size,"
+			  " mtime_ns, sha256, deleted) VALUES ";
+	bool any = false;
+
+	for (int k = 0; k < n; k++)
+		if (what[order[k]] == IMP_NEW)
+			cs_dirset_add(&dirs, ns, v[order[k]].rel);     /* listed from now on */
+	if (cs_dirset_sql(&dirs, q))
+		cs_sql_str(q, "; ");
+	cs_dirset_free(&dirs);
+	for (int k = 0; k < n; k++) {
+		int i = order[k];
+
+		any |= what[i] != 0;
+		if (what[i] != IMP_NEW)
+			continue;
+		cs_sql_str(q, sep);
+		cs_sql_str(q, "(");
+		cs_sql_hex(q, h[i], CS_SHA256_LEN);
+		cs_sql_str(q, ",");
+		cs_sql_text(q, ns);
+		cs_sql_str(q, ",");
+		cs_sql_text(q, v[i].rel);
+		cs_sql_fmt(q, ",1,%" PRIu64 ",%" PRId64 ",", v[i].size, v[i].mtime_ns);
+		cs_sql_hex(q, v[i].sha256, CS_SHA256_LEN);
+		cs_sql_str(q, ",0)");
+		sep = ",";
+	}
+	if (*sep == ',')
+		cs_sql_str(q, "; ");
+	/* Re-created over a tombstone: its next version (the row is locked). */
+	for (int i = 0; i < n; i++) {
+		if (what[i] != IMP_TOMBSTONE)
+			continue;
+		cs_sql_fmt(q, "UPDATE files SET version=version+1, deleted=0, size=%" PRIu64
+			      ", mtime_ns=%" PRId64 ", sha256=", v[i].size, v[i].mtime_ns);
+		cs_sql_hex(q, v[i].sha256, CS_SHA256_LEN);
+		cs_sql_fmt(q, " WHERE id=%" PRIu64 "; ", f[i].id);
+	}
+	if (any) {
+		/* This node holds each as registered now: the version, size and
+		 * mtime of the row. */
+		cs_sql_fmt(q, "INSERT INTO replicas (file_id, node_id, version, size, mtime_ns,"
+			      " stale, pinned) SELECT f.id, %" PRIu32 ", f.version, f.size,"
+			      " f.mtime_ns, 0, 1 FROM files f WHERE f.path_hash IN (", self);
+		sql_hashes(q, h, order, what, n);
+		cs_sql_str(q, ")" REPLICA_UPDATE "; ");
+		/* The records as they will be committed, for memcached. */
+		cs_sql_str(q, "SELECT f.id, f.version, f.size, f.mtime_ns, f.sha256, f.deleted,"
+			      " (SELECT GROUP_CONCAT(r.node_id ORDER BY r.updated_at) FROM replicas r"
+			      "  WHERE r.file_id=f.id AND r.version=f.version AND r.stale=0),"
+			      " f.path_hash, f.path FROM files f WHERE f.path_hash IN (");
+		sql_hashes(q, h, order, what, n);
+		cs_sql_str(q, "); ");
+	}
+	cs_sql_str(q, "COMMIT");
+}
+
+/* A record row of import_sql's last SELECT into f (holders included). */
+static void record_row(MYSQL_ROW row, unsigned long *l, struct cs_file *f)
+{
+	memset(f, 0, sizeof *f);
+	f->id = cs_db_u64(row[0]);
+	f->version = cs_db_u64(row[1]);
+	f->size = cs_db_u64(row[2]);
+	f->mtime_ns = row[3] ? strtoll(row[3], NULL, 10) : 0;
+	if (row[4] && l[4] == CS_SHA256_LEN)
+		memcpy(f->sha256, row[4], CS_SHA256_LEN);
+	f->deleted = row[5] && row[5][0] == '1';
+	for (char *p = row[6]; p && *p && f->nholders < CS_MAX_HOLDERS;) {
+		char *end;
+		f->holder[f->nholders++] = (uint32_t)strtoul(p, &end, 10);
+		p = *end ? end + 1 : end;
+	}
+}
+
+/*
+ * One attempt at the import transaction for v[0, n), taken in order[] (by
+ * path hash, so two batches lock rows in one order): each v[i].rc, and
+ * f[i] the record registered for those that are 0.  -EBUSY when it lost a
+ * race (duplicate key, deadlock, Galera's certification), -EAGAIN, -EIO:
+ * then nothing was done.
+ */
+static int import_attempt(struct cs_db *d, const char *ns, struct cs_import *v,
+			  const int *order, int n, const unsigned char (*h)[CS_SHA256_LEN],
+			  uint32_t self, struct cs_file *f)
+{
+	int *what = calloc(n, sizeof *what);
+	struct cs_buf q = { 0 };
+	MYSQL_RES *res = NULL;
+	MYSQL_ROW row;
+	int rc;
+
+	if (!what)
+		return -ENOMEM;
+	for (int i = 0; i < n; i++)
+		v[i].rc = 0;
+	if ((rc = import_read(d, ns, v, order, n, h, what, f)) < 0)
+		goto fail;
+	import_sql(&q, ns, v, order, n, h, what, f, self);
+	if ((rc = cs_db_multi(d, &q, &res, 1, NULL, 0)) < 0)
+		goto fail;
+	for (int i = 0; i < n; i++)
+		if (what[i])
+			v[i].rc = -EIO;         /* until its record is read */
+	while (res && (row = mysql_fetch_row(res))) {
+		unsigned long *l = mysql_fetch_lengths(res);
+		int i = row_file(row, l, 7, 8, v, h, order, n);
+
+		if (i < 0 || !what[i])
+			continue;
+		record_row(row, l, &f[i]);
+		/* Its row was locked since it was read: never another's
+		 * content, unless the registry is not what it says. */
+		v[i].rc = f[i].deleted || memcmp(f[i].sha256, v[i].sha256, CS_SHA256_LEN) != 0 ?
+			  -EEXIST : 0;
+	}
+	goto out;
+fail:
+	cs_db_rollback(d);
 out:
+	if (res)
+		mysql_free_result(res);
 	cs_buf_free(&q);
+	free(what);
+	return rc;
+}
+
+/* A short, growing, jittered pause before a batch is tried again. */
+static void backoff(int tries)
+{
+	struct timespec ts = { 0, 0 };
+	long ms = (5L << tries) + (long)((uint64_t)cs_clock_ms() * 2654435761u % 7);
+
+	ts.tv_nsec = ms * 1000000L;
+	nanosleep(&ts, NULL);
+}
+
+/* import_attempt until it does not lose a race (IMPORT_TRIES at most). */
+static int import_tries(struct cs_db *d, const char *ns, struct cs_import *v,
+			const int *order, int n, const unsigned char (*h)[CS_SHA256_LEN],
+			uint32_t self, struct cs_file *f)
+{
+	int rc = -EBUSY;
+
+	for (int tries = 0; tries < IMPORT_TRIES; tries++) {
+		if (tries)
+			backoff(tries);
+		if ((rc = import_attempt(d, ns, v, order, n, h, self, f)) != -EBUSY)
+			break;
+	}
+	return rc;
+}
+
+struct keyed {
+	unsigned char h[CS_SHA256_LEN];
+	int i;
+};
+
+static int by_key(const void *a, const void *b)
+{
+	return memcmp(((const struct keyed *)a)->h, ((const struct keyed *)b)->h, CS_SHA256_LEN);
+}
+
+int cs_registry_import_many(const char *ns, struct cs_import *v, int n)
+{
+	unsigned char (*h)[CS_SHA256_LEN] = malloc((n > 0 ? n : 1) * sizeof *h);
+	struct keyed *k = malloc((n > 0 ? n : 1) * sizeof *k);
+	int *order = malloc((n > 0 ? n : 1) * sizeof *order);
+	struct cs_file *f = calloc(n > 0 ? n : 1, sizeof *f);
+	struct cs_db *d = NULL;
+	uint32_t self;
+	int rc;
+
+	if (!h || !k || !order || !f) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (n <= 0 || (rc = cs_nodes_self(&self)) < 0) {
+		rc = n <= 0 ? 0 : rc;
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		cs_path_hash(ns, v[i].rel, h[i]);
+		memcpy(k[i].h, h[i], CS_SHA256_LEN);
+		k[i].i = i;
+	}
+	qsort(k, n, sizeof *k, by_key);
+	for (int i = 0; i < n; i++)
+		order[i] = k[i].i;
+	if (!(d = cs_db_get())) {
+		rc = -EAGAIN;
+		goto out;
+	}
+	const unsigned char (*hc)[CS_SHA256_LEN] = (const unsigned char (*)[CS_SHA256_LEN])h;
+	rc = import_tries(d, ns, v, order, n, hc, self, f);
+	if ((rc == -EBUSY || rc == -EIO) && n > 1) {
+		/* Still losing races, or the server refused one file: each
+		 * alone, so that one file never keeps the others out. */
+		rc = 0;
+		for (int i = 0; i < n; i++) {
+			int one = 0, r = import_tries(d, ns, &v[i], &one, 1, &hc[i], self, &f[i]);
+			if (r < 0)
+				v[i].rc = r;
+		}
+	}
+	cs_db_put(d);
+	for (int i = 0; rc == 0 && i < n; i++)
+		if (v[i].rc == 0)
+			cs_registry_cache(h[i], &f[i], true);
+out:
+	for (int i = 0; rc < 0 && i < n; i++)
+		v[i].rc = rc;
+	free(h);
+	free(k);
+	free(order);
+	free(f);
 	return rc;
 }
 
 int cs_registry_import(const char *ns, const char *rel, uint64_t size, int64_t mtime_ns,
 		       const unsigned char sha[CS_SHA256_LEN])
 {
-	unsigned char h[CS_SHA256_LEN];
-	struct cs_file f;
-	struct cs_db *d;
-	uint32_t self;
-	int rc;
+	struct cs_import one = { rel, size, mtime_ns, { 0 }, 0 };
 
-	if ((rc = cs_nodes_self(&self)) < 0)
-		return rc;
-	cs_path_hash(ns, rel, h);
-	if (!(d = cs_db_get()))
-		return -EAGAIN;
-	rc = import_one(d, h, ns, rel, size, mtime_ns, sha, self, &f);
-	cs_db_put(d);
-	if (rc == 0)
-		cs_registry_cache(h, &f, true);
-	return rc;
+	memcpy(one.sha256, sha, CS_SHA256_LEN);
+	cs_registry_import_many(ns, &one, 1);
+	return one.rc;
 }

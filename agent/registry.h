@@ -136,6 +136,24 @@ int cs_registry_evict(uint64_t file_id, uint64_t version);
  */
 int cs_registry_import(const char *ns, const char *rel, uint64_t size, int64_t mtime_ns,
 		       const unsigned char sha[CS_SHA256_LEN]);
+/* A file for cs_registry_import_many, and what became of it. */
+struct cs_import {
+	const char *rel;
+	uint64_t size;
+	int64_t mtime_ns;
+	unsigned char sha256[CS_SHA256_LEN];
+	int rc;                 /* out: as cs_registry_import's answer */
+};
+/*
+ * Register v[0, n) (distinct paths in namespace ns) as cs_registry_import
+ * does each, in one transaction of two round trips whatever n.  A batch
+ * that loses a race (a duplicate key, a deadlock, Galera's certification)
+ * is tried again whole, after a short pause, a few times, then file by
+ * file, as is one that the server refuses: one file never fails the
+ * others.  Each v[i].rc says what became of it; 0, or the -errno every
+ * v[i].rc got (-EAGAIN: the registry unreachable, -ENOMEM).
+ */
+int cs_registry_import_many(const char *ns, struct cs_import *v, int n);
 
 /* ---- for publish.c --------------------------------------------------- */
 

@@ -12,7 +12,6 @@
  * every command and option here, and tests/integration/test_cli.py checks
  * that the two agree.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -25,7 +24,6 @@
 #include <unistd.h>
 
 #include "agent.h"
-#include "announce.h"
 #include "cs.h"
 #include "nodes.h"
 #include "registry.h"
@@ -35,7 +33,6 @@
 #include "tool.h"
 
 static int cmd_serve(const struct cs_args *a);
-static int cmd_import(const struct cs_args *a);
 static int cmd_drain(const struct cs_args *a);
 static int cmd_conflicts(const struct cs_args *a);
 static int cmd_help(const struct cs_args *a);
@@ -45,13 +42,6 @@ static const struct cs_opt no_opts[] = { { NULL } };
 static const struct cs_usage usage_serve = {
 	"serve", "", 0, 0,
 	"Run this node's agent: answers the hosts' misses, replicates their writes, serves peers.",
-	no_opts,
-};
-
-static const struct cs_usage usage_import = {
-	"import", "NAMESPACE", 1, 1,
-	"Register the files already in this node's directory for NAMESPACE: an existing\n"
-	"tree joins the cluster without copying.  Progress on a terminal, then a summary.",
 	no_opts,
 };
 
@@ -89,7 +79,7 @@ static const struct command {
 	int nusage;
 } commands[] = {
 	{ "serve", cmd_serve, CS_ROLE_AGENT, &usage_serve, 1 },
-	{ "import", cmd_import, CS_ROLE_TOOL, &usage_import, 1 },
+	{ "import", cs_cmd_import, CS_ROLE_TOOL, &cs_usage_import, 1 },
 	{ "status", cs_cmd_status, CS_ROLE_TOOL, &cs_usage_status, 1 },
 	{ "node", cs_cmd_node, CS_ROLE_TOOL, cs_usage_node, 3 },
 	{ "repair", cs_cmd_repair, CS_ROLE_TOOL, &cs_usage_repair, 1 },
@@ -170,229 +160,6 @@ static int cmd_serve(const struct cs_args *a)
 {
 	(void)a;
 	return cs_agent_main();
-}
-
-/* ---- import --------------------------------------------------------- */
-
-/*
- * On a terminal, import first counts what it will do (a walk that reads
- * the directories and stats each file, nothing more), so that its progress
- * line has an ETA from the start: the count costs a small share of the
- * import itself, which reads and hashes every byte and registers every
- * file (bench/import measures both).  When stderr is not a terminal nobody
- * watches a progress line: no count, and the summary alone.
- */
-
-#define IMPORT_BATCH 256        /* files announced, then registered, together */
-
-struct hashed {
-	char *rel;
-	uint64_t size;
-	int64_t mtime_ns;
-	unsigned char sha[CS_SHA256_LEN];
-};
-
-struct import {
-	const char *ns;
-	unsigned long added, conflicts, errors;
-	struct hashed batch[IMPORT_BATCH];
-	int n;
-	struct cs_announce names;
-	struct cs_progress prog;        /* done: files looked at; bytes: hashed */
-};
-
-/* A line about one file, above the progress line. */
-#define say(im, ...) cs_progress_print(&(im)->prog, stderr, "cs-replicate import: " __VA_ARGS__)
-
-static void progress(struct import *im)
-{
-	struct cs_progress *p = &im->prog;
-
-	if (p->total && p->done > p->total)
-		p->total = p->done;             /* the tree grew since it was counted */
-	if (p->bytes_total && p->bytes > p->bytes_total)
-		p->bytes_total = p->bytes;
-	cs_progress_show(p, false);
-}
-
-/* Not looked at: ".", "..", and the library's temp files. */
-static bool skipped(const char *name)
-{
-	return !strcmp(name, ".") || !strcmp(name, "..") || !strncmp(name, ".cs-", 4);
-}
-
-/* How many regular files, of how many bytes, import_dir will find below
- * fd (closed here), never through a symlink, as it does. */
-static void count_dir(struct import *im, int fd)
-{
-	DIR *d = fdopendir(fd);
-	struct dirent *e;
-
-	if (!d) {
-		close(fd);
-		return;
-	}
-	while ((e = readdir(d))) {
-		struct stat st;
-
-		if (skipped(e->d_name) || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		if (S_ISDIR(st.st_mode)) {
-			int sub = openat(dirfd(d), e->d_name,
-					 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (sub >= 0)
-				count_dir(im, sub);
-		} else if (S_ISREG(st.st_mode)) {
-			im->prog.total++;
-			im->prog.bytes_total += (uint64_t)st.st_size;
-			if (im->prog.total % 1024 == 0)
-				cs_progress_text(&im->prog, "import: counting files: %" PRIu64 " so far",
-						 im->prog.total);
-		}
-	}
-	closedir(d);
-}
-
-/* Announce the batch's names to every node, then register them: no node
- * can then answer 404 for a name the registry has. */
-static void import_flush(struct import *im)
-{
-	cs_announce_send(&im->names, true);
-	for (int i = 0; i < im->n; i++) {
-		struct hashed *h = &im->batch[i];
-		int rc = cs_registry_import(im->ns, h->rel, h->size, h->mtime_ns, h->sha);
-
-		if (rc == 0) {
-			im->added++;
-		} else if (rc == -EEXIST) {
-			say(im, "%s: the registry holds different content for this path; "
-				"left as it is", h->rel);
-			im->conflicts++;
-		} else {
-			say(im, "%s: %s", h->rel,
-			    rc == -EAGAIN ? "registry unreachable" : strerror(-rc));
-			im->errors++;
-		}
-		free(h->rel);
-	}
-	im->n = 0;
-}
-
-static void import_file(struct import *im, int dirfd, const char *name, const char *rel)
-{
-	struct hashed *h = &im->batch[im->n];
-	struct stat st;
-	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-
-	if (fd >= 0 && fstat(fd, &st) == 0 && (!S_ISREG(st.st_mode) || st.st_nlink > 1)) {
-		/* A hard link may be another name of a file outside the
-		 * namespace; a FIFO or device is no file to serve. */
-		say(im, "%s: %s; not imported", rel,
-		    S_ISREG(st.st_mode) ? "hard-linked (another name may lead outside the "
-					  "namespace; copy it instead)" : "not a regular file");
-		im->errors++;
-		im->prog.done++;
-		close(fd);
-		return;
-	}
-	if (fd < 0 || fstat(fd, &st) < 0 || cs_sha256_fd(fd, h->sha, &h->size) < 0 ||
-	    !(h->rel = strdup(rel))) {
-		say(im, "%s: %s", rel, strerror(errno));
-		im->errors++;
-		im->prog.done++;
-		if (fd >= 0)
-			close(fd);
-		return;
-	}
-	close(fd);
-	im->prog.done++;
-	im->prog.bytes += h->size;
-	progress(im);
-	h->mtime_ns = cs_mtime_ns(&st);
-	cs_announce_add(&im->names, im->ns, rel);
-	if (++im->n == IMPORT_BATCH)
-		import_flush(im);
-}
-
-/* Depth-first over dirfd; never follows symlinks, skips libcs temp files. */
-static int import_dir(struct import *im, int fd, const char *prefix)
-{
-	DIR *d = fdopendir(fd);
-	struct dirent *e;
-
-	if (!d) {
-		close(fd);
-		return -errno;
-	}
-	while ((e = readdir(d))) {
-		char rel[CS_PATH_MAX];
-		struct stat st;
-
-		if (skipped(e->d_name))
-			continue;
-		if (snprintf(rel, sizeof rel, "%s%s%s", prefix, *prefix ? "/" : "",
-			     e->d_name) >= (int)sizeof rel ||
-		    !cs_path_rel_valid(rel, strlen(rel))) {
-			say(im, "skipping unusable name under '%s'", prefix);
-			im->errors++;
-			continue;
-		}
-		if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		if (S_ISDIR(st.st_mode)) {
-			int sub = openat(dirfd(d), e->d_name,
-					 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (sub < 0 || import_dir(im, sub, rel) < 0) {
-				say(im, "%s: %s", rel, strerror(errno));
-				im->errors++;
-			}
-		} else if (S_ISREG(st.st_mode)) {
-			import_file(im, dirfd(d), e->d_name, rel);
-		}
-	}
-	closedir(d);
-	return 0;
-}
-
-static int cmd_import(const struct cs_args *a)
-{
-	static struct import im;
-	const struct cs_prefix *p;
-	int64_t start = cs_clock_ms();
-	uint32_t self;
-	int fd, rc;
-
-	p = cs_config_namespace(&cs_cfg, a->arg[0]);
-	if (!p) {
-		fprintf(stderr, "cs-replicate import: no namespace '%s' in CS_PREFIXES\n",
-			a->arg[0]);
-		return 2;
-	}
-	if ((rc = cs_nodes_self(&self)) < 0) {
-		fprintf(stderr, "cs-replicate import: registry unreachable (%s)\n",
-			strerror(-rc));
-		return 1;
-	}
-	im.ns = p->name;
-	cs_progress_init(&im.prog, "import", "files");
-	if (im.prog.tty && (fd = open(p->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
-		count_dir(&im, fd);
-		im.prog.start_ms = cs_clock_ms();       /* the rate is the import's */
-	}
-	cs_progress_show(&im.prog, true);
-	fd = open(p->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 || import_dir(&im, fd, "") < 0) {
-		cs_progress_end(&im.prog);
-		fprintf(stderr, "cs-replicate import: %s: %s\n", p->dir, strerror(errno));
-		return 1;
-	}
-	import_flush(&im);
-	cs_announce_free(&im.names);
-	cs_progress_end(&im.prog);
-	cs_summary("import", im.prog.done, "files", im.prog.bytes, (cs_clock_ms() - start) / 1e3);
-	printf(": %lu registered or already matching, %lu conflicting, %lu errors\n",
-	       im.added, im.conflicts, im.errors);
-	return im.conflicts || im.errors ? 1 : 0;
 }
 
 /* ---- conflicts -------------------------------------------------------- */

@@ -78,9 +78,10 @@ int cs_usage_error(const struct cs_usage *u, const char *fmt, ...)
 
 /* ---- subcommands ---------------------------------------------------------- */
 
-extern const struct cs_usage cs_usage_status, cs_usage_repair, cs_usage_verify;
+extern const struct cs_usage cs_usage_import, cs_usage_status, cs_usage_repair, cs_usage_verify;
 extern const struct cs_usage cs_usage_node[3];  /* drain, undrain, remove */
 
+int cs_cmd_import(const struct cs_args *a);
 int cs_cmd_status(const struct cs_args *a);
 int cs_cmd_node(const struct cs_args *a);
 int cs_cmd_repair(const struct cs_args *a);
