@@ -71,6 +71,7 @@
 #define REST_FACTOR 9           /* at rest, sleep this many times a batch's scan */
 #define WALK_STEP 5000          /* holder records per batch */
 #define WAIT_MS 500             /* when the registry or this node cannot act */
+#define SAVE_MS 1000            /* within a batch, the place is kept this often */
 #define BATCH 16                /* files whose pushes run side by side */
 #define TARGETS 8               /* nodes a file may be pushed to, per pass */
 #define AFTER_OUTAGE_MS (CS_BREAKER_MAX_MS + 2 * 2000 + 1000)  /* ... plus CS_DOWN_AFTER */
@@ -382,6 +383,7 @@ struct walker {
 	uint64_t owed;                  /* ... its number, 0: none */
 	uint64_t seen_asked, seen_changes;
 	int64_t scan_ms;                /* the last batch's scanning */
+	int64_t saved_ms;               /* when the place was last kept */
 	struct scan s;
 	struct cs_rate rate;
 };
@@ -479,6 +481,16 @@ static int may_act(struct cs_node *me)
 	return me->state != CS_NODE_REMOVED && me->up ? ACT : NOT_OURS;
 }
 
+/* Keep the walk's place in the spool: after, the last file id done. */
+static void keep_place(struct walker *k, uint64_t after)
+{
+	struct cs_walk w = k->w;
+
+	w.after = after;
+	cs_walk_save("repair", &w);
+	k->saved_ms = cs_clock_ms();
+}
+
 /* One batch of the walk: WALK_STEP of this node's holder records from the
  * walk's place, the files among them this node must repair acted on.  0,
  * 1 when the lap ended, -ECANCELED when the agent stops, -errno when the
@@ -491,10 +503,15 @@ static int batch(struct walker *k, uint32_t self)
 	int64_t start = cs_clock_ms();
 	int rc;
 
+	/* At a lap's start, or going on after a restart (the records before
+	 * the place counted again: the place may have been kept midway). */
 	if (!k->counted) {
-		if ((rc = cs_walk_count(self, k->w.after, &rest)) < 0)
+		if ((rc = cs_walk_count(self, k->w.after, &rest)) < 0 ||
+		    (k->w.after && (rc = cs_walk_count(self, 0, &k->held)) < 0))
 			return rc;
-		k->held = k->w.done + rest;
+		if (!k->w.after)
+			k->held = rest;
+		k->w.done = k->held > rest ? k->held - rest : 0;
 		k->counted = true;
 	}
 	if ((rc = cs_walk_next(self, k->w.after, WALK_STEP, &last, &n)) < 0)
@@ -515,8 +532,11 @@ static int batch(struct walker *k, uint32_t self)
 		uint64_t r = current_rate();
 		if (r != k->rate.per_second)
 			cs_rate_init(&k->rate, r);
-		if (!act(&k->s.jobs[i], k->s.n - i < BATCH ? k->s.n - i : BATCH, self, &k->rate))
+		int m = k->s.n - i < BATCH ? k->s.n - i : BATCH;
+		if (!act(&k->s.jobs[i], m, self, &k->rate))
 			rc = -ECANCELED;
+		else if (cs_clock_ms() - k->saved_ms >= SAVE_MS)
+			keep_place(k, k->s.jobs[i + m - 1].f.id);
 	}
 	for (int i = 0; i < k->s.n; i++)
 		free(k->s.jobs[i].rel);
@@ -589,7 +609,7 @@ static void *repairer(void *arg)
 		if (can == NOT_OURS)    /* nothing here to walk: what was asked is done */
 			k->fast = k->owed_at = (struct place){ k->w.lap, k->w.after };
 		if (can == ACT && rc >= 0)
-			cs_walk_save("repair", &k->w);
+			keep_place(k, k->w.after);
 		if (k->owed && reached(k, k->owed_at)) {
 			pthread_mutex_lock(&mu);
 			if (prog.done < k->owed)
