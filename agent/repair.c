@@ -16,7 +16,7 @@
  *      answers; a copy counts once the registry shows it (as a write's
  *      pushes do, replicate.c);
  *   3. when its own copy is gone or not the registry's size, drops its
- *      holder record, so the next pass's repairer is another holder.
+ *      holder record, so the next lap's repairer is another holder.
  *
  * What is scanned: only the files this node holds (walk.c): its holder
  * records in file id order, WALK_STEP at a time, and for just those files
@@ -26,7 +26,8 @@
  * costs the registry in proportion to what it holds, not to the registry.
  *
  * When: the walk goes round and round (a lap from the lowest file id to the
- * highest), its place kept in the spool after each batch, so an agent
+ * highest), its place kept in the spool after each batch and every second
+ * within one (at a low CS_REPAIR_RATE a batch can take long), so an agent
  * restarted midway goes on where it stopped.  At rest it is paced: after
  * each batch it sleeps REST_FACTOR times as long as the batch's scanning
  * took, and after a lap at least REPAIR_EVERY_MS, so a node's repair keeps
@@ -69,6 +70,7 @@
 
 #define REPAIR_EVERY_MS 5000    /* at rest, between the end of a lap and the next */
 #define REST_FACTOR 9           /* at rest, sleep this many times a batch's scan */
+#define REST_MIN_MS 10          /* ... and this much more */
 #define WALK_STEP 5000          /* holder records per batch */
 #define WAIT_MS 500             /* when the registry or this node cannot act */
 #define SAVE_MS 1000            /* within a batch, the place is kept this often */
@@ -384,6 +386,7 @@ struct walker {
 	uint64_t seen_asked, seen_changes;
 	int64_t scan_ms;                /* the last batch's scanning */
 	int64_t saved_ms;               /* when the place was last kept */
+	int64_t lap_start_ms, lap_scan_ms;      /* this lap's start, and its scanning */
 	struct scan s;
 	struct cs_rate rate;
 };
@@ -444,7 +447,11 @@ static void lap_ends(struct walker *k)
 {
 	pthread_mutex_lock(&mu);
 	prog.pending = k->s.found;
+	prog.lap_ms = k->lap_start_ms ? (uint64_t)(cs_clock_ms() - k->lap_start_ms) : 0;
+	prog.lap_scan_ms = (uint64_t)k->lap_scan_ms;
 	pthread_mutex_unlock(&mu);
+	k->lap_start_ms = cs_clock_ms();
+	k->lap_scan_ms = 0;
 	cs_gauge_set(CS_G_REPAIR_PENDING, (int64_t)k->s.found);
 	cs_gauge_set(CS_G_REPAIR_PASSES, (int64_t)k->w.lap + 1);
 	if (k->s.found)
@@ -517,6 +524,7 @@ static int batch(struct walker *k, uint32_t self)
 	if ((rc = cs_walk_next(self, k->w.after, WALK_STEP, &last, &n)) < 0)
 		return rc;
 	if (n == 0) {
+		k->lap_scan_ms += cs_clock_ms() - start;
 		lap_ends(k);
 		return 1;
 	}
@@ -528,6 +536,7 @@ static int batch(struct walker *k, uint32_t self)
 	cs_db_put(d);
 	cs_buf_free(&q);
 	k->scan_ms = cs_clock_ms() - start;
+	k->lap_scan_ms += k->scan_ms;
 	for (int i = 0; rc == 0 && i < k->s.n; i += BATCH) {
 		uint64_t r = current_rate();
 		if (r != k->rate.per_second)
@@ -627,7 +636,7 @@ static void *repairer(void *arg)
 		else if (cs_cfg.repair_off)
 			wait = -1;
 		else
-			wait = rc == 1 ? REPAIR_EVERY_MS : REST_FACTOR * k->scan_ms;
+			wait = rc == 1 ? REPAIR_EVERY_MS : REST_FACTOR * k->scan_ms + REST_MIN_MS;
 		if (wait)
 			rest(k, wait);
 	}
@@ -685,7 +694,7 @@ void cs_repair_progress(struct cs_repair_progress *p)
 }
 
 #define FIELDS(X) X(asked) X(done) X(rate) X(files) X(copies) X(promoted) X(bytes) \
-		  X(failed) X(pending) X(lap) X(cursor) X(walked) X(held)
+		  X(failed) X(pending) X(lap) X(cursor) X(walked) X(held) X(lap_ms) X(lap_scan_ms)
 
 int cs_repair_progress_format(const struct cs_repair_progress *p, char *out, size_t outsz)
 {

@@ -27,6 +27,8 @@ struct cs_repair_progress {
 	uint64_t cursor;        /* the last file id done in this lap */
 	uint64_t walked;        /* this node's holder records done in this lap */
 	uint64_t held;          /* ... of this many */
+	uint64_t lap_ms;        /* how long the last whole lap took (0: none yet) */
+	uint64_t lap_scan_ms;   /* ... of it in the registry's statements */
 };
 
 /* Start and stop the agent's repair thread: a walk over this node's files,
