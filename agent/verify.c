@@ -3,7 +3,11 @@
  * says this node holds, and does the registry know every copy that is here?
  *
  * First the copies the replicas table records here (current versions,
- * a page at a time by file id).  Each is found beneath its namespace
+ * a page at a time by file id, by the replicas_node index: nothing is
+ * held in memory but the page).  With a cursor (verify.h) the pass keeps
+ * its place in the spool (walk.c) after each page and every second, and
+ * one that was stopped, or failed, is taken up there by the next; the
+ * walk of the directories below is started over as a whole.  Each is found beneath its namespace
  * directory (never through a symlink) and compared with its record:
  *   - missing: fetched again from another holder, the way a miss fetches
  *     (fetch.c), installed without replacing anything;
@@ -814,10 +818,12 @@ int cs_verify_pass(const struct cs_verify_opts *o, struct cs_verify_result *r)
 				" (%" PRIu64 " copies checked before)", ps.w.after, ps.w.done);
 	}
 	ps.saved_ms = cs_clock_ms();
-	if (ps.w.phase == 0)
+	if (ps.w.phase == 0) {
 		rc = recorded_copies(&ps);
-	else
+	} else {
+		cs_gauge_set(CS_G_VERIFY_TOTAL, (int64_t)ps.w.done);
 		cs_gauge_set(CS_G_VERIFY_POSITION, (int64_t)ps.w.done);
+	}
 	if (rc == 0 && !stopped(&ps))
 		rc = found_copies(&ps);
 	free(ps.buf);
