@@ -20,7 +20,10 @@
  *
  * What is scanned: only the files this node holds (walk.c): its holder
  * records in file id order, WALK_STEP at a time, and for just those files
- * the join that says which are short and whose repairer this node is.  The
+ * a grouping query that says which are short and whose repairer this node
+ * is (ids and sums only, grouped in the server's memory: the names and
+ * holder lists, whose GROUP_CONCAT sends the grouping to a table on disk,
+ * are read after it for the few it finds, at rest none).  The
  * repairer of a file is one of its holders, so every file with a live
  * holder is still looked at by exactly one node, and a node's scanning
  * costs the registry in proportion to what it holds, not to the registry.
@@ -110,30 +113,52 @@ static void count(uint64_t *field, uint64_t n)
 
 /* ---- scanning ----------------------------------------------------------- */
 
-/* The query for the files this node holds with ids in (after, last] (one
- * batch of the walk, walk.c) that it must repair: short of counting
- * copies, and this node their first live holder.  Each holder comes as
- * "id:pinned:eligible" (eligible: up and active). */
-static void scan_sql(struct cs_buf *q, uint32_t self, uint64_t after, uint64_t last)
+/* The HAVING that keeps the files short of counting copies whose
+ * repairer is self: the live holder with the lowest id, an active one
+ * before a draining one (which has its own reads to serve, and would push
+ * every file it holds alone, at one node's CS_REPAIR_RATE).  r is the
+ * file's holder records, n their nodes. */
+static void short_and_mine(struct cs_buf *q, uint32_t self)
+{
+	cs_sql_str(q, " HAVING COALESCE(SUM(r.pinned=1 AND ");
+	cs_nodes_sql_counts(q, "n");
+	cs_sql_fmt(q, "), 0) < %d AND MIN(IF(", cs_cfg.replicas);
+	cs_nodes_sql_serves(q, "n");
+	cs_sql_fmt(q, ", (n.state='draining') * 4294967296 + r.node_id, NULL)) MOD 4294967296 = %"
+		   PRIu32, self);
+}
+
+/* Which of the files this node holds with ids in (after, last] (one
+ * batch of the walk, walk.c) it must repair: their ids.  Nothing but ids
+ * and sums, so the server groups them in memory; at rest it finds none. */
+static void filter_sql(struct cs_buf *q, uint32_t self, uint64_t after, uint64_t last)
+{
+	cs_sql_fmt(q, "SELECT m.file_id FROM replicas m JOIN files f ON f.id=m.file_id"
+		      " AND f.version=m.version JOIN replicas r ON r.file_id=f.id"
+		      " AND r.version=f.version AND r.stale=0 JOIN nodes n ON n.id=r.node_id"
+		      " WHERE m.node_id=%" PRIu32 " AND m.stale=0 AND m.file_id > %" PRIu64
+		      " AND m.file_id <= %" PRIu64 " AND f.deleted=0 GROUP BY m.file_id",
+		   self, after, last);
+	short_and_mine(q, self);
+}
+
+/* The files ids[0, n) with what acting on them takes, those still short
+ * and this node's to repair.  Each holder comes as "id:pinned:eligible"
+ * (eligible: up and active). */
+static void scan_sql(struct cs_buf *q, uint32_t self, const uint64_t *ids, int n)
 {
 	cs_sql_str(q, "SELECT f.id, f.namespace, f.path, f.version, f.size, f.mtime_ns, f.sha256,"
 		      " GROUP_CONCAT(r.node_id, ':', r.pinned, ':', ");
 	cs_nodes_sql_counts(q, "n");
 	cs_sql_str(q, " ORDER BY r.node_id), COALESCE(SUM(r.pinned=1 AND ");
 	cs_nodes_sql_counts(q, "n");
-	/* The actor: the live holder with the lowest id, an active one before
-	 * a draining one (which has its own reads to serve, and would push
-	 * every file it holds alone, at one node's CS_REPAIR_RATE). */
-	cs_sql_str(q, "), 0) AS counting, MIN(IF(");
-	cs_nodes_sql_serves(q, "n");
-	cs_sql_fmt(q, ", (n.state='draining') * 4294967296 + r.node_id, NULL)) AS actor"
-		      " FROM replicas m JOIN files f ON f.id=m.file_id AND f.version=m.version"
-		      " JOIN replicas r ON r.file_id=f.id AND r.version=f.version"
-		      " AND r.stale=0 JOIN nodes n ON n.id=r.node_id"
-		      " WHERE m.node_id=%" PRIu32 " AND m.stale=0 AND m.file_id > %" PRIu64
-		      " AND m.file_id <= %" PRIu64 " AND f.deleted=0"
-		      " GROUP BY f.id HAVING counting < %d AND actor MOD 4294967296 = %" PRIu32
-		      " ORDER BY f.id", self, after, last, cs_cfg.replicas, self);
+	cs_sql_str(q, "), 0) FROM files f JOIN replicas r ON r.file_id=f.id AND r.version=f.version"
+		      " AND r.stale=0 JOIN nodes n ON n.id=r.node_id WHERE f.deleted=0 AND f.id IN (");
+	for (int i = 0; i < n; i++)
+		cs_sql_fmt(q, "%s%" PRIu64, i ? "," : "", ids[i]);
+	cs_sql_str(q, ") GROUP BY f.id");
+	short_and_mine(q, self);
+	cs_sql_str(q, " ORDER BY f.id");
 }
 
 /* A scanned row into j: false when it is of no use (unknown namespace,
@@ -388,6 +413,8 @@ struct walker {
 	int64_t saved_ms;               /* when the place was last kept */
 	int64_t lap_start_ms, lap_scan_ms;      /* this lap's start, and its scanning */
 	struct scan s;
+	uint64_t ids[WALK_STEP];        /* a batch's files this node must repair */
+	int nids;
 	struct cs_rate rate;
 };
 
@@ -488,6 +515,15 @@ static int may_act(struct cs_node *me)
 	return me->state != CS_NODE_REMOVED && me->up ? ACT : NOT_OURS;
 }
 
+static void on_id(void *arg, MYSQL_ROW row, unsigned long *lens)
+{
+	struct walker *k = arg;
+
+	(void)lens;
+	if (row[0] && k->nids < WALK_STEP)
+		k->ids[k->nids++] = cs_db_u64(row[0]);
+}
+
 /* Keep the walk's place in the spool: after, the last file id done. */
 static void keep_place(struct walker *k, uint64_t after)
 {
@@ -529,12 +565,21 @@ static int batch(struct walker *k, uint32_t self)
 		return 1;
 	}
 	k->s.n = 0;
-	scan_sql(&q, self, k->w.after, last);
+	k->nids = 0;
+	filter_sql(&q, self, k->w.after, last);
 	if (!(d = cs_db_for(&q, &rc)))
 		return rc;
-	rc = cs_db_each(d, q.s, q.len, on_row, &k->s);
+	rc = cs_db_each(d, q.s, q.len, on_id, k);
 	cs_db_put(d);
 	cs_buf_free(&q);
+	if (rc == 0 && k->nids > 0) {
+		scan_sql(&q, self, k->ids, k->nids);
+		if (!(d = cs_db_for(&q, &rc)))
+			return rc;
+		rc = cs_db_each(d, q.s, q.len, on_row, &k->s);
+		cs_db_put(d);
+		cs_buf_free(&q);
+	}
 	k->scan_ms = cs_clock_ms() - start;
 	k->lap_scan_ms += k->scan_ms;
 	for (int i = 0; rc == 0 && i < k->s.n; i += BATCH) {
