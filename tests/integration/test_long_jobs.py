@@ -25,7 +25,7 @@ from tap import expect, run, eventually  # noqa: E402
 REPLICAS = 2
 FILES = 32              # of 1 KiB: two rounds of 16 pushes at 4 KiB/s
 SIZE = 1024
-FAKE = 50000            # files the registry gets by SQL, held by nodes that are not running
+FAKE = 20000            # files the registry gets by SQL, held by nodes that are not running
 
 
 def cursor(node, name):
@@ -120,10 +120,10 @@ def test_verify_goes_on_after_an_interruption(c):
 
 def test_registry_statements_at_rest(c):
     """The registry statements the agents make at rest, and the rows they
-    have the server read, do not grow with files they do not hold: 50,000
+    have the server read, do not grow with files they do not hold: 20,000
     files held by two nodes that run no agent (their heartbeats set ahead)
     cost the running agents nothing.  (When every agent paged through
-    every file, that was 10 more statements per agent every 5 s here, and
+    every file, that was 4 more statements per agent every 5 s here, and
     each read 5,000 files and their holders.)"""
     window = 10
 
