@@ -171,7 +171,7 @@ static void *verifier(void *arg)
 {
 	const int64_t every = cs_cfg.verify_every * 1000LL;
 	struct cs_verify_opts o = { .rate = cs_cfg.verify_rate, .mend = true, .stop = &stopping,
-				    .report = verified };
+				    .report = verified, .cursor = "verify" };
 	int64_t next = cs_clock_ms() + (every < VERIFY_FIRST_MS ? 0 : VERIFY_FIRST_MS);
 	bool failing = false;
 

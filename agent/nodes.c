@@ -32,6 +32,7 @@ static uint32_t self_id;
 static struct cs_node tab[CS_MAX_NODES];
 static int tab_n;
 static int64_t tab_at = -1;
+static uint64_t tab_changes;    /* tables read that differed from the one before */
 static struct {
 	uint32_t id;
 	uint64_t files;
@@ -228,6 +229,19 @@ static int from_db(struct cs_node *n, int max)
 	return count;
 }
 
+/* Whether fresh[0, count) differs from tab in what repair acts on: which
+ * nodes there are, which are up, their states.  Caller holds mu. */
+static bool locked_differs(const struct cs_node *fresh, int count)
+{
+	if (count != tab_n)
+		return true;
+	for (int i = 0; i < count; i++)
+		if (fresh[i].id != tab[i].id || fresh[i].up != tab[i].up ||
+		    fresh[i].state != tab[i].state)
+			return true;
+	return false;
+}
+
 /* Refresh the table if it is older than NODES_LOCAL_MS, or from MySQL
  * itself with force; caller holds mu.  Keeps the old table when neither
  * server answers. */
@@ -263,6 +277,8 @@ static int locked_refresh_how(bool force)
 		}
 	}
 	if (count > 0) {
+		if (locked_differs(fresh, count))
+			tab_changes++;
 		memcpy(tab, fresh, count * sizeof *fresh);
 		tab_n = count;
 		tab_at = cs_clock_ms();
@@ -554,6 +570,15 @@ int cs_nodes_refresh(void)
 	int rc = locked_refresh_how(true);
 	pthread_mutex_unlock(&mu);
 	return rc;
+}
+
+uint64_t cs_nodes_changes(void)
+{
+	pthread_mutex_lock(&mu);
+	locked_refresh();
+	uint64_t n = tab_changes;
+	pthread_mutex_unlock(&mu);
+	return n;
 }
 
 int cs_nodes_all(struct cs_node *out, int max)

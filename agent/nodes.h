@@ -61,6 +61,11 @@ int cs_nodes_all(struct cs_node *out, int max);
 /* Read the node table from MySQL now (an operator's request acts on what
  * is true now, not on a table up to 7 s old): 0 or -errno. */
 int cs_nodes_refresh(void);
+/* How many times the node table read here differed from the one before
+ * (a node came, went down or up, or changed state), after bringing it up
+ * to date if it is older than 2 s: a change is noticed by the number
+ * moving. */
+uint64_t cs_nodes_changes(void);
 /* This node as the table has it: 0, or -ENOENT (not registered yet). */
 int cs_nodes_me(struct cs_node *me);
 /* Set node name's state (the operator's command): 0, -ENOENT (no such

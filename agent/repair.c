@@ -16,10 +16,37 @@
  *      answers; a copy counts once the registry shows it (as a write's
  *      pushes do, replicate.c);
  *   3. when its own copy is gone or not the registry's size, drops its
- *      holder record, so the next pass's repairer is another holder.
- * A pass pages through the files by id, a few thousand ids per query, and
- * pushes at CS_REPAIR_RATE (or the rate of a pass an operator asked for).
- * A pass runs every REPAIR_EVERY_MS, or at once when asked.
+ *      holder record, so the next lap's repairer is another holder.
+ *
+ * What is scanned: only the files this node holds (walk.c): its holder
+ * records in file id order, WALK_STEP at a time, and for just those files
+ * a grouping query that says which are short and whose repairer this node
+ * is (ids and sums only, grouped in the server's memory: the names and
+ * holder lists, whose GROUP_CONCAT sends the grouping to a table on disk,
+ * are read after it for the few it finds, at rest none).  The
+ * repairer of a file is one of its holders, so every file with a live
+ * holder is still looked at by exactly one node, and a node's scanning
+ * costs the registry in proportion to what it holds, not to the registry.
+ *
+ * When: the walk goes round and round (a lap from the lowest file id to the
+ * highest), its place kept in the spool after each batch and every second
+ * within one (at a low CS_REPAIR_RATE a batch can take long), so an agent
+ * restarted midway goes on where it stopped.  At rest it is paced: after
+ * each batch it sleeps REST_FACTOR times as long as the batch's scanning
+ * took, and after a lap at least REPAIR_EVERY_MS, so a node's repair keeps
+ * at most a tenth of one registry connection busy however much it holds.
+ * It goes at full speed, without those sleeps, until it has come round to
+ * where it was when something happened that can leave files short: the
+ * agent started, the node table changed (a node went down or came up,
+ * drained, was removed or added: cs_nodes_changes), or a pass was asked
+ * for (cs_repair_kick: `cs-replicate repair`, `node drain`).  A kick never
+ * sends the walk back to the start: the files after its place are looked
+ * at on the way to the end and those before it on the next lap, so the
+ * pass asked for has covered every file as of the kick once the walk is
+ * back at that place, and kicks that come faster than a lap cannot keep
+ * the files with high ids from ever being looked at.  Pushes go at
+ * CS_REPAIR_RATE, or the rate of a pass an operator asked for while that
+ * pass runs.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -42,9 +69,14 @@
 #include "replicate.h"
 #include "store.h"
 #include "tail.h"
+#include "walk.h"
 
-#define REPAIR_EVERY_MS 5000    /* between the starts of two passes */
-#define ID_STEP 5000            /* file ids per scanning query */
+#define REPAIR_EVERY_MS 5000    /* at rest, between the end of a lap and the next */
+#define REST_FACTOR 9           /* at rest, sleep this many times a batch's scan */
+#define REST_MIN_MS 10          /* ... and this much more */
+#define WALK_STEP 5000          /* holder records per batch */
+#define WAIT_MS 500             /* when the registry or this node cannot act */
+#define SAVE_MS 1000            /* within a batch, the place is kept this often */
 #define BATCH 16                /* files whose pushes run side by side */
 #define TARGETS 8               /* nodes a file may be pushed to, per pass */
 #define AFTER_OUTAGE_MS (CS_BREAKER_MAX_MS + 2 * 2000 + 1000)  /* ... plus CS_DOWN_AFTER */
@@ -52,7 +84,8 @@
 static pthread_t thread;
 static bool started;
 static int stopping;     /* atomic: set by cs_repair_stop */
-static int cut_short;    /* atomic: a pass was asked for, or the stop came */
+static int cut_short;    /* atomic: a pass was asked for, or the stop came: a wait
+			 * for the rate ends */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t kicked = PTHREAD_COND_INITIALIZER;
 static struct cs_repair_progress prog;  /* under mu */
@@ -61,7 +94,7 @@ static uint64_t kick_rate;              /* under mu: the asked passes' rate */
 /* One file short of copies, as a scan found it. */
 struct job {
 	const struct cs_prefix *p;
-	char rel[CS_PATH_MAX];
+	char *rel;                      /* allocated: a batch holds few bytes per job */
 	struct cs_file f;               /* every holder of the version in f.holder */
 	int need;                       /* copies still wanted */
 	uint32_t promote[CS_MAX_HOLDERS];       /* pulled copies that can count */
@@ -80,27 +113,52 @@ static void count(uint64_t *field, uint64_t n)
 
 /* ---- scanning ----------------------------------------------------------- */
 
-/* The query for the files with ids in (from, to] that this node must
- * repair: short of counting copies, and this node their first live holder.
- * Each holder comes as "id:pinned:eligible" (eligible: up and active). */
-static void scan_sql(struct cs_buf *q, uint32_t self, uint64_t from, uint64_t to)
+/* The HAVING that keeps the files short of counting copies whose
+ * repairer is self: the live holder with the lowest id, an active one
+ * before a draining one (which has its own reads to serve, and would push
+ * every file it holds alone, at one node's CS_REPAIR_RATE).  r is the
+ * file's holder records, n their nodes. */
+static void short_and_mine(struct cs_buf *q, uint32_t self)
+{
+	cs_sql_str(q, " HAVING COALESCE(SUM(r.pinned=1 AND ");
+	cs_nodes_sql_counts(q, "n");
+	cs_sql_fmt(q, "), 0) < %d AND MIN(IF(", cs_cfg.replicas);
+	cs_nodes_sql_serves(q, "n");
+	cs_sql_fmt(q, ", (n.state='draining') * 4294967296 + r.node_id, NULL)) MOD 4294967296 = %"
+		   PRIu32, self);
+}
+
+/* Which of the files this node holds with ids in (after, last] (one
+ * batch of the walk, walk.c) it must repair: their ids.  Nothing but ids
+ * and sums, so the server groups them in memory; at rest it finds none. */
+static void filter_sql(struct cs_buf *q, uint32_t self, uint64_t after, uint64_t last)
+{
+	cs_sql_fmt(q, "SELECT m.file_id FROM replicas m JOIN files f ON f.id=m.file_id"
+		      " AND f.version=m.version JOIN replicas r ON r.file_id=f.id"
+		      " AND r.version=f.version AND r.stale=0 JOIN nodes n ON n.id=r.node_id"
+		      " WHERE m.node_id=%" PRIu32 " AND m.stale=0 AND m.file_id > %" PRIu64
+		      " AND m.file_id <= %" PRIu64 " AND f.deleted=0 GROUP BY m.file_id",
+		   self, after, last);
+	short_and_mine(q, self);
+}
+
+/* The files ids[0, n) with what acting on them takes, those still short
+ * and this node's to repair.  Each holder comes as "id:pinned:eligible"
+ * (eligible: up and active). */
+static void scan_sql(struct cs_buf *q, uint32_t self, const uint64_t *ids, int n)
 {
 	cs_sql_str(q, "SELECT f.id, f.namespace, f.path, f.version, f.size, f.mtime_ns, f.sha256,"
 		      " GROUP_CONCAT(r.node_id, ':', r.pinned, ':', ");
 	cs_nodes_sql_counts(q, "n");
 	cs_sql_str(q, " ORDER BY r.node_id), COALESCE(SUM(r.pinned=1 AND ");
 	cs_nodes_sql_counts(q, "n");
-	/* The actor: the live holder with the lowest id, an active one before
-	 * a draining one (which has its own reads to serve, and would push
-	 * every file it holds alone, at one node's CS_REPAIR_RATE). */
-	cs_sql_str(q, "), 0) AS counting, MIN(IF(");
-	cs_nodes_sql_serves(q, "n");
-	cs_sql_fmt(q, ", (n.state='draining') * 4294967296 + r.node_id, NULL)) AS actor"
-		      " FROM files f JOIN replicas r ON r.file_id=f.id AND r.version=f.version"
-		      " AND r.stale=0 JOIN nodes n ON n.id=r.node_id"
-		      " WHERE f.deleted=0 AND f.id > %" PRIu64 " AND f.id <= %" PRIu64
-		      " GROUP BY f.id HAVING counting < %d AND actor MOD 4294967296 = %" PRIu32
-		      " ORDER BY f.id", from, to, cs_cfg.replicas, self);
+	cs_sql_str(q, "), 0) FROM files f JOIN replicas r ON r.file_id=f.id AND r.version=f.version"
+		      " AND r.stale=0 JOIN nodes n ON n.id=r.node_id WHERE f.deleted=0 AND f.id IN (");
+	for (int i = 0; i < n; i++)
+		cs_sql_fmt(q, "%s%" PRIu64, i ? "," : "", ids[i]);
+	cs_sql_str(q, ") GROUP BY f.id");
+	short_and_mine(q, self);
+	cs_sql_str(q, " ORDER BY f.id");
 }
 
 /* A scanned row into j: false when it is of no use (unknown namespace,
@@ -112,14 +170,12 @@ static bool job_of(MYSQL_ROW row, unsigned long *lens, struct job *j)
 
 	memset(j, 0, sizeof *j);
 	j->fd = -1;
-	if (!row[1] || !row[2] || lens[1] >= sizeof ns || lens[2] >= sizeof j->rel ||
+	if (!row[1] || !row[2] || lens[1] >= sizeof ns || lens[2] >= CS_PATH_MAX ||
 	    !row[6] || lens[6] != CS_SHA256_LEN)
 		return false;
 	memcpy(ns, row[1], lens[1]);
 	ns[lens[1]] = '\0';
-	memcpy(j->rel, row[2], lens[2]);
-	j->rel[lens[2]] = '\0';
-	if (!(j->p = cs_config_namespace(&cs_cfg, ns)) || !cs_path_rel_valid(j->rel, lens[2]))
+	if (!(j->p = cs_config_namespace(&cs_cfg, ns)) || !cs_path_rel_valid(row[2], lens[2]))
 		return false;
 	j->f.id = cs_db_u64(row[0]);
 	j->f.version = cs_db_u64(row[3]);
@@ -127,7 +183,7 @@ static bool job_of(MYSQL_ROW row, unsigned long *lens, struct job *j)
 	j->f.mtime_ns = (int64_t)strtoll(row[5] ? row[5] : "0", NULL, 10);
 	memcpy(j->f.sha256, row[6], CS_SHA256_LEN);
 	j->need = cs_cfg.replicas - (int)cs_db_u64(row[8]);
-	if (!(list = row[7] ? strdup(row[7]) : NULL))
+	if (j->need <= 0 || !(list = row[7] ? strdup(row[7]) : NULL))
 		return false;
 	for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
 		unsigned id, pinned, eligible;
@@ -138,10 +194,20 @@ static bool job_of(MYSQL_ROW row, unsigned long *lens, struct job *j)
 			j->promote[j->npromote++] = id;
 	}
 	free(list);
-	return j->need > 0;
+	return (j->rel = strndup(row[2], lens[2])) != NULL;
 }
 
 /* ---- acting -------------------------------------------------------------- */
+
+/* The current pass's bound: the asked one while a pass is asked for. */
+static uint64_t current_rate(void)
+{
+	pthread_mutex_lock(&mu);
+	uint64_t r = prog.asked > prog.done ? kick_rate : cs_cfg.repair_rate;
+	prog.rate = r;
+	pthread_mutex_unlock(&mu);
+	return r;
+}
 
 /* Make up to j->need of j's pulled copies count: one statement.  A copy
  * evicted meanwhile (its record deleted first, evict.c) is not made to
@@ -235,9 +301,14 @@ static bool push_jobs(struct job *jobs, int n, struct cs_rate *rate)
 	if (np == 0)
 		return true;
 	/* Waiting for the rate ends early when a pass is asked for (at its
-	 * own rate, likely higher) or the agent stops. */
-	if (!cs_rate_take(rate, bytes, &cut_short))
-		return false;
+	 * own rate, likely higher: taken up again at that) or the agent
+	 * stops. */
+	while (!cs_rate_take(rate, bytes, &cut_short)) {
+		if (__atomic_load_n(&stopping, __ATOMIC_ACQUIRE))
+			return false;
+		__atomic_store_n(&cut_short, 0, __ATOMIC_RELEASE);
+		cs_rate_init(rate, current_rate());
+	}
 	cs_replicate_push(push, target, held, np, &stopping);
 	for (int k = 0; k < np; k++) {
 		struct job *j = &jobs[owner[k]];
@@ -298,12 +369,12 @@ static bool act(struct job *jobs, int n, uint32_t self, struct cs_rate *rate)
 	return go_on;
 }
 
-/* ---- a pass ---------------------------------------------------------------- */
+/* ---- the walk -------------------------------------------------------------- */
 
 struct scan {
-	struct job *jobs;               /* grown as rows come: usually few */
+	struct job *jobs;               /* grown as rows come: usually few, WALK_STEP at most */
 	int n, cap;
-	uint64_t found;
+	uint64_t found;                 /* files short of copies here, this lap */
 };
 
 static void on_row(void *arg, MYSQL_ROW row, unsigned long *lens)
@@ -314,7 +385,7 @@ static void on_row(void *arg, MYSQL_ROW row, unsigned long *lens)
 		int cap = s->cap ? 2 * s->cap : 64;
 		struct job *more = realloc(s->jobs, (size_t)cap * sizeof *more);
 		if (!more)
-			return;         /* the next pass finds it again */
+			return;         /* the next lap finds it again */
 		s->jobs = more;
 		s->cap = cap;
 	}
@@ -324,132 +395,297 @@ static void on_row(void *arg, MYSQL_ROW row, unsigned long *lens)
 	}
 }
 
-/* The current pass's bound: the asked one while a pass is asked for. */
-static uint64_t current_rate(void)
+/* A place in the walk: a lap, and the last file id done in it. */
+struct place {
+	uint64_t lap, after;
+};
+
+/* The repair thread's own state. */
+struct walker {
+	struct cs_walk w;               /* where the walk stands, as kept in the spool */
+	uint64_t held;                  /* this node's holder records, counted this lap */
+	bool counted;
+	struct place fast;              /* full speed until the walk is here */
+	struct place owed_at;           /* the pass asked for is done here */
+	uint64_t owed;                  /* ... its number, 0: none */
+	uint64_t seen_asked, seen_changes;
+	int64_t scan_ms;                /* the last batch's scanning */
+	int64_t saved_ms;               /* when the place was last kept */
+	int64_t lap_start_ms, lap_scan_ms;      /* this lap's start, and its scanning */
+	struct scan s;
+	uint64_t ids[WALK_STEP];        /* a batch's files this node must repair */
+	int nids;
+	struct cs_rate rate;
+};
+
+static bool reached(const struct walker *k, struct place p)
 {
-	pthread_mutex_lock(&mu);
-	uint64_t r = prog.asked > prog.done ? kick_rate : cs_cfg.repair_rate;
-	prog.rate = r;
-	pthread_mutex_unlock(&mu);
-	return r;
+	return k->w.lap > p.lap || (k->w.lap == p.lap && k->w.after >= p.after);
 }
 
-/* One pass over every file: 0, 1 when it was cut short (asked again, or
- * stopping), 2 when it must wait (below), or -errno when the registry
- * failed it. */
-static int pass(bool asked)
+/* Once round from here: every file is looked at after this moment. */
+static struct place round_from_here(const struct walker *k)
 {
-	struct cs_node me;
-	struct cs_buf q = { 0 };
-	struct cs_rate rate;
-	struct scan s = { 0 };
-	MYSQL_RES *res = NULL;
-	MYSQL_ROW row;
-	uint64_t top, from = 0;
+	return (struct place){ k->w.lap + 1, k->w.after };
+}
+
+/* What happened since the last batch: a pass asked for, the node table
+ * changed.  Either sends the walk round at full speed from here. */
+static void notice(struct walker *k)
+{
+	uint64_t asked, changes;
+
+	pthread_mutex_lock(&mu);
+	asked = prog.asked;
+	pthread_mutex_unlock(&mu);
+	if (asked > k->seen_asked) {
+		/* A pass asked for acts on the node table as it is now. */
+		cs_nodes_refresh();
+		k->seen_asked = asked;
+		k->seen_changes = cs_nodes_changes();
+		k->fast = k->owed_at = round_from_here(k);
+		k->owed = asked;
+		cs_info("repair: a pass asked for; walking this node's files from file id %" PRIu64
+			" round to it", k->w.after);
+		return;
+	}
+	if (cs_cfg.repair_off || (changes = cs_nodes_changes()) == k->seen_changes)
+		return;
+	k->seen_changes = changes;
+	k->fast = round_from_here(k);
+	cs_info("repair: the node table changed; walking this node's files from file id %" PRIu64
+		" round to it", k->w.after);
+}
+
+/* Publish where the walk stands (GET /v1/repair). */
+static void show(const struct walker *k)
+{
+	pthread_mutex_lock(&mu);
+	prog.running = !reached(k, k->fast);
+	prog.lap = k->w.lap;
+	prog.cursor = k->w.after;
+	prog.walked = k->w.done;
+	prog.held = k->held > k->w.done ? k->held : k->w.done;
+	pthread_mutex_unlock(&mu);
+}
+
+/* The walk reached the highest file id: the next lap begins. */
+static void lap_ends(struct walker *k)
+{
+	pthread_mutex_lock(&mu);
+	prog.pending = k->s.found;
+	prog.lap_ms = k->lap_start_ms ? (uint64_t)(cs_clock_ms() - k->lap_start_ms) : 0;
+	prog.lap_scan_ms = (uint64_t)k->lap_scan_ms;
+	pthread_mutex_unlock(&mu);
+	k->lap_start_ms = cs_clock_ms();
+	k->lap_scan_ms = 0;
+	cs_gauge_set(CS_G_REPAIR_PENDING, (int64_t)k->s.found);
+	cs_gauge_set(CS_G_REPAIR_PASSES, (int64_t)k->w.lap + 1);
+	if (k->s.found)
+		cs_info("repair lap %" PRIu64 ": %" PRIu64 " of this node's %" PRIu64 " files were "
+			"short of copies here", k->w.lap, k->s.found, k->w.done);
+	k->w.lap++;
+	k->w.after = k->w.done = 0;
+	k->s.found = 0;
+	k->counted = false;
+}
+
+enum { ACT = 1, LATER, NOT_OURS };
+
+/* Whether this node can act now: ACT (with *me), LATER, NOT_OURS, or
+ * -errno. */
+static int may_act(struct cs_node *me)
+{
+	/* MySQL was unreachable for this agent until lately, and so likely
+	 * for the others: their heartbeats of the outage are missing, and
+	 * every node would look down.  Repair waits until all have had time to
+	 * send one again (each agent's breaker may hold off its first try for
+	 * up to 8 s, then a heartbeat is 2 s apart), or it would copy the
+	 * whole cluster. */
+	int64_t back = cs_db_back_at();
 	int rc;
 
-	/* MySQL was unreachable for this agent until lately, and so likely for
-	 * the others: their heartbeats of the outage are missing, and every
-	 * node would look down.  Repair waits until all have had time to send
-	 * one again (each agent's breaker may hold off its first try for up to
-	 * 8 s, then a heartbeat is 2 s apart), or it would copy the whole
-	 * cluster. */
-	int64_t back = cs_db_back_at();
-	if ((rc = cs_db_down(NULL)) || (back && cs_clock_ms() - back < cs_cfg.down_after_ms + AFTER_OUTAGE_MS)) {
+	if (cs_db_down(NULL) || (back && cs_clock_ms() - back < cs_cfg.down_after_ms + AFTER_OUTAGE_MS)) {
 		cs_debug("repair waits: the registry was unreachable lately");
-		return 2;
+		return LATER;
 	}
-	/* A pass asked for acts on the node table as it is now. */
-	if (asked && (rc = cs_nodes_refresh()) < 0)
+	if ((rc = cs_nodes_me(me)) < 0)
 		return rc;
-	if ((rc = cs_nodes_me(&me)) < 0)
-		return rc;
-	if (me.state == CS_NODE_REMOVED || !me.up)
-		return 0;       /* removed: not ours to repair; not up: others act */
-	cs_sql_str(&q, "SELECT COALESCE(MAX(id), 0) FROM files");
-	if ((rc = cs_db_query(&q, &res)) < 0)
-		return rc;
-	row = mysql_fetch_row(res);
-	top = row ? cs_db_u64(row[0]) : 0;
-	mysql_free_result(res);
-	__atomic_store_n(&cut_short, 0, __ATOMIC_RELEASE);
-	cs_rate_init(&rate, current_rate());
-	for (from = 0; from < top && !__atomic_load_n(&stopping, __ATOMIC_ACQUIRE); from += ID_STEP) {
-		struct cs_db *d;
+	/* removed: not ours to repair; not up: others act */
+	return me->state != CS_NODE_REMOVED && me->up ? ACT : NOT_OURS;
+}
 
-		s.n = 0;
-		scan_sql(&q, me.id, from, from + ID_STEP);
+static void on_id(void *arg, MYSQL_ROW row, unsigned long *lens)
+{
+	struct walker *k = arg;
+
+	(void)lens;
+	if (row[0] && k->nids < WALK_STEP)
+		k->ids[k->nids++] = cs_db_u64(row[0]);
+}
+
+/* Keep the walk's place in the spool: after, the last file id done. */
+static void keep_place(struct walker *k, uint64_t after)
+{
+	struct cs_walk w = k->w;
+
+	w.after = after;
+	cs_walk_save("repair", &w);
+	k->saved_ms = cs_clock_ms();
+}
+
+/* One batch of the walk: WALK_STEP of this node's holder records from the
+ * walk's place, the files among them this node must repair acted on.  0,
+ * 1 when the lap ended, -ECANCELED when the agent stops, -errno when the
+ * registry failed it (the walk stays where it was). */
+static int batch(struct walker *k, uint32_t self)
+{
+	struct cs_buf q = { 0 };
+	struct cs_db *d;
+	uint64_t last, n, rest;
+	int64_t start = cs_clock_ms();
+	int rc;
+
+	/* At a lap's start, or going on after a restart (the records before
+	 * the place counted again: the place may have been kept midway). */
+	if (!k->counted) {
+		if ((rc = cs_walk_count(self, k->w.after, &rest)) < 0 ||
+		    (k->w.after && (rc = cs_walk_count(self, 0, &k->held)) < 0))
+			return rc;
+		if (!k->w.after)
+			k->held = rest;
+		k->w.done = k->held > rest ? k->held - rest : 0;
+		k->counted = true;
+	}
+	if ((rc = cs_walk_next(self, k->w.after, WALK_STEP, &last, &n)) < 0)
+		return rc;
+	if (n == 0) {
+		k->lap_scan_ms += cs_clock_ms() - start;
+		lap_ends(k);
+		return 1;
+	}
+	k->s.n = 0;
+	k->nids = 0;
+	filter_sql(&q, self, k->w.after, last);
+	if (!(d = cs_db_for(&q, &rc)))
+		return rc;
+	rc = cs_db_each(d, q.s, q.len, on_id, k);
+	cs_db_put(d);
+	cs_buf_free(&q);
+	if (rc == 0 && k->nids > 0) {
+		scan_sql(&q, self, k->ids, k->nids);
 		if (!(d = cs_db_for(&q, &rc)))
-			break;
-		rc = cs_db_each(d, q.s, q.len, on_row, &s);
+			return rc;
+		rc = cs_db_each(d, q.s, q.len, on_row, &k->s);
 		cs_db_put(d);
 		cs_buf_free(&q);
-		if (rc < 0)
-			break;
-		for (int i = 0; i < s.n; i += BATCH) {
-			uint64_t r = current_rate();
-			if (r != rate.per_second)
-				cs_rate_init(&rate, r);
-			if (!act(&s.jobs[i], s.n - i < BATCH ? s.n - i : BATCH, me.id, &rate))
-				break;
-		}
-		if (__atomic_load_n(&cut_short, __ATOMIC_ACQUIRE))
-			break;
 	}
-	free(s.jobs);
-	pthread_mutex_lock(&mu);
-	prog.pending = s.found;
-	pthread_mutex_unlock(&mu);
-	cs_gauge_set(CS_G_REPAIR_PENDING, (int64_t)s.found);
-	if (s.found)
-		cs_info("repair pass: %" PRIu64 " files were short of copies here", s.found);
+	k->scan_ms = cs_clock_ms() - start;
+	k->lap_scan_ms += k->scan_ms;
+	for (int i = 0; rc == 0 && i < k->s.n; i += BATCH) {
+		uint64_t r = current_rate();
+		if (r != k->rate.per_second)
+			cs_rate_init(&k->rate, r);
+		int m = k->s.n - i < BATCH ? k->s.n - i : BATCH;
+		if (!act(&k->s.jobs[i], m, self, &k->rate))
+			rc = -ECANCELED;
+		else if (cs_clock_ms() - k->saved_ms >= SAVE_MS)
+			keep_place(k, k->s.jobs[i + m - 1].f.id);
+	}
+	for (int i = 0; i < k->s.n; i++)
+		free(k->s.jobs[i].rel);
 	if (rc < 0)
 		return rc;
-	return __atomic_load_n(&cut_short, __ATOMIC_ACQUIRE) ? 1 : 0;
+	k->w.after = last;
+	k->w.done += n;
+	return 0;
+}
+
+/* Sleep up to ms (-1: until asked), ended early by a pass asked for, the
+ * stop, or (each second) a change in the node table. */
+static void rest(struct walker *k, int64_t ms)
+{
+	int64_t until = cs_clock_ms() + ms, looked = cs_clock_ms();
+
+	while (!__atomic_load_n(&stopping, __ATOMIC_ACQUIRE) && (ms < 0 || cs_clock_ms() < until)) {
+		struct timespec ts;
+		bool asked;
+
+		pthread_mutex_lock(&mu);
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 100 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L)
+			ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+		if (prog.asked == k->seen_asked)
+			pthread_cond_timedwait(&kicked, &mu, &ts);
+		asked = prog.asked > k->seen_asked;
+		pthread_mutex_unlock(&mu);
+		if (asked)
+			return;
+		if (!cs_cfg.repair_off && cs_clock_ms() - looked >= 1000) {
+			looked = cs_clock_ms();
+			if (cs_nodes_changes() != k->seen_changes)
+				return;
+		}
+	}
 }
 
 static void *repairer(void *arg)
 {
-	uint64_t passes = 0;
+	struct walker *k = arg;
 	bool failing = false;
 
-	(void)arg;
+	cs_walk_load("repair", &k->w);
+	if (k->w.after)
+		cs_info("repair: going on with lap %" PRIu64 " after file id %" PRIu64 " (%" PRIu64
+			" of this node's files done before the agent stopped)", k->w.lap, k->w.after,
+			k->w.done);
+	k->seen_changes = cs_nodes_changes();
+	/* What happened while no agent ran here is unknown: once round at
+	 * full speed (unless only passes asked for are wanted). */
+	k->fast = cs_cfg.repair_off ? (struct place){ 0, 0 } : round_from_here(k);
 	while (!__atomic_load_n(&stopping, __ATOMIC_ACQUIRE)) {
-		int64_t next = cs_clock_ms() + REPAIR_EVERY_MS;
-		uint64_t covers;
-		bool asked;
+		struct cs_node me;
+		int64_t wait;
 
-		pthread_mutex_lock(&mu);
-		covers = prog.asked;
-		asked = covers > prog.done;
-		prog.running = true;
-		pthread_mutex_unlock(&mu);
-		int rc = pass(asked);
+		notice(k);
+		show(k);
+		int can = may_act(&me), rc = can;
+		if (can == ACT)
+			rc = batch(k, me.id);           /* 0, 1 at a lap's end, -errno */
+		if (rc == -ECANCELED)
+			break;
 		if (rc < 0 && !failing)
 			cs_warn("repair failing (%s); retrying", strerror(-rc));
-		else if (rc == 0 && failing)
+		else if (rc >= 0 && failing)
 			cs_warn("repair working again");
 		failing = rc < 0;
-		pthread_mutex_lock(&mu);
-		prog.running = false;
-		if (rc == 0)
-			prog.done = covers;
-		if (rc == 2)
-			next = cs_clock_ms() + 500;
-		cs_gauge_set(CS_G_REPAIR_PASSES, (int64_t)++passes);
-		/* Until the next pass is due, or one is asked for (only that
-		 * with CS_REPAIR_RATE=off). */
-		while (!stopping && (prog.asked == prog.done || rc == 2) &&
-		       (cs_clock_ms() < next || cs_cfg.repair_off)) {
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 100 * 1000000L;
-			if (ts.tv_nsec >= 1000000000L)
-				ts.tv_sec++, ts.tv_nsec -= 1000000000L;
-			pthread_cond_timedwait(&kicked, &mu, &ts);
+		if (can == NOT_OURS)    /* nothing here to walk: what was asked is done */
+			k->fast = k->owed_at = (struct place){ k->w.lap, k->w.after };
+		if (can == ACT && rc >= 0)
+			keep_place(k, k->w.after);
+		if (k->owed && reached(k, k->owed_at)) {
+			pthread_mutex_lock(&mu);
+			if (prog.done < k->owed)
+				prog.done = k->owed;
+			pthread_mutex_unlock(&mu);
+			k->owed = 0;
 		}
-		pthread_mutex_unlock(&mu);
+		show(k);
+		if (rc < 0)
+			wait = REPAIR_EVERY_MS;
+		else if (can != ACT)
+			wait = can == LATER ? WAIT_MS : REPAIR_EVERY_MS;
+		else if (!reached(k, k->fast))
+			wait = 0;
+		else if (cs_cfg.repair_off)
+			wait = -1;
+		else
+			wait = rc == 1 ? REPAIR_EVERY_MS : REST_FACTOR * k->scan_ms + REST_MIN_MS;
+		if (wait)
+			rest(k, wait);
 	}
+	free(k->s.jobs);
 	return NULL;
 }
 
@@ -457,8 +693,11 @@ int cs_repair_start(void)
 {
 	int rc;
 
+	static struct walker walker;
+
+	memset(&walker, 0, sizeof walker);
 	__atomic_store_n(&stopping, 0, __ATOMIC_RELEASE);
-	if ((rc = pthread_create(&thread, NULL, repairer, NULL)) != 0)
+	if ((rc = pthread_create(&thread, NULL, repairer, &walker)) != 0)
 		return -rc;
 	started = true;
 	return 0;
@@ -482,8 +721,8 @@ uint64_t cs_repair_kick(uint64_t rate)
 	uint64_t n;
 
 	pthread_mutex_lock(&mu);
-	/* A pass under way has passed files already: the next one covers
-	 * everything as of now. */
+	/* The walk goes on from where it is, at full speed, and round to it:
+	 * the files it passed already are looked at again on its next lap. */
 	n = ++prog.asked;
 	kick_rate = rate;
 	__atomic_store_n(&cut_short, 1, __ATOMIC_RELEASE);
@@ -500,7 +739,7 @@ void cs_repair_progress(struct cs_repair_progress *p)
 }
 
 #define FIELDS(X) X(asked) X(done) X(rate) X(files) X(copies) X(promoted) X(bytes) \
-		  X(failed) X(pending)
+		  X(failed) X(pending) X(lap) X(cursor) X(walked) X(held) X(lap_ms) X(lap_scan_ms)
 
 int cs_repair_progress_format(const struct cs_repair_progress *p, char *out, size_t outsz)
 {

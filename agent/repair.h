@@ -13,7 +13,7 @@
 struct cs_repair_progress {
 	uint64_t asked;         /* the last pass asked for (cs_repair_kick) */
 	uint64_t done;          /* the last pass asked for that has finished */
-	bool running;           /* a pass is under way */
+	bool running;           /* the walk goes at full speed (asked, or a change) */
 	uint64_t rate;          /* its bound in bytes/s (0: none) */
 	/* since the agent started: */
 	uint64_t files;         /* files this node acted on */
@@ -21,16 +21,23 @@ struct cs_repair_progress {
 	uint64_t promoted;      /* pulled copies made to count */
 	uint64_t bytes;         /* bytes pushed */
 	uint64_t failed;        /* files a pass could not bring up */
-	uint64_t pending;       /* files this node had to act on at its last pass */
+	uint64_t pending;       /* files this node had to act on at its last lap */
+	/* the walk over this node's files (repair.c): */
+	uint64_t lap;           /* laps finished since its spool file was made */
+	uint64_t cursor;        /* the last file id done in this lap */
+	uint64_t walked;        /* this node's holder records done in this lap */
+	uint64_t held;          /* ... of this many */
+	uint64_t lap_ms;        /* how long the last whole lap took (0: none yet) */
+	uint64_t lap_scan_ms;   /* ... of it in the registry's statements */
 };
 
-/* Start and stop the agent's repair thread (a pass every few seconds at
- * CS_REPAIR_RATE). */
+/* Start and stop the agent's repair thread: a walk over this node's files,
+ * paced at rest, at full speed after a change, pushing at CS_REPAIR_RATE. */
 int cs_repair_start(void);
 void cs_repair_stop(void);
-/* Ask for a pass now at rate bytes/s (0: no bound), the rest of a pass
- * under way going at that rate too: the number of the pass that will have
- * covered every file as of now. */
+/* Ask for a pass now at rate bytes/s (0: no bound), the walk under way
+ * going on from its place at that rate: the number of the pass that will
+ * have covered every file as of now (done once the walk is round). */
 uint64_t cs_repair_kick(uint64_t rate);
 void cs_repair_progress(struct cs_repair_progress *p);
 /* Progress as "key value" lines, and parsed back (the CLI's side):

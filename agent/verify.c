@@ -3,7 +3,11 @@
  * says this node holds, and does the registry know every copy that is here?
  *
  * First the copies the replicas table records here (current versions,
- * a page at a time by file id).  Each is found beneath its namespace
+ * a page at a time by file id, by the replicas_node index: nothing is
+ * held in memory but the page).  With a cursor (verify.h) the pass keeps
+ * its place in the spool (walk.c) after each page and every second, and
+ * one that was stopped, or failed, is taken up there by the next; the
+ * walk of the directories below is started over as a whole.  Each is found beneath its namespace
  * directory (never through a symlink) and compared with its record:
  *   - missing: fetched again from another holder, the way a miss fetches
  *     (fetch.c), installed without replacing anything;
@@ -56,12 +60,15 @@
 #include "store.h"
 #include "tail.h"
 #include "verify.h"
+#include "walk.h"
 
 #define PAGE 1000               /* recorded copies read at once */
 #define BATCH 256               /* files found on disk looked up at once */
 #define MAX_DEPTH 64
 #define BUF_SIZE (128 << 10)
 #define STEP_US 100000          /* sleeps are this long at most */
+#define SAVE_MS 1000            /* within a page, the place is kept this often */
+#define DROPPED_MAX 65536       /* files reported changed that are remembered */
 
 /* ---- the token bucket ------------------------------------------------- */
 
@@ -76,6 +83,8 @@ struct pass {
 	unsigned char *buf;
 	uint64_t *dropped;              /* files whose copy was reported changed: the */
 	size_t ndropped, capdropped;    /* walk does not report them again */
+	struct cs_walk w;               /* the pass's place (w.done: copies checked) */
+	int64_t saved_ms;
 };
 
 /* The names journal entries not yet acknowledged are about. */
@@ -454,6 +463,8 @@ static int retimed(struct pass *ps, struct cand *x, const struct cs_file *f)
 /* A file whose copy was reported changed in this pass. */
 static void dropped(struct pass *ps, uint64_t file_id)
 {
+	if (ps->ndropped == DROPPED_MAX)
+		return;         /* so many: the walk may report some again */
 	if (ps->ndropped == ps->capdropped) {
 		size_t cap = ps->capdropped ? 2 * ps->capdropped : 64;
 		uint64_t *a = realloc(ps->dropped, cap * sizeof *a);
@@ -524,11 +535,24 @@ static int settle(struct pass *ps, struct cand *x, int n)
 	return rc;
 }
 
+/* Keep the pass's place: after, the last file id whose copy is done with. */
+static void keep(struct pass *ps, uint64_t after)
+{
+	if (!ps->o->cursor)
+		return;
+	ps->w.after = after;
+	cs_walk_save(ps->o->cursor, &ps->w);
+	ps->saved_ms = cs_clock_ms();
+}
+
+/* The copies the registry records here, a page at a time from the pass's
+ * place; the place kept after each page, and every SAVE_MS within one
+ * (short of the copies that still wait to be settled). */
 static int recorded_copies(struct pass *ps)
 {
 	struct cs_copy *page = malloc(PAGE * sizeof *page);
 	struct cand *x = malloc(PAGE * sizeof *x);
-	uint64_t after = 0, total = 0;
+	uint64_t after = ps->w.after, total = 0;
 	int n = 0, rc = 0;
 
 	if (!page || !x) {
@@ -536,23 +560,28 @@ static int recorded_copies(struct pass *ps)
 		free(x);
 		return -ENOMEM;
 	}
-	if (cs_registry_count_copies(&total) == 0)
+	/* By the index alone (a few old versions' records too: set right at
+	 * the end), never a join over everything held here. */
+	if (cs_walk_count(ps->self, 0, &total) == 0)
 		cs_gauge_set(CS_G_VERIFY_TOTAL, (int64_t)total);
-	cs_gauge_set(CS_G_VERIFY_POSITION, 0);
+	cs_gauge_set(CS_G_VERIFY_POSITION, (int64_t)ps->w.done);
 	while (!stopped(ps) && (n = cs_registry_copies(after, page, PAGE)) > 0) {
 		int nx = 0;
 
 		for (int i = 0; i < n && !stopped(ps); i++) {
 			struct cand *c = &x[nx];
 
+			if (nx == 0 && cs_clock_ms() - ps->saved_ms >= SAVE_MS)
+				keep(ps, after);
 			after = page[i].file_id;
 			c->c = &page[i];
 			c->p = cs_config_namespace(&cs_cfg, page[i].ns);
 			if (!c->p || !cs_path_rel_valid(page[i].rel, strlen(page[i].rel)))
 				continue;       /* not a namespace of this node's */
 			ps->r->copies++;
+			ps->w.done++;
 			cs_count(CS_C_VERIFY_FILES, 1);
-			cs_gauge_set(CS_G_VERIFY_POSITION, (int64_t)ps->r->copies);
+			cs_gauge_set(CS_G_VERIFY_POSITION, (int64_t)ps->w.done);
 			switch ((c->v = look(ps, &page[i], c))) {
 			case GOOD:
 				break;
@@ -566,11 +595,22 @@ static int recorded_copies(struct pass *ps)
 				nx++;
 			}
 		}
-		if ((rc = settle(ps, x, nx)) < 0 || n < PAGE)
+		if ((rc = settle(ps, x, nx)) < 0)
+			break;
+		if (stopped(ps))
+			break;          /* the page's place was kept within it */
+		keep(ps, after);
+		if (n < PAGE)
 			break;
 	}
 	if (n < 0)
 		rc = n;
+	if (rc == 0 && !stopped(ps)) {
+		/* Done with the records: on to the directories. */
+		cs_gauge_set(CS_G_VERIFY_TOTAL, (int64_t)ps->w.done);
+		ps->w.phase = 1;
+		keep(ps, 0);
+	}
 	free(page);
 	free(x);
 	return rc;
@@ -765,13 +805,36 @@ int cs_verify_pass(const struct cs_verify_opts *o, struct cs_verify_result *r)
 		return rc == -ENOMEM ? rc : -EAGAIN;
 	}
 	ps.may_register = me.state != CS_NODE_REMOVED;
-	rc = recorded_copies(&ps);
-	if (rc == 0)
+	if (o->cursor && cs_walk_load(o->cursor, &ps.w) == 0 && (ps.w.after || ps.w.phase)) {
+		r->resumed = true;
+		r->resumed_disk = ps.w.phase != 0;
+		r->resumed_after = ps.w.after;
+		r->resumed_copies = ps.w.done;
+		if (ps.w.phase)
+			cs_info("verify: going on where the last pass stopped, in the namespace "
+				"directories (%" PRIu64 " copies checked before)", ps.w.done);
+		else
+			cs_info("verify: going on where the last pass stopped, after file id %" PRIu64
+				" (%" PRIu64 " copies checked before)", ps.w.after, ps.w.done);
+	}
+	ps.saved_ms = cs_clock_ms();
+	if (ps.w.phase == 0) {
+		rc = recorded_copies(&ps);
+	} else {
+		cs_gauge_set(CS_G_VERIFY_TOTAL, (int64_t)ps.w.done);
+		cs_gauge_set(CS_G_VERIFY_POSITION, (int64_t)ps.w.done);
+	}
+	if (rc == 0 && !stopped(&ps))
 		rc = found_copies(&ps);
 	free(ps.buf);
 	free(ps.dropped);
 	r->ms = cs_clock_ms() - start;
 	r->stopped = stopped(&ps);
+	if (rc == 0 && !r->stopped && o->cursor) {
+		/* A whole pass: the next begins at the start. */
+		ps.w = (struct cs_walk){ .lap = ps.w.lap + 1 };
+		keep(&ps, 0);
+	}
 	if (rc == 0 && !r->stopped)
 		cs_gauge_set(CS_G_VERIFY_PASSES, __atomic_add_fetch(&passes, 1, __ATOMIC_RELAXED));
 	return rc == -ENOMEM || rc == 0 ? rc : -EAGAIN;

@@ -120,7 +120,7 @@ int cs_cmd_repair(const struct cs_args *a)
 		return 1;
 	}
 	for (int i = 0; i < n; i++) {
-		char out[512];
+		char out[1024];
 		if (cs_peer_call(all[i].url, "GET", "/v1/repair", out, sizeof out, CALL_MS) == 200)
 			cs_repair_progress_parse(out, &base[i]);
 	}
@@ -138,7 +138,7 @@ int cs_cmd_repair(const struct cs_args *a)
 		copies = bytes = 0;
 		for (int i = 0; i < n; i++) {
 			struct cs_repair_progress p;
-			char out[512];
+			char out[1024];
 			if (!pass[i])
 				continue;
 			if (cs_peer_call(all[i].url, "GET", "/v1/repair", out, sizeof out, CALL_MS) != 200 ||

@@ -11,6 +11,11 @@
  * that could not be mended, an error, or anything --no-mend left), 2 for
  * usage.
  *
+ * A run that was interrupted (Ctrl-C, a lost session, a failing registry)
+ * kept its place in CS_SPOOL/verify-command.cursor: the next run goes on
+ * from there and says so, unless given --from-start.  The agent's own
+ * passes keep theirs apart (verify.cursor).
+ *
  * On a terminal a progress line follows the pass: the copies checked out of
  * those the registry records here, and the bytes read, as the pass counts
  * them for the agent's /metrics (metrics.c; the same counters in this
@@ -30,6 +35,7 @@
 #include "settings.h"
 #include "tool.h"
 #include "verify.h"
+#include "walk.h"
 
 /* Each kind's name in --json, and its word at the head of a line. */
 static const struct {
@@ -134,6 +140,7 @@ static void print_json(const struct out *o, const struct cs_verify_result *r, do
 	printf("{\"copies\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"seconds\":%.3f,"
 	       "\"mb_per_s\":%.2f,\"skipped\":%" PRIu64 ",\"stopped\":%s", r->copies, r->bytes,
 	       secs, r->bytes / 1e6 / secs, r->skipped, r->stopped ? "true" : "false");
+	printf(",\"resumed_copies\":%" PRIu64, r->resumed ? r->resumed_copies : 0);
 	for (int k = 0; k < CS_VERIFY_KINDS; k++)
 		printf(",\"%s\":%" PRIu64, kinds[k].key, r->count[k]);
 	printf(",\"files\":{");
@@ -170,6 +177,9 @@ static void print_summary(const struct cs_verify_result *r, double secs, bool me
 		       "written, or a write of theirs not replicated yet)", r->skipped);
 	if (r->stopped)
 		printf("; stopped early");
+	if (r->resumed)
+		printf("; went on where an earlier run stopped (%" PRIu64 " copies checked then; "
+		       "--from-start checks all)", r->resumed_copies);
 	printf("\n");
 }
 
@@ -178,6 +188,8 @@ static const struct cs_opt opts[] = {
 	  cs_check_rate },
 	{ "--no-mend", NULL, "change nothing: report only", NULL },
 	{ "--json", NULL, "one JSON object with the counts and the files", NULL },
+	{ "--from-start", NULL, "check every copy, not going on where an interrupted run stopped",
+	  NULL },
 	{ NULL },
 };
 
@@ -194,6 +206,7 @@ int cs_cmd_verify(const struct cs_args *a)
 		.rate = cs_args_rate(a, "--rate", cs_cfg.verify_rate),
 		.mend = !cs_args_opt(a, "--no-mend"),
 		.report = report,
+		.cursor = "verify-command",
 	};
 	struct cs_verify_result r;
 	static struct out out;
@@ -214,6 +227,11 @@ int cs_cmd_verify(const struct cs_args *a)
 	signal(SIGIO, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
 	opts.arg = &out;
+	if (cs_args_opt(a, "--from-start")) {
+		struct cs_walk w;
+		cs_walk_load(opts.cursor, &w);
+		cs_walk_save(opts.cursor, &(struct cs_walk){ .lap = w.lap + 1 });
+	}
 	following = out.prog.tty && pthread_create(&follower, NULL, follow, &out) == 0;
 	rc = cs_verify_pass(&opts, &r);
 	out.done = 1;

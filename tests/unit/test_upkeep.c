@@ -1,20 +1,23 @@
 /* test_upkeep.c - the small pieces of membership and repair that need no
  * servers: sizes and rates as the variables give them, the repair route,
- * repair progress as one agent says it and the command line reads it, and
- * the bound on bytes per second. */
+ * repair progress as one agent says it and the command line reads it, the
+ * bound on bytes per second, and the long jobs' place kept in the spool. */
 #include <errno.h>
 #include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "rate.h"
 #include "repair.h"
 #include "route.h"
 #include "settings.h"
+#include "walk.h"
 
 static void sizes(void **state)
 {
@@ -164,6 +167,33 @@ static void rate_bound(void **state)
 	assert_true(cs_clock_ms() - t < 50);
 }
 
+/* A walk's place survives a save and a load; a missing or foreign file
+ * means the start. */
+static void walk_place(void **state)
+{
+	char dir[] = "/tmp/cs-walk.XXXXXX", path[64];
+	struct cs_walk w = { .lap = 3, .after = 123456789012ULL, .done = 77, .phase = 1 }, r;
+	FILE *f;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(cs_cfg.spool, sizeof cs_cfg.spool, "%s", dir);
+	assert_int_equal(cs_walk_load("repair", &r), 0);
+	assert_true(r.lap == 0 && r.after == 0 && r.done == 0 && r.phase == 0);
+	assert_int_equal(cs_walk_save("repair", &w), 0);
+	assert_int_equal(cs_walk_load("repair", &r), 0);
+	assert_memory_equal(&r, &w, sizeof w);
+	snprintf(path, sizeof path, "%s/repair.cursor", dir);
+	assert_non_null(f = fopen(path, "w"));
+	fputs("garbage\n", f);
+	fclose(f);
+	assert_int_equal(cs_walk_load("repair", &r), 0);
+	assert_true(r.lap == 0 && r.after == 0);
+	unlink(path);
+	rmdir(dir);
+	cs_cfg.spool[0] = '\0';
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -172,6 +202,7 @@ int main(void)
 		cmocka_unit_test(repair_route),
 		cmocka_unit_test(progress_round_trip),
 		cmocka_unit_test(rate_bound),
+		cmocka_unit_test(walk_place),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
