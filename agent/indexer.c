@@ -106,10 +106,11 @@ static bool row_name(MYSQL_ROW row, unsigned long *len, char *ns, char *rel)
 	return true;
 }
 
-/* A full scan's state: rows come in id order, mostly a directory's files
- * one after another, so a row whose directory is the previous row's adds
- * its own name only (the directories' bits are set: a scan of 10 M files
- * sets a tenth of the bits it would otherwise, and is that much faster). */
+/* A stripe of a full scan's state: rows come in id order, mostly a
+ * directory's files one after another, so a row whose directory is the
+ * previous row's adds its own name only (the directories above it are in):
+ * a file four directories down costs one name's hashing and bits, not
+ * five. */
 struct scan {
 	uint64_t rows;
 	size_t dirlen;                  /* of dir; SIZE_MAX: none yet */
@@ -128,8 +129,8 @@ static void scanned(void *arg, MYSQL_ROW row, unsigned long *len)
 	const char *slash = strrchr(rel, '/');
 	size_t dl = slash ? (size_t)(slash - rel) : 0;
 
-	/* Only this thread adds a scan's names (announcements add theirs
-	 * under mu, with the same atomic ORs). */
+	/* The stripes' threads, and announcements under mu, add to next
+	 * side by side: every bit is set with an atomic OR. */
 	if (dl == sc->dirlen && memcmp(rel, sc->dir, dl) == 0 && strcmp(ns, sc->ns) == 0) {
 		cs_index_file_add_name(&next, ns, rel);
 		return;
