@@ -84,15 +84,19 @@ int cs_index_file_create(struct cs_index_file *x, const char *dir, uint64_t name
 	return 0;
 }
 
-bool cs_index_file_add_name(struct cs_index_file *x, const char *ns, const char *rel)
+void cs_index_file_prefetch(const struct cs_index_file *x, const uint64_t h[2])
 {
-	uint64_t h[2];
+	if (x->head)
+		__builtin_prefetch(x->blocks + cs_index_block(x->head->nblocks, h), 1);
+}
+
+bool cs_index_file_add_hash(struct cs_index_file *x, const uint64_t h[2])
+{
 	uint64_t *b;
 	bool fresh = false;
 
 	if (!x->head)
 		return true;
-	cs_index_hash(ns, rel, h);
 	b = x->blocks + cs_index_block(x->head->nblocks, h);
 	for (int i = 0; i < CS_INDEX_K; i++) {
 		unsigned bit = cs_index_bit(h, i);
@@ -103,6 +107,14 @@ bool cs_index_file_add_name(struct cs_index_file *x, const char *ns, const char 
 	if (fresh)
 		__atomic_add_fetch(&x->head->names, 1, __ATOMIC_RELAXED);
 	return fresh;
+}
+
+bool cs_index_file_add_name(struct cs_index_file *x, const char *ns, const char *rel)
+{
+	uint64_t h[2];
+
+	cs_index_hash(ns, rel, h);
+	return cs_index_file_add_hash(x, h);
 }
 
 bool cs_index_file_add(struct cs_index_file *x, const char *ns, const char *rel)

@@ -111,8 +111,11 @@ static bool row_name(MYSQL_ROW row, unsigned long *len, char *ns, char *rel)
  * previous row's adds its own name only (the directories above it are in):
  * a file four directories down costs one name's hashing and bits, not
  * five. */
+#define AHEAD 8                 /* names hashed and prefetched, not yet added */
+
 struct scan {
 	uint64_t rows;
+	uint64_t ahead[AHEAD][2];       /* rows % AHEAD: the next to add */
 	size_t dirlen;                  /* of dir; SIZE_MAX: none yet */
 	char ns[CS_NAME_MAX];
 	char dir[CS_PATH_MAX];
@@ -125,16 +128,21 @@ static void scanned(void *arg, MYSQL_ROW row, unsigned long *len)
 
 	if (!row_name(row, len, ns, rel))
 		return;
-	sc->rows++;
 	const char *slash = strrchr(rel, '/');
 	size_t dl = slash ? (size_t)(slash - rel) : 0;
+	uint64_t *h = sc->ahead[sc->rows % AHEAD];
 
 	/* The stripes' threads, and announcements under mu, add to next
-	 * side by side: every bit is set with an atomic OR. */
-	if (dl == sc->dirlen && memcmp(rel, sc->dir, dl) == 0 && strcmp(ns, sc->ns) == 0) {
-		cs_index_file_add_name(&next, ns, rel);
+	 * side by side: every bit is set with an atomic OR.  A name goes in
+	 * AHEAD rows after it was hashed, its block prefetched meanwhile. */
+	if (sc->rows >= AHEAD)
+		cs_index_file_add_hash(&next, h);
+	cs_index_hash(ns, rel, h);
+	cs_index_file_prefetch(&next, h);
+	sc->rows++;
+	if (dl == sc->dirlen && memcmp(rel, sc->dir, dl) == 0 && strcmp(ns, sc->ns) == 0)
 		return;
-	}
+	/* A new directory: it and those above it now (few). */
 	cs_index_file_add(&next, ns, rel);
 	memcpy(sc->dir, rel, dl);
 	sc->dirlen = dl;
@@ -205,6 +213,9 @@ static void *scan_stripe(void *arg)
 	cs_sql_str(&q, " AND deleted=0 AND");
 	sql_namespaces(&q);
 	st->rc = q.oom ? -ENOMEM : cs_db_each(st->d, q.s, q.len, scanned, &st->sc);
+	/* The names still on their way in. */
+	for (uint64_t i = st->sc.rows > AHEAD ? st->sc.rows - AHEAD : 0; i < st->sc.rows; i++)
+		cs_index_file_add_hash(&next, st->sc.ahead[i % AHEAD]);
 	cs_buf_free(&q);
 	return NULL;
 }
