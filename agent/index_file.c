@@ -12,6 +12,13 @@
  * blocks) and built again before it is down to 16 (capacity), a lookup of a
  * name never added says "maybe" about once in 8000 when it is new, and
  * once in 1000 at worst.
+ *
+ * A file can be made for more names than it gets and fitted afterwards
+ * (cs_index_file_fit): a name's block is its hash modulo the number of
+ * blocks, a power of two, and its bits within the block do not depend on
+ * it, so OR-ing the upper half of the blocks into the lower half gives
+ * exactly the file that half as many blocks would have made.  The agent
+ * builds from a full scan whose count it only learns at the end.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,15 +33,23 @@
 #define MIN_BLOCKS 2048                 /* 128 KiB */
 #define BITS_PER_NAME 24
 
-int cs_index_file_create(struct cs_index_file *x, const char *dir, uint64_t names)
+/* Blocks for about `names` names: BITS_PER_NAME each, a power of two. */
+static uint64_t blocks_for(uint64_t names)
 {
 	uint64_t want = (names * BITS_PER_NAME + 511) / 512, n = MIN_BLOCKS;
+
+	while (n < want && n < (1ULL << 40))
+		n <<= 1;
+	return n;
+}
+
+int cs_index_file_create(struct cs_index_file *x, const char *dir, uint64_t names)
+{
+	uint64_t n = blocks_for(names);
 	struct timespec ts;
 	int fd;
 
 	memset(x, 0, sizeof *x);
-	while (n < want && n < (1ULL << 40))
-		n <<= 1;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	if ((size_t)snprintf(x->tmp, sizeof x->tmp, "%s/index.%d.%ld.new", dir, (int)getpid(),
 			     (long)ts.tv_nsec) >= sizeof x->tmp)
@@ -69,15 +84,19 @@ int cs_index_file_create(struct cs_index_file *x, const char *dir, uint64_t name
 	return 0;
 }
 
-/* Whether a bit of the name was not set yet: a name new to x. */
-static bool add_one(struct cs_index_file *x, const char *ns, const char *rel)
+void cs_index_file_prefetch(const struct cs_index_file *x, const uint64_t h[2])
 {
-	uint64_t h[2];
-	uint64_t *b;
+	if (x->head)
+		__builtin_prefetch(x->blocks + cs_index_block(x->head->nblocks, h), 1);
+}
 
+bool cs_index_file_add_hash(struct cs_index_file *x, const uint64_t h[2])
+{
+	uint64_t *b;
 	bool fresh = false;
 
-	cs_index_hash(ns, rel, h);
+	if (!x->head)
+		return true;
 	b = x->blocks + cs_index_block(x->head->nblocks, h);
 	for (int i = 0; i < CS_INDEX_K; i++) {
 		unsigned bit = cs_index_bit(h, i);
@@ -88,6 +107,14 @@ static bool add_one(struct cs_index_file *x, const char *ns, const char *rel)
 	if (fresh)
 		__atomic_add_fetch(&x->head->names, 1, __ATOMIC_RELAXED);
 	return fresh;
+}
+
+bool cs_index_file_add_name(struct cs_index_file *x, const char *ns, const char *rel)
+{
+	uint64_t h[2];
+
+	cs_index_hash(ns, rel, h);
+	return cs_index_file_add_hash(x, h);
 }
 
 bool cs_index_file_add(struct cs_index_file *x, const char *ns, const char *rel)
@@ -102,15 +129,38 @@ bool cs_index_file_add(struct cs_index_file *x, const char *ns, const char *rel)
 	for (size_t i = 0; i < n; i++)
 		if (dir[i] == '/') {
 			dir[i] = '\0';
-			add_one(x, ns, dir);
+			cs_index_file_add_name(x, ns, dir);
 			dir[i] = '/';
 		}
-	return add_one(x, ns, rel);
+	return cs_index_file_add_name(x, ns, rel);
 }
 
 uint64_t cs_index_file_capacity(const struct cs_index_file *x)
 {
 	return x->head ? x->head->nblocks * 512 / 16 : 0;
+}
+
+int cs_index_file_fit(struct cs_index_file *x, uint64_t names)
+{
+	uint64_t n = x->head->nblocks, want = blocks_for(names);
+	size_t len;
+
+	if (!x->tmp[0])
+		return -EINVAL;         /* published: hosts read it at its size */
+	if (want >= n)
+		return 0;
+	for (; n > want; n >>= 1) {
+		uint64_t *lo = x->blocks, *hi = x->blocks + n / 2 * CS_INDEX_BLOCK_WORDS;
+		for (uint64_t w = 0; w < n / 2 * CS_INDEX_BLOCK_WORDS; w++)
+			lo[w] |= hi[w];
+	}
+	x->head->nblocks = n;
+	/* The tail unmapped first: no store can land past the file's end. */
+	len = CS_INDEX_HEAD + n * 64;
+	if (munmap((char *)x->head + len, x->len - len) < 0)
+		return -errno;
+	x->len = len;
+	return truncate(x->tmp, (off_t)len) < 0 ? -errno : 0;
 }
 
 int cs_index_file_publish(struct cs_index_file *x, const char *dir)

@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,7 @@
 #define POLL_MS 250
 #define OVERLAP_S 2             /* commits land up to this late in time order */
 #define RETRY_MS 1000
+#define STRIPE_MIN 100000       /* file ids: below, one stripe scans fast enough */
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct cs_index_file cur, next;  /* under mu; next while building */
@@ -104,46 +106,168 @@ static bool row_name(MYSQL_ROW row, unsigned long *len, char *ns, char *rel)
 	return true;
 }
 
+/* A stripe of a full scan's state: rows come in id order, mostly a
+ * directory's files one after another, so a row whose directory is the
+ * previous row's adds its own name only (the directories above it are in):
+ * a file four directories down costs one name's hashing and bits, not
+ * five. */
+#define AHEAD 8                 /* names hashed and prefetched, not yet added */
+
+struct scan {
+	uint64_t rows;
+	uint64_t ahead[AHEAD][2];       /* rows % AHEAD: the next to add */
+	size_t dirlen;                  /* of dir; SIZE_MAX: none yet */
+	char ns[CS_NAME_MAX];
+	char dir[CS_PATH_MAX];
+};
+
 static void scanned(void *arg, MYSQL_ROW row, unsigned long *len)
 {
+	struct scan *sc = arg;
 	char ns[CS_NAME_MAX], rel[CS_PATH_MAX];
 
-	(void)arg;
-	if (row_name(row, len, ns, rel))
-		cs_index_file_add(&next, ns, rel);      /* only this thread adds a scan */
+	if (!row_name(row, len, ns, rel))
+		return;
+	const char *slash = strrchr(rel, '/');
+	size_t dl = slash ? (size_t)(slash - rel) : 0;
+	uint64_t *h = sc->ahead[sc->rows % AHEAD];
+
+	/* The stripes' threads, and announcements under mu, add to next
+	 * side by side: every bit is set with an atomic OR.  A name goes in
+	 * AHEAD rows after it was hashed, its block prefetched meanwhile. */
+	if (sc->rows >= AHEAD)
+		cs_index_file_add_hash(&next, h);
+	cs_index_hash(ns, rel, h);
+	cs_index_file_prefetch(&next, h);
+	sc->rows++;
+	if (dl == sc->dirlen && memcmp(rel, sc->dir, dl) == 0 && strcmp(ns, sc->ns) == 0)
+		return;
+	/* A new directory: it and those above it now (few). */
+	cs_index_file_add(&next, ns, rel);
+	memcpy(sc->dir, rel, dl);
+	sc->dirlen = dl;
+	memcpy(sc->ns, ns, len[0] + 1);
+}
+
+/* How many names a build should make room for, without counting the live
+ * files (at 10 M a count is a scan of seconds, as long as the build): the
+ * span of file ids, a bound on the files of every namespace, plus the
+ * directories ever registered.  The file is fitted to the names it got
+ * once the scan is done, so this need not be close, only not short: no
+ * less than the index in use had (dirs may lag behind an old registry).
+ * Also the scan's start (the poll goes on from there) and the highest id
+ * (where the scan's stripes divide). */
+static int sizing(struct cs_db *d, char start[32], uint64_t *names, uint64_t ids[2])
+{
+	static const char q[] =
+		"SELECT NOW(3), COALESCE(MIN(id), 0), COALESCE(MAX(id), 0),"
+		" (SELECT COUNT(*) FROM dirs) FROM files";
+	MYSQL_RES *res = NULL;
+	MYSQL_ROW row;
+	int rc = cs_db_exec(d, q, sizeof q - 1, &res, true);
+
+	if (rc < 0)
+		return rc;
+	if ((row = mysql_fetch_row(res))) {
+		snprintf(start, 32, "%s", row[0] ? row[0] : "");
+		ids[0] = cs_db_u64(row[1]);
+		ids[1] = cs_db_u64(row[2]);
+		*names = (ids[1] ? ids[1] - ids[0] + 1 : 0) + cs_db_u64(row[3]);
+	} else {
+		rc = -EIO;
+	}
+	mysql_free_result(res);
+	pthread_mutex_lock(&mu);
+	if (cur.head && *names < cur.head->names + cur.head->names / 4)
+		*names = cur.head->names + cur.head->names / 4;
+	pthread_mutex_unlock(&mu);
+	*names += 1024;
+	return rc;
+}
+
+/* One stripe of the full scan: the live names of files with ids in
+ * (after, upto] (upto 0: no end), over its own connection. */
+struct stripe {
+	struct cs_db *d;
+	uint64_t after, upto;
+	int rc;
+	pthread_t thread;
+	struct scan sc;
+};
+
+static void *scan_stripe(void *arg)
+{
+	struct stripe *st = arg;
+	struct cs_buf q = { 0 };
+
+	st->sc.rows = 0;
+	st->sc.dirlen = SIZE_MAX;
+	/* The primary key's range, in its order (a directory's files one
+	 * after another): with the ids bounded the optimizer would rather
+	 * take files_namespace and look every row up from there, twice the
+	 * server's work when the namespace is most of the registry. */
+	cs_sql_fmt(&q, "SELECT namespace, path FROM files FORCE INDEX (PRIMARY) WHERE id > %llu",
+		   (unsigned long long)st->after);
+	if (st->upto)
+		cs_sql_fmt(&q, " AND id <= %llu", (unsigned long long)st->upto);
+	cs_sql_str(&q, " AND deleted=0 AND");
+	sql_namespaces(&q);
+	st->rc = q.oom ? -ENOMEM : cs_db_each(st->d, q.s, q.len, scanned, &st->sc);
+	/* The names still on their way in. */
+	for (uint64_t i = st->sc.rows > AHEAD ? st->sc.rows - AHEAD : 0; i < st->sc.rows; i++)
+		cs_index_file_add_hash(&next, st->sc.ahead[i % AHEAD]);
+	cs_buf_free(&q);
+	return NULL;
+}
+
+/* The full scan into next, in two stripes side by side when the registry
+ * is large and the pool has connections to spare (a scan is bound by the
+ * server's CPU, one core a statement: two halve it on a second core, and
+ * misses keep a connection at least); else in one.  The rows scanned. */
+static int scan_all(struct cs_db *d, const uint64_t ids[2], uint64_t *rows)
+{
+	struct stripe *st = calloc(2, sizeof *st);
+	struct cs_db *d2 = NULL;
+	int n = 1, rc;
+
+	if (!st)
+		return -ENOMEM;
+	st[0].d = d;
+	if (ids[1] - ids[0] >= STRIPE_MIN && cs_cfg.db_connections >= 3 && (d2 = cs_db_get())) {
+		st[0].upto = ids[0] + (ids[1] - ids[0]) / 2;
+		st[1].d = d2;
+		st[1].after = st[0].upto;
+		n = 2;
+		if (pthread_create(&st[1].thread, NULL, scan_stripe, &st[1]) != 0)
+			n = 1, st[0].upto = 0;
+	}
+	scan_stripe(&st[0]);
+	if (n == 2)
+		pthread_join(st[1].thread, NULL);
+	if (d2)
+		cs_db_put(d2);
+	rc = st[0].rc < 0 ? st[0].rc : n == 2 ? st[1].rc : 0;
+	*rows = st[0].sc.rows + (n == 2 ? st[1].sc.rows : 0);
+	free(st);
+	return rc;
 }
 
 /* Build the index again from every live name, publish it, and make it the
  * one names are added to. */
 static int build(void)
 {
-	struct cs_buf q = { 0 };
 	struct cs_index_file old, fresh;
-	MYSQL_RES *res = NULL;
-	MYSQL_ROW row;
 	char start[32];
-	uint64_t files;
+	uint64_t room = 0, ids[2] = { 0, 0 }, rows = 0, names = 0, capacity = 0, bytes = 0;
+	int64_t t0 = cs_clock_ms();
 	struct cs_db *d = cs_db_get();
-	int rc = -ENOMEM;
+	int rc;
 
 	if (!d)
 		return -EAGAIN;
-	/* The scan's start (the poll goes on from there) and its size. */
-	cs_sql_str(&q, "SELECT NOW(3), COUNT(*) FROM files WHERE deleted=0 AND");
-	sql_namespaces(&q);
-	if (q.oom || (rc = cs_db_exec(d, q.s, q.len, &res, true)) < 0)
+	if ((rc = sizing(d, start, &room, ids)) < 0)
 		goto out;
-	if ((row = mysql_fetch_row(res))) {
-		snprintf(start, sizeof start, "%s", row[0] ? row[0] : "");
-		files = cs_db_u64(row[1]);
-	} else {
-		rc = -EIO;
-	}
-	mysql_free_result(res);
-	if (rc < 0)
-		goto out;
-	/* Names: every file, and the directories above them (fewer). */
-	if ((rc = cs_index_file_create(&fresh, cs_cfg.spool, files + files / 2 + 1024)) < 0) {
+	if ((rc = cs_index_file_create(&fresh, cs_cfg.spool, room)) < 0) {
 		cs_error("cannot make the index in %s: %s", cs_cfg.spool, strerror(-rc));
 		goto out;
 	}
@@ -151,18 +275,20 @@ static int build(void)
 	next = fresh;
 	building = true;
 	pthread_mutex_unlock(&mu);
-	q.len = 0;
-	cs_sql_str(&q, "SELECT namespace, path FROM files WHERE deleted=0 AND");
-	sql_namespaces(&q);
-	rc = q.oom ? -ENOMEM : cs_db_each(d, q.s, q.len, scanned, NULL);
+	rc = scan_all(d, ids, &rows);
 	pthread_mutex_lock(&mu);
 	building = false;
+	if (rc == 0)
+		rc = cs_index_file_fit(&next, next.head->names);
 	if (rc == 0 && (rc = cs_index_file_publish(&next, cs_cfg.spool)) == 0) {
 		old = cur;
 		cur = next;
 		tombstones = 0;
 		snprintf(cursor, sizeof cursor, "%s", start);
 		built = true;
+		names = cur.head->names;
+		capacity = cs_index_file_capacity(&cur);
+		bytes = cur.len;
 	} else {
 		old = next;
 	}
@@ -170,12 +296,12 @@ static int build(void)
 	pthread_mutex_unlock(&mu);
 	cs_index_file_close(&old, rc == 0);
 	if (rc == 0)
-		cs_info("index built: %llu files, %llu names, room for %llu",
-			(unsigned long long)files, (unsigned long long)cur.head->names,
-			(unsigned long long)cs_index_file_capacity(&cur));
+		cs_info("index built: %llu files, %llu names, room for %llu, %llu bytes, in %.2f s",
+			(unsigned long long)rows, (unsigned long long)names,
+			(unsigned long long)capacity, (unsigned long long)bytes,
+			(cs_clock_ms() - t0) / 1000.0);
 out:
 	cs_db_put(d);
-	cs_buf_free(&q);
 	return rc;
 }
 
