@@ -496,8 +496,8 @@ int cs_cmd_import(const struct cs_args *a)
 		return 2;
 	}
 	if ((rc = cs_nodes_self(&self)) < 0) {
-		fprintf(stderr, "cs-replicate import: registry unreachable (%s)\n",
-			strerror(-rc));
+		char why[96];
+		fprintf(stderr, "cs-replicate import: %s\n", cs_registry_why(rc, why));
 		return 1;
 	}
 	im.ns = p->name;

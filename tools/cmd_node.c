@@ -76,12 +76,14 @@ static int find(const char *name, struct cs_node *out)
 
 static int fail(const char *what, const char *name, int rc)
 {
+	char why[96];
+
 	if (rc == -ENOENT)
 		fprintf(stderr, "cs-replicate node %s: no node named '%s' (cs-replicate status lists them)\n",
 			what, name);
 	else
-		fprintf(stderr, "cs-replicate node %s %s: registry unreachable (%s)\n", what, name,
-			strerror(-rc));
+		fprintf(stderr, "cs-replicate node %s %s: %s\n", what, name,
+			cs_registry_why(rc, why));
 	return 1;
 }
 

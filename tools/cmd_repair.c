@@ -34,6 +34,28 @@ static void on_int(int sig)
 	interrupted = 1;
 }
 
+/*
+ * The files short of copies, counted exactly when that takes at most
+ * CS_STATUS_EXACT_MS, as status does (at millions of files it takes
+ * longer: *exact false, and the agents' own reports are what is known).
+ * 0, or -errno when the registry cannot be asked at all.
+ */
+static int short_files(struct cs_health_files *h, bool *exact)
+{
+	int level = cs_log_level, rc;
+
+	memset(h, 0, sizeof *h);
+	*exact = false;
+	/* A count stopped at its limit is no error to log. */
+	cs_log_level = -1;
+	rc = cs_nodes_refresh();
+	if (rc == 0 && cs_cfg.status_exact_ms > 0 &&
+	    (rc = cs_health_files_within(h, cs_cfg.status_exact_ms)) == 0)
+		*exact = true;
+	cs_log_level = level;
+	return rc == -ETIMEDOUT ? 0 : rc;
+}
+
 /* The agents a pass can be asked of: up, not removed, with a URL. */
 static int agents(struct cs_node *all)
 {
@@ -104,7 +126,9 @@ int cs_cmd_repair(const struct cs_args *a)
 	uint64_t *pass = calloc(CS_MAX_NODES, sizeof *pass);
 	struct cs_repair_progress *base = calloc(CS_MAX_NODES, sizeof *base);
 	struct cs_health_files before, now;
-	uint64_t rate = cs_args_rate(a, "--rate", 0), copies = 0, bytes = 0;
+	bool exact_before, exact_now = false;
+	char why[96];
+	uint64_t rate = cs_args_rate(a, "--rate", 0), copies = 0, bytes = 0, failed = 0, found = 0;
 	long timeout_s = cs_args_seconds(a, "--timeout", 0);
 	bool done = false;
 	int64_t start = cs_clock_ms(), looked = 0;
@@ -115,8 +139,8 @@ int cs_cmd_repair(const struct cs_args *a)
 	cs_progress_init(&prog, "repair", "files");
 	if (!all || !pass || !base)
 		return 1;
-	if ((rc = cs_health_files(&before)) < 0 || (rc = n = agents(all)) < 0) {
-		fprintf(stderr, "cs-replicate repair: registry unreachable (%s)\n", strerror(-rc));
+	if ((rc = short_files(&before, &exact_before)) < 0 || (rc = n = agents(all)) < 0) {
+		fprintf(stderr, "cs-replicate repair: %s\n", cs_registry_why(rc, why));
 		return 1;
 	}
 	for (int i = 0; i < n; i++) {
@@ -135,7 +159,7 @@ int cs_cmd_repair(const struct cs_args *a)
 	       !(timeout_s && cs_clock_ms() - start >= timeout_s * 1000)) {
 		usleep(500 * 1000);
 		done = true;
-		copies = bytes = 0;
+		copies = bytes = failed = found = 0;
 		for (int i = 0; i < n; i++) {
 			struct cs_repair_progress p;
 			char out[1024];
@@ -150,11 +174,14 @@ int cs_cmd_repair(const struct cs_args *a)
 			}
 			copies += p.copies + p.promoted - base[i].copies - base[i].promoted;
 			bytes += p.bytes - base[i].bytes;
+			failed += p.failed - base[i].failed;
+			found += p.pending;
 			done &= p.done >= pass[i];
 		}
 		if (prog.tty) {
 			/* a query over every file: not every half second */
-			if (cs_clock_ms() - looked > 2000 && cs_health_files(&now) == 0)
+			if (exact_before && cs_clock_ms() - looked > 2000 &&
+			    short_files(&now, &exact_now) == 0 && exact_now)
 				prog.done_ms = looked = cs_clock_ms();
 			prog.total = before.under_replicated;
 			prog.done = before.under_replicated > now.under_replicated
@@ -165,18 +192,26 @@ int cs_cmd_repair(const struct cs_args *a)
 		}
 	}
 	cs_progress_end(&prog);
-	if ((rc = cs_health_files(&now)) < 0) {
-		fprintf(stderr, "cs-replicate repair: registry unreachable (%s)\n", strerror(-rc));
+	if ((rc = short_files(&now, &exact_now)) < 0) {
+		fprintf(stderr, "cs-replicate repair: %s\n", cs_registry_why(rc, why));
 		return 1;
 	}
 	cs_summary("repair", copies, "copies", bytes, (cs_clock_ms() - start) / 1e3);
-	printf(": %" PRIu64 " of %" PRIu64 " live files short of %d copies before, %" PRIu64
-	       " now, %" PRIu64 " with no live copy\n", before.under_replicated, before.live,
-	       cs_cfg.replicas, now.under_replicated, now.no_live_copy);
+	if (exact_before && exact_now)
+		printf(": %" PRIu64 " of %" PRIu64 " live files short of %d copies before, %" PRIu64
+		       " now, %" PRIu64 " with no live copy\n", before.under_replicated, before.live,
+		       cs_cfg.replicas, now.under_replicated, now.no_live_copy);
+	else
+		/* Too many files to count within the limit: what the passes
+		 * themselves found and could not mend (status has the census). */
+		printf(": the agents' passes found %" PRIu64 " files short of %d copies and could not "
+		       "repair %" PRIu64 " (too many files to count them all within "
+		       "CS_STATUS_EXACT_MS; cs-replicate status shows the census)\n", found,
+		       cs_cfg.replicas, failed);
 	free(all);
 	free(pass);
 	free(base);
-	uint64_t bad = now.under_replicated + now.no_live_copy;
+	uint64_t bad = exact_now ? now.under_replicated + now.no_live_copy : failed;
 	if (!done)
 		fprintf(stderr, "cs-replicate repair: %s before every pass finished; the agents "
 				"finish theirs\n", interrupted ? "interrupted" : "timed out");
@@ -184,7 +219,7 @@ int cs_cmd_repair(const struct cs_args *a)
 		fprintf(stderr, "cs-replicate repair: %" PRIu64 " files could not be repaired (%" PRIu64
 				" have no copy on any up node; for the rest there are not enough up, "
 				"active nodes, or their repairer failed: see its log)\n", bad,
-			now.no_live_copy);
+			exact_now ? now.no_live_copy : 0);
 		return 1;
 	}
 	return done ? 0 : 1;

@@ -261,9 +261,11 @@ int cs_cmd_status(const struct cs_args *a)
 	r.n = CS_MAX_NODES;
 	if ((rc = cs_nodes_status(r.nodes, &r.n)) < 0 ||
 	    (rc = r.conflicts = cs_registry_conflicts(count_conflict, NULL)) < 0) {
-		fprintf(stderr, "cs-replicate status: registry unreachable (%s)\n", strerror(-rc));
+		char why[96];
+		fprintf(stderr, "cs-replicate status: %s\n", cs_registry_why(rc, why));
 		if (json)
-			printf("{\"healthy\":false,\"reasons\":[\"registry unreachable\"]}\n");
+			printf("{\"healthy\":false,\"reasons\":[\"%s\"]}\n",
+			       rc == -ETIMEDOUT ? "registry too slow" : "registry unreachable");
 		goto out;
 	}
 	if (count(&r, held, json))

@@ -5,6 +5,7 @@
  * of its summary, output helpers, and the registry's settings for a
  * command (a longer read timeout than the agent's).
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -382,6 +383,13 @@ void cs_json_str(FILE *f, const char *s)
 		}
 	}
 	fputc('"', f);
+}
+
+const char *cs_registry_why(int rc, char buf[96])
+{
+	snprintf(buf, 96, "registry %s (%s)", rc == -ETIMEDOUT ? "too slow" : "unreachable",
+		 strerror(-rc));
+	return buf;
 }
 
 const char *cs_human_bytes(uint64_t n, char buf[32])
