@@ -171,8 +171,11 @@ def test_import_keeps_what_it_did_to_each_path(c):
 
 
 def test_interrupted_import_finishes_when_run_again(c):
+    # Enough files that the import, at 5,000 files/s or more, is still
+    # under way when the first batches are in.
+    n = 20000
     n1 = c.nodes[0]
-    files = make_tree(n1, "cut", 4000, dirs=8)
+    files = make_tree(n1, "cut", n, dirs=40)
 
     def count():
         return int(rows(c, "SELECT COUNT(*) FROM files WHERE path LIKE 'cut/%'")[0][0])
@@ -186,9 +189,9 @@ def test_interrupted_import_finishes_when_run_again(c):
         p.send_signal(sig)
         p.communicate(timeout=30)
         done = count()
-        expect(p.returncode == -sig and done < 4000, "import stopped by %s part way"
-               % signal.Signals(sig).name, "< 4000 registered", (p.returncode, done))
-        print("# stopped by %s with %d of 4000 registered" % (signal.Signals(sig).name, done))
+        expect(p.returncode == -sig and done < n, "import stopped by %s part way"
+               % signal.Signals(sig).name, "< %d registered" % n, (p.returncode, done))
+        print("# stopped by %s with %d of %d registered" % (signal.Signals(sig).name, done, n))
     p = n1.cs("import", c.namespace, check=False, timeout=120)
     expect(p.returncode == 0, "run again, import exits 0", 0, (p.returncode, p.stderr[-300:]))
     got = registered(c, n1, "cut")
@@ -196,7 +199,7 @@ def test_interrupted_import_finishes_when_run_again(c):
     expect(got == want, "every file registered once, version 1, held by node1",
            len(want), (len(got), [r for r in want if got.get(r) != want[r]][:3]))
     dup = rows(c, "SELECT COUNT(*), COUNT(DISTINCT path) FROM files WHERE path LIKE 'cut/%'")
-    expect(dup == [["4000", "4000"]], "and no path twice", [["4000", "4000"]], dup)
+    expect(dup == [[str(n), str(n)]], "and no path twice", [[str(n), str(n)]], dup)
 
 # Makes MySQL fail the INSERT of a path listed in t.flaky: a deadlock for
 # its first `fails` tries (counted in a MyISAM table, which a rollback
