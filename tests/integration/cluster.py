@@ -491,6 +491,18 @@ class Node:
         os.chown(path, pw.pw_uid, pw.pw_gid)
         return path
 
+    def copy_in(self, stage, top):
+        """Copy stage/top into this node's directory with `cp -r` under the
+        library, as an upload tool would, the files given to the web user
+        first; stage is removed.  cp's CompletedProcess."""
+        pw = pwd.getpwnam(WEB_USER)
+        for root, dirs, files in os.walk(stage):
+            for x in dirs + files:
+                os.chown(os.path.join(root, x), pw.pw_uid, pw.pw_gid)
+        p = self.run(["cp", "-r", os.path.join(stage, top), self.dir])
+        shutil.rmtree(stage)
+        return p
+
     def cs(self, *args, check=True, preload=False, timeout=120):
         """Run cs-replicate <args> as the web user with this node's env."""
         p = subprocess.run([self.cluster.bin] + list(args),

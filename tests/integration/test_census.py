@@ -16,14 +16,12 @@ failed".
 """
 import json
 import os
-import pwd
-import shutil
 import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Cluster, WEB_USER, as_web_user  # noqa: E402
+from cluster import Cluster, as_web_user  # noqa: E402
 from tap import expect, run, eventually  # noqa: E402
 
 REPLICAS = 2
@@ -68,12 +66,7 @@ def write_many(node, prefix, n, size=2000):
     for i in range(n):
         with open(os.path.join(stage, prefix, "f%03d.bin" % i), "wb") as f:
             f.write((("%s/%d " % (prefix, i)) * (size // 6)).encode()[:size + i])
-    pw = pwd.getpwnam(WEB_USER)
-    for root, dirs, files in os.walk(stage):
-        for x in dirs + files:
-            os.chown(os.path.join(root, x), pw.pw_uid, pw.pw_gid)
-    p = node.run(["cp", "-r", os.path.join(stage, prefix), node.dir])
-    shutil.rmtree(stage)
+    p = node.copy_in(stage, prefix)
     expect(p.returncode == 0, "cp under the library", 0, p.stderr)
 
 

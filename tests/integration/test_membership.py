@@ -14,15 +14,13 @@ restarted).  Prints TAP-style lines and ends with "N passed, N failed".
 """
 import json
 import os
-import pwd
-import shutil
 import sys
 import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import Cluster, WEB_USER  # noqa: E402
+from cluster import Cluster  # noqa: E402
 from tap import expect, run, eventually, sha, file_sha  # noqa: E402
 
 REPLICAS = 2
@@ -52,12 +50,7 @@ def write_many(node, prefix, n, size=3000):
         with open(os.path.join(stage, rel), "wb") as f:
             f.write(data)
         FILES[rel] = data
-    pw = pwd.getpwnam(WEB_USER)
-    for root, dirs, files in os.walk(stage):
-        for x in dirs + files:
-            os.chown(os.path.join(root, x), pw.pw_uid, pw.pw_gid)
-    p = node.run(["cp", "-r", os.path.join(stage, prefix), node.dir])
-    shutil.rmtree(stage)
+    p = node.copy_in(stage, prefix)
     expect(p.returncode == 0, "cp under the library", 0, p.stderr)
 
 
