@@ -170,6 +170,18 @@ def test_import_keeps_what_it_did_to_each_path(c):
            b"second\n", (r.stdout, r.stderr[-200:]))
 
 
+_demote = as_web_user()
+
+
+def interruptible_web_user():
+    """As the web user, with SIGINT's default action: tests/run starts
+    the suites of a lane in the background, where a shell sets SIGINT
+    ignored, and ignored signals stay so across exec (the import would
+    not stop, as in CI)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _demote()
+
+
 # Each new row of cut/ costs the server about a millisecond of work
 # (a trigger hashing 10,000 times: 500 rows took 0.45 s more here), so
 # that an import on any machine is still under way when its first batches
@@ -201,7 +213,7 @@ def test_interrupted_import_finishes_when_run_again(c):
             t = time.monotonic()
             p = subprocess.Popen([c.bin, "import", c.namespace], env=n1.env(),
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 preexec_fn=as_web_user())
+                                 preexec_fn=interruptible_web_user)
             eventually(lambda: count() > done or p.poll() is not None, 60, 0.01)
             p.send_signal(sig)
             p.communicate(timeout=30)
