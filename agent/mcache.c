@@ -154,10 +154,13 @@ static const char *parse_list(const char *list, char *bad, size_t badsz)
 	const char *s = list, *why;
 
 	if (*list == '/') {
-		if (strlen(list) >= sizeof srv[0].host)
+		size_t len = strlen(list);
+
+		/* name is the larger of the two */
+		if (len >= sizeof srv[0].host)
 			return "the socket path is too long";
-		snprintf(srv[0].host, sizeof srv[0].host, "%s", list);
-		snprintf(srv[0].name, sizeof srv[0].name, "%s", list);
+		memcpy(srv[0].host, list, len + 1);
+		memcpy(srv[0].name, list, len + 1);
 		srv[0].port = 0;
 		srv[0].weight = 1;
 		nsrv = 1;
