@@ -163,11 +163,6 @@ static int files(struct cs_health_files *h, int ms, uint64_t lo, uint64_t hi)
 	return 0;
 }
 
-int cs_health_files(struct cs_health_files *h)
-{
-	return cs_health_files_within(h, 0);
-}
-
 int cs_health_files_within(struct cs_health_files *h, int ms)
 {
 	*h = (struct cs_health_files){ 0 };

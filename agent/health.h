@@ -33,11 +33,10 @@ struct cs_health_held {
  * 2 s read timeout however loaded the server is. */
 #define CS_HEALTH_BATCH_MS 1000
 
-/* The whole registry in one statement (slow at millions of files): 0 with
- * *h, or -EAGAIN (registry unreachable), -EIO. */
-int cs_health_files(struct cs_health_files *h);
-/* The same, given up after ms milliseconds (0: no limit): -ETIMEDOUT then.
- * A statement stopped by its limit is not a dead server. */
+/* The whole registry in one statement (slow at millions of files), given
+ * up after ms milliseconds (0: no limit): 0 with *h, -ETIMEDOUT, -EAGAIN
+ * (registry unreachable), -EIO.  A statement stopped by its limit is not a
+ * dead server. */
 int cs_health_files_within(struct cs_health_files *h, int ms);
 /* The files with ids in [lo, hi), added to *h: 0, -ETIMEDOUT after ms
  * (0: no limit; nothing added then), or -errno. */

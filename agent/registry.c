@@ -501,25 +501,6 @@ int cs_registry_copies(uint64_t after, struct cs_copy *out, int max)
 	return n;
 }
 
-int cs_registry_count_copies(uint64_t *n)
-{
-	struct cs_buf q = { 0 };
-	MYSQL_RES *res = NULL;
-	MYSQL_ROW row;
-	uint32_t self;
-	int rc;
-
-	if ((rc = cs_nodes_self(&self)) < 0)
-		return rc;
-	cs_sql_fmt(&q, "SELECT COUNT(*)" CURRENT_COPIES, self);
-	if ((rc = cs_db_query(&q, &res)) < 0)
-		return rc == -ENOMEM ? rc : -EAGAIN;
-	*n = res && (row = mysql_fetch_row(res)) ? cs_db_u64(row[0]) : 0;
-	if (res)
-		mysql_free_result(res);
-	return 0;
-}
-
 int cs_registry_unhold(uint64_t file_id, uint64_t version, uint64_t size, int64_t mtime_ns)
 {
 	struct cs_buf q = { 0 };
@@ -1020,14 +1001,4 @@ out:
 	free(order);
 	free(f);
 	return rc;
-}
-
-int cs_registry_import(const char *ns, const char *rel, uint64_t size, int64_t mtime_ns,
-		       const unsigned char sha[CS_SHA256_LEN])
-{
-	struct cs_import one = { rel, size, mtime_ns, { 0 }, 0 };
-
-	memcpy(one.sha256, sha, CS_SHA256_LEN);
-	cs_registry_import_many(ns, &one, 1);
-	return one.rc;
 }

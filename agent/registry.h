@@ -87,8 +87,6 @@ struct cs_copy {
  * with a file id above after, in file id order: how many (at most max),
  * or -EAGAIN. */
 int cs_registry_copies(uint64_t after, struct cs_copy *out, int max);
-/* How many such copies this node holds: 0 with *n, or -EAGAIN. */
-int cs_registry_count_copies(uint64_t *n);
 /* This node does not hold version of file_id any more (its copy changed
  * here): its record goes, if it still says the copy was installed with
  * size and mtime_ns (a newer record, made meanwhile, stays).  0 or
@@ -129,24 +127,20 @@ int cs_registry_pulled(void (*fn)(const struct cs_pulled *c, void *arg), void *a
  * known whether it was. */
 int cs_registry_evict(uint64_t file_id, uint64_t version);
 
-/*
- * Register a file this node already has (import).  0 when it was added or
- * already matched, -EEXIST when the registry holds other content (also when
- * another writer registered or deleted the path meanwhile).
- */
-int cs_registry_import(const char *ns, const char *rel, uint64_t size, int64_t mtime_ns,
-		       const unsigned char sha[CS_SHA256_LEN]);
-/* A file for cs_registry_import_many, and what became of it. */
+/* A file this node already has, to register (import), and what became of
+ * it. */
 struct cs_import {
 	const char *rel;
 	uint64_t size;
 	int64_t mtime_ns;
 	unsigned char sha256[CS_SHA256_LEN];
-	int rc;                 /* out: as cs_registry_import's answer */
+	int rc;                 /* out: 0 when it was added or already matched,
+				 * -EEXIST when the registry holds other content
+				 * (also when another writer registered or deleted
+				 * the path meanwhile), or -errno */
 };
 /*
- * Register v[0, n) (distinct paths in namespace ns) as cs_registry_import
- * does each, in one transaction of two round trips whatever n.  A batch
+ * Register v[0, n) (distinct paths in namespace ns), in one transaction of two round trips whatever n.  A batch
  * that loses a race (a duplicate key, a deadlock, Galera's certification)
  * is tried again whole, after a short pause, a few times, then file by
  * file, as is one that the server refuses: one file never fails the
