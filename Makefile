@@ -2,8 +2,11 @@
 # (the node agent and admin tool), and the tests.
 #
 #   make            build everything with -Wall -Wextra -Werror
-#   make test       unit + preload + integration tests (servers started by tests/run)
+#   make test       unit + preload + integration tests (servers started by
+#                   tests/run), of this build and of the sanitizer build
+#   make plain-test the same, this build only
 #   make asan       the same build under AddressSanitizer + UBSan, in build-asan/
+#   make asan-test  the tests of the sanitizer build only
 #   make fuzz       libFuzzer harnesses (tests/fuzz) built with clang in
 #                   build-fuzz/, each run FUZZ_SECONDS (default 10)
 #   make bench      benchmarks (bench/run), results in bench/RESULTS.md
@@ -91,7 +94,7 @@ $(B)/tests/preload/%: tests/preload/%.c
 # fortify.c exists to be built with _FORTIFY_SOURCE=2 (open -> __open_2).
 PTEST_CFLAGS_fortify := -D_FORTIFY_SOURCE=2
 
-test: all
+test: all asan
 	tests/run
 
 unit: $(UNITS)
@@ -100,8 +103,11 @@ unit: $(UNITS)
 asan:
 	$(MAKE) B=build-asan OPT=-O1 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
 
-asan-test: asan
-	B=build-asan tests/run
+plain-test: all
+	tests/run plain
+
+asan-test: all asan
+	tests/run asan
 
 # The parsers under libFuzzer: the core and the agent built again with
 # clang, coverage and the sanitizers in build-fuzz/, one harness per parser
@@ -173,7 +179,7 @@ endif
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all test unit asan asan-test fuzz fuzzers bench install uninstall clean
+.PHONY: all test plain-test unit asan asan-test fuzz fuzzers bench install uninstall clean
 .SECONDARY:
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
