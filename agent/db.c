@@ -589,6 +589,20 @@ int cs_db_query(struct cs_buf *q, MYSQL_RES **res)
 	return rc;
 }
 
+int cs_db_query_each(struct cs_buf *q, void (*fn)(void *arg, MYSQL_ROW row, unsigned long *lens),
+		     void *arg)
+{
+	int rc;
+	struct cs_db *d = cs_db_for(q, &rc);
+
+	if (!d)
+		return rc;
+	rc = cs_db_each(d, q->s, q->len, fn, arg);
+	cs_db_put(d);
+	cs_buf_free(q);
+	return rc;
+}
+
 uint64_t cs_db_insert_id(struct cs_db *d)
 {
 	return d->m ? mysql_insert_id(d->m) : 0;

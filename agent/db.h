@@ -74,6 +74,10 @@ struct cs_db *cs_db_for(struct cs_buf *q, int *err);
  * and given back: cs_db_exec's answers, or -ENOMEM when q could not be
  * built.  q is freed. */
 int cs_db_query(struct cs_buf *q, MYSQL_RES **res);
+/* The same for a SELECT whose rows go to fn as they arrive (cs_db_each):
+ * 0 or its answers.  q is freed. */
+int cs_db_query_each(struct cs_buf *q, void (*fn)(void *arg, MYSQL_ROW row, unsigned long *lens),
+		     void *arg);
 uint64_t cs_db_insert_id(struct cs_db *d);
 /* Rows the last statement on d changed (or deleted). */
 uint64_t cs_db_affected(struct cs_db *d);

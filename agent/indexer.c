@@ -342,7 +342,6 @@ static int poll_changes(void)
 {
 	struct polled p = { "", "", 0, 0 };
 	struct cs_buf q = { 0 };
-	struct cs_db *d;
 	int rc;
 
 	pthread_mutex_lock(&mu);
@@ -353,12 +352,7 @@ static int poll_changes(void)
 	cs_sql_str(&q, "SELECT namespace, path, deleted, updated_at FROM files WHERE");
 	sql_namespaces(&q);
 	cs_sql_fmt(&q, " AND updated_at >= '%s' - INTERVAL %d SECOND", p.since, OVERLAP_S);
-	if (!(d = cs_db_for(&q, &rc)))
-		return rc;
-	rc = cs_db_each(d, q.s, q.len, changed, &p);
-	cs_db_put(d);
-	cs_buf_free(&q);
-	if (rc < 0)
+	if ((rc = cs_db_query_each(&q, changed, &p)) < 0)
 		return rc;
 	cs_listing_polled();
 	pthread_mutex_lock(&mu);

@@ -153,7 +153,6 @@ static int query(const char *ns, const char *rel, struct cs_buf *out)
 {
 	unsigned char h[CS_SHA256_LEN];
 	struct cs_buf q = { 0 };
-	struct cs_db *d;
 	int rc;
 
 	cs_path_hash(ns, rel, h);
@@ -171,11 +170,7 @@ static int query(const char *ns, const char *rel, struct cs_buf *out)
 	cs_sql_str(&q, " AND EXISTS (SELECT 1 FROM files f FORCE INDEX (files_dir)"
 		       " WHERE f.namespace=d.namespace AND f.path >= CONCAT(d.path, '/')"
 		       " AND f.path < CONCAT(d.path, '0') AND f.deleted=0)");
-	if (!(d = cs_db_for(&q, &rc)))
-		return rc;
-	rc = cs_db_each(d, q.s, q.len, row, out);
-	cs_db_put(d);
-	cs_buf_free(&q);
+	rc = cs_db_query_each(&q, row, out);
 	if (rc == 0 && out->oom)
 		rc = -ENOMEM;
 	return rc < 0 ? (rc == -EAGAIN ? -EAGAIN : -EIO) : 0;

@@ -624,7 +624,6 @@ int cs_registry_pulled(void (*fn)(const struct cs_pulled *c, void *arg), void *a
 {
 	struct each_copy e = { fn, arg };
 	struct cs_buf q = { 0 };
-	struct cs_db *d;
 	uint32_t self;
 	int rc;
 
@@ -632,12 +631,7 @@ int cs_registry_pulled(void (*fn)(const struct cs_pulled *c, void *arg), void *a
 		return rc;
 	cs_sql_fmt(&q, "SELECT r.file_id, r.version, r.size, r.mtime_ns, f.namespace, f.path"
 		       CURRENT_COPIES " AND r.pinned=0", self);
-	if (!(d = cs_db_for(&q, &rc)))
-		return rc;
-	rc = cs_db_each(d, q.s, q.len, copy_row, &e);
-	cs_db_put(d);
-	cs_buf_free(&q);
-	return rc;
+	return cs_db_query_each(&q, copy_row, &e);
 }
 
 int cs_registry_evict(uint64_t file_id, uint64_t version)

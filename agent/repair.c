@@ -541,7 +541,6 @@ static void keep_place(struct walker *k, uint64_t after)
 static int batch(struct walker *k, uint32_t self)
 {
 	struct cs_buf q = { 0 };
-	struct cs_db *d;
 	uint64_t last, n, rest;
 	int64_t start = cs_clock_ms();
 	int rc;
@@ -567,18 +566,10 @@ static int batch(struct walker *k, uint32_t self)
 	k->s.n = 0;
 	k->nids = 0;
 	filter_sql(&q, self, k->w.after, last);
-	if (!(d = cs_db_for(&q, &rc)))
-		return rc;
-	rc = cs_db_each(d, q.s, q.len, on_id, k);
-	cs_db_put(d);
-	cs_buf_free(&q);
+	rc = cs_db_query_each(&q, on_id, k);
 	if (rc == 0 && k->nids > 0) {
 		scan_sql(&q, self, k->ids, k->nids);
-		if (!(d = cs_db_for(&q, &rc)))
-			return rc;
-		rc = cs_db_each(d, q.s, q.len, on_row, &k->s);
-		cs_db_put(d);
-		cs_buf_free(&q);
+		rc = cs_db_query_each(&q, on_row, &k->s);
 	}
 	k->scan_ms = cs_clock_ms() - start;
 	k->lap_scan_ms += k->scan_ms;
