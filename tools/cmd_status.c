@@ -264,8 +264,7 @@ int cs_cmd_status(const struct cs_args *a)
 		char why[96];
 		fprintf(stderr, "cs-replicate status: %s\n", cs_registry_why(rc, why));
 		if (json)
-			printf("{\"healthy\":false,\"reasons\":[\"%s\"]}\n",
-			       rc == -ETIMEDOUT ? "registry too slow" : "registry unreachable");
+			printf("{\"healthy\":false,\"reasons\":[\"%s\"]}\n", cs_registry_state(rc));
 		goto out;
 	}
 	if (count(&r, held, json))

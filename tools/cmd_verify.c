@@ -240,8 +240,8 @@ int cs_cmd_verify(const struct cs_args *a)
 	cs_progress_end(&out.prog);
 	if (rc < 0) {
 		fprintf(stderr, "cs-replicate verify: %s after %" PRIu64 " copies\n",
-			rc == -EAGAIN ? "registry unreachable" :
-			rc == -ETIMEDOUT ? "registry too slow" : strerror(-rc), r.copies);
+			rc == -EAGAIN || rc == -ETIMEDOUT ? cs_registry_state(rc) : strerror(-rc),
+			r.copies);
 		return 1;
 	}
 	double secs = r.ms > 0 ? r.ms / 1000.0 : 0.001;

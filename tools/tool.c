@@ -385,10 +385,14 @@ void cs_json_str(FILE *f, const char *s)
 	fputc('"', f);
 }
 
+const char *cs_registry_state(int rc)
+{
+	return rc == -ETIMEDOUT ? "registry too slow" : "registry unreachable";
+}
+
 const char *cs_registry_why(int rc, char buf[96])
 {
-	snprintf(buf, 96, "registry %s (%s)", rc == -ETIMEDOUT ? "too slow" : "unreachable",
-		 strerror(-rc));
+	snprintf(buf, 96, "%s (%s)", cs_registry_state(rc), strerror(-rc));
 	return buf;
 }
 

@@ -152,9 +152,11 @@ void cs_json_str(FILE *f, const char *s);
 /* n bytes for people: "812 B", "1.2 MB" (powers of 1000). */
 const char *cs_human_bytes(uint64_t n, char buf[32]);
 
-/* Why a registry call failed, for a command's error line: "registry too
- * slow (...)" for a statement that outlived CS_ADMIN_TIMEOUT on a server
- * that still answers, "registry unreachable (...)" otherwise. */
+/* Why a registry call failed: "registry too slow" for a statement that
+ * outlived CS_ADMIN_TIMEOUT on a server that still answers, "registry
+ * unreachable" otherwise; cs_registry_why adds the error's text, for a
+ * command's error line ("registry unreachable (...)"). */
+const char *cs_registry_state(int rc);
 const char *cs_registry_why(int rc, char buf[96]);
 
 /* The registry's connections as a command wants them (CS_ADMIN_TIMEOUT);
