@@ -140,11 +140,11 @@ struct cs_import {
 				 * the path meanwhile), or -errno */
 };
 /*
- * Register v[0, n) (distinct paths in namespace ns), in one transaction of two round trips whatever n.  A batch
- * that loses a race (a duplicate key, a deadlock, Galera's certification)
- * is tried again whole, after a short pause, a few times, then file by
- * file, as is one that the server refuses: one file never fails the
- * others.  Each v[i].rc says what became of it; 0, or the -errno every
+ * Register v[0, n) (distinct paths in namespace ns), in one transaction
+ * of two round trips whatever n.  A batch that loses a race (a duplicate
+ * key, a deadlock, Galera's certification) is tried again whole, after a
+ * short pause, a few times, then file by file, as is one that the server
+ * refuses: one file never fails the others.  Each v[i].rc says what became of it; 0, or the -errno every
  * v[i].rc got (-EAGAIN: the registry unreachable, -ENOMEM).
  */
 int cs_registry_import_many(const char *ns, struct cs_import *v, int n);
