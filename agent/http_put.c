@@ -73,10 +73,7 @@ static int move_source(struct MHD_Connection *c, char *out)
 {
 	const char *from = header(c, "X-CS-From");
 
-	if (!from || strlen(from) >= CS_PATH_MAX)
-		return -EINVAL;
-	strcpy(out, from);
-	return cs_url_decode(out);
+	return from ? cs_url_decode_to(from, strlen(from), out, CS_PATH_MAX) : -EINVAL;
 }
 
 void cs_http_signed_body(struct MHD_Connection *c, const char *method, char *out,
@@ -440,12 +437,10 @@ struct cs_verdict cs_announced(struct MHD_Connection *c, const char *body, size_
 		size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
 
 		tab = memchr(p, '\t', n);
-		if (tab && (size_t)(tab - p) < sizeof ns && n - (tab - p) - 1 < sizeof rel) {
+		if (tab && (size_t)(tab - p) < sizeof ns) {
 			memcpy(ns, p, tab - p);
 			ns[tab - p] = '\0';
-			memcpy(rel, tab + 1, n - (tab - p) - 1);
-			rel[n - (tab - p) - 1] = '\0';
-			int m = cs_url_decode(rel);
+			int m = cs_url_decode_to(tab + 1, n - (tab - p) - 1, rel, sizeof rel);
 			if (m > 0 && cs_path_rel_valid(rel, m) && cs_config_namespace(&cs_cfg, ns)) {
 				cs_indexer_add(ns, rel);
 				added++;

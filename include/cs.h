@@ -135,6 +135,9 @@ int cs_url_encode_path(const char *rel, char *out, size_t outsz);
  * encoded '/', or any NUL or control byte, encoded or not; else the new
  * length. */
 int cs_url_decode(char *s);
+/* The same, from s[0, len) into out: -ENOSPC when it does not fit.  An
+ * encoded path may be three times the length of the path. */
+int cs_url_decode_to(const char *s, size_t len, char *out, size_t outsz);
 /* Percent-decode s[0, len) into out (a user name, a password): -EINVAL for
  * a malformed escape or an encoded NUL, -ENOSPC; else the length. */
 int cs_pct_decode(const char *s, size_t len, char *out, size_t outsz);

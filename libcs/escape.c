@@ -44,27 +44,11 @@ static int escaped(const char *s)
 	return h < 0 || l < 0 ? -1 : h * 16 + l;
 }
 
-int cs_url_decode(char *s)
-{
-	char *w = s;
-
-	for (const char *r = s; *r; r++) {
-		int c = (unsigned char)*r;
-
-		if (c == '%') {
-			if ((c = escaped(r)) < 0 || c == '/')
-				return -EINVAL;
-			r += 2;
-		}
-		if (c < 0x20 || c == 0x7f)
-			return -EINVAL;
-		*w++ = (char)c;
-	}
-	*w = '\0';
-	return (int)(w - s);
-}
-
-int cs_pct_decode(const char *s, size_t len, char *out, size_t outsz)
+/* s[0, len) decoded into out: strictly (see the top of this file) for a
+ * path, or leniently for a user or password, where any byte but NUL may be
+ * escaped.  Its length, -EINVAL or -ENOSPC.  out may be s itself: the
+ * decoded form is never longer. */
+static int decode(const char *s, size_t len, char *out, size_t outsz, bool strict)
 {
 	size_t o = 0;
 
@@ -72,14 +56,35 @@ int cs_pct_decode(const char *s, size_t len, char *out, size_t outsz)
 		int c = (unsigned char)s[i];
 
 		if (c == '%') {
-			if (i + 2 >= len || (c = escaped(s + i)) <= 0)
+			if (i + 2 >= len || (c = escaped(s + i)) <= 0 || (strict && c == '/'))
 				return -EINVAL;
 			i += 2;
 		}
+		if (strict && (c < 0x20 || c == 0x7f))
+			return -EINVAL;
 		if (o + 1 >= outsz)
 			return -ENOSPC;
 		out[o++] = (char)c;
 	}
+	if (o >= outsz)
+		return -ENOSPC;
 	out[o] = '\0';
 	return (int)o;
+}
+
+int cs_url_decode(char *s)
+{
+	size_t n = strlen(s);
+
+	return decode(s, n, s, n + 1, true);
+}
+
+int cs_url_decode_to(const char *s, size_t len, char *out, size_t outsz)
+{
+	return decode(s, len, out, outsz, true);
+}
+
+int cs_pct_decode(const char *s, size_t len, char *out, size_t outsz)
+{
+	return decode(s, len, out, outsz, false);
 }

@@ -237,18 +237,14 @@ static const char *field(const char **p, const char *end, size_t *flen)
 	return s;
 }
 
-/* A NUL would end the field early for every reader after us: a line that
- * holds one is damaged, not shorter. */
+/* The field decoded into out[CS_PATH_MAX]; its encoded form may be up to
+ * three times as long.  A NUL would end the field early for every reader
+ * after us: a line that holds one is damaged, not shorter. */
 static int decode_rel(const char *s, size_t len, char *out)
 {
-	if (len == 0 || len >= CS_PATH_MAX || memchr(s, '\0', len))
-		return -EINVAL;
-	memcpy(out, s, len);
-	out[len] = '\0';
-	int n = cs_url_decode(out);
-	if (n < 0 || !cs_path_rel_valid(out, n))
-		return -EINVAL;
-	return 0;
+	int n = cs_url_decode_to(s, len, out, CS_PATH_MAX);
+
+	return n < 0 || !cs_path_rel_valid(out, n) ? -EINVAL : 0;
 }
 
 /* The next field as a number. */
