@@ -1,6 +1,7 @@
 /*
  * fuzz_route.c - the peer endpoint's URL path: strict percent-decoding
- * (cs_url_decode, which replaces libmicrohttpd's) and routing
+ * (cs_url_decode, which replaces libmicrohttpd's, and cs_url_decode_to,
+ * which journal lines and headers use) and routing
  * (cs_route_parse), as http.c runs them on every request.
  *
  * Decoding is checked against a reference written apart from it: "%XY"
@@ -139,6 +140,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(got == exp && (got < 0 || memcmp(dec, want, got + 1) == 0),
 		   "decode '%s': reference %d '%s', got %d '%s'", fuzz_show(raw, strlen(raw)), exp,
 		   exp >= 0 ? fuzz_show(want, exp) : "", got, got >= 0 ? fuzz_show(dec, got) : "");
+
+	/* The span form (journal lines, headers) decodes alike into exactly the
+	 * room it needs, and says -ENOSPC with one byte less. */
+	size_t rl = strlen(raw);
+	char *span = malloc(rl + 1);
+	if (!span)
+		abort();
+	int sgot = cs_url_decode_to(raw, rl, span, rl + 1);
+	FUZZ_CHECK(sgot == exp && (sgot < 0 || memcmp(span, want, sgot + 1) == 0),
+		   "decode span '%s': reference %d, got %d", fuzz_show(raw, rl), exp, sgot);
+	if (exp >= 0) {
+		FUZZ_CHECK(cs_url_decode_to(raw, rl, span, exp + 1) == exp,
+			   "decode span '%s' into %d bytes", fuzz_show(raw, rl), exp + 1);
+		FUZZ_CHECK(cs_url_decode_to(raw, rl, span, exp) == -ENOSPC,
+			   "decode span '%s' into %d bytes did not say -ENOSPC",
+			   fuzz_show(raw, rl), exp);
+	}
+	free(span);
 
 	if (got >= 0) {
 		/* Encoded into exactly the room it needs, and one byte less. */

@@ -177,6 +177,39 @@ def test_delete_rename_overwrite_propagate(c):
     expect(n1.stats()["files_served"] == served, "a hit still costs no transfer")
 
 
+def test_long_non_ascii_path_replicates(c):
+    """A path of 1,450 bytes in Japanese: 4,350 once percent-encoded in a
+    journal line or URL, more than PATH_MAX.  Written, renamed and read
+    like any other."""
+    n1 = c.nodes[0]
+    part = "写真" * 40                       # 240 bytes, under NAME_MAX
+    rel = "jp/" + "/".join([part] * 6)
+    mkdir_web(n1, rel)
+    old, new = rel + "/古い.txt", rel + "/新しい.txt"
+    data = "長い道のり\n".encode() * 100
+    with open(os.path.join(c.tmp, "jp.txt"), "wb") as f:
+        f.write(data)
+    os.chmod(os.path.join(c.tmp, "jp.txt"), 0o644)
+    run_ok(n1, ["cp", os.path.join(c.tmp, "jp.txt"), os.path.join(n1.dir, old)])
+    drain(n1)
+    ok = eventually(lambda: replicated(c, [old], REPLICAS), 15)
+    expect(ok, "a %d-byte path is pushed to another node" % len(old.encode()),
+           "on >= 2 nodes", copies(c, old))
+    inodes = {n.name: os.stat(os.path.join(n.dir, old)).st_ino for n in c.nodes[1:]
+              if os.path.exists(os.path.join(n.dir, old))}
+    expect(c.nodes[2].get("/" + old) == (200, data), "node3 serves it")
+    run_ok(n1, ["mv", os.path.join(n1.dir, old), os.path.join(n1.dir, new)])
+    drain(n1)
+    ok = eventually(lambda: all(n.get("/" + new) == (200, data) and
+                                n.get("/" + old)[0] == 404 for n in c.nodes), 15)
+    expect(ok, "its rename is seen on every node", "new 200, old 404",
+           [(n.get("/" + new)[0], n.get("/" + old)[0]) for n in c.nodes])
+    moved = {n.name: os.stat(os.path.join(n.dir, new)).st_ino for n in c.nodes
+             if n.name in inodes}
+    expect(moved == inodes, "the node it was pushed to renamed its copy, not fetched it again",
+           inodes, moved)
+
+
 def test_kill9_after_close_loses_nothing(c):
     n1 = c.nodes[0]
     d = mkdir_web(n1, "k9")
@@ -525,6 +558,7 @@ TESTS = [
     test_host_descriptors_untouched,
     test_delete_rename_overwrite_propagate,
     test_kill9_after_close_loses_nothing,
+    test_long_non_ascii_path_replicates,
     test_fork_children_write,
     test_memcached_cold_restart,
     test_concurrent_writers_last_registered_wins,

@@ -14,7 +14,7 @@
 
 static void round_trip(enum cs_op op, const char *rel, const char *rel2)
 {
-	char line[3 * CS_PATH_MAX];
+	char line[2 * 3 * CS_PATH_MAX + 128];
 	struct cs_held h = { 42, 7, 123456, -1764000000123456789LL };
 	struct cs_entry e;
 	int n = cs_journal_format(op, "img", rel, rel2, &h, line, sizeof line);
@@ -68,6 +68,36 @@ static void lines_round_trip(void **state)
 	round_trip(CS_OP_DELETE, "with space/and%25 #?.txt", NULL);
 	round_trip(CS_OP_RENAME, "tmp/x.part", "final/caf\xc3\xa9.png");
 	round_trip(CS_OP_HELD, "fetched/here.jpg", NULL);
+}
+
+/* A name the length of a path made of bytes that are escaped: three times
+ * PATH_MAX once encoded, and read back all the same (a reader that bounded
+ * the encoded field by PATH_MAX dropped such writes; found by fuzzing). */
+static void long_escaped_names(void **state)
+{
+	(void)state;
+	static char rel[CS_PATH_MAX], rel2[CS_PATH_MAX], line[3 * CS_PATH_MAX + 128];
+	struct cs_entry e;
+	size_t n = 0;
+
+	while (n + 241 < sizeof rel) {          /* components of 240 bytes */
+		for (int i = 0; i < 120; i++)
+			memcpy(rel + n + 2 * i, "\xc3\xa9", 2);
+		n += 240;
+		rel[n++] = '/';
+	}
+	memset(rel + n, 'x', sizeof rel - 1 - n);       /* PATH_MAX - 1 bytes in all */
+	memcpy(rel2, rel, sizeof rel);
+	rel2[n] = 'y';
+	round_trip(CS_OP_WRITE, rel, NULL);
+	round_trip(CS_OP_RENAME, rel, rel2);
+	round_trip(CS_OP_HELD, rel2, NULL);
+
+	/* One byte more decodes past PATH_MAX: refused, not cut short. */
+	int m = cs_journal_format(CS_OP_WRITE, "img", rel, NULL, NULL, line, sizeof line);
+	assert_true(m > 3 * 3800);
+	memcpy(line + m - 1, "z", 2);           /* in place of the '\n' */
+	assert_int_equal(cs_journal_parse(line, m, &e), -EINVAL);
 }
 
 /* Names the cluster refuses everywhere are refused when journaled, not
@@ -168,6 +198,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(lines_round_trip),
+		cmocka_unit_test(long_escaped_names),
 		cmocka_unit_test(extremes_round_trip),
 		cmocka_unit_test(control_bytes),
 		cmocka_unit_test(acknowledgements),
