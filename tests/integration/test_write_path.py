@@ -208,6 +208,17 @@ def test_long_non_ascii_path_replicates(c):
              if n.name in inodes}
     expect(moved == inodes, "the node it was pushed to renamed its copy, not fetched it again",
            inodes, moved)
+    run_ok(n1, ["cp", os.path.join(c.tmp, "jp.txt"), os.path.join(n1.dir, rel, "二.txt")])
+    drain(n1)
+    for n in c.nodes:
+        p = n.run(["ls", os.path.join(n.dir, rel)])
+        expect(p.returncode == 0 and sorted(p.stdout.decode().split()) == ["二.txt", "新しい.txt"],
+               "%s lists the long directory whole" % n.name, ["二.txt", "新しい.txt"],
+               (p.returncode, p.stdout, p.stderr[-300:]))
+    run_ok(n1, ["rm", os.path.join(n1.dir, new)])
+    drain(n1)
+    ok = eventually(lambda: all(n.get("/" + new)[0] == 404 for n in c.nodes), 15)
+    expect(ok, "its delete is seen on every node", 404, [n.get("/" + new)[0] for n in c.nodes])
 
 
 def test_kill9_after_close_loses_nothing(c):
