@@ -67,6 +67,12 @@ static inline bool cs_active(void)
 	return cs_preload_state > 0;
 }
 
+/* A call that makes the name path (relative to dirfd) failed with ENOENT:
+ * its directory may be one the cluster has and this node lacks, made on
+ * another node.  0 when the agent has made it here and the call should be
+ * repeated, else the errno to report (wrap.c). */
+int cs_parent_miss(int dirfd, const char *path);
+
 /* Write tracking (track.c). */
 void cs_track_opened(int dirfd, const char *path, int fd);
 /* In the constructor: the descriptors inherited open for writing under a

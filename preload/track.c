@@ -394,7 +394,16 @@ static int stream_fd(FILE *f)
 	CS_EXPORT ret name params                                              \
 	{                                                                      \
 		RESOLVE(name, fallback)                                        \
+		int saved = errno;                                             \
 		ret r = real.name args;                                        \
+		if (r < 0 && errno == ENOENT && cs_active()) {                 \
+			if (cs_parent_miss(db, b) == 0) {                      \
+				errno = saved;                                 \
+				r = real.name args;                            \
+			} else {                                               \
+				errno = ENOENT;                                \
+			}                                                      \
+		}                                                              \
 		int e = errno;                                                 \
 		if (r == 0 && cs_active())                                     \
 			on_rename(da, a, db, b, fl);                           \

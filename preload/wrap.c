@@ -12,7 +12,9 @@
  * would create a file without truncating it (O_CREAT without O_TRUNC, fopen
  * "a") are the exception: the cluster's copy is fetched first, or the new
  * file would hide it.  A truncating open never fetches: the cluster's copy
- * would be thrown away.
+ * would be thrown away.  A call that makes a name (O_CREAT, mkdir, the
+ * target of a rename or link) and fails with ENOENT asks for its directory:
+ * one made on another node is made here, and the call repeated.
  *
  * The answers: the agent installed it (the real call again), the cluster has
  * no such name (ENOENT), or it has the name but cannot deliver it now (EIO,
@@ -77,6 +79,18 @@ static int miss(int dirfd, const char *path)
 	return p ? ask_agent(p, rel) : ENOENT;
 }
 
+int cs_parent_miss(int dirfd, const char *path)
+{
+	char abs[CS_PATH_MAX];
+	const char *rel, *slash;
+	const struct cs_prefix *p = cs_path_locate(dirfd, path, abs, &rel);
+
+	if (!p || !(slash = strrchr(rel, '/')))
+		return ENOENT;  /* in the namespace directory itself, which is not made */
+	abs[slash - abs] = '\0';       /* rel points into abs: now its directory */
+	return ask_agent(p, rel);
+}
+
 /* Before a call that creates without truncating: bring the cluster's copy. */
 static void before_create(int dirfd, const char *path)
 {
@@ -94,6 +108,11 @@ static void before_create(int dirfd, const char *path)
 /* Flags that make an open a write whose end (the last close) is journaled. */
 #define WRITE_FLAGS (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND)
 
+/* mkdir's, as an open's would say it: creates a name (O_CREAT) and never
+ * takes the cluster's copy of it (O_TRUNC); a directory (O_DIRECTORY, as
+ * O_TMPFILE's), so no write to track. */
+#define MAKES_DIR (O_CREAT | O_TRUNC | O_DIRECTORY)
+
 /*
  * The one wrapper body.  FAILED is the real call's failure test; the second
  * real call only happens on a miss that brought the file.
@@ -109,9 +128,10 @@ static void before_create(int dirfd, const char *path)
 		errno = saved;                                                  \
 	}                                                                       \
 	ret r = real.name args;                                                 \
-	if (__builtin_expect(FAILED, 0) && errno == ENOENT &&                   \
-	    !((flags) & O_TRUNC) && active()) {                                 \
-		int e = miss(dirfd, path);                                      \
+	if (__builtin_expect(FAILED, 0) && errno == ENOENT && active()) {       \
+		int e = (flags) & O_TRUNC ? ENOENT : miss(dirfd, path);         \
+		if (e == ENOENT && ((flags) & O_CREAT))                         \
+			e = cs_parent_miss(dirfd, path);                        \
 		errno = saved;                                                  \
 		if (e == 0)                                                     \
 			r = real.name args;                                     \
@@ -119,7 +139,7 @@ static void before_create(int dirfd, const char *path)
 			errno = e;                                              \
 	}                                                                       \
 	if (__builtin_expect((flags) & WRITE_FLAGS, 0) && !(FAILED) &&          \
-	    ((flags) & O_TMPFILE) != O_TMPFILE && active()) {                   \
+	    !((flags) & O_DIRECTORY) && active()) {                             \
 		int e = errno;                                                  \
 		cs_track_opened(dirfd, path, FD_OF(r));                         \
 		errno = e;                                                      \
