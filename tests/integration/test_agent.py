@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster import Cluster, WEB_USER, as_web_user, free_port  # noqa: E402
-from tap import expect, run, eventually, mkdir_web, replicated  # noqa: E402
+from tap import copies, drain, expect, run, eventually, mkdir_web, replicated  # noqa: E402
 
 REPLICAS = 2
 DB_CONNECTIONS = 4
@@ -293,6 +293,61 @@ print(ok, names, open("leaf.txt").read().strip(), os.path.exists(os.path.join(d,
            "True ['leaf.txt'] leaf False", (out, p.stderr.decode()[-500:]))
     st = os.stat(os.path.join(n3.dir, "tree/a"))
     expect(pwd.getpwuid(st.st_uid).pw_name == WEB_USER, "made for the web user")
+
+
+def test_create_in_a_directory_made_elsewhere(c):
+    """Behind a load balancer an upload lands on any node: a program that
+    creates a file (shell redirect, cp, touch, Python, PHP), a directory
+    (mkdir, mkdir -p, PHP mkdir) or a rename's target in a directory that
+    only another node has gets the directory made here, not ENOENT; what it
+    writes reaches the other nodes.  A directory no node has stays ENOENT."""
+    n1, n2, n3 = c.nodes
+    d1, d3 = os.path.join(n1.dir, "upl"), os.path.join(n3.dir, "upl")
+    make = {
+        "sh": "echo sh > {d}/f.txt",
+        "cp": "cp /etc/hostname {d}/f.txt",
+        "touch": "touch {d}/f.txt",
+        "python": "python3 -c \"open('{d}/f.txt', 'w').write('py')\"",
+        "php": "php -r \"file_put_contents('{d}/f.txt', 'php');\"",
+        "mv": "echo mv > {t}/mv.tmp && mv {t}/mv.tmp {d}/f.txt",
+        "phprename": "php -r \"file_put_contents('{t}/r.tmp', 'r'); rename('{t}/r.tmp', '{d}/f.txt');\"",
+        "mkdir": "mkdir {d}/sub && echo in > {d}/sub/f.txt",
+        "mkdirp": "mkdir -p {d}/a/b && echo in > {d}/a/b/f.txt",
+        "phpmkdir": "php -r \"mkdir('{d}/a/b', 0755, true); file_put_contents('{d}/a/b/f.txt', 'in');\"",
+    }
+    for name in make:
+        n1.put("upl/%s/2026/first.txt" % name, b"first\n")
+    n1.import_ns()
+    made = []
+    for name, cmd in make.items():
+        d = os.path.join(d3, name, "2026")
+        expect(not os.path.exists(d), "node3 lacks upl/%s/2026 to begin with" % name)
+        p = n3.run(["sh", "-c", cmd.format(d=d, t=n3.dir)])
+        expect(p.returncode == 0, "%s into a directory only node1 has" % name, 0,
+               (p.returncode, p.stderr.decode()[-300:]))
+        made += [os.path.relpath(os.path.join(r, f), n3.dir)
+                 for r, _, fs in os.walk(d) for f in fs if f != "first.txt"]
+    expect(len(made) == len(make), "one new file for each", len(make), made)
+    drain(n3)
+    expect(eventually(lambda: replicated(c, made, REPLICAS), 20),
+           "what node3 wrote there is on %d nodes" % REPLICAS, "replicated",
+           {m: copies(c, m) for m in made})
+    p = n3.run(["sh", "-c", "echo x > %s/never/made/f.txt" % d3])
+    expect(p.returncode != 0 and b"nonexistent" in p.stderr,
+           "a directory no node has is still missing", "sh: Directory nonexistent",
+           (p.returncode, p.stderr.decode()[-200:]))
+    p = n3.run(["python3", "-c", """
+import errno, os
+for f in (lambda: os.mkdir(%r), lambda: os.rename(%r, %r)):
+    try:
+        f()
+    except OSError as e:
+        print(errno.errorcode[e.errno])
+""" % (d3 + "/never/made", "/etc/hostname", d3 + "/never/f")])
+    expect(p.stdout.decode().split() == ["ENOENT", "ENOENT"],
+           "mkdir and rename into it fail with ENOENT", "ENOENT ENOENT",
+           (p.stdout, p.stderr[-200:]))
+    expect(not os.path.exists(d1 + "/never"), "nothing made on node1")
 
 
 def test_registered_name_is_never_404_elsewhere(c):
@@ -570,6 +625,7 @@ TESTS = [
     test_registered_but_undeliverable_is_5xx,
     test_cp_does_not_wait_for_replication,
     test_directories_made_on_demand,
+    test_create_in_a_directory_made_elsewhere,
     test_registered_name_is_never_404_elsewhere,
     test_one_slow_holder_holds_up_nobody_else,
     test_agent_socket_is_for_its_users,

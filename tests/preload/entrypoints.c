@@ -1,7 +1,10 @@
 /*
  * entrypoints.c - every wrapped libc entry point, one never-seen file each:
  * the call must succeed because the file was fetched from a peer, leave the
- * caller's errno alone, and (for opens) read the peer's bytes.
+ * caller's errno alone, and (for opens) read the peer's bytes.  The calls
+ * that make a name (mkdir, mkdirat, creat, rename) make one beside the
+ * never-seen file, in the directory only the cluster has: they must
+ * succeed, with errno alone, and the file is then read as the others.
  *
  * usage: entrypoints --list            names of the files it will ask for
  *        entrypoints <dir>             run; each file <dir>/ep-<name> must
@@ -88,6 +91,24 @@ static struct result call(const char *name)
 	if (!strcmp(name, "faccessat")) return STCALL(faccessat(dfd, R(name), R_OK, 0));
 	if (!strcmp(name, "euidaccess")) return STCALL(euidaccess(P(name), R_OK));
 	if (!strcmp(name, "eaccess")) return STCALL(eaccess(P(name), R_OK));
+	/* Making a name in a directory this node lacks (name "<call>/in"). */
+#define BESIDE(new) (snprintf(path, sizeof path, "%s/ep-%.*s/%s", dir,         \
+			      (int)(strchr(name, '/') - name), name, new), path)
+#define MADE(expr) (r.rc = (expr) < 0 ? -1 : 0, r)
+	if (!strcmp(name, "mkdir/in")) return MADE(mkdir(BESIDE("made"), 0755));
+	if (!strcmp(name, "mkdirat/in")) return MADE(mkdirat(dfd, "ep-mkdirat/made", 0755));
+	if (!strcmp(name, "creat/in")) {
+		int fd = creat(BESIDE("made"), 0644);
+		return MADE(fd < 0 ? -1 : close(fd));
+	}
+	if (!strcmp(name, "rename/in")) {
+		char from[4200];
+		snprintf(from, sizeof from, "%s/ep-rename-from", dir);
+		int fd = open(from, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		if (fd < 0 || close(fd) < 0)
+			return r;
+		return MADE(rename(from, BESIDE("made")));
+	}
 	if (!strcmp(name, "relative-cwd")) {
 		if (chdir(dir) < 0) return r;
 		r = FDCALL(open(R(name), O_RDONLY));
@@ -103,7 +124,8 @@ static const char *const names[] = {
 	"fopen-a+", "freopen", "freopen64", "stat", "stat64", "lstat", "lstat64",
 	"fstatat", "fstatat64", "statx", "__xstat", "__xstat64", "__lxstat",
 	"__lxstat64", "__fxstatat", "__fxstatat64", "access", "faccessat",
-	"euidaccess", "eaccess", "relative-cwd",
+	"euidaccess", "eaccess", "relative-cwd", "mkdir/in", "mkdirat/in", "creat/in",
+	"rename/in",
 };
 
 int main(int argc, char **argv)
