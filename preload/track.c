@@ -318,6 +318,31 @@ static int stream_fd(FILE *f)
 		return fallback;
 
 /* fdexpr: the descriptor being closed (evaluated once, before the call). */
+/*
+ * A rename, link, unlink or truncate failed with ENOENT.  Step 0: the name
+ * it needs (need, relative to needfd), when not here, may be the cluster's:
+ * fetched.  Step 1: the name it makes (make) may lie in a directory only
+ * another node has: made.  NULL for neither.  0 when the call should be
+ * repeated, else the errno to report.
+ */
+static int bring(int step, int needfd, const char *need, int makefd, const char *make)
+{
+	if (step == 0)
+		return need && real.faccessat(needfd, need, F_OK, AT_SYMLINK_NOFOLLOW) < 0 &&
+		       errno == ENOENT ? cs_name_miss(needfd, need) : ENOENT;
+	return make ? cs_parent_miss(makefd, make) : ENOENT;
+}
+
+/* After the real call (r, errno; the caller's errno in saved): each step
+ * that may mend an ENOENT, the call repeated after each that did. */
+#define BRING_AND_REPEAT(again, needfd, need, makefd, make)                     \
+	for (int step = 0; step < 2 && r < 0 && errno == ENOENT && cs_active(); step++) { \
+		int brought = bring(step, needfd, need, makefd, make);         \
+		errno = brought ? brought : saved;                             \
+		if (brought == 0)                                              \
+			again;                                                 \
+	}
+
 #define TRACK_CLOSE(ret, name, params, args, fallback, fdexpr)                  \
 	CS_EXPORT ret name params                                              \
 	{                                                                      \
@@ -396,14 +421,7 @@ static int stream_fd(FILE *f)
 		RESOLVE(name, fallback)                                        \
 		int saved = errno;                                             \
 		ret r = real.name args;                                        \
-		if (r < 0 && errno == ENOENT && cs_active()) {                 \
-			if (cs_parent_miss(db, b) == 0) {                      \
-				errno = saved;                                 \
-				r = real.name args;                            \
-			} else {                                               \
-				errno = ENOENT;                                \
-			}                                                      \
-		}                                                              \
+		BRING_AND_REPEAT(r = real.name args, da, a, db, b)             \
 		int e = errno;                                                 \
 		if (r == 0 && cs_active())                                     \
 			on_rename(da, a, db, b, fl);                           \
@@ -411,11 +429,14 @@ static int stream_fd(FILE *f)
 		return r;                                                      \
 	}
 
-#define TRACK_PATH(ret, name, params, args, fallback, op, dirfd, path, cond)    \
+#define TRACK_PATH(ret, name, params, args, fallback, op, dirfd, path, cond,    \
+		   needfd, need, makefd, make)                                  \
 	CS_EXPORT ret name params                                              \
 	{                                                                      \
 		RESOLVE(name, fallback)                                        \
+		int saved = errno;                                             \
 		ret r = real.name args;                                        \
+		BRING_AND_REPEAT(r = real.name args, needfd, need, makefd, make) \
 		int e = errno;                                                 \
 		if (r == 0 && (cond) && cs_active())                           \
 			on_path(op, dirfd, path);                              \

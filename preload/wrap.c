@@ -66,11 +66,7 @@ static int ask_agent(const struct cs_prefix *p, const char *rel)
 	return EIO;
 }
 
-/*
- * The real call failed with ENOENT.  Returns 0 when the name is now here and
- * the call should be repeated, else the errno to report.
- */
-static int miss(int dirfd, const char *path)
+int cs_name_miss(int dirfd, const char *path)
 {
 	char abs[CS_PATH_MAX];
 	const char *rel;
@@ -129,7 +125,7 @@ static void before_create(int dirfd, const char *path)
 	}                                                                       \
 	ret r = real.name args;                                                 \
 	if (__builtin_expect(FAILED, 0) && errno == ENOENT && active()) {       \
-		int e = (flags) & O_TRUNC ? ENOENT : miss(dirfd, path);         \
+		int e = (flags) & O_TRUNC ? ENOENT : cs_name_miss(dirfd, path); \
 		if (e == ENOENT && ((flags) & O_CREAT))                         \
 			e = cs_parent_miss(dirfd, path);                        \
 		errno = saved;                                                  \
