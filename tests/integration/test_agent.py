@@ -350,6 +350,54 @@ for f in (lambda: os.mkdir(%r), lambda: os.rename(%r, %r)):
     expect(not os.path.exists(d1 + "/never"), "nothing made on node1")
 
 
+def test_delete_and_rename_where_never_held(c):
+    """A delete, rename, truncate or link of a file this node never held
+    (PHP's unlink and rename, mv, Python's os.remove, os.rename,
+    os.truncate and os.link) acts on the cluster's file, fetched first,
+    and reaches every node; a name no node has is still ENOENT."""
+    n1, n3 = c.nodes[0], c.nodes[2]
+    names = ("phprm", "phpmv", "mv", "pyrm", "pymv", "pytrunc", "pylink")
+    for name in names:
+        n1.put("gone/%s.txt" % name, b"%s\n" % name.encode())
+    n1.import_ns()
+    d = os.path.join(n3.dir, "gone")
+    script = """
+php -r "exit(unlink('{d}/phprm.txt') ? 0 : 1);" &&
+php -r "exit(rename('{d}/phpmv.txt', '{d}/phpmv.new') ? 0 : 1);" &&
+mv {d}/mv.txt {d}/mv.new &&
+python3 -c "
+import errno, os
+os.remove('{d}/pyrm.txt')
+os.rename('{d}/pymv.txt', '{d}/pymv.new')
+os.truncate('{d}/pytrunc.txt', 2)
+os.link('{d}/pylink.txt', '{d}/pylink.new')
+for f in (lambda: os.remove('{d}/nowhere'), lambda: os.rename('{d}/nowhere', '{d}/x')):
+    try:
+        f()
+    except OSError as e:
+        print(errno.errorcode[e.errno])
+"
+""".format(d=d)
+    p = n3.run(["sh", "-c", script])
+    expect(p.returncode == 0 and p.stdout.decode().split() == ["ENOENT", "ENOENT"],
+           "each call succeeds on node 3, and a name no node has is ENOENT",
+           "exit 0, ENOENT ENOENT", (p.returncode, p.stdout, p.stderr.decode()[-500:]))
+    drain(n3)
+    want = {"phprm.txt": 404, "pyrm.txt": 404, "phpmv.txt": 404, "phpmv.new": b"phpmv\n",
+            "mv.txt": 404, "mv.new": b"mv\n", "pymv.txt": 404, "pymv.new": b"pymv\n",
+            "pytrunc.txt": b"py", "pylink.txt": b"pylink\n", "pylink.new": b"pylink\n"}
+
+    def seen(n):
+        got = {}
+        for f in want:
+            status_, body = n.get("/gone/" + f)
+            got[f] = body if status_ == 200 else status_
+        return got
+    expect(eventually(lambda: all(seen(n) == want for n in c.nodes), 20),
+           "every node sees the deletes, renames, truncate and link", want,
+           {n.name: seen(n) for n in c.nodes})
+
+
 def test_registered_name_is_never_404_elsewhere(c):
     """From the moment the registry has a name, every node answers it: the
     writer's agent tells the others before it registers."""
@@ -626,6 +674,7 @@ TESTS = [
     test_cp_does_not_wait_for_replication,
     test_directories_made_on_demand,
     test_create_in_a_directory_made_elsewhere,
+    test_delete_and_rename_where_never_held,
     test_registered_name_is_never_404_elsewhere,
     test_one_slow_holder_holds_up_nobody_else,
     test_agent_socket_is_for_its_users,
