@@ -113,6 +113,17 @@ static struct result call(const char *name)
 			return r;
 		return MADE(rename(from, BESIDE("made")));
 	}
+	/* Not a link: EINVAL, once the file is here. */
+	if (!strcmp(name, "readlink") || !strcmp(name, "readlinkat")) {
+		char b[64];
+		ssize_t n = name[8] ? readlinkat(dfd, R(name), b, sizeof b)
+				    : readlink(P(name), b, sizeof b);
+		if (n < 0 && errno == EINVAL) {
+			errno = EXDEV;
+			r.rc = 0;
+		}
+		return r;
+	}
 	/* Removing a name this node never held (name "<call>-gone"). */
 	if (!strcmp(name, "unlink-gone")) return MADE(unlink(P(name)));
 	if (!strcmp(name, "unlinkat-gone")) return MADE(unlinkat(dfd, R(name), 0));
@@ -134,7 +145,7 @@ static const char *const names[] = {
 	"fstatat", "fstatat64", "statx", "__xstat", "__xstat64", "__lxstat",
 	"__lxstat64", "__fxstatat", "__fxstatat64", "access", "faccessat",
 	"euidaccess", "eaccess", "relative-cwd", "mkdir/in", "mkdirat/in", "creat/in",
-	"rename/in", "unlink-gone", "unlinkat-gone", "remove-gone", "rename-gone",
+	"rename/in", "readlink", "readlinkat", "unlink-gone", "unlinkat-gone", "remove-gone", "rename-gone",
 };
 
 int main(int argc, char **argv)
