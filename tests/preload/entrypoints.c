@@ -5,9 +5,6 @@
  * that make a name (mkdir, mkdirat, creat, rename) make one beside the
  * never-seen file, in the directory only the cluster has: they must
  * succeed, with errno alone, and the file is then read as the others.
- * Those that remove a name (unlink, unlinkat, remove, rename) remove the
- * never-seen file: they must succeed, with errno alone, and leave it gone
- * from here.
  *
  * usage: entrypoints --list            names of the files it will ask for
  *        entrypoints <dir>             run; each file <dir>/ep-<name> must
@@ -48,7 +45,7 @@ static int dfd;
 
 static struct result call(const char *name)
 {
-	static char path[4096], other[4200];
+	static char path[4096];
 	struct stat st;
 	struct stat64 st64;
 	struct statx stx;
@@ -98,7 +95,6 @@ static struct result call(const char *name)
 #define BESIDE(new) (snprintf(path, sizeof path, "%s/ep-%.*s/%s", dir,         \
 			      (int)(strchr(name, '/') - name), name, new), path)
 #define MADE(expr) (r.rc = (expr) < 0 ? -1 : 0, r)
-#define BESIDE_GONE (snprintf(other, sizeof other, "%s/ep-renamed", dir), other)
 	if (!strcmp(name, "mkdir/in")) return MADE(mkdir(BESIDE("made"), 0755));
 	if (!strcmp(name, "mkdirat/in")) return MADE(mkdirat(dfd, "ep-mkdirat/made", 0755));
 	if (!strcmp(name, "creat/in")) {
@@ -124,11 +120,6 @@ static struct result call(const char *name)
 		}
 		return r;
 	}
-	/* Removing a name this node never held (name "<call>-gone"). */
-	if (!strcmp(name, "unlink-gone")) return MADE(unlink(P(name)));
-	if (!strcmp(name, "unlinkat-gone")) return MADE(unlinkat(dfd, R(name), 0));
-	if (!strcmp(name, "remove-gone")) return MADE(remove(P(name)));
-	if (!strcmp(name, "rename-gone")) return MADE(rename(P(name), BESIDE_GONE));
 	if (!strcmp(name, "relative-cwd")) {
 		if (chdir(dir) < 0) return r;
 		r = FDCALL(open(R(name), O_RDONLY));
@@ -145,7 +136,7 @@ static const char *const names[] = {
 	"fstatat", "fstatat64", "statx", "__xstat", "__xstat64", "__lxstat",
 	"__lxstat64", "__fxstatat", "__fxstatat64", "access", "faccessat",
 	"euidaccess", "eaccess", "relative-cwd", "mkdir/in", "mkdirat/in", "creat/in",
-	"rename/in", "readlink", "readlinkat", "unlink-gone", "unlinkat-gone", "remove-gone", "rename-gone",
+	"rename/in", "readlink", "readlinkat",
 };
 
 int main(int argc, char **argv)
@@ -189,10 +180,6 @@ int main(int argc, char **argv)
 		}
 		if (len >= 0)
 			got[len] = '\0';
-		if (strstr(names[i], "-gone") && r.rc == 0 && len < 0) {
-			/* gone from here: fetched, then removed or renamed */
-			snprintf(got, sizeof got, "%s", want);
-		}
 		if (r.rc < 0 || e != EXDEV || strcmp(got, want) != 0) {
 			printf("not ok %d - %s (rc %d, errno %d, read '%s')\n", i + 1,
 			       names[i], r.rc, e, got);
