@@ -71,6 +71,10 @@ static inline bool cs_active(void)
  * the agent has brought the cluster's copy here and the call should be
  * repeated, else the errno to report (wrap.c). */
 int cs_name_miss(int dirfd, const char *path);
+/* The same before a call, for a name the call needs or would hide (a create
+ * without truncation): fetched only when it is not here; ENOENT when it is
+ * here or nowhere (wrap.c). */
+int cs_absent_miss(int dirfd, const char *path);
 /* A call that makes the name path (relative to dirfd) failed with ENOENT:
  * its directory may be one the cluster has and this node lacks, made on
  * another node.  0 when the agent has made it here and the call should be

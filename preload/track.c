@@ -317,7 +317,6 @@ static int stream_fd(FILE *f)
 	if (__builtin_expect(!real.name, 0) && (!cs_real_resolve() || !real.name)) \
 		return fallback;
 
-/* fdexpr: the descriptor being closed (evaluated once, before the call). */
 /*
  * A rename, link, unlink or truncate failed with ENOENT.  Step 0: the name
  * it needs (need, relative to needfd), when not here, may be the cluster's:
@@ -328,8 +327,7 @@ static int stream_fd(FILE *f)
 static int bring(int step, int needfd, const char *need, int makefd, const char *make)
 {
 	if (step == 0)
-		return need && real.faccessat(needfd, need, F_OK, AT_SYMLINK_NOFOLLOW) < 0 &&
-		       errno == ENOENT ? cs_name_miss(needfd, need) : ENOENT;
+		return need ? cs_absent_miss(needfd, need) : ENOENT;
 	return make ? cs_parent_miss(makefd, make) : ENOENT;
 }
 
@@ -343,6 +341,7 @@ static int bring(int step, int needfd, const char *need, int makefd, const char 
 			again;                                                 \
 	}
 
+/* fdexpr: the descriptor being closed (evaluated once, before the call). */
 #define TRACK_CLOSE(ret, name, params, args, fallback, fdexpr)                  \
 	CS_EXPORT ret name params                                              \
 	{                                                                      \

@@ -87,8 +87,7 @@ int cs_parent_miss(int dirfd, const char *path)
 	return ask_agent(p, rel);
 }
 
-/* Before a call that creates without truncating: bring the cluster's copy. */
-static void before_create(int dirfd, const char *path)
+int cs_absent_miss(int dirfd, const char *path)
 {
 	char abs[CS_PATH_MAX];
 	const char *rel;
@@ -96,7 +95,8 @@ static void before_create(int dirfd, const char *path)
 
 	if (p && real.faccessat(AT_FDCWD, abs, F_OK, AT_SYMLINK_NOFOLLOW) < 0 &&
 	    errno == ENOENT)
-		ask_agent(p, rel);
+		return ask_agent(p, rel);
+	return ENOENT;
 }
 
 #define active cs_active
@@ -120,7 +120,7 @@ static void before_create(int dirfd, const char *path)
 	int saved = errno;                                                      \
 	if (__builtin_expect(((flags) & (O_CREAT | O_TRUNC)) == O_CREAT, 0) &&  \
 	    active()) {                                                         \
-		before_create(dirfd, path);                                     \
+		cs_absent_miss(dirfd, path); /* the cluster's copy first */    \
 		errno = saved;                                                  \
 	}                                                                       \
 	ret r = real.name args;                                                 \
